@@ -1,0 +1,39 @@
+"""mhsa_lib: the course's reference implementation of multi-head self-attention.
+
+Every check in ``autograder`` compares a learner's work with this library, and later
+notebooks fall back on it when an earlier step is not yet right. Each module is taught
+in one notebook and named after it:
+
+=================  ===========================================================  ========
+module             what                                                         notebook
+=================  ===========================================================  ========
+``attention``      softmax, causal / padding masks, scaled dot-product attention  01
+=================  ===========================================================  ========
+
+Shape legend, used in every docstring and reshape comment:
+
+    B   batch size                      H   number of (query) heads
+    T   query length                    Dh  per-head width, D / H (= d_k in the paper)
+    S   key / value length              G   number of key/value heads (GQA; G = H is MHA)
+    D   model width (d_model)           F   feed-forward width (d_ff)
+
+Conventions: boolean masks with ``True`` = may attend; a causal mask with S > T is aligned
+to the lower right; linear layers follow ``nn.Linear`` (y = x Wᵀ + b, W of shape (out, in));
+scores are scaled by 1/√Dh, the per-head width.
+"""
+
+from .attention import (
+    BACKENDS,
+    causal_mask,
+    padding_mask,
+    scaled_dot_product_attention,
+    softmax,
+)
+
+__all__ = [
+    "BACKENDS",
+    "causal_mask",
+    "padding_mask",
+    "scaled_dot_product_attention",
+    "softmax",
+]
