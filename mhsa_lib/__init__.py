@@ -8,6 +8,10 @@ in one notebook and named after it:
 module             what                                                         notebook
 =================  ===========================================================  ========
 ``attention``      softmax, causal / padding masks, scaled dot-product attention  01
+``heads``          split_heads, merge_heads (and repeat_kv, re-exported by         02, 03
+                   ``kv_cache``)
+``multihead``      MultiHeadAttention, FusedMultiHeadAttention (one QKV matmul),   03
+                   attend_heads (the attention step every module shares)
 =================  ===========================================================  ========
 
 Shape legend, used in every docstring and reshape comment:
@@ -29,6 +33,8 @@ from .attention import (
     scaled_dot_product_attention,
     softmax,
 )
+from .heads import merge_heads, split_heads
+from .multihead import FusedMultiHeadAttention, MultiHeadAttention, attend_heads
 
 __all__ = [
     "BACKENDS",
@@ -36,4 +42,9 @@ __all__ = [
     "padding_mask",
     "scaled_dot_product_attention",
     "softmax",
+    "split_heads",
+    "merge_heads",
+    "attend_heads",
+    "MultiHeadAttention",
+    "FusedMultiHeadAttention",
 ]

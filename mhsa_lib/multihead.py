@@ -1,0 +1,341 @@
+"""Multi-head attention: projections, heads, attention, merge, output projection (notebook 03).
+
+Shape letters (see the package docstring): B batch, T query length, S key length, D model
+width, H heads, Dh = D / H per-head width, G key/value heads.
+
+The whole module in one line, in the notation of "Attention Is All You Need"::
+
+    MultiHead(X) = Concat(head_1, …, head_H) W^O,   head_h = Attention(X W_h^Q, X W_h^K, X W_h^V)
+
+(Xiao & Zhu write the same as Merge(head_1, …, head_H) W^head with head_h = Att_qkv(…).)
+Instead of H small matrices per projection, one ``nn.Linear(D, D)`` computes every head at
+once: head ``h`` owns output features ``[h·Dh, (h+1)·Dh)``, the layout of
+``torch.nn.MultiheadAttention``.
+
+Two classes share one ``forward``:
+
+* :class:`MultiHeadAttention`: separate ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``
+  (the readable layout, and the one every check uses);
+* :class:`FusedMultiHeadAttention`: one ``qkv_proj = nn.Linear(D, 3D)`` whose weight stacks
+  [W_q; W_k; W_v] (the layout of ``nn.MultiheadAttention.in_proj_weight``): one matmul instead
+  of three. Convert with ``FusedMultiHeadAttention.from_separate`` / ``.to_separate()``.
+
+:func:`attend_heads` is the attention step shared by these modules and by
+``GroupedQueryAttention``: it takes heads already split, applies the mask (and an optional
+causal mask aligned to the lower right), repeats shared key/value heads, and calls
+:func:`mhsa_lib.attention.scaled_dot_product_attention` with the chosen ``backend``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import BACKENDS, causal_mask, scaled_dot_product_attention
+from .heads import merge_heads, repeat_kv, split_heads
+
+__all__ = ["attend_heads", "MultiHeadAttention", "FusedMultiHeadAttention"]
+
+# F.scaled_dot_product_attention learned enable_gqa (shared K/V heads without a copy) in 2.5.
+_TORCH_VERSION = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+HAS_ENABLE_GQA = _TORCH_VERSION >= (2, 5)
+
+
+def attend_heads(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Optional[Tensor] = None,
+    *,
+    causal: bool = False,
+    backend: str = "reference",
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """Attention over split heads, with H query heads sharing G key/value heads.
+
+    Args:
+        q: (B, H, T, Dh) queries.
+        k: (B, G, S, Dh) keys; G must divide H (G = H is plain multi-head attention).
+        v: (B, G, S, Dh) values.
+        mask: optional bool tensor, ``True`` = may attend, broadcastable to (B, H, T, S). A 3-D
+            mask is read as (B, T, S) (or (B, 1, S) from :func:`mhsa_lib.padding_mask`) and
+            shared by every head.
+        causal: also block future keys, aligned to the lower right: query ``i`` sits at
+            absolute position ``S - T + i`` (so with a KV cache the new queries see the whole
+            past). Unlike ``F.scaled_dot_product_attention(is_causal=True)``, which aligns to
+            the upper left when S != T.
+        backend: ``"reference"`` or ``"fast"``, passed on to the attention core.
+
+    Returns:
+        ``(out, weights)``: out (B, H, T, Dh); weights (B, H, T, S), or ``None`` with
+        ``backend="fast"``.
+
+    Raises:
+        ValueError: on a bad backend, ranks or head counts that do not fit, or a mask that is
+            not bool or not broadcastable to (B, H, T, S).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    for name, x, shape in (("q", q, "(B, H, T, Dh)"), ("k", k, "(B, G, S, Dh)"), ("v", v, "(B, G, S, Dh)")):
+        if not isinstance(x, Tensor) or x.ndim != 4:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{name}: expected a 4-D tensor {shape}, got {got}")
+    batch, num_heads, q_len, _ = q.shape
+    kv_heads, k_len = k.shape[1], k.shape[2]
+    if kv_heads == 0 or num_heads % kv_heads != 0 or v.shape[1] != kv_heads:
+        raise ValueError(
+            f"k, v: expected a number of heads G that divides H={num_heads} of q, "
+            f"got k {tuple(k.shape)} and v {tuple(v.shape)}"
+        )
+    n_rep = num_heads // kv_heads
+    if mask is not None:
+        mask = _heads_mask(mask, (batch, num_heads, q_len, k_len))
+    # With one query (a decoding step) the lower-right causal mask allows every key.
+    causal = causal and q_len > 1
+
+    if backend == "fast" and mask is None and (causal or n_rep > 1):
+        if not causal or q_len == k_len:
+            # PyTorch's own causal flag is safe here: with S == T both alignments agree, and it
+            # lets the fused kernels skip the masked half instead of reading a mask tensor.
+            if n_rep > 1 and HAS_ENABLE_GQA:
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+            else:
+                out = F.scaled_dot_product_attention(
+                    q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), is_causal=causal
+                )
+            return out, None
+
+    if causal:
+        lower_right = causal_mask(q_len, k_len, device=q.device)  # (T, S)
+        mask = lower_right if mask is None else mask & lower_right
+    k = repeat_kv(k, n_rep)  # (B, G, S, Dh) -> (B, H, S, Dh), head j uses K/V head j // n_rep
+    v = repeat_kv(v, n_rep)  # (B, G, S, Dh) -> (B, H, S, Dh)
+    return scaled_dot_product_attention(q, k, v, mask, backend=backend)
+
+
+def _heads_mask(mask: object, scores_shape: Tuple[int, int, int, int]) -> Tensor:
+    """Check a user mask and give it a head axis if it is (B, T, S) or (B, 1, S)."""
+    if not isinstance(mask, Tensor):
+        raise ValueError(f"mask: expected a bool torch.Tensor, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise ValueError(
+            f"mask: expected dtype torch.bool (True = may attend), got {mask.dtype}; "
+            f"for a 0/1 mask use mask.bool(), for an additive 0/-inf mask use mask == 0"
+        )
+    given = tuple(mask.shape)
+    if mask.ndim == 3:
+        mask = mask.unsqueeze(1)  # (B, T, S) -> (B, 1, T, S): the same mask for every head
+    try:
+        ok = mask.ndim <= 4 and torch.broadcast_shapes(mask.shape, scores_shape) == scores_shape
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"mask: expected a shape broadcastable to (B, H, T, S) = {scores_shape} "
+            f"(or a 3-D (B, T, S)), got {given}"
+        )
+    return mask
+
+
+class _MultiHeadBase(nn.Module):
+    """What both layouts share: argument checks, heads, attention, merge, output projection."""
+
+    def __init__(self, d_model: int, num_heads: int, backend: str) -> None:
+        super().__init__()
+        _check_positive_int("d_model", d_model)
+        _check_positive_int("num_heads", num_heads)
+        if d_model % num_heads != 0:
+            raise ValueError(
+                f"d_model: expected a multiple of num_heads={num_heads} (each head gets "
+                f"d_model / num_heads features), got d_model={d_model}"
+            )
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.backend = backend
+
+    def _project(self, x: Tensor, kv: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Optional[Tensor] = None,
+        return_weights: bool = False,
+        *,
+        kv: Optional[Tensor] = None,
+        causal: bool = False,
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """Self-attention over ``x`` (or cross-attention from ``x`` to ``kv``).
+
+        Args:
+            x: (B, T, D) input; the queries (and, without ``kv``, the keys and values).
+            mask: optional bool tensor, ``True`` = may attend, broadcastable to (B, H, T, S);
+                a 3-D mask is read as (B, T, S) or (B, 1, S) and shared by all heads.
+            return_weights: also return the attention weights (computed on the reference
+                path, whatever ``self.backend`` says, since the fast kernels never form them).
+            kv: optional (B, S, D) sequence to attend to (cross-attention); default ``x``.
+            causal: block future keys (lower-right aligned causal mask, combined with
+                ``mask``).
+
+        Returns:
+            out (B, T, D), or ``(out, weights)`` with weights (B, H, T, S) if
+            ``return_weights``.
+
+        Raises:
+            ValueError: if ``x`` or ``kv`` is not (B, ·, D), or the mask does not fit.
+        """
+        _check_input("x", x, self.d_model)
+        if kv is None:
+            kv = x
+        else:
+            _check_input("kv", kv, self.d_model)
+            if kv.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"kv: expected batch size B={x.shape[0]} like x, got shape {tuple(kv.shape)}"
+                )
+        q, k, v = self._project(x, kv)  # (B, T, D), (B, S, D), (B, S, D)
+        q = split_heads(q, self.num_heads)  # (B, T, D) -> (B, H, T, Dh)
+        k = split_heads(k, self.num_heads)  # (B, S, D) -> (B, H, S, Dh)
+        v = split_heads(v, self.num_heads)  # (B, S, D) -> (B, H, S, Dh)
+        backend = "reference" if return_weights else self.backend
+        out, weights = attend_heads(q, k, v, mask, causal=causal, backend=backend)  # (B, H, T, Dh)
+        out = self.out_proj(merge_heads(out))  # (B, H, T, Dh) -> (B, T, D) -> (B, T, D)
+        return (out, weights) if return_weights else out
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
+            f"backend={self.backend!r}"
+        )
+
+
+class MultiHeadAttention(_MultiHeadBase):
+    """Multi-head attention with separate query, key, value and output projections.
+
+    Args:
+        d_model: D, the model width.
+        num_heads: H; must divide D. Each head works in Dh = D / H dimensions and scores are
+            scaled by 1/√Dh.
+        bias: whether the four projections have a bias (``nn.MultiheadAttention`` has one).
+        backend: ``"reference"`` (readable, can return weights) or ``"fast"``
+            (``F.scaled_dot_product_attention``). Keyword-only; may be changed later by
+            assigning ``module.backend``.
+        device, dtype: where and in which dtype to create the parameters.
+
+    Attributes:
+        q_proj, k_proj, v_proj, out_proj: ``nn.Linear(D, D)``; head ``h`` owns output features
+            ``[h·Dh, (h+1)·Dh)`` of the first three and input features ``[h·Dh, (h+1)·Dh)``
+            of ``out_proj``.
+
+    Raises:
+        ValueError: if D is not a multiple of H, or on an unknown backend.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        bias: bool = True,
+        *,
+        backend: str = "reference",
+        device: Union[torch.device, str, None] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__(d_model, num_heads, backend)
+        kw = {"bias": bias, "device": device, "dtype": dtype}
+        self.q_proj = nn.Linear(d_model, d_model, **kw)
+        self.k_proj = nn.Linear(d_model, d_model, **kw)
+        self.v_proj = nn.Linear(d_model, d_model, **kw)
+        self.out_proj = nn.Linear(d_model, d_model, **kw)
+
+    def _project(self, x: Tensor, kv: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        return self.q_proj(x), self.k_proj(kv), self.v_proj(kv)  # (B, T, D), (B, S, D) x 2
+
+
+class FusedMultiHeadAttention(_MultiHeadBase):
+    """The same module with one fused query/key/value projection: one matmul instead of three.
+
+    Same arguments as :class:`MultiHeadAttention`. ``qkv_proj.weight`` (3D, D) stacks
+    [W_q; W_k; W_v] in that order, exactly like ``nn.MultiheadAttention.in_proj_weight``.
+
+    Attributes:
+        qkv_proj: ``nn.Linear(D, 3D)``.
+        out_proj: ``nn.Linear(D, D)``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        bias: bool = True,
+        *,
+        backend: str = "reference",
+        device: Union[torch.device, str, None] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__(d_model, num_heads, backend)
+        kw = {"bias": bias, "device": device, "dtype": dtype}
+        self.qkv_proj = nn.Linear(d_model, 3 * d_model, **kw)
+        self.out_proj = nn.Linear(d_model, d_model, **kw)
+
+    def _project(self, x: Tensor, kv: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        d = self.d_model
+        if kv is x:  # self-attention: all three from one matmul
+            qkv = self.qkv_proj(x)  # (B, T, D) -> (B, T, 3D)
+            q, k, v = qkv.split(d, dim=-1)  # (B, T, 3D) -> 3 x (B, T, D)
+            return q, k, v
+        # Cross-attention: rows [0, D) of the weight make queries, rows [D, 3D) keys and values.
+        w, b = self.qkv_proj.weight, self.qkv_proj.bias
+        q = F.linear(x, w[:d], None if b is None else b[:d])  # (B, T, D)
+        k, v = F.linear(kv, w[d:], None if b is None else b[d:]).split(d, dim=-1)  # 2 x (B, S, D)
+        return q, k, v
+
+    @classmethod
+    def from_separate(cls, mha: MultiHeadAttention) -> "FusedMultiHeadAttention":
+        """A fused copy of ``mha`` (same weights, backend, device and dtype)."""
+        p = mha.q_proj.weight
+        bias = mha.q_proj.bias is not None
+        fused = cls(mha.d_model, mha.num_heads, bias, backend=mha.backend, device=p.device, dtype=p.dtype)
+        with torch.no_grad():
+            fused.qkv_proj.weight.copy_(
+                torch.cat([mha.q_proj.weight, mha.k_proj.weight, mha.v_proj.weight])  # (3D, D)
+            )
+            if bias:
+                fused.qkv_proj.bias.copy_(torch.cat([mha.q_proj.bias, mha.k_proj.bias, mha.v_proj.bias]))
+        fused.out_proj.load_state_dict(mha.out_proj.state_dict())
+        return fused
+
+    def to_separate(self) -> MultiHeadAttention:
+        """A :class:`MultiHeadAttention` copy of this module (same weights)."""
+        p = self.qkv_proj.weight
+        bias = self.qkv_proj.bias is not None
+        mha = MultiHeadAttention(self.d_model, self.num_heads, bias, backend=self.backend, device=p.device, dtype=p.dtype)
+        with torch.no_grad():
+            for i, proj in enumerate((mha.q_proj, mha.k_proj, mha.v_proj)):
+                rows = slice(i * self.d_model, (i + 1) * self.d_model)  # block i of [W_q; W_k; W_v]
+                proj.weight.copy_(self.qkv_proj.weight[rows])
+                if bias:
+                    proj.bias.copy_(self.qkv_proj.bias[rows])
+        mha.out_proj.load_state_dict(self.out_proj.state_dict())
+        return mha
+
+
+def _check_positive_int(name: str, n: object) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{name}: expected a positive int, got {n!r}")
+
+
+def _check_input(name: str, x: object, d_model: int) -> None:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor (B, T, D), got {type(x).__name__}")
+    if x.ndim != 3 or x.shape[-1] != d_model:
+        hint = "; add a batch axis with x.unsqueeze(0)" if x.ndim == 2 else ""
+        raise ValueError(
+            f"{name}: expected a 3-D tensor (B, T, D) with D=d_model={d_model}, "
+            f"got shape {tuple(x.shape)}{hint}"
+        )
