@@ -12,6 +12,14 @@ module             what                                                         
                    ``kv_cache``)
 ``multihead``      MultiHeadAttention, FusedMultiHeadAttention (one QKV matmul),   03
                    attend_heads (the attention step every module shares)
+``block``          LayerNorm, FeedForward (ReLU / GELU), TransformerBlock          04
+                   (pre-norm or post-norm, dropout)
+``kv_cache``       repeat_kv, GroupedQueryAttention (MHA / GQA / MQA), KVCache,    05
+                   StaticKVCache (pre-allocated), kv_cache_bytes
+``interop``        weights to and from torch.nn.MultiheadAttention and             03, 04
+                   torch.nn.TransformerEncoderLayer; mask polarity conversion
+``viz``            heatmaps, layers x heads grids, difference maps (matplotlib,    all
+                   imported on first use: ``import mhsa_lib.viz``)
 =================  ===========================================================  ========
 
 Shape legend, used in every docstring and reshape comment:
@@ -35,6 +43,9 @@ from .attention import (
 )
 from .heads import merge_heads, split_heads
 from .multihead import FusedMultiHeadAttention, MultiHeadAttention, attend_heads
+from .block import FeedForward, LayerNorm, TransformerBlock
+from .kv_cache import GroupedQueryAttention, KVCache, StaticKVCache, kv_cache_bytes, repeat_kv
+from . import interop  # noqa: E402  (mhsa_lib.interop.mha_from_torch, block_to_torch, ...)
 
 __all__ = [
     "BACKENDS",
@@ -47,4 +58,12 @@ __all__ = [
     "attend_heads",
     "MultiHeadAttention",
     "FusedMultiHeadAttention",
+    "LayerNorm",
+    "FeedForward",
+    "TransformerBlock",
+    "repeat_kv",
+    "GroupedQueryAttention",
+    "KVCache",
+    "StaticKVCache",
+    "kv_cache_bytes",
 ]
