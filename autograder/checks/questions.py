@@ -1,0 +1,259 @@
+"""The checkpoint question bank: one entry per conceptual checkpoint, keyed ``"NN.name"``.
+
+``NN`` is the notebook that asks the question; its markdown cell holds the full wording of
+the question and of every option, and the answer cell below it is ``answer_<name>()``.
+Here each option has a short label (shown back to the learner in the report), the answer,
+an explanation printed once the answer is right, and, for every wrong option of a multiple
+choice, feedback that says what is wrong with it in the learner's own terms. Ordering
+questions need no per-option feedback: the report names the pairs that are the wrong way
+round, and partial credit counts the pairs in the right relative order.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+from .concepts import Question
+
+QUESTIONS: Dict[str, Question] = {
+    # ------------------------------------------------------------------ 00_orientation
+    "00.batched_matmul": Question(
+        kind="choice",
+        options={
+            "a": "q @ k",
+            "b": "q @ k.transpose(-2, -1)",
+            "c": "q.transpose(-2, -1) @ k",
+            "d": "(q * k).sum(-1)",
+        },
+        answer="b",
+        explanation=(
+            "k.transpose(-2, -1) turns k from (B, S, D) into (B, D, S); the batched matmul "
+            "(B, T, D) @ (B, D, S) contracts the shared D axis and keeps the batch axis, "
+            "giving (B, T, S): one dot product per (query, key) pair."
+        ),
+        feedback={
+            "a": (
+                "q @ k multiplies (B, T, D) by (B, S, D): the inner sizes D and S do not match, so "
+                "it raises an error (and if S happened to equal D it would silently compute "
+                "something meaningless). The key vectors must stand as columns: transpose k first."
+            ),
+            "c": (
+                "q.transpose(-2, -1) @ k is (B, D, T) @ (B, S, D): it only runs when T == S, and then "
+                "it gives (B, D, D), sums over the positions instead of over the features. "
+                "Transpose k, not q."
+            ),
+            "d": (
+                "(q * k).sum(-1) multiplies query i with key i only (and needs T == S): it gives "
+                "(B, T), the diagonal of the score matrix, not every (query, key) pair."
+            ),
+        },
+        points=1,
+    ),
+    "00.einsum_reading": Question(
+        kind="choice",
+        options={
+            "a": "(B, H, T, S): every query with every key, per batch and head",
+            "b": "(B, H, T, D): an elementwise product of q and k",
+            "c": "(B, H, S, T): every key with every query",
+            "d": "(B, H, T, S): a sum over the heads",
+        },
+        answer="a",
+        explanation=(
+            "The output letters are bhts, so the result is (B, H, T, S); d appears in both inputs "
+            "but not in the output, so it is summed: out[b,h,t,s] = Σ_d q[b,h,t,d]·k[b,h,s,d], the "
+            "dot product of query t with key s, separately for each batch entry and head."
+        ),
+        feedback={
+            "b": (
+                "An index that appears in the inputs but not after the arrow is summed over. d is "
+                "missing from 'bhts', so it is summed away: nothing elementwise is left, and s "
+                "appears in the output."
+            ),
+            "c": (
+                "The order of the output letters is the order of the result's axes: 'bhts' puts "
+                "t (the queries) before s (the keys), so the result is (B, H, T, S)."
+            ),
+            "d": (
+                "h appears after the arrow, so it is kept, not summed: each head gets its own "
+                "score matrix. Only d, which is missing from the output, is summed."
+            ),
+        },
+        points=1,
+    ),
+    "00.fallback": Question(
+        kind="choice",
+        options={
+            "a": "your softmax, as it is",
+            "b": "the course's reference softmax, with a one-line note",
+            "c": "an error, until you fix your softmax",
+            "d": "your softmax, patched by the check",
+        },
+        answer="b",
+        explanation=(
+            "fallback(step, fn) hands back your function only when its check passed in this "
+            "kernel; otherwise it hands back mhsa_lib's version and prints a note, so the rest of "
+            "the notebook still runs and its plots are right. Fix the step, re-run its check, and "
+            "later cells use your code again."
+        ),
+        feedback={
+            "a": (
+                "fallback only trusts a function whose check passed in this kernel. A partly "
+                "correct softmax could make every later plot misleading, so it is replaced by the "
+                "reference until its check passes."
+            ),
+            "c": (
+                "That is exactly what fallback avoids: a step you are stuck on never blocks the "
+                "rest of the notebook. It substitutes the reference and tells you so."
+            ),
+            "d": (
+                "Checks never change your code; they only call it and report. fallback swaps in the "
+                "reference implementation as a whole."
+            ),
+        },
+        points=1,
+    ),
+    # ------------------------------------------------------------------ 01_scaled_dot_product_attention
+    "01.softmax_axis": Question(
+        kind="choice",
+        options={
+            "a": "dim=-2, over the queries",
+            "b": "dim=-1, over the keys",
+            "c": "over both last axes at once",
+            "d": "dim=0, over the batch",
+        },
+        answer="b",
+        explanation=(
+            "Row i of the (T, S) scores holds query i's score against every key. Each query "
+            "spreads one unit of attention over the S keys, so each row must sum to 1: "
+            "softmax over the last axis, dim=-1."
+        ),
+        feedback={
+            "a": (
+                "With dim=-2 each column sums to 1: every key would hand out one unit of attention "
+                "over the queries. But the output for query i is a weighted average of the values, "
+                "so the weights of query i (a row) are what must sum to 1."
+            ),
+            "c": (
+                "If the whole (T, S) matrix summed to 1, each query's weights would sum to about "
+                "1/T, and the output of each query would be a shrunken average of the values "
+                "that depends on how many other queries there are."
+            ),
+            "d": (
+                "The batch axis separates unrelated sequences: normalising across it would mix "
+                "sentences that have nothing to do with each other. Each query's weights over its "
+                "own keys must sum to 1."
+            ),
+        },
+        points=1,
+    ),
+    "01.why_scale": Question(
+        kind="choice",
+        options={
+            "a": "so that each row of weights sums to 1",
+            "b": "score variance grows like d_k; √d_k brings it back to 1 so softmax does not saturate",
+            "c": "so that exp cannot overflow",
+            "d": "to average over the S keys",
+        },
+        answer="b",
+        explanation=(
+            "q·k is a sum of d_k products; with independent unit-variance entries its variance is "
+            "d_k, so its typical size is √d_k. Dividing by √d_k keeps the scores at unit scale "
+            "whatever the width: softmax stays soft, and its gradient does not vanish."
+        ),
+        feedback={
+            "a": (
+                "softmax already makes each row sum to 1, whatever the scale of its input. The "
+                "scale changes how peaked the weights are, not what they sum to."
+            ),
+            "c": (
+                "Overflow is the stable softmax's job (subtract the row maximum). Even a perfectly "
+                "stable softmax saturates when scores are large: the point of 1/√d_k is to keep "
+                "the weights from becoming one-hot and the gradients from vanishing."
+            ),
+            "d": (
+                "The factor depends on d_k, the width of q and k, not on S, the number of keys. "
+                "The weights already form an average over the keys (they sum to 1)."
+            ),
+        },
+        points=1,
+    ),
+    "01.masked_row": Question(
+        kind="choice",
+        options={
+            "a": "NaN",
+            "b": "uniform weights 1/S",
+            "c": "weights 0 and output 0",
+            "d": "the weights of the previous query",
+        },
+        answer="c",
+        explanation=(
+            "A query with no allowed key has nothing to average, so the course's convention is "
+            "weights 0 and output 0. A NaN would spread through every later layer and through the "
+            "gradients, poisoning the whole batch, even though such rows (padding queries) are "
+            "usually ignored by the loss."
+        ),
+        feedback={
+            "a": (
+                "This is what a naive softmax gives (0/0), and it is a bug: one NaN row spreads to "
+                "every later layer and to the gradients of the whole batch. The convention is 0."
+            ),
+            "b": (
+                "Uniform weights would make the query attend to keys it was told not to see "
+                "(padding, or the future). A fully blocked query should take nothing from any key."
+            ),
+            "d": (
+                "Queries are independent of one another: borrowing another row's weights would "
+                "give this query information its mask forbids. It takes nothing: weights 0, output 0."
+            ),
+        },
+        points=1,
+    ),
+    "01.mask_polarity": Question(
+        kind="choice",
+        options={
+            "a": "m, unchanged",
+            "b": "~m",
+            "c": "m.float()",
+            "d": "m.float() * float('-inf')",
+        },
+        answer="b",
+        explanation=(
+            "nn.MultiheadAttention's boolean attn_mask means True = NOT allowed, the opposite of "
+            "our convention (and of F.scaled_dot_product_attention). Inverting with ~m gives it "
+            "the same meaning."
+        ),
+        feedback={
+            "a": (
+                "nn.MultiheadAttention reads a boolean True as 'blocked', so passing m unchanged "
+                "blocks exactly the keys you meant to allow, and allows the ones you meant to block."
+            ),
+            "c": (
+                "A float mask is ADDED to the scores in nn.MultiheadAttention: adding 1.0 to "
+                "allowed scores and 0.0 to blocked ones blocks nothing at all."
+            ),
+            "d": (
+                "Where m is True this gives 1 · (−inf) = −inf, blocking the allowed keys; where m "
+                "is False it gives 0 · (−inf) = NaN. An additive mask needs 0 where allowed and "
+                "−inf where blocked."
+            ),
+        },
+        points=1,
+    ),
+    "01.steps_order": Question(
+        kind="order",
+        options={
+            "a": "weights = softmax over the keys",
+            "b": "project H to Q, K, V",
+            "c": "out = weights @ V",
+            "d": "scores = Q Kᵀ / √d_k",
+            "e": "blocked scores set to −∞",
+        },
+        answer="bdeac",
+        explanation=(
+            "Project the input H to Q, K, V; score every query against every key and scale by "
+            "1/√d_k; block the keys the mask forbids by setting their scores to −∞; softmax over "
+            "the keys so each row sums to 1; mix the values with those weights."
+        ),
+        points=2,
+    ),
+}
