@@ -1,0 +1,31 @@
+"""autograder: the course's step checks and grading tools.
+
+In a notebook, each graded step is followed by a test cell such as::
+
+    check_softmax(softmax)
+
+which prints a report (each sub-part ✓/✗, and a diagnosis that names the mistake when the
+output matches a known one) and returns the points earned as a plain float, which nbgrader
+reads as the cell's partial credit. ``hidden=True`` adds random cases drawn at grading time.
+
+Later cells call :func:`fallback` so that a step that is not yet right never blocks the rest
+of the notebook.
+"""
+
+from .checks import (
+    check_causal_mask,
+    check_concept,
+    check_pairwise_scores,
+    check_scaled_dot_product_attention,
+    check_softmax,
+    fallback,
+)
+
+__all__ = [
+    "check_causal_mask",
+    "check_concept",
+    "check_pairwise_scores",
+    "check_scaled_dot_product_attention",
+    "check_softmax",
+    "fallback",
+]

@@ -1,0 +1,100 @@
+"""Conceptual checkpoints: multiple choice and ordering questions, graded with feedback per option.
+
+The questions' wording lives in the notebooks; the bank in :mod:`autograder.checks.questions`
+holds, for each question id, the options' short labels, the answer, and what to tell a learner
+who picks each wrong option (the checkpoint version of naming the mistake).
+
+A learner answers by writing a small function that returns the answer (a letter, or a list of
+letters for an ordering), so an unanswered question raises ``NotImplementedError`` inside the
+check rather than stopping the notebook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+from ..core import CheckResult, LearnerError, call, finish
+
+
+@dataclass(frozen=True)
+class Question:
+    """One checkpoint.
+
+    kind "choice": ``options`` maps letters to short labels, ``answer`` is one letter.
+    kind "order": ``options`` maps letters to the items, ``answer`` is the string of letters in
+    the right order ("cab"); partial credit counts the pairs in the right relative order.
+    """
+
+    kind: str
+    options: Dict[str, str]
+    answer: str
+    explanation: str
+    feedback: Dict[str, str] = field(default_factory=dict)
+    points: float = 1.0
+
+
+def check_concept(question_id: str, fn: Callable[[], object], *, quiet: bool = False, **_ignored) -> float:
+    """Grade the answer that ``fn()`` returns to checkpoint ``question_id``; print feedback."""
+    from .questions import QUESTIONS
+
+    if question_id not in QUESTIONS:
+        raise ValueError(f"question_id: expected one of {sorted(QUESTIONS)}, got {question_id!r}")
+    q = QUESTIONS[question_id]
+    result = CheckResult(step=f"checkpoint {question_id}", max_points=q.points)
+    try:
+        given = call(fn)
+    except LearnerError as e:
+        result.zero_reason = f"your answer function {e}"
+        return finish(result, quiet)
+    if q.kind == "choice":
+        _grade_choice(q, given, result)
+    else:
+        _grade_order(q, given, result)
+    return finish(result, quiet)
+
+
+def _normalise_letter(given: object) -> Optional[str]:
+    if isinstance(given, str) and len(given.strip().strip("()").strip()) == 1:
+        return given.strip().strip("()").strip().lower()
+    return None
+
+
+def _grade_choice(q: Question, given: object, result: CheckResult) -> None:
+    letter = _normalise_letter(given)
+    if letter is None or letter not in q.options:
+        result.zero_reason = (
+            f"answer with one letter out of {', '.join(sorted(q.options))}; you returned {given!r}"
+        )
+        return
+    right = letter == q.answer
+    result.add(f"you chose ({letter}) {q.options[letter]}", 1.0, right)
+    if right:
+        result.notes.append(q.explanation)
+    else:
+        result.diagnose(q.feedback.get(letter, "not quite: reread the section above and try again."))
+
+
+def _grade_order(q: Question, given: object, result: CheckResult) -> None:
+    if isinstance(given, str):
+        seq: List[str] = [c.lower() for c in given if not c.isspace() and c not in ",-> "]
+    elif isinstance(given, (list, tuple)):
+        seq = [str(c).strip().lower() for c in given]
+    else:
+        seq = []
+    if sorted(seq) != sorted(q.answer):
+        result.zero_reason = (
+            f"answer with each of the letters {', '.join(sorted(q.options))} exactly once, "
+            f"in order (e.g. \"{''.join(sorted(q.options))}\"); you returned {given!r}"
+        )
+        return
+    rank = {c: i for i, c in enumerate(seq)}
+    pairs = [(a, b) for i, a in enumerate(q.answer) for b in q.answer[i + 1 :]]
+    for a, b in pairs:
+        ok = rank[a] < rank[b]
+        result.add(f"{q.options[a]} before {q.options[b]}", 1.0, ok)
+    if all(p.passed for p in result.parts):
+        result.notes.append(q.explanation)
+    else:
+        wrong = [p.name for p in result.parts if not p.passed]
+        result.diagnose("these pairs are the wrong way round: " + "; ".join(wrong))
