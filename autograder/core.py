@@ -98,7 +98,7 @@ class CheckResult:
             lines.append(_wrap("  Diagnosis: " + d, indent="    "))
         for n in self.notes:
             lines.append(_wrap("  Note: " + n, indent="    "))
-        if self.seed is not None and not self.passed:
+        if self.seed is not None and not self.passed and len(self.parts) > 1:
             lines.append(f"  (random cases drawn with seed={self.seed}; pass seed={self.seed} to the check to see them again)")
         if self.passed:
             lines.append("  All checks pass.")

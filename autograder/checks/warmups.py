@@ -28,6 +28,7 @@ def check_pairwise_scores(fn: Callable, *, hidden: bool = False, seed: Optional[
         got = call(fn, PAIRWISE_PUBLIC_Q.clone(), PAIRWISE_PUBLIC_K.clone())
     except LearnerError as e:
         result.zero_reason = f"pairwise_scores(q, k) {e}"
+        _diagnose_error(fn, result)
         return finish(result, quiet)
     c = compare(got, _expected(PAIRWISE_PUBLIC_Q, PAIRWISE_PUBLIC_K), what="scores")
     result.add("public case: B=1, T=2, S=3, D=2", 1.0, c.ok, c.detail)
@@ -73,7 +74,28 @@ def check_pairwise_scores(fn: Callable, *, hidden: bool = False, seed: Optional[
     return finish(result, quiet)
 
 
+def _diagnose_error(fn: Callable, result: CheckResult) -> None:
+    """The public case raised: try sizes where the usual wrong formulas run, and name them."""
+    q, k = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, 3, 4, dtype=torch.float64)  # T == S
+    try:
+        got = call(fn, q, k)
+    except LearnerError:
+        got = None
+    if got is not None and close(got, M.pairwise_scores_elementwise(q, k)):
+        result.diagnose(_ADVICE["pairwise-elementwise"])
+        return
+    q, k = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, 4, 4, dtype=torch.float64)  # S == D
+    try:
+        got = call(fn, q, k)
+    except LearnerError:
+        return
+    if close(got, q @ k):
+        result.diagnose(_ADVICE["pairwise-no-transpose"])
+
+
 _ADVICE = {
+    "pairwise-no-transpose": "q @ k multiplies (B, T, D) by (B, S, D): the inner sizes D and S do "
+    "not match. Transpose the last two axes of k first: q @ k.transpose(-2, -1).",
     "pairwise-swapped": "you computed K Qᵀ, whose entry [b, j, i] pairs key j with query i: the "
     "scores must be (B, T, S), query rows and key columns: q @ k.transpose(-2, -1).",
     "pairwise-elementwise": "you multiplied q and k elementwise, which pairs query i only with key i; "
