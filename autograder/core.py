@@ -87,11 +87,16 @@ class CheckResult:
     def report(self) -> str:
         head = f"{self.step}: {_fmt_points(self.points)} / {_fmt_points(self.max_points)} points"
         if self.hidden:
-            head += " (with the hidden cases drawn at grading time)"
+            # The public report is printed just above this one: list only what fails.
+            head += " with the hidden cases drawn at grading time"
+            if self.passed:
+                return head + ": all checks pass."
         lines = [head]
         if self.zero_reason:
             lines.append(f"  {FAIL} {self.zero_reason}")
         for p in self.parts:
+            if self.hidden and p.passed:
+                continue
             mark = PASS if p.passed else FAIL
             lines.append(f"  {mark} {p.name}" + (f": {p.detail}" if p.detail else ""))
         for d in self.diagnosis:
@@ -99,7 +104,8 @@ class CheckResult:
         for n in self.notes:
             lines.append(_wrap("  Note: " + n, indent="    "))
         if self.seed is not None and not self.passed and len(self.parts) > 1:
-            lines.append(f"  (random cases drawn with seed={self.seed}; pass seed={self.seed} to the check to see them again)")
+            again = f"hidden=True, seed={self.seed}" if self.hidden else f"seed={self.seed}"
+            lines.append(f"  (random cases drawn with seed={self.seed}; pass {again} to the check to see them again)")
         if self.passed:
             lines.append("  All checks pass.")
         return "\n".join(lines)

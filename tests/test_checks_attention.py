@@ -137,7 +137,7 @@ def test_causal_mask_full_marks_for_correct_solutions(fn, seed, capsys):
 ])
 def test_hidden_cases_pass_correct_solutions(check, fn, full, capsys):
     points, report = run(check, fn, capsys, hidden=True, seed=7)
-    assert points == full and "hidden cases" in report
+    assert points == full and "with the hidden cases drawn at grading time: all checks pass" in report
 
 
 # --------------------------------------------------------------------------- mistakes

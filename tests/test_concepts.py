@@ -45,7 +45,7 @@ def test_order_partial_credit(monkeypatch, capsys):
     assert check_concept("xx.order", lambda: "abc") == 3.0
     assert check_concept("xx.order", lambda: ["a", "c", "b"]) == 2.0  # 2 of 3 pairs in order
     assert check_concept("xx.order", lambda: "cba") == 0.0
-    assert "second before third" in capsys.readouterr().out
+    assert "second should come before third" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("answer,words", [

@@ -90,11 +90,13 @@ def _grade_order(q: Question, given: object, result: CheckResult) -> None:
         return
     rank = {c: i for i, c in enumerate(seq)}
     pairs = [(a, b) for i, a in enumerate(q.answer) for b in q.answer[i + 1 :]]
-    for a, b in pairs:
-        ok = rank[a] < rank[b]
-        result.add(f"{q.options[a]} before {q.options[b]}", 1.0, ok)
-    if all(p.passed for p in result.parts):
-        result.notes.append(q.explanation)
+    wrong = [(a, b) for a, b in pairs if rank[a] > rank[b]]
+    n_right = len(pairs) - len(wrong)
+    # Partial credit: the share of pairs in the right relative order.
+    if n_right:
+        result.add(f"{n_right} of {len(pairs)} pairs of steps in the right order", n_right, True)
+    if wrong:
+        listed = "; ".join(f"{q.options[a]} should come before {q.options[b]}" for a, b in wrong)
+        result.add(f"{len(wrong)} of {len(pairs)} pairs the wrong way round", len(wrong), False, listed)
     else:
-        wrong = [p.name for p in result.parts if not p.passed]
-        result.diagnose("these pairs are the wrong way round: " + "; ".join(wrong))
+        result.notes.append(q.explanation)
