@@ -1,0 +1,247 @@
+"""What the course's grading tools share about nbgrader: cell metadata, scoring a test cell the
+way nbgrader does, and running nbgrader's command line in a course folder.
+
+Only the standard library and nbformat are imported here, so the command line starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+#: The kernel every course notebook names; ``nbgrader autograde`` fails on any other.
+KERNEL_NAME = "python3"
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": KERNEL_NAME}
+
+#: What ``nbgrader generate_assignment`` puts where a solution was (ClearSolutions' python stub).
+CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+
+#: Region markers of an nbgrader source notebook; none may survive into a learner's notebook.
+SOURCE_MARKERS = (
+    "BEGIN SOLUTION",
+    "END SOLUTION",
+    "BEGIN HIDDEN TESTS",
+    "END HIDDEN TESTS",
+    "BEGIN MARK SCHEME",
+    "END MARK SCHEME",
+)
+
+
+# --------------------------------------------------------------------------- cell metadata
+
+
+def nbgrader_meta(cell: Mapping[str, Any]) -> Dict[str, Any]:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return meta if isinstance(meta, dict) else {}
+
+
+def grade_id(cell: Mapping[str, Any]) -> Optional[str]:
+    return nbgrader_meta(cell).get("grade_id")
+
+
+def is_grade(cell: Mapping[str, Any]) -> bool:
+    return bool(nbgrader_meta(cell).get("grade", False))
+
+
+def is_solution(cell: Mapping[str, Any]) -> bool:
+    return bool(nbgrader_meta(cell).get("solution", False))
+
+
+def is_test_cell(cell: Mapping[str, Any]) -> bool:
+    """An autograded test cell: a code cell with points that is not itself an answer."""
+    return cell.get("cell_type") == "code" and is_grade(cell) and not is_solution(cell)
+
+
+def max_points(cell: Mapping[str, Any]) -> float:
+    return float(nbgrader_meta(cell).get("points", 0) or 0)
+
+
+def cell_source(cell: Mapping[str, Any]) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else str(src)
+
+
+# --------------------------------------------------------------------------- scoring a cell
+
+
+@dataclass
+class CellScore:
+    points: float
+    max_points: float
+    reason: str  # "error" | "stderr" | "partial" | "full"
+    note: str = ""  # set when the cell's value is one nbgrader reads in a surprising way
+
+
+def _text_plain(output: Mapping[str, Any]) -> str:
+    data = output.get("data", {}).get("text/plain", "")
+    return "".join(data) if isinstance(data, list) else str(data)
+
+
+def score_test_cell(cell: Mapping[str, Any]) -> CellScore:
+    """The points of an executed test cell, as ``nbgrader.utils.determine_grade`` computes them.
+
+    The first output that decides wins, in output order: an error or anything on stderr gives 0;
+    an ``execute_result`` whose text is a number is the partial credit; otherwise full marks.
+    Where nbgrader 0.9 itself does something odd — a negative number or NaN gives full marks,
+    a number above the maximum makes ``autograde`` fail — the score is clamped to [0, max]
+    (NaN counts as 0) and ``note`` says why; the course's checks never return such values.
+    """
+    top = max_points(cell)
+    for output in cell.get("outputs", []):
+        kind = output.get("output_type")
+        if kind == "error" or (kind == "stream" and output.get("name") == "stderr"):
+            return CellScore(0.0, top, "error" if kind == "error" else "stderr")
+        if kind == "execute_result":
+            text = _text_plain(output)
+            try:
+                value = float(text)
+            except ValueError:
+                # nbgrader gives full marks to a value it cannot read as a number (None, True,
+                # a tensor...); only a plain number counts as partial credit.
+                return CellScore(top, top, "full")
+            if value != value:
+                return CellScore(0.0, top, "partial", note="the cell's value is NaN, not a number of points")
+            if value < 0:
+                return CellScore(0.0, top, "partial", note=f"the cell's value {text} is negative")
+            if value > top:
+                return CellScore(top, top, "partial", note=f"the cell's value {text} is above the step's {top:g} points")
+            return CellScore(value, top, "partial")
+    return CellScore(top, top, "full")
+
+
+# --------------------------------------------------------------------------- running nbgrader
+
+
+def tool_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """The environment for nbgrader and its helpers (alembic, jupyter): this interpreter's bin/
+    first on PATH, so the course's own environment wins over any other installation."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)  # not resolved: a venv's python is a symlink
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env.setdefault("PYTHONIOENCODING", "utf-8")
+    if extra:
+        env.update(extra)
+    return env
+
+
+class NbgraderError(RuntimeError):
+    """An nbgrader command failed; the message holds its command line and the end of its log."""
+
+
+def run_nbgrader(
+    args: Sequence[str],
+    course_dir: Path,
+    timeout: float = 600,
+    env: Optional[Mapping[str, str]] = None,
+) -> subprocess.CompletedProcess:
+    """Run ``nbgrader ARGS`` in ``course_dir`` (which holds its nbgrader_config.py)."""
+    exe = Path(sys.executable).parent / "nbgrader"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "nbgrader"]
+    cmd += list(args)
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=str(course_dir),
+            env=tool_env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise NbgraderError(f"`nbgrader {' '.join(args)}` ran past {timeout:g} s") from e
+    if proc.returncode != 0:
+        raise NbgraderError(
+            f"`nbgrader {' '.join(args)}` exited with {proc.returncode}:\n" + _tail(proc.stdout)
+        )
+    return proc
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def write_course_config(
+    course_dir: Path,
+    course_id: str = "mhsa_course",
+    db: bool = True,
+    execute_timeout: Optional[int] = None,
+    extra: Iterable[str] = (),
+) -> Path:
+    """Write ``nbgrader_config.py`` for a course folder rooted at ``course_dir``.
+
+    With ``db``, the gradebook is ``course_dir/gradebook.db``. Settings in this file beat the
+    command line (``c.Execute.timeout`` over ``--ExecutePreprocessor.timeout``), so everything a
+    grading run depends on is set here.
+    """
+    course_dir = Path(course_dir)
+    course_dir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "c = get_config()  # noqa: F821",
+        f"c.CourseDirectory.root = {str(course_dir.resolve())!r}",
+        f"c.CourseDirectory.course_id = {course_id!r}",
+        # A test cell the instructor deleted by mistake is restored from the gradebook
+        # instead of leaving the step 'needs manual grading'.
+        "c.OverwriteCells.add_missing_cells = True",
+    ]
+    if db:
+        lines.append(f"c.CourseDirectory.db_url = {('sqlite:///' + str((course_dir / 'gradebook.db').resolve()))!r}")
+    if execute_timeout is not None:
+        lines.append(f"c.Execute.timeout = {int(execute_timeout)}")
+    lines.extend(extra)
+    path = course_dir / "nbgrader_config.py"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def solution_regions(source: str) -> List[str]:
+    """The code between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` in a cell's source, one
+    string per region (markers and their lines excluded)."""
+    regions: List[str] = []
+    current: Optional[List[str]] = None
+    for line in source.splitlines():
+        if "BEGIN SOLUTION" in line:
+            current = []
+        elif "END SOLUTION" in line:
+            if current is not None:
+                regions.append("\n".join(current))
+            current = None
+        elif current is not None:
+            current.append(line)
+    return regions
+
+
+def fill_stubs(release_source: str, regions: Sequence[str]) -> str:
+    """Put solution code back where ``generate_assignment`` left its stubs: the k-th
+    ``# YOUR CODE HERE`` / ``raise NotImplementedError()`` pair becomes the k-th region,
+    indented like the stub (the regions keep their own relative indentation)."""
+    lines = release_source.splitlines()
+    out: List[str] = []
+    k = 0
+    i = 0
+    stub_head, stub_tail = CODE_STUB.splitlines()
+    while i < len(lines):
+        line = lines[i]
+        if (
+            line.strip() == stub_head
+            and i + 1 < len(lines)
+            and lines[i + 1].strip() == stub_tail
+            and k < len(regions)
+        ):
+            indent = line[: len(line) - len(line.lstrip())]
+            body = textwrap.dedent(regions[k])
+            out.extend(indent + l if l.strip() else l for l in body.splitlines())
+            k += 1
+            i += 2
+            continue
+        out.append(line)
+        i += 1
+    if k != len(regions):
+        raise ValueError(f"found {k} code stubs for {len(regions)} solution regions")
+    text = "\n".join(out)
+    return text + ("\n" if release_source.endswith("\n") else "")

@@ -1,0 +1,108 @@
+"""Shared helpers for the grading tests: small nbgrader notebooks built in code, and the
+repository's paths."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "solutions"
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def markdown(text):
+    return nbformat.v4.new_markdown_cell(text)
+
+
+def code(text):
+    return nbformat.v4.new_code_cell(text)
+
+
+def solution(grade_id, text):
+    """An answer cell: nbgrader replaces its BEGIN/END SOLUTION region with a stub."""
+    cell = nbformat.v4.new_code_cell(text)
+    cell.metadata["nbgrader"] = {
+        "grade": False, "solution": True, "locked": False, "grade_id": grade_id, "schema_version": 3,
+    }
+    return cell
+
+
+def graded_cell(grade_id, points, text):
+    """A locked autograded test cell worth ``points``."""
+    cell = nbformat.v4.new_code_cell(text)
+    cell.metadata["nbgrader"] = {
+        "grade": True, "solution": False, "locked": True, "points": points,
+        "grade_id": grade_id, "schema_version": 3,
+    }
+    return cell
+
+
+def notebook(cells):
+    """A notebook whose cells have stable ids (so nbgrader's output is byte-stable)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    nb.metadata["language_info"] = {"name": "python"}
+    for i, cell in enumerate(cells):
+        cell["id"] = f"cell-{i:02d}"
+    nb.cells = list(cells)
+    return nb
+
+
+def write(nb, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+# A check in the style of the course's checks, defined in the notebook so the fixture needs no
+# torch: prints a report and returns the points as a plain float.
+CHECK_DOUBLE = '''\
+def check_double(fn, points=2.0, hidden=False):
+    cases = [(1, 2), (3, 6)] + ([(-5, -10), (7, 14)] if hidden else [])
+    good = 0
+    for x, want in cases:
+        try:
+            got = fn(x)
+        except NotImplementedError:
+            print("double: not implemented yet")
+            return 0.0
+        ok = got == want
+        good += ok
+        print(f"double({x}) = {got!r}, expected {want}", "ok" if ok else "WRONG")
+    return float(points * good / len(cases))
+'''
+
+SOURCE_CELLS = [
+    markdown("# A tiny course notebook\n\nDouble a number, then triple one."),
+    code(CHECK_DOUBLE),
+    solution("double", "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION\n"),
+    graded_cell(
+        "check_double", 2,
+        "check_double(double)\n### BEGIN HIDDEN TESTS\ncheck_double(double, hidden=True)\n### END HIDDEN TESTS\n",
+    ),
+    solution("triple", "def triple(x):\n    ### BEGIN SOLUTION\n    y = x + x\n    return y + x\n    ### END SOLUTION\n"),
+    graded_cell(
+        "check_triple", 3,
+        "assert triple(2) == 6, 'triple(2) should be 6'\nprint('triple: ok')\n"
+        "### BEGIN HIDDEN TESTS\nassert triple(-4) == -12\n### END HIDDEN TESTS\n",
+    ),
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_source_nb():
+    """An nbgrader source notebook with two graded steps (2 + 3 points)."""
+    return notebook([nbformat.from_dict(c) for c in SOURCE_CELLS])
+
+
+def run_cli(*args, timeout=600, cwd=ROOT):
+    """``python -m autograder ARGS`` in a subprocess, as ``./course`` runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "autograder", *map(str, args)],
+        cwd=str(cwd), capture_output=True, text=True, timeout=timeout,
+    )

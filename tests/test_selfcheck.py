@@ -1,0 +1,196 @@
+"""`python -m autograder check`: the per-step points it reports are nbgrader's, its JSON has the
+promised shape, and its exit code is non-zero only when the notebook cannot be read or run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import code, graded_cell, markdown, notebook, run_cli, solution, write
+
+CELLS = [
+    markdown("Self-check fixture: one step of each kind nbgrader scores differently."),
+    code("import sys\nhelper = 'data.txt'\nDATA = open(helper).read().strip()"),
+    solution("double", "def double(x):\n    return 2 * x"),
+    graded_cell("check_double", 2, "assert double(3) == 6\nprint('double: all checks pass')\n2.0"),
+    # Partial credit: the cell's value is a float below the maximum.
+    graded_cell("check_partial", 4, "print('partial: 3 of 8 sub-parts hold')\n1.5"),
+    # An error in the test cell: 0 points, the message names the exception.
+    graded_cell("check_error", 3, "print('about to fail')\nraise ValueError('shapes (2, 3) and (4,) differ')"),
+    # Anything on stderr costs the whole cell, even with a full-marks value.
+    graded_cell("check_stderr", 1, "print('looks fine')\nprint('a warning', file=sys.stderr)\n1.0"),
+    # No numeric value: full marks, like nbgrader.
+    graded_cell("check_no_value", 2, "print('reads the data file:', DATA)"),
+    # A value above the maximum is clamped (nbgrader itself would refuse the cell).
+    graded_cell("check_too_much", 1, "5.0"),
+    # An ordinary cell that raises does not stop the run.
+    code("raise NotImplementedError()"),
+    graded_cell("check_after_error", 1, "print('still runs after an error above')\n1.0"),
+]
+
+
+@pytest.fixture(scope="module")
+def fixture_nb(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("learner")
+    (folder / "data.txt").write_text("hello from the notebook's folder\n")
+    return write(notebook(CELLS), folder / "fixture.ipynb")
+
+
+@pytest.fixture(scope="module")
+def json_run(fixture_nb):
+    before = fixture_nb.read_bytes()
+    proc = run_cli("check", fixture_nb, "--json", "--timeout", "60")
+    return proc, before
+
+
+@pytest.mark.slow
+def test_json_is_one_object_with_the_promised_schema(json_run, fixture_nb):
+    proc, _ = json_run
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)  # the whole of stdout is one JSON object
+    assert set(data) == {"notebook", "score", "max_score", "steps"}
+    assert data["notebook"] == str(fixture_nb)
+    for step in data["steps"]:
+        assert set(step) == {"id", "points", "max_points", "passed", "message"}
+        assert isinstance(step["id"], str) and isinstance(step["message"], str)
+        assert isinstance(step["passed"], bool)
+        assert all(isinstance(step[k], float) for k in ("points", "max_points"))
+    assert isinstance(data["score"], float) and isinstance(data["max_score"], float)
+
+
+@pytest.mark.slow
+def test_points_follow_nbgrader(json_run):
+    data = json.loads(json_run[0].stdout)
+    steps = {s["id"]: s for s in data["steps"]}
+    assert list(steps) == [
+        "check_double", "check_partial", "check_error", "check_stderr",
+        "check_no_value", "check_too_much", "check_after_error",
+    ]
+    got = {k: (s["points"], s["max_points"], s["passed"]) for k, s in steps.items()}
+    assert got == {
+        "check_double": (2.0, 2.0, True),
+        "check_partial": (1.5, 4.0, False),
+        "check_error": (0.0, 3.0, False),
+        "check_stderr": (0.0, 1.0, False),
+        "check_no_value": (2.0, 2.0, True),
+        "check_too_much": (1.0, 1.0, True),
+        "check_after_error": (1.0, 1.0, True),
+    }
+    assert data["score"] == 7.5 and data["max_score"] == 14.0
+
+
+@pytest.mark.slow
+def test_messages_carry_the_report_or_the_error(json_run):
+    steps = {s["id"]: s for s in json.loads(json_run[0].stdout)["steps"]}
+    assert steps["check_double"]["message"] == "double: all checks pass"
+    assert steps["check_partial"]["message"] == "partial: 3 of 8 sub-parts hold"
+    assert "about to fail" in steps["check_error"]["message"]
+    assert "ValueError: shapes (2, 3) and (4,) differ" in steps["check_error"]["message"]
+    assert "stderr" in steps["check_stderr"]["message"] and "a warning" in steps["check_stderr"]["message"]
+    # The kernel ran in the notebook's folder: the data file next to it was found.
+    assert "hello from the notebook's folder" in steps["check_no_value"]["message"]
+    assert "above" in steps["check_too_much"]["message"]
+
+
+@pytest.mark.slow
+def test_the_notebook_file_is_not_modified(json_run, fixture_nb):
+    assert fixture_nb.read_bytes() == json_run[1]
+
+
+@pytest.mark.slow
+def test_table_output_lists_every_step(fixture_nb):
+    proc = run_cli("check", fixture_nb, "--timeout", "60")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "✓ check_double" in out and "2 / 2" in out
+    assert "✗ check_partial" in out and "1.5 / 4" in out
+    assert "✗ check_error" in out and "ValueError" in out
+    assert "cell 9: NotImplementedError" in out  # the ordinary cell that raised
+    assert "Score: 7.5 / 14" in out
+
+
+@pytest.mark.slow
+def test_a_cell_past_its_time_limit_scores_zero_and_the_rest_still_runs(tmp_path):
+    nb = notebook([
+        graded_cell("check_slow", 2, "import time\ntime.sleep(60)\n2.0"),
+        graded_cell("check_fast", 1, "1.0"),
+    ])
+    path = write(nb, tmp_path / "slow.ipynb")
+    proc = run_cli("check", path, "--json", "--timeout", "2", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    steps = {s["id"]: s for s in json.loads(proc.stdout)["steps"]}
+    assert steps["check_slow"]["points"] == 0.0 and not steps["check_slow"]["passed"]
+    assert "Error" in steps["check_slow"]["message"]
+    assert steps["check_fast"]["points"] == 1.0
+
+
+@pytest.mark.slow
+def test_the_total_time_limit_stops_the_run(tmp_path):
+    nb = notebook([
+        code("import time\ntime.sleep(1)"),
+        code("time.sleep(1)"),
+        graded_cell("check_late", 2, "2.0"),
+    ])
+    path = write(nb, tmp_path / "long.ipynb")
+    proc = run_cli("check", path, "--json", "--timeout", "30", "--total-timeout", "1.5", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (step,) = json.loads(proc.stdout)["steps"]
+    assert step["points"] == 0.0 and not step["passed"]
+    assert "not run" in step["message"] and "time limit" in step["message"]
+
+
+def _one_line_reason(proc):
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_missing_file_fails_with_one_line(tmp_path):
+    reason = _one_line_reason(run_cli("check", tmp_path / "nope.ipynb", "--json"))
+    assert "nope.ipynb" in reason and "no such file" in reason
+
+
+class _Proc:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def _in_process(capsys, *args):
+    """The command line's main(), in this process (no interpreter start-up per case)."""
+    from autograder.__main__ import main
+
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return _Proc(code, out.out, out.err)
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('{"cells": [ {"cell_type": "code", ', "invalid JSON"),
+        ("[1, 2, 3]", "not a Jupyter notebook"),
+        ('{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"source": "x"}]}', "not a usable notebook"),
+        ("", "invalid JSON"),
+    ],
+)
+def test_unreadable_notebooks_fail_with_one_line(tmp_path, capsys, text, reason):
+    path = tmp_path / "broken.ipynb"
+    path.write_text(text)
+    line = _one_line_reason(_in_process(capsys, "check", path, "--json"))
+    assert "broken.ipynb" in line and reason in line
+
+
+def test_a_folder_is_not_a_notebook(tmp_path, capsys):
+    line = _one_line_reason(_in_process(capsys, "check", tmp_path))
+    assert "folder" in line
+
+
+@pytest.mark.slow
+def test_a_notebook_without_graded_steps_scores_zero_of_zero(tmp_path):
+    path = write(notebook([code("x = 1")]), tmp_path / "plain.ipynb")
+    proc = run_cli("check", path, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"notebook": str(path), "score": 0.0, "max_score": 0.0, "steps": []}
