@@ -94,7 +94,9 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
 
 def _check_tensor(name: str, x: object, ndim: int, shape: str) -> None:
     if not isinstance(x, Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor of shape {shape}, got {type(x).__name__}")
+        raise ValueError(
+            f"{name}: expected a torch.Tensor of shape {shape}, got {type(x).__name__}"
+        )
     if x.ndim != ndim:
         raise ValueError(
             f"{name}: expected a {ndim}-D tensor {shape}, got shape {tuple(x.shape)}"

@@ -128,7 +128,8 @@ def key_padding_mask_from_torch(key_padding_mask: Tensor) -> Tensor:
         key_padding_mask: (B, S), bool ``True`` = padding, or float 0 / -inf.
     """
     if not isinstance(key_padding_mask, Tensor) or key_padding_mask.ndim != 2:
-        got = tuple(key_padding_mask.shape) if isinstance(key_padding_mask, Tensor) else type(key_padding_mask).__name__
+        is_tensor = isinstance(key_padding_mask, Tensor)
+        got = tuple(key_padding_mask.shape) if is_tensor else type(key_padding_mask).__name__
         raise ValueError(f"key_padding_mask: expected a 2-D tensor (B, S), got {got}")
     allowed = mask_from_torch(key_padding_mask)  # (B, S)
     return allowed[:, None, None, :]  # (B, S) -> (B, 1, 1, S)
@@ -188,7 +189,10 @@ def mha_from_torch(
     """A new :class:`MultiHeadAttention` (or the fused one) with the weights of ``torch_mha``."""
     w = torch_mha.in_proj_weight
     if w is None:
-        raise ValueError("torch_mha: expected kdim == vdim == embed_dim (one in_proj_weight), got separate projections")
+        raise ValueError(
+            "torch_mha: expected kdim == vdim == embed_dim (one in_proj_weight), "
+            "got separate projections"
+        )
     cls = FusedMultiHeadAttention if fused else MultiHeadAttention
     module = cls(torch_mha.embed_dim, torch_mha.num_heads, torch_mha.in_proj_bias is not None,
                  backend=backend, device=w.device, dtype=w.dtype)
@@ -201,15 +205,19 @@ def mha_to_torch(module: AnyMHA) -> nn.MultiheadAttention:
     Call it as ``torch_mha(x, x, x, attn_mask=mask_to_torch(mask), need_weights=False)``.
     """
     p = module.out_proj.weight
-    torch_mha = nn.MultiheadAttention(module.d_model, module.num_heads, bias=module.out_proj.bias is not None,
-                                      batch_first=True, device=p.device, dtype=p.dtype)
+    torch_mha = nn.MultiheadAttention(
+        module.d_model, module.num_heads, bias=module.out_proj.bias is not None,
+        batch_first=True, device=p.device, dtype=p.dtype,
+    )
     return load_mha_into_torch(torch_mha, module)
 
 
 # --- nn.TransformerEncoderLayer --------------------------------------------------------------
 
 
-def load_block_from_torch(block: TransformerBlock, layer: nn.TransformerEncoderLayer) -> TransformerBlock:
+def load_block_from_torch(
+    block: TransformerBlock, layer: nn.TransformerEncoderLayer
+) -> TransformerBlock:
     """Copy the weights of ``layer`` into ``block`` (in place); returns ``block``.
 
     Raises:
@@ -229,7 +237,9 @@ def load_block_from_torch(block: TransformerBlock, layer: nn.TransformerEncoderL
     return block
 
 
-def load_block_into_torch(layer: nn.TransformerEncoderLayer, block: TransformerBlock) -> nn.TransformerEncoderLayer:
+def load_block_into_torch(
+    layer: nn.TransformerEncoderLayer, block: TransformerBlock
+) -> nn.TransformerEncoderLayer:
     """Copy the weights of ``block`` into ``layer`` (in place); returns ``layer``."""
     _check_torch_layer(block, layer)
     load_mha_into_torch(layer.self_attn, block.attn)
@@ -242,13 +252,18 @@ def load_block_into_torch(layer: nn.TransformerEncoderLayer, block: TransformerB
             theirs.weight.copy_(ours.weight)
             if theirs.bias is None:
                 if bool((ours.bias != 0).any()):
-                    raise ValueError("layer: expected LayerNorms with a bias to receive a non-zero bias, got bias=False")
+                    raise ValueError(
+                        "layer: expected LayerNorms with a bias to receive a non-zero bias, "
+                        "got bias=False"
+                    )
             else:
                 theirs.bias.copy_(ours.bias)
     return layer
 
 
-def block_from_torch(layer: nn.TransformerEncoderLayer, *, backend: str = "reference") -> TransformerBlock:
+def block_from_torch(
+    layer: nn.TransformerEncoderLayer, *, backend: str = "reference"
+) -> TransformerBlock:
     """A new :class:`TransformerBlock` with the configuration and weights of ``layer``."""
     w = layer.linear1.weight  # (F, D)
     block = TransformerBlock(
@@ -303,12 +318,13 @@ def _check_torch_mha(module: AnyMHA, torch_mha: nn.MultiheadAttention) -> None:
 
 def _torch_activation(layer: nn.TransformerEncoderLayer) -> str:
     code = getattr(layer, "activation_relu_or_gelu", 0)  # 1 = F.relu, 2 = F.gelu
-    if code == 1 or layer.activation is torch.nn.functional.relu or isinstance(layer.activation, nn.ReLU):
+    act = layer.activation
+    if code == 1 or act is torch.nn.functional.relu or isinstance(act, nn.ReLU):
         return "relu"
-    exact_gelu = isinstance(layer.activation, nn.GELU) and layer.activation.approximate == "none"
-    if code == 2 or layer.activation is torch.nn.functional.gelu or exact_gelu:
+    exact_gelu = isinstance(act, nn.GELU) and act.approximate == "none"
+    if code == 2 or act is torch.nn.functional.gelu or exact_gelu:
         return "gelu"
-    raise ValueError(f"layer: expected activation relu or gelu, got {layer.activation!r}")
+    raise ValueError(f"layer: expected activation relu or gelu, got {act!r}")
 
 
 def _check_torch_layer(block: TransformerBlock, layer: nn.TransformerEncoderLayer) -> None:
@@ -327,5 +343,6 @@ def _check_torch_layer(block: TransformerBlock, layer: nn.TransformerEncoderLaye
             f"got {tuple(layer.linear1.weight.shape)}"
         )
     if (layer.linear1.bias is None) != (block.ffn.fc1.bias is None):
-        raise ValueError(f"layer: expected bias={block.ffn.fc1.bias is not None} like the block, got bias={layer.linear1.bias is not None}")
+        ours, theirs = block.ffn.fc1.bias is not None, layer.linear1.bias is not None
+        raise ValueError(f"layer: expected bias={ours} like the block, got bias={theirs}")
     _check_torch_mha(block.attn, layer.self_attn)

@@ -68,7 +68,8 @@ class KVCache:
             self.k, self.v = k, v
         else:
             _check_matches_cache(k, self.k)
-            self.k = torch.cat([self.k, k], dim=-2)  # (B, G, S_old, Dh) + (B, G, T, Dh) -> (B, G, S, Dh)
+            # (B, G, S_old, Dh) + (B, G, T, Dh) -> (B, G, S, Dh), S = S_old + T
+            self.k = torch.cat([self.k, k], dim=-2)
             self.v = torch.cat([self.v, v], dim=-2)  # same for the values
         return self.k, self.v
 
@@ -188,7 +189,8 @@ class GroupedQueryAttention(nn.Module):
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
-        for name, n in (("d_model", d_model), ("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
+        sizes = {"d_model": d_model, "num_heads": num_heads, "num_kv_heads": num_kv_heads}
+        for name, n in sizes.items():
             _check_positive_int(name, n)
         if d_model % num_heads != 0:
             raise ValueError(

@@ -78,7 +78,8 @@ def attend_heads(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-    for name, x, shape in (("q", q, "(B, H, T, Dh)"), ("k", k, "(B, G, S, Dh)"), ("v", v, "(B, G, S, Dh)")):
+    expected = {"q": "(B, H, T, Dh)", "k": "(B, G, S, Dh)", "v": "(B, G, S, Dh)"}
+    for (name, shape), x in zip(expected.items(), (q, k, v)):
         if not isinstance(x, Tensor) or x.ndim != 4:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{name}: expected a 4-D tensor {shape}, got {got}")
@@ -300,13 +301,15 @@ class FusedMultiHeadAttention(_MultiHeadBase):
         """A fused copy of ``mha`` (same weights, backend, device and dtype)."""
         p = mha.q_proj.weight
         bias = mha.q_proj.bias is not None
-        fused = cls(mha.d_model, mha.num_heads, bias, backend=mha.backend, device=p.device, dtype=p.dtype)
+        fused = cls(mha.d_model, mha.num_heads, bias, backend=mha.backend,
+                    device=p.device, dtype=p.dtype)
         with torch.no_grad():
             fused.qkv_proj.weight.copy_(
                 torch.cat([mha.q_proj.weight, mha.k_proj.weight, mha.v_proj.weight])  # (3D, D)
             )
             if bias:
-                fused.qkv_proj.bias.copy_(torch.cat([mha.q_proj.bias, mha.k_proj.bias, mha.v_proj.bias]))
+                biases = [mha.q_proj.bias, mha.k_proj.bias, mha.v_proj.bias]
+                fused.qkv_proj.bias.copy_(torch.cat(biases))  # (3D,)
         fused.out_proj.load_state_dict(mha.out_proj.state_dict())
         return fused
 
@@ -314,7 +317,8 @@ class FusedMultiHeadAttention(_MultiHeadBase):
         """A :class:`MultiHeadAttention` copy of this module (same weights)."""
         p = self.qkv_proj.weight
         bias = self.qkv_proj.bias is not None
-        mha = MultiHeadAttention(self.d_model, self.num_heads, bias, backend=self.backend, device=p.device, dtype=p.dtype)
+        mha = MultiHeadAttention(self.d_model, self.num_heads, bias, backend=self.backend,
+                                 device=p.device, dtype=p.dtype)
         with torch.no_grad():
             for i, proj in enumerate((mha.q_proj, mha.k_proj, mha.v_proj)):
                 rows = slice(i * self.d_model, (i + 1) * self.d_model)  # block i of [W_q; W_k; W_v]

@@ -113,11 +113,14 @@ def attention_grid(
         if layer.ndim == 4:
             layer = layer[_index("batch", batch, layer.shape[0])]  # (B, H, T, S) -> (H, T, S)
         if layer.ndim != 3:
-            raise ValueError(f"weights[{i}]: expected (H, T, S) or (B, H, T, S), got shape {layer.shape}")
+            raise ValueError(
+                f"weights[{i}]: expected (H, T, S) or (B, H, T, S), got shape {layer.shape}"
+            )
         grids.append(layer)
     if any(g.shape != grids[0].shape for g in grids):
         raise ValueError(
-            f"weights: expected every layer to have the same (H, T, S), got {[g.shape for g in grids]}"
+            f"weights: expected every layer to have the same (H, T, S), "
+            f"got {[g.shape for g in grids]}"
         )
     if layer_names is not None and len(layer_names) != len(grids):
         raise ValueError(f"layer_names: expected {len(grids)} names, got {len(layer_names)}")
@@ -184,7 +187,8 @@ def difference_map(
     axes = fig.subplots(1, 3)
     vmax = max(float(max(mine.max(), ref.max())), 1e-12)
     for ax, grid, name in ((axes[0], mine, "yours"), (axes[1], ref, "reference")):
-        _draw(ax, grid, query_labels, key_labels, "viridis", vmin=min(0.0, float(grid.min())), vmax=vmax)
+        low = min(0.0, float(grid.min()))
+        _draw(ax, grid, query_labels, key_labels, "viridis", vmin=low, vmax=vmax)
         ax.set_title(name)
     fig.colorbar(axes[1].images[0], ax=axes[:2].tolist(), shrink=0.8)
     span = max(float(np.abs(diff).max()), 1e-12)
@@ -217,13 +221,15 @@ def _index(name: str, i: int, size: int) -> int:
 
 def _select(weights: object, head: int, batch: int) -> np.ndarray:
     """(T, S), (H, T, S) or (B, H, T, S) -> (T, S)."""
-    w = weights if isinstance(weights, np.ndarray) and weights.dtype == np.float64 else _to_numpy("weights", weights)
+    w = _to_numpy("weights", weights)
     if w.ndim == 4:
         w = w[_index("batch", batch, w.shape[0])]  # (B, H, T, S) -> (H, T, S)
     if w.ndim == 3:
         w = w[_index("head", head, w.shape[0])]  # (H, T, S) -> (T, S)
     if w.ndim != 2:
-        raise ValueError(f"weights: expected (T, S), (H, T, S) or (B, H, T, S), got shape {w.shape}")
+        raise ValueError(
+            f"weights: expected (T, S), (H, T, S) or (B, H, T, S), got shape {w.shape}"
+        )
     return w
 
 
@@ -233,7 +239,8 @@ def _figure_and_axes(ax: Optional["Axes"], shape: tuple) -> tuple:
     from matplotlib.figure import Figure
 
     rows, cols = shape
-    fig = Figure(figsize=(min(2.0 + 0.45 * cols, 14.0), min(1.5 + 0.45 * rows, 14.0)), layout="constrained")
+    size = (min(2.0 + 0.45 * cols, 14.0), min(1.5 + 0.45 * rows, 14.0))  # inches, grows with T, S
+    fig = Figure(figsize=size, layout="constrained")
     return fig, fig.add_subplot()
 
 
