@@ -49,9 +49,27 @@ def source_notebooks(solutions: Path) -> List[Path]:
 def _prepare_source(src: Path, dest: Path, notes: List[str]) -> None:
     """Copy one source notebook into the course folder, with the two things nbgrader needs to
     produce a stable, gradable release: the ``python3`` kernel and fixed cell ids."""
+    import json
+
     import nbformat
 
-    nb = nbformat.read(str(src), as_version=4)
+    raw = json.loads(src.read_text(encoding="utf-8"))
+    if raw.get("nbformat") == 4:
+        # A cell without an id (or with a repeated one) would get a random id from nbformat,
+        # and the release would change on every run: give it a fixed one instead.
+        seen = set()
+        fixed = 0
+        for i, cell in enumerate(raw.get("cells", [])):
+            cid = cell.get("id")
+            if not isinstance(cid, str) or not cid or cid in seen:
+                cell["id"] = f"cell-{i:03d}"
+                fixed += 1
+            seen.add(cell["id"])
+        if raw.get("nbformat_minor", 0) < 5:
+            raw["nbformat_minor"] = 5
+        if fixed:
+            notes.append(f"{src.name}: {fixed} cell(s) without a unique id got a fixed one; save the source in Jupyter to give them ids")
+    nb = nbformat.reads(json.dumps(raw), as_version=4)
     spec = nb.metadata.get("kernelspec", {})
     if spec.get("name") != nbt.KERNEL_NAME:
         notes.append(
@@ -59,18 +77,6 @@ def _prepare_source(src: Path, dest: Path, notes: List[str]) -> None:
             "(nbgrader autograde accepts no other)"
         )
         nb.metadata["kernelspec"] = dict(nbt.KERNELSPEC)
-    if nb.get("nbformat_minor", 0) >= 5:
-        seen = set()
-        missing = 0
-        for i, cell in enumerate(nb.cells):
-            cid = cell.get("id")
-            if not cid or cid in seen:
-                # nbformat would invent a random id: the release would change on every run.
-                cell["id"] = f"cell-{i:03d}"
-                missing += 1
-            seen.add(cell["id"])
-        if missing:
-            notes.append(f"{src.name}: {missing} cell(s) without a unique id got a fixed one; save the source in Jupyter to give them ids")
     dest.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(dest))
 
@@ -109,7 +115,10 @@ def generate(solutions: Path, workdir: Path, timeout: float = 600) -> Released:
     data = solutions / DATA_DIR
     for src in sources:
         name = src.stem
-        _prepare_source(src, course / "source" / name / f"{name}.ipynb", out.notes)
+        try:
+            _prepare_source(src, course / "source" / name / f"{name}.ipynb", out.notes)
+        except Exception as e:  # invalid JSON, not a notebook...
+            raise ReleaseError(f"{src}: cannot be read as a notebook ({type(e).__name__}: {e})") from None
         if data.is_dir():
             shutil.copytree(data, course / "source" / name / DATA_DIR)
     try:

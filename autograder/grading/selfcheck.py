@@ -13,6 +13,7 @@ import json
 import math
 import re
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -193,37 +194,39 @@ def execute(nb, cwd: Path, cell_timeout: float, total_timeout: float) -> Dict[st
     deadline = time.monotonic() + total_timeout
     ran: List[int] = []
     stopped: Optional[str] = None
-    try:
-        with client.setup_kernel(cwd=str(cwd)):
-            for index, cell in enumerate(nb.cells):
-                if cell.cell_type != "code":
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    stopped = f"the notebook ran past the total time limit of {total_timeout:g} s"
-                    break
-                client.timeout = max(1, int(math.ceil(min(cell_timeout, remaining))))
-                try:
-                    client.execute_cell(cell, index)
-                except DeadKernelError:
+    # The kernel process's own stderr (start-up chatter such as ipykernel's transport warning)
+    # goes to a file: it is no output of the notebook's, and its tail explains a failed start.
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as kernel_log:
+        try:
+            with client.setup_kernel(cwd=str(cwd), stderr=kernel_log):
+                for index, cell in enumerate(nb.cells):
+                    if cell.cell_type != "code":
+                        continue
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        stopped = f"the notebook ran past the total time limit of {total_timeout:g} s"
+                        break
+                    client.timeout = max(1, int(math.ceil(min(cell_timeout, remaining))))
+                    try:
+                        client.execute_cell(cell, index)
+                    except DeadKernelError:
+                        ran.append(index)
+                        cell.outputs.append(
+                            NotebookNode(output_type="error", ename="DeadKernelError",
+                                         evalue="the kernel died while running this cell", traceback=[])
+                        )
+                        stopped = f"the kernel died in cell {index} (out of memory, or the process exited)"
+                        break
                     ran.append(index)
-                    cell.outputs.append(
-                        NotebookNode(output_type="error", ename="DeadKernelError",
-                                     evalue="the kernel died while running this cell", traceback=[])
-                    )
-                    stopped = f"the kernel died in cell {index} (out of memory, or the process exited)"
-                    break
-                ran.append(index)
-    except DeadKernelError as e:
-        stopped = stopped or f"the kernel died ({e})"
-    except RuntimeError as e:
-        if not ran:
-            raise NotebookUnusable(f"cannot start a Python kernel: {_one_line(str(e))}")
-        stopped = stopped or f"execution stopped: {_one_line(str(e))}"
-    except Exception as e:
-        if not ran:
-            raise NotebookUnusable(f"cannot start a Python kernel: {type(e).__name__}: {_one_line(str(e))}")
-        stopped = stopped or f"execution stopped: {type(e).__name__}: {_one_line(str(e))}"
+        except DeadKernelError as e:
+            stopped = stopped or f"the kernel died ({e})"
+        except Exception as e:
+            if not ran:
+                kernel_log.seek(0)
+                tail = [l for l in kernel_log.read().splitlines() if l.strip()][-1:]
+                why = f"{type(e).__name__}: {_one_line(str(e))}" + (f" ({_one_line(tail[0])})" if tail else "")
+                raise NotebookUnusable(f"cannot run a Python kernel: {why}")
+            stopped = stopped or f"execution stopped: {type(e).__name__}: {_one_line(str(e))}"
     return {"ran": ran, "stopped": stopped}
 
 
