@@ -1,0 +1,70 @@
+"""Every notebook runs top to bottom through the self-check: the instructor's solution earns
+full marks on every step; the learner's copy, untouched, runs without other errors than
+NotImplementedError and earns nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from autograder.grading import nbgrader_tools as nbt
+from autograder.grading.selfcheck import check_notebook
+from conftest import NOTEBOOKS, SOLUTIONS
+
+NAMES = sorted(p.stem for p in SOLUTIONS.glob("*.ipynb"))
+
+# Generous limits: a notebook that needs more on CPU is a bug in the notebook.
+CELL_TIMEOUT, TOTAL_TIMEOUT = 300, 900
+
+
+@pytest.fixture(scope="module")
+def reports():
+    """Each notebook is executed once, whichever tests ask for it."""
+    cache = {}
+
+    def get(path):
+        if path not in cache:
+            cache[path] = check_notebook(path, cell_timeout=CELL_TIMEOUT, total_timeout=TOTAL_TIMEOUT)
+        return cache[path]
+
+    return get
+
+
+def test_there_are_notebooks():
+    assert NAMES, "solutions/ holds no notebooks"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_solution_scores_full_marks(reports, name):
+    report = reports(SOLUTIONS / f"{name}.ipynb")
+    assert report.stopped_early is None, report.stopped_early
+    assert report.errors == [], f"cells raised: {report.errors}"
+    assert report.steps, "no graded steps"
+    failed = {s.id: f"{s.points:g}/{s.max_points:g}: {s.message[-400:]}" for s in report.steps if not s.passed}
+    assert not failed, failed
+    assert report.score == report.max_score > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_learner_notebook_runs_and_scores_zero(reports, name):
+    report = reports(NOTEBOOKS / f"{name}.ipynb")
+    assert report.stopped_early is None, report.stopped_early
+    unexpected = [e for e in report.errors if e[1] != "NotImplementedError"]
+    assert not unexpected, f"cells raised something other than NotImplementedError: {unexpected}"
+    earned = {s.id: s.points for s in report.steps if s.points != 0}
+    assert not earned, f"an untouched learner notebook earns points: {earned}"
+    # Test cells themselves never crash on an unfinished step: each reports and returns 0.
+    crashed = [
+        nbt.grade_id(c) for c in report.executed.cells
+        if nbt.is_test_cell(c) and any(o.get("output_type") == "error" for o in c.outputs)
+    ]
+    assert not crashed, f"test cells raised instead of reporting: {crashed}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_learner_and_solution_grade_the_same_steps(reports, name):
+    sol = reports(SOLUTIONS / f"{name}.ipynb")
+    learner = reports(NOTEBOOKS / f"{name}.ipynb")
+    assert [(s.id, s.max_points) for s in learner.steps] == [(s.id, s.max_points) for s in sol.steps]
