@@ -13,19 +13,17 @@ of the notebook.
 """
 
 from .checks import (
+    check_attention_heads,
+    check_attention_heads_loop,
     check_causal_mask,
     check_concept,
+    check_load_mha_from_torch,
+    check_merge_heads,
+    check_multi_head_attention,
     check_pairwise_scores,
     check_scaled_dot_product_attention,
     check_softmax,
+    check_split_heads,
     fallback,
 )
-
-__all__ = [
-    "check_causal_mask",
-    "check_concept",
-    "check_pairwise_scores",
-    "check_scaled_dot_product_attention",
-    "check_softmax",
-    "fallback",
-]
+from .checks import __all__  # noqa: F401  (the same public names)

@@ -20,7 +20,7 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -205,6 +205,14 @@ def call(fn: Callable, *args: Any, time_limit: Optional[float] = None, **kwargs:
         raise LearnerError(_describe_exception(e)) from None
 
 
+def attempt(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Like :func:`call`, but returns the LearnerError instead of raising it (the report says it)."""
+    try:
+        return call(fn, *args, **kwargs)
+    except LearnerError as e:
+        return e
+
+
 def _describe_exception(e: BaseException) -> str:
     tb = traceback.extract_tb(e.__traceback__)
     # The innermost frame in the learner's own code (notebook cells are "<ipython-input…>" or
@@ -215,7 +223,11 @@ def _describe_exception(e: BaseException) -> str:
             where = f" (line {frame.lineno}: {frame.line.strip()})" if frame.line else f" (line {frame.lineno})"
             break
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"raised {type(e).__name__}{': ' + msg if msg else ''}{where}"
+    hint = ""
+    if "view size is not compatible" in msg:
+        hint = (" — after a transpose the tensor is no longer contiguous in memory: use .reshape(...) "
+                "or .contiguous().view(...)")
+    return f"raised {type(e).__name__}{': ' + msg if msg else ''}{where}{hint}"
 
 
 def _short_repr(x: Any, limit: int = 60) -> str:
@@ -245,22 +257,29 @@ def find_shortcuts(
     fn: Callable,
     args: Sequence[Any],
     torch_names: Iterable[str],
-    forbid_library: bool = True,
+    forbid_library: Union[bool, Sequence[str]] = True,
 ) -> List[str]:
     """Run ``fn(*args)`` once and list the forbidden things it used.
 
     ``torch_names`` are torch function names (``"softmax"``, ``"scaled_dot_product_attention"``)
     seen through a TorchFunctionMode, so aliases and methods (``x.softmax``) are caught too.
-    With ``forbid_library``, any call into ``mhsa_lib`` counts as well.
+    ``forbid_library``: True forbids any call into ``mhsa_lib``; a list of names forbids only
+    those functions and classes (later steps may use the library's earlier steps).
     """
     import mhsa_lib
 
     lib_dir = str(Path(mhsa_lib.__file__).parent)
     used_lib: List[str] = []
+    prefixes = None if forbid_library is True else tuple(forbid_library or ())
 
     def profiler(frame, event, arg):
         if event == "call" and frame.f_code.co_filename.startswith(lib_dir):
-            used_lib.append(frame.f_code.co_name)
+            name = getattr(frame.f_code, "co_qualname", None)  # Python 3.11+
+            if name is None:
+                owner = frame.f_locals.get("self")
+                name = f"{type(owner).__name__}.{frame.f_code.co_name}" if owner is not None else frame.f_code.co_name
+            if prefixes is None or name.split(".")[0] in prefixes:
+                used_lib.append(name)
 
     mode = _TorchCalls()
     previous = sys.getprofile()

@@ -22,7 +22,7 @@ def run(check, fn, capsys, **kw):
     captured = capsys.readouterr()
     assert captured.err == "", f"the check wrote to stderr: {captured.err!r}"
     assert isinstance(points, float) and type(points) is float
-    return points, captured.out
+    return points, " ".join(captured.out.split())  # the report wraps long lines
 
 
 # --------------------------------------------------------------------------- correct solutions

@@ -3,13 +3,26 @@
 from .attention import check_causal_mask, check_scaled_dot_product_attention, check_softmax
 from .concepts import check_concept
 from .fallback import fallback
+from .heads import check_merge_heads, check_split_heads
+from .multihead import (
+    check_attention_heads,
+    check_attention_heads_loop,
+    check_load_mha_from_torch,
+    check_multi_head_attention,
+)
 from .warmups import check_pairwise_scores
 
 __all__ = [
+    "check_attention_heads",
+    "check_attention_heads_loop",
     "check_causal_mask",
     "check_concept",
+    "check_load_mha_from_torch",
+    "check_merge_heads",
+    "check_multi_head_attention",
     "check_pairwise_scores",
     "check_scaled_dot_product_attention",
     "check_softmax",
+    "check_split_heads",
     "fallback",
 ]

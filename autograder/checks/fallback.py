@@ -8,29 +8,57 @@ from __future__ import annotations
 
 from typing import Callable, Dict
 
+import torch
+
 import mhsa_lib
 
 from ..core import latest
+
+def _heads_reference(x, w_q, w_k, w_v, num_heads, mask=None):
+    q, k, v = (mhsa_lib.split_heads(x @ w.T, num_heads) for w in (w_q, w_k, w_v))  # (B, H, T, Dh)
+    return mhsa_lib.scaled_dot_product_attention(q, k, v, mask)[0]
+
+
+def _heads_loop_reference(x, w_q, w_k, w_v, mask=None):
+    return _heads_reference(x, *(torch.cat(list(w), dim=0) for w in (w_q, w_k, w_v)), len(w_q), mask)
+
 
 _REFERENCE: Dict[str, Callable] = {
     "softmax": mhsa_lib.softmax,
     "causal_mask": mhsa_lib.causal_mask,
     "scaled_dot_product_attention": mhsa_lib.scaled_dot_product_attention,
     "pairwise_scores": lambda q, k: q @ k.transpose(-2, -1),
+    "split_heads": mhsa_lib.split_heads,
+    "merge_heads": mhsa_lib.merge_heads,
+    "attention_heads": _heads_reference,
+    "attention_heads_loop": _heads_loop_reference,
+    "MultiHeadAttention": mhsa_lib.MultiHeadAttention,
+    "load_mha_from_torch": mhsa_lib.interop.load_mha_from_torch,
 }
 
 
-_REFERENCE_NAMES = {"pairwise_scores": "the reference q @ k.transpose(-2, -1)"}
+_REFERENCE_NAMES = {
+    "pairwise_scores": "the reference q @ k.transpose(-2, -1)",
+    "attention_heads": "a reference built from mhsa_lib.split_heads and scaled_dot_product_attention",
+    "attention_heads_loop": "a reference built from mhsa_lib.split_heads and scaled_dot_product_attention",
+    "load_mha_from_torch": "mhsa_lib.interop.load_mha_from_torch",
+}
 
 
 def _checks() -> Dict[str, Callable]:
-    from . import attention, warmups
+    from . import attention, heads, multihead, warmups
 
     return {
         "softmax": attention.check_softmax,
         "causal_mask": attention.check_causal_mask,
         "scaled_dot_product_attention": attention.check_scaled_dot_product_attention,
         "pairwise_scores": warmups.check_pairwise_scores,
+        "split_heads": heads.check_split_heads,
+        "merge_heads": heads.check_merge_heads,
+        "attention_heads": multihead.check_attention_heads,
+        "attention_heads_loop": multihead.check_attention_heads_loop,
+        "MultiHeadAttention": multihead.check_multi_head_attention,
+        "load_mha_from_torch": multihead.check_load_mha_from_torch,
     }
 
 

@@ -1,0 +1,244 @@
+"""Known mistakes in per-head attention (notebook 02) and the MultiHeadAttention module and its
+weight loading (notebook 03): MISTAKES.md rows 5, 10-13 and 21.
+
+The module mistakes are small classes with the course's fixed layout (q_proj, k_proj, v_proj,
+out_proj), each written the way the bug is usually written.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import Mistake
+from .heads import merge_heads_no_transpose, split_heads_view_no_transpose
+
+
+def _split(x: Tensor, h: int) -> Tensor:
+    b, t, d = x.shape
+    return x.view(b, t, h, d // h).transpose(1, 2)  # (B, T, D) -> (B, H, T, Dh)
+
+
+def _merge(x: Tensor) -> Tensor:
+    b, h, t, dh = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * dh)  # (B, H, T, Dh) -> (B, T, D)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], scale: float):
+    scores = q @ k.transpose(-2, -1) * scale  # (B, H, T, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.nan_to_num(torch.softmax(scores, dim=-1))
+    return weights @ v, weights
+
+
+# --------------------------------------------------------------------------- notebook 02
+
+
+def heads_attention_template(x, w_q, w_k, w_v, num_heads, mask=None, *, scale_width=None,
+                             split=_split, transpose_weights=False, use_mask=True):
+    if transpose_weights:
+        q, k, v = x @ w_q, x @ w_k, x @ w_v  # x W instead of x Wᵀ
+    else:
+        q, k, v = x @ w_q.T, x @ w_k.T, x @ w_v.T  # (B, T, D)
+    q, k, v = (split(t, num_heads) for t in (q, k, v))  # (B, H, T, Dh)
+    width = q.shape[-1] if scale_width is None else scale_width
+    return _attend(q, k, v, mask if use_mask else None, 1.0 / math.sqrt(width))[0]
+
+
+def heads_attention_scale_by_model_width(x, w_q, w_k, w_v, num_heads, mask=None):
+    return heads_attention_template(x, w_q, w_k, w_v, num_heads, mask, scale_width=x.shape[-1])
+
+
+def heads_attention_split_no_transpose(x, w_q, w_k, w_v, num_heads, mask=None):
+    return heads_attention_template(x, w_q, w_k, w_v, num_heads, mask, split=split_heads_view_no_transpose)
+
+
+def heads_attention_weights_transposed(x, w_q, w_k, w_v, num_heads, mask=None):
+    return heads_attention_template(x, w_q, w_k, w_v, num_heads, mask, transpose_weights=True)
+
+
+def heads_attention_ignores_mask(x, w_q, w_k, w_v, num_heads, mask=None):
+    return heads_attention_template(x, w_q, w_k, w_v, num_heads, mask, use_mask=False)
+
+
+def heads_loop_shared_weights(x, w_q: Sequence[Tensor], w_k, w_v, mask=None):
+    """Every head uses head 0's weights."""
+    return heads_loop_template(x, [w_q[0]] * len(w_q), [w_k[0]] * len(w_k), [w_v[0]] * len(w_v), mask)
+
+
+def heads_loop_template(x, w_q, w_k, w_v, mask=None, *, scale_width=None):
+    outs = []
+    for wq, wk, wv in zip(w_q, w_k, w_v):
+        q, k, v = x @ wq.T, x @ wk.T, x @ wv.T  # (B, T, Dh)
+        width = q.shape[-1] if scale_width is None else scale_width
+        outs.append(_attend(q, k, v, mask, 1.0 / math.sqrt(width))[0])
+    return torch.stack(outs, dim=1)  # (B, H, T, Dh)
+
+
+def heads_loop_scale_by_model_width(x, w_q, w_k, w_v, mask=None):
+    return heads_loop_template(x, w_q, w_k, w_v, mask, scale_width=x.shape[-1])
+
+
+def heads_loop_concatenated(x, w_q, w_k, w_v, mask=None):
+    """Returns (B, T, H·Dh), the heads already concatenated, instead of (B, H, T, Dh)."""
+    return _merge(heads_loop_template(x, w_q, w_k, w_v, mask))
+
+
+HEADS_ATTENTION_MISTAKES = [
+    Mistake("heads-scale-model-width", heads_attention_scale_by_model_width, 5, "scales by 1/√D"),
+    Mistake("heads-split-no-transpose", heads_attention_split_no_transpose, 10, "split without transpose"),
+    Mistake("heads-weights-transposed", heads_attention_weights_transposed, None, "x W instead of x Wᵀ"),
+    Mistake("heads-ignores-mask", heads_attention_ignores_mask, 13, "mask not used"),
+]
+
+HEADS_LOOP_MISTAKES = [
+    Mistake("loop-scale-model-width", heads_loop_scale_by_model_width, 5, "scales by 1/√D"),
+    Mistake("loop-shared-weights", heads_loop_shared_weights, None, "every head uses head 0's weights"),
+    Mistake("loop-concatenated", heads_loop_concatenated, None, "returns (B, T, D)"),
+]
+
+
+# --------------------------------------------------------------------------- notebook 03
+
+
+class BuggyMultiHeadAttention(nn.Module):
+    """A readable MHA with the course's layout; subclasses switch one bug on."""
+
+    scale_by_model_width = False
+    split_no_transpose = False
+    merge_no_transpose = False
+    skip_out_proj = False
+    ignore_mask = False
+
+    def __init__(self, d_model: int, num_heads: int, bias: bool = True):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model: expected a multiple of num_heads={num_heads}, got {d_model}")
+        self.d_model, self.num_heads = d_model, num_heads
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None, return_weights: bool = False):
+        split = split_heads_view_no_transpose if self.split_no_transpose else _split
+        q, k, v = (split(p(x), self.num_heads) for p in (self.q_proj, self.k_proj, self.v_proj))
+        width = self.d_model if self.scale_by_model_width else q.shape[-1]
+        heads, weights = _attend(q, k, v, None if self.ignore_mask else mask, 1.0 / math.sqrt(width))
+        merged = merge_heads_no_transpose(heads) if self.merge_no_transpose else _merge(heads)
+        out = merged if self.skip_out_proj else self.out_proj(merged)
+        return (out, weights) if return_weights else out
+
+
+class MHANoOutputProjection(BuggyMultiHeadAttention):
+    skip_out_proj = True
+
+
+class MHAMaskNotPassed(BuggyMultiHeadAttention):
+    ignore_mask = True
+
+
+class MHAScaleByModelWidth(BuggyMultiHeadAttention):
+    scale_by_model_width = True
+
+
+class MHASplitNoTranspose(BuggyMultiHeadAttention):
+    split_no_transpose = True
+
+
+class MHAMergeNoTranspose(BuggyMultiHeadAttention):
+    merge_no_transpose = True
+
+
+class MHACallsTorch(BuggyMultiHeadAttention):
+    """Hands the work to torch's own multi-head attention."""
+
+    def forward(self, x, mask=None, return_weights=False):
+        xt = x.transpose(0, 1)  # (T, B, D), torch's default layout
+        in_w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        in_b = None if self.q_proj.bias is None else torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        out, w = F.multi_head_attention_forward(
+            xt, xt, xt, self.d_model, self.num_heads, in_w, in_b, None, None, False, 0.0,
+            self.out_proj.weight, self.out_proj.bias, training=False,
+            attn_mask=None if mask is None else ~mask.expand(x.shape[0], self.num_heads, x.shape[1], x.shape[1]).reshape(-1, x.shape[1], x.shape[1]),
+            need_weights=True, average_attn_weights=False,
+        )
+        out = out.transpose(0, 1)
+        return (out, w) if return_weights else out
+
+
+MHA_MISTAKES = [
+    Mistake("mha-no-out-proj", MHANoOutputProjection, 12, "output projection missing"),
+    Mistake("mha-mask-not-passed", MHAMaskNotPassed, 13, "mask not passed to the attention"),
+    Mistake("mha-scale-model-width", MHAScaleByModelWidth, 5, "scales by 1/√D"),
+    Mistake("mha-split-no-transpose", MHASplitNoTranspose, 10, "split without transpose"),
+    Mistake("mha-merge-no-transpose", MHAMergeNoTranspose, 11, "merge without transpose"),
+    Mistake("mha-calls-torch", MHACallsTorch, 21, "calls torch's multi-head attention"),
+]
+
+
+# --------------------------------------------------------------------------- loading weights
+
+
+def load_qkv_order_swapped(module, torch_mha):
+    d = torch_mha.embed_dim
+    w = torch_mha.in_proj_weight
+    with torch.no_grad():
+        module.k_proj.weight.copy_(w[:d])  # [W_q; W_k; W_v] read as [W_k; W_q; W_v]
+        module.q_proj.weight.copy_(w[d : 2 * d])
+        module.v_proj.weight.copy_(w[2 * d :])
+        _copy_biases(module, torch_mha)
+        module.out_proj.weight.copy_(torch_mha.out_proj.weight)
+    return module
+
+
+def load_transposed(module, torch_mha):
+    d = torch_mha.embed_dim
+    w = torch_mha.in_proj_weight
+    with torch.no_grad():
+        for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
+            getattr(module, name).weight.copy_(w[i * d : (i + 1) * d].T)
+        _copy_biases(module, torch_mha)
+        module.out_proj.weight.copy_(torch_mha.out_proj.weight.T)
+    return module
+
+
+def load_without_biases(module, torch_mha):
+    d = torch_mha.embed_dim
+    w = torch_mha.in_proj_weight
+    with torch.no_grad():
+        for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
+            getattr(module, name).weight.copy_(w[i * d : (i + 1) * d])
+        module.out_proj.weight.copy_(torch_mha.out_proj.weight)
+    return module
+
+
+def load_without_out_proj(module, torch_mha):
+    d = torch_mha.embed_dim
+    w = torch_mha.in_proj_weight
+    with torch.no_grad():
+        for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
+            getattr(module, name).weight.copy_(w[i * d : (i + 1) * d])
+        _copy_biases(module, torch_mha)
+    return module
+
+
+def _copy_biases(module, torch_mha):
+    d = torch_mha.embed_dim
+    if torch_mha.in_proj_bias is not None and module.q_proj.bias is not None:
+        for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
+            getattr(module, name).bias.copy_(torch_mha.in_proj_bias[i * d : (i + 1) * d])
+        module.out_proj.bias.copy_(torch_mha.out_proj.bias)
+
+
+LOAD_MISTAKES: List[Mistake] = [
+    Mistake("load-qkv-swapped", load_qkv_order_swapped, None, "in_proj_weight blocks in the wrong order"),
+    Mistake("load-transposed", load_transposed, None, "weights transposed"),
+    Mistake("load-no-biases", load_without_biases, None, "biases not copied"),
+    Mistake("load-no-out-proj", load_without_out_proj, 12, "out_proj not copied"),
+]

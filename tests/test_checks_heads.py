@@ -1,0 +1,111 @@
+"""split_heads / merge_heads checks: correct solutions written many ways earn full marks; rows 10
+and 11 of MISTAKES.md (and other wrong layouts) lose points and are named."""
+
+import pytest
+import torch
+
+import mhsa_lib
+from autograder import check_merge_heads, check_split_heads
+from autograder.checks import heads as C
+from autograder.mistakes import heads as M
+
+
+def run(check, fn, capsys, **kw):
+    points = check(fn, **kw)
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert type(points) is float
+    return points, " ".join(captured.out.split())  # the report wraps long lines
+
+
+def split_view(x, num_heads):
+    b, t, d = x.shape
+    return x.view(b, t, num_heads, d // num_heads).transpose(1, 2)
+
+
+def split_reshape_permute(x, num_heads):
+    return x.reshape(x.shape[0], x.shape[1], num_heads, -1).permute(0, 2, 1, 3)
+
+
+def split_chunks(x, num_heads):
+    return torch.stack(x.chunk(num_heads, dim=-1), dim=1)
+
+
+def split_loop(x, num_heads):
+    dh = x.shape[-1] // num_heads
+    return torch.stack([x[..., h * dh : (h + 1) * dh] for h in range(num_heads)], dim=1)
+
+
+def merge_reshape(x):
+    b, h, t, dh = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * dh)
+
+
+def merge_contiguous_view(x):
+    b, h, t, dh = x.shape
+    return x.permute(0, 2, 1, 3).contiguous().view(b, t, h * dh)
+
+
+def merge_cat(x):
+    return torch.cat(x.unbind(dim=1), dim=-1)
+
+
+def merge_flatten(x):
+    return x.transpose(1, 2).flatten(start_dim=2)
+
+
+@pytest.mark.parametrize("fn", [split_view, split_reshape_permute, split_chunks, split_loop])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_split_heads_full_marks_for_correct_solutions(fn, seed, capsys):
+    points, report = run(check_split_heads, fn, capsys, seed=seed)
+    assert points == 3.0, report
+
+
+@pytest.mark.parametrize("fn", [merge_reshape, merge_contiguous_view, merge_cat, merge_flatten])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_merge_heads_full_marks_for_correct_solutions(fn, seed, capsys):
+    points, report = run(check_merge_heads, fn, capsys, seed=seed)
+    assert points == 2.0, report
+
+
+def test_hidden_cases_pass_correct_solutions(capsys):
+    assert run(check_split_heads, split_view, capsys, hidden=True, seed=5)[0] == 3.0
+    assert run(check_merge_heads, merge_cat, capsys, hidden=True, seed=5)[0] == 2.0
+
+
+_PUBLIC_SPLIT = mhsa_lib.split_heads(C.SPLIT_PUBLIC_X, C.SPLIT_PUBLIC_H)
+_PUBLIC_MERGE = mhsa_lib.merge_heads(C.MERGE_PUBLIC_X)
+
+
+@pytest.mark.parametrize("fn,words", [
+    (M.split_heads_view_no_transpose, "straight to (B, H, T, Dh)"),
+    (M.split_heads_no_transpose, "(B, T, H, Dh)"),
+    (M.split_heads_interleaved, "every H-th feature"),
+    (lambda x, num_heads: mhsa_lib.split_heads(x, num_heads), "calls mhsa_lib"),
+    (lambda x, num_heads: _PUBLIC_SPLIT.clone(), "hard-coded"),
+])
+def test_split_heads_mistakes_lose_points_and_are_named(fn, words, capsys):
+    points, report = run(check_split_heads, fn, capsys, seed=3)
+    assert points < 3.0, report
+    assert words in report, report
+
+
+@pytest.mark.parametrize("fn,words", [
+    (M.merge_heads_no_transpose, "without transposing back"),
+    (M.merge_heads_interleaved, "ordered (Dh, H)"),
+    (M.merge_heads_sum, "added the heads together"),
+    (lambda x: mhsa_lib.merge_heads(x), "calls mhsa_lib"),
+    (lambda x: _PUBLIC_MERGE.clone(), "hard-coded"),
+    (lambda x: x.transpose(1, 2).view(x.shape[0], x.shape[2], -1), "use .reshape(...) or .contiguous().view(...)"),
+])
+def test_merge_heads_mistakes_lose_points_and_are_named(fn, words, capsys):
+    points, report = run(check_merge_heads, fn, capsys, seed=3)
+    assert points < 2.0, report
+    assert words in report, report
+
+
+def test_every_heads_mistake_is_caught(capsys):
+    for m in M.SPLIT_HEADS_MISTAKES:
+        assert run(check_split_heads, m.fn, capsys, seed=8)[0] < 3.0, m.id
+    for m in M.MERGE_HEADS_MISTAKES:
+        assert run(check_merge_heads, m.fn, capsys, seed=8)[0] < 2.0, m.id

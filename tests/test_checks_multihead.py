@@ -1,0 +1,279 @@
+"""Per-head attention (notebook 02), MultiHeadAttention and weight loading (notebook 03):
+correct solutions written many ways earn full marks; MISTAKES.md rows 5, 10-13, 21, 22 lose
+points and are named."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mhsa_lib
+from autograder import (
+    check_attention_heads,
+    check_attention_heads_loop,
+    check_load_mha_from_torch,
+    check_multi_head_attention,
+)
+from autograder.mistakes import multihead as M
+
+
+def run(check, fn, capsys, **kw):
+    points = check(fn, **kw)
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert type(points) is float
+    return points, " ".join(captured.out.split())  # the report wraps long lines
+
+
+# --------------------------------------------------------------------------- notebook 02
+
+
+def heads_vectorised(x, w_q, w_k, w_v, num_heads, mask=None):
+    q, k, v = (mhsa_lib.split_heads(x @ w.T, num_heads) for w in (w_q, w_k, w_v))
+    return mhsa_lib.scaled_dot_product_attention(q, k, v, mask)[0]
+
+
+def heads_einsum(x, w_q, w_k, w_v, num_heads, mask=None):
+    b, t, d = x.shape
+    dh = d // num_heads
+    q, k, v = (torch.einsum("btd,hed->bhte", x, w.view(num_heads, dh, d)) for w in (w_q, w_k, w_v))
+    scores = torch.einsum("bhte,bhse->bhts", q, k) / math.sqrt(dh)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.einsum("bhts,bhse->bhte", torch.softmax(scores, -1), v)
+
+
+def heads_via_linear(x, w_q, w_k, w_v, num_heads, mask=None):
+    b, t, d = x.shape
+    q, k, v = (F.linear(x, w).reshape(b, t, num_heads, -1).transpose(1, 2) for w in (w_q, w_k, w_v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # allowed here
+    return out
+
+
+def loop_plain(x, w_q, w_k, w_v, mask=None):
+    outs = []
+    for wq, wk, wv in zip(w_q, w_k, w_v):
+        q, k, v = x @ wq.T, x @ wk.T, x @ wv.T
+        outs.append(mhsa_lib.scaled_dot_product_attention(q, k, v, mask)[0])
+    return torch.stack(outs, dim=1)
+
+
+def loop_softmax(x, w_q, w_k, w_v, mask=None):
+    heads = []
+    for h in range(len(w_q)):
+        q, k, v = F.linear(x, w_q[h]), F.linear(x, w_k[h]), F.linear(x, w_v[h])
+        s = q @ k.mT * q.shape[-1] ** -0.5
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf"))
+        heads.append(torch.softmax(s, dim=-1) @ v)
+    return torch.stack(heads, 1)
+
+
+def loop_via_vectorised(x, w_q, w_k, w_v, mask=None):
+    return heads_vectorised(x, torch.cat(w_q), torch.cat(w_k), torch.cat(w_v), len(w_q), mask)
+
+
+@pytest.mark.parametrize("fn", [heads_vectorised, heads_einsum, heads_via_linear])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_attention_heads_full_marks_for_correct_solutions(fn, seed, capsys):
+    points, report = run(check_attention_heads, fn, capsys, seed=seed)
+    assert points == 3.0, report
+
+
+@pytest.mark.parametrize("fn", [loop_plain, loop_softmax, loop_via_vectorised])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_attention_heads_loop_full_marks_for_correct_solutions(fn, seed, capsys):
+    points, report = run(check_attention_heads_loop, fn, capsys, seed=seed)
+    assert points == 3.0, report
+
+
+@pytest.mark.parametrize("fn,words", [
+    (M.heads_attention_scale_by_model_width, "1/√D, the model width"),
+    (M.heads_attention_split_no_transpose, "straight to (B, H, T, Dh)"),
+    (M.heads_attention_weights_transposed, "x @ W.T"),
+    (M.heads_attention_ignores_mask, "mask is not passed"),
+])
+def test_attention_heads_mistakes(fn, words, capsys):
+    points, report = run(check_attention_heads, fn, capsys, seed=4)
+    assert points < 3.0, report
+    assert words in report, report
+
+
+@pytest.mark.parametrize("fn,words", [
+    (M.heads_loop_scale_by_model_width, "1/√D, the model width"),
+    (M.heads_loop_shared_weights, "same weights"),
+    (M.heads_loop_concatenated, "already concatenated"),
+])
+def test_attention_heads_loop_mistakes(fn, words, capsys):
+    points, report = run(check_attention_heads_loop, fn, capsys, seed=4)
+    assert points < 3.0, report
+    assert words in report, report
+
+
+def test_heads_checks_forbid_torch_multihead(capsys):
+    def via_torch(x, w_q, w_k, w_v, num_heads, mask=None):
+        F.multi_head_attention_forward(x.transpose(0, 1), x.transpose(0, 1), x.transpose(0, 1), x.shape[-1],
+                                       num_heads, torch.cat([w_q, w_k, w_v]), None, None, None, False, 0.0,
+                                       torch.eye(x.shape[-1]), None, training=False, need_weights=False)
+        return heads_vectorised(x, w_q, w_k, w_v, num_heads, mask)
+
+    points, report = run(check_attention_heads, via_torch, capsys, seed=0)
+    assert points == 0.0 and "multi_head_attention_forward" in report
+
+
+# --------------------------------------------------------------------------- notebook 03: module
+
+
+class MHALoop(nn.Module):
+    """Correct, written as a loop over heads with torch.softmax."""
+
+    def __init__(self, d_model, num_heads, bias=True):
+        super().__init__()
+        if d_model % num_heads != 0:
+            raise ValueError("d_model must be divisible by num_heads")
+        self.h = num_heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d_model, d_model, bias=bias) for _ in range(4))
+
+    def forward(self, x, mask=None, return_weights=False):
+        dh = x.shape[-1] // self.h
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        outs, ws = [], []
+        for i in range(self.h):
+            sl = slice(i * dh, (i + 1) * dh)
+            s = q[..., sl] @ k[..., sl].transpose(-2, -1) / math.sqrt(dh)  # (B, T, T)
+            if mask is not None:
+                m = mask if mask.ndim < 4 else mask[:, 0]
+                s = s.masked_fill(~m, float("-inf"))
+            w = torch.nan_to_num(torch.softmax(s, -1))
+            ws.append(w)
+            outs.append(w @ v[..., sl])
+        out = self.out_proj(torch.cat(outs, -1))
+        return (out, torch.stack(ws, 1)) if return_weights else out
+
+
+class MHAEinsumFast(nn.Module):
+    """Correct: einsum projections, F.scaled_dot_product_attention unless weights are asked for."""
+
+    def __init__(self, d_model, num_heads, bias=True):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(d_model, d_model, bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias)
+
+    def forward(self, x, mask=None, return_weights=False):
+        b, t, d = x.shape
+        q, k, v = (p(x).unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        if return_weights:
+            out, w = mhsa_lib.scaled_dot_product_attention(q, k, v, mask)
+        else:
+            out, w = F.scaled_dot_product_attention(q, k, v, attn_mask=mask), None
+        out = self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+        return (out, w) if return_weights else out
+
+
+@pytest.mark.parametrize("cls", [M.BuggyMultiHeadAttention, MHALoop, MHAEinsumFast])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mha_full_marks_for_correct_solutions(cls, seed, capsys):
+    points, report = run(check_multi_head_attention, cls, capsys, seed=seed)
+    assert points == 6.0, report
+
+
+def test_mha_hidden_cases(capsys):
+    assert run(check_multi_head_attention, MHALoop, capsys, hidden=True, seed=3)[0] == 6.0
+
+
+@pytest.mark.parametrize("cls,words", [
+    (M.MHANoOutputProjection, "output projection is missing"),
+    (M.MHAMaskNotPassed, "mask is not passed through"),
+    (M.MHAScaleByModelWidth, "1/√D"),
+    (M.MHASplitNoTranspose, "straight to (B, H, T, Dh)"),
+    (M.MHAMergeNoTranspose, "without transposing"),
+    (M.MHACallsTorch, "multi_head_attention_forward"),
+])
+def test_mha_mistakes_lose_points_and_are_named(cls, words, capsys):
+    points, report = run(check_multi_head_attention, cls, capsys, seed=2)
+    assert points < 6.0, report
+    assert words in report, report
+
+
+def test_mha_wrapping_the_library_module_is_caught(capsys):
+    class Wrapper(nn.Module):
+        def __init__(self, d_model, num_heads, bias=True):
+            super().__init__()
+            self.inner = mhsa_lib.MultiHeadAttention(d_model, num_heads, bias=bias)
+            self.q_proj, self.k_proj = self.inner.q_proj, self.inner.k_proj
+            self.v_proj, self.out_proj = self.inner.v_proj, self.inner.out_proj
+
+        def forward(self, x, mask=None, return_weights=False):
+            return self.inner(x, mask, return_weights=return_weights)
+
+    points, report = run(check_multi_head_attention, Wrapper, capsys, seed=0)
+    assert points == 0.0 and "calls mhsa_lib" in report
+
+
+def test_mha_unfinished_class_reports_not_implemented(capsys):
+    class MultiHeadAttention(nn.Module):
+        def __init__(self, d_model, num_heads, bias=True):
+            raise NotImplementedError()
+
+    points, report = run(check_multi_head_attention, MultiHeadAttention, capsys, seed=0)
+    assert points == 0.0 and "not implemented yet" in report
+
+
+def test_mha_check_leaves_the_global_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check_multi_head_attention(MHALoop, seed=0, quiet=True)
+    assert torch.equal(torch.rand(3), expected)
+
+
+# --------------------------------------------------------------------------- notebook 03: loading
+
+
+def load_chunks(module, torch_mha):
+    wq, wk, wv = torch_mha.in_proj_weight.chunk(3)
+    bq, bk, bv = torch_mha.in_proj_bias.chunk(3)
+    with torch.no_grad():
+        for layer, w, b in ((module.q_proj, wq, bq), (module.k_proj, wk, bk), (module.v_proj, wv, bv)):
+            layer.weight.copy_(w)
+            layer.bias.copy_(b)
+        module.out_proj.load_state_dict(torch_mha.out_proj.state_dict())
+    return module
+
+
+def load_state_dict_style(module, torch_mha):
+    d = torch_mha.embed_dim
+    sd = torch_mha.state_dict()
+    new = {}
+    for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
+        new[f"{name}.weight"] = sd["in_proj_weight"][i * d : (i + 1) * d]
+        new[f"{name}.bias"] = sd["in_proj_bias"][i * d : (i + 1) * d]
+    new["out_proj.weight"], new["out_proj.bias"] = sd["out_proj.weight"], sd["out_proj.bias"]
+    module.load_state_dict(new)  # returns nothing useful: the module is changed in place
+
+
+@pytest.mark.parametrize("fn", [load_chunks, load_state_dict_style])
+def test_load_full_marks_for_correct_solutions(fn, capsys):
+    points, report = run(check_load_mha_from_torch, fn, capsys, seed=0)
+    assert points == 2.0, report
+
+
+@pytest.mark.parametrize("fn,words", [
+    (M.load_qkv_order_swapped, "holds W_k"),
+    (M.load_transposed, "transposed"),
+    (M.load_without_biases, "biases were not copied"),
+    (M.load_without_out_proj, "out_proj.weight was not copied"),
+    (lambda module, torch_mha: mhsa_lib.interop.load_mha_from_torch(module, torch_mha), "2 / 2"),
+])
+def test_load_mistakes(fn, words, capsys):
+    points, report = run(check_load_mha_from_torch, fn, capsys, seed=0)
+    assert words in report, report
+    if words != "2 / 2":
+        assert points < 2.0
