@@ -18,6 +18,7 @@ import mhsa_lib
 
 from ..core import (
     CheckResult,
+    attempt,
     LearnerError,
     call,
     close,
@@ -66,7 +67,7 @@ def check_softmax(fn: Callable, *, hidden: bool = False, seed: Optional[int] = N
         shape = distinct_sizes(gen, ndim)
         dim = int(torch.randint(-ndim, ndim, (1,), generator=gen))
         x = randn(gen, *shape, scale=2.0)
-        y = _call_or_error(fn, x.clone(), dim=dim)
+        y = attempt(fn, x.clone(), dim=dim)
         seen.append((x, dim, y))
         c = compare(y, mhsa_lib.softmax(x.double(), dim=dim), what="output")
         if not c.ok:
@@ -77,14 +78,14 @@ def check_softmax(fn: Callable, *, hidden: bool = False, seed: Optional[int] = N
 
     # 3. Large logits: offsets of ±1e4 per row, and rows far apart from each other.
     x_big = randn(gen, 4, 7, scale=3.0) + torch.tensor([[1e4], [-1e4], [50.0], [3e3]])
-    y_big = _call_or_error(fn, x_big.clone(), dim=-1)
+    y_big = attempt(fn, x_big.clone(), dim=-1)
     # float32 holds 1e4 to about 1e-3, so any float32 method carries that much error here.
     c_big = compare(y_big, mhsa_lib.softmax(x_big.double(), dim=-1), what="output", atol=2e-3, rtol=2e-3)
     result.add("stable for large logits (rows around +1e4 and -1e4)", 0.5, c_big.ok, c_big.detail)
 
     # 4. float64 in, float64 out, to float64 precision.
     x64 = randn(gen, *distinct_sizes(gen, 3), dtype=torch.float64)
-    y64 = _call_or_error(fn, x64.clone(), dim=1)
+    y64 = attempt(fn, x64.clone(), dim=1)
     c64 = compare(y64, mhsa_lib.softmax(x64, dim=1), what="output", dtype=torch.float64, atol=1e-12, rtol=1e-10)
     result.add("float64 input keeps float64 precision", 0.25, c64.ok, c64.detail)
 
@@ -107,7 +108,7 @@ def check_softmax(fn: Callable, *, hidden: bool = False, seed: Optional[int] = N
 
 
 def _softmax_invariants(fn: Callable, x: Tensor, dim: int) -> List[str]:
-    y = _call_or_error(fn, x.clone(), dim=dim)
+    y = attempt(fn, x.clone(), dim=dim)
     if not isinstance(y, Tensor) or y.shape != x.shape:
         return ["output is not a tensor of the input's shape"]
     problems = []
@@ -119,7 +120,7 @@ def _softmax_invariants(fn: Callable, x: Tensor, dim: int) -> List[str]:
     sums = y.sum(dim=dim)
     if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
         problems.append(f"slices along dim={dim} sum to values like {float(sums.flatten()[0]):.4g}, not 1")
-    y_shift = _call_or_error(fn, x.clone() + 7.0, dim=dim)
+    y_shift = attempt(fn, x.clone() + 7.0, dim=dim)
     if not close(y_shift, y, atol=1e-5):
         problems.append("adding a constant to x changes the output")
     return problems
@@ -158,7 +159,7 @@ def _diagnose_softmax(fn, result: CheckResult, first_bad, seen, big, public_ok_r
             result.diagnose("your output has NaN or inf for large logits: subtract the maximum of "
                             "each slice along `dim` before exp (x.amax(dim, keepdim=True)).")
     if public_ok_random_bad:
-        y = _call_or_error(fn, randn(gen, *SOFTMAX_PUBLIC_X.shape, scale=3.0))
+        y = attempt(fn, randn(gen, *SOFTMAX_PUBLIC_X.shape, scale=3.0))
         if close(y, mhsa_lib.softmax(SOFTMAX_PUBLIC_X.double(), dim=-1)):
             result.diagnose(_HARD_CODED)
 
@@ -183,12 +184,6 @@ _HARD_CODED = (
 )
 
 
-def _call_or_error(fn: Callable, *args, **kwargs):
-    """Call the learner's function; return its value, or the LearnerError (the report says it)."""
-    try:
-        return call(fn, *args, **kwargs)
-    except LearnerError as e:
-        return e
 
 
 # --------------------------------------------------------------------------- causal mask
@@ -214,7 +209,7 @@ def check_causal_mask(fn: Callable, *, hidden: bool = False, seed: Optional[int]
     shapes = [(2, 5), (1, 6)] + ([(3, 8), (4, 9)] if hidden else [])
     fails = []
     for t, s in shapes:
-        ok, detail = _mask_matches(_call_or_error(fn, t, s), mhsa_lib.causal_mask(t, s))
+        ok, detail = _mask_matches(attempt(fn, t, s), mhsa_lib.causal_mask(t, s))
         if not ok:
             fails.append(f"causal_mask({t}, {s}): {detail}")
     result.add("S > T (decoding with a cache): aligned to the lower right", 0.5, not fails, describe_failures(fails))
@@ -223,7 +218,7 @@ def check_causal_mask(fn: Callable, *, hidden: bool = False, seed: Optional[int]
     for _ in range(6 if hidden else 3):
         t, s = sorted(distinct_sizes(gen, 2, 1, 12))
         for args in ((t, s), (s,)):
-            ok, detail = _mask_matches(_call_or_error(fn, *args), mhsa_lib.causal_mask(*args))
+            ok, detail = _mask_matches(attempt(fn, *args), mhsa_lib.causal_mask(*args))
             if not ok:
                 fails.append(f"causal_mask{args}: {detail}")
     result.add("random sizes, and seq_len_k defaulting to seq_len_q", 0.25, not fails, describe_failures(fails))
@@ -270,8 +265,8 @@ def _grid(m: Tensor) -> str:
 
 def _diagnose_causal(fn, result: CheckResult) -> None:
     t, s = 3, 6
-    got = _as_bool_mask(_call_or_error(fn, t, s))
-    raw = _call_or_error(fn, t, s)
+    got = _as_bool_mask(attempt(fn, t, s))
+    raw = attempt(fn, t, s)
     if isinstance(raw, Tensor) and raw.dtype != torch.bool:
         if raw.dtype.is_floating_point and bool(torch.isinf(raw).any()):
             result.diagnose(_CAUSAL_ADVICE["causal-additive"])
@@ -344,7 +339,7 @@ def check_scaled_dot_product_attention(
     probe = None
     for i in range(n):
         q, k, v = _random_qkv(gen, rank=4 if i % 3 == 0 else 3 if i % 3 == 1 else 2)
-        got = _call_or_error(fn, q.clone(), k.clone(), v.clone())
+        got = attempt(fn, q.clone(), k.clone(), v.clone())
         ref = _reference(q, k, v, None)
         probe = probe or (q, k, v, None, got, ref)
         sok, sdetail = _pair_shapes(got, ref)
@@ -366,7 +361,7 @@ def check_scaled_dot_product_attention(
     for i, kind in enumerate(kinds):
         q, k, v = _random_qkv(gen, rank=3 + i % 2, s_greater=True)
         mask = _random_mask(gen, kind, q, k, allow_empty=False)
-        got = _call_or_error(fn, q.clone(), k.clone(), v.clone(), mask.clone())
+        got = attempt(fn, q.clone(), k.clone(), v.clone(), mask.clone())
         ref = _reference(q, k, v, mask)
         mask_probe = mask_probe or (q, k, v, mask, got, ref)
         ok, detail = _pair_matches(got, ref)
@@ -378,7 +373,7 @@ def check_scaled_dot_product_attention(
     # A query with no allowed key gives output 0 and weights 0, never NaN.
     q, k, v = _random_qkv(gen, rank=3)
     empty_mask = _random_mask(gen, "random", q, k, allow_empty=True)
-    got_empty = _call_or_error(fn, q.clone(), k.clone(), v.clone(), empty_mask.clone())
+    got_empty = attempt(fn, q.clone(), k.clone(), v.clone(), empty_mask.clone())
     ok, detail = _pair_matches(got_empty, _reference(q, k, v, empty_mask))
     result.add("a fully masked row gives output 0 and weights 0 (no NaN)", 0.5, ok, detail)
 
@@ -388,7 +383,7 @@ def check_scaled_dot_product_attention(
                "changing a masked key or value changes nothing", 0.5, not inv, "; ".join(inv))
 
     q, k, v = (x.double() for x in _random_qkv(gen, rank=3))
-    got64 = _call_or_error(fn, q.clone(), k.clone(), v.clone())
+    got64 = attempt(fn, q.clone(), k.clone(), v.clone())
     ok, detail = _pair_matches(got64, _reference(q, k, v, None), dtype=torch.float64, atol=1e-12, rtol=1e-10)
     result.add("float64 inputs keep float64 precision", 0.5, ok, detail)
 
@@ -473,7 +468,7 @@ def _pair_matches(got: Any, ref: Tuple[Tensor, Tensor], dtype=None, atol=1e-5, r
 def _attention_invariants(fn: Callable, gen: torch.Generator) -> List[str]:
     q, k, v = _random_qkv(gen, rank=3, s_greater=True)
     mask = mhsa_lib.causal_mask(q.shape[-2], k.shape[-2])
-    out, w, err = _unpack(_call_or_error(fn, q.clone(), k.clone(), v.clone(), mask))
+    out, w, err = _unpack(attempt(fn, q.clone(), k.clone(), v.clone(), mask))
     if err or not isinstance(out, Tensor) or not isinstance(w, Tensor):
         return [err or "no (out, weights) tensors to probe"]
     expected_shape = q.shape[:-1] + (k.shape[-2],)  # (B, T, S)
@@ -495,7 +490,7 @@ def _attention_invariants(fn: Callable, gen: torch.Generator) -> List[str]:
     k2, v2 = k.clone(), v.clone()
     k2[..., -1, :] += 5.0
     v2[..., -1, :] -= 5.0
-    out2, _, err2 = _unpack(_call_or_error(fn, q.clone(), k2, v2, mask))
+    out2, _, err2 = _unpack(attempt(fn, q.clone(), k2, v2, mask))
     if err2 or not isinstance(out2, Tensor) or out2.shape != out.shape:
         problems.append("second call failed")
     elif not torch.allclose(out2[..., :-1, :].double(), od[..., :-1, :], atol=1e-5):
@@ -531,7 +526,7 @@ def _diagnose_attention(fn, result: CheckResult, probe, mask_probe, empty_probe,
             result.diagnose(_ATTENTION_ADVICE["attention-large-negative-fill"])
     if public_ok_random_bad:
         q = randn(gen, *ATTN_PUBLIC_Q.shape)
-        out, w, err = _unpack(_call_or_error(fn, q, randn(gen, *ATTN_PUBLIC_K.shape), randn(gen, *ATTN_PUBLIC_V.shape)))
+        out, w, err = _unpack(attempt(fn, q, randn(gen, *ATTN_PUBLIC_K.shape), randn(gen, *ATTN_PUBLIC_V.shape)))
         ref = _reference(ATTN_PUBLIC_Q, ATTN_PUBLIC_K, ATTN_PUBLIC_V, None)
         if not err and close(out, ref[0]):
             result.diagnose(_HARD_CODED)
