@@ -126,9 +126,12 @@ def test_release_writes_checks_and_reports_each_kind_of_difference(tmp_path, tin
     for cell in raw["cells"]:
         del cell["id"]  # a source saved without cell ids
     (sols / "02_tiny.ipynb").write_text(json.dumps(raw))
+    (sols / "data").mkdir()
+    (sols / "data" / "words.txt").write_text("the cat sat\n")  # files the notebooks read
     args = ["release", "--solutions", sols, "--notebooks", out]
 
     assert main([str(a) for a in args]) == 0
+    assert (out / "data" / "words.txt").read_text() == "the cat sat\n"
     assert sorted(p.name for p in out.glob("*.ipynb")) == ["01_tiny.ipynb", "02_tiny.ipynb"]
     released = {p.name: p.read_bytes() for p in out.glob("*.ipynb")}
     nb2 = json.loads(released["02_tiny.ipynb"])
@@ -143,14 +146,17 @@ def test_release_writes_checks_and_reports_each_kind_of_difference(tmp_path, tin
     (out / "01_tiny.ipynb").write_text((out / "01_tiny.ipynb").read_text().replace("triple", "quadruple"))
     (out / "02_tiny.ipynb").unlink()
     (out / "03_stray.ipynb").write_text("{}")
+    (out / "data" / "words.txt").write_text("the dog sat\n")
     assert main([str(a) for a in args + ["--check"]]) == 1
     report = capsys.readouterr().out
+    assert "differs: " in report and "data/" in report
     assert "differs: " in report and "01_tiny.ipynb" in report
     assert "missing: " in report and "02_tiny.ipynb" in report
     assert "extra: " in report and "03_stray.ipynb" in report
 
-    assert main([str(a) for a in args]) == 0  # a release repairs all three
+    assert main([str(a) for a in args]) == 0  # a release repairs all of it
     assert {p.name: p.read_bytes() for p in out.glob("*.ipynb")} == released
+    assert (out / "data" / "words.txt").read_text() == "the cat sat\n"
 
 
 @pytest.mark.slow
