@@ -256,4 +256,215 @@ QUESTIONS: Dict[str, Question] = {
         ),
         points=2,
     ),
+    # ------------------------------------------------------------------ 02_multiple_heads
+    "02.why_heads": Question(
+        kind="choice",
+        options={
+            "a": "more parameters, more capacity",
+            "b": "H separate weightings of the positions, each on its own subspace",
+            "c": "sharper attention, since narrower heads have larger scores",
+            "d": "they see tokens further away",
+        },
+        answer="b",
+        explanation=(
+            "One head gives each query a single set of weights, so its output is one average of "
+            "the values: two things needed from two places come out blended. H heads give each "
+            "query H independent weightings of the positions, each reading and writing its own "
+            "Dh-wide slice of the features, at the same total width and cost."
+        ),
+        feedback={
+            "a": (
+                "At fixed D the count does not change: each head's matrices are (Dh, D) with "
+                "Dh = D/H, and H of them make 3·D² for Q, K and V whatever H is. The gain is in how "
+                "the same parameters are used, not in how many there are."
+            ),
+            "c": (
+                "Each head divides its scores by √Dh, which brings their variance back to about 1 "
+                "whatever the head width: narrower heads are not sharper. The gain is several "
+                "independent weightings of the positions, not sharper ones."
+            ),
+            "d": (
+                "Every head, like a single head, can attend to every key in the sequence (unless "
+                "a mask forbids it): attention has no limited reach. Heads add several "
+                "weightings of the positions, not range."
+            ),
+        },
+        points=1,
+    ),
+    "02.param_count": Question(
+        kind="choice",
+        options={
+            "a": "it doubles",
+            "b": "it halves",
+            "c": "it stays 3·D²",
+            "d": "it grows by a factor of 4",
+        },
+        answer="c",
+        explanation=(
+            "Each head has three (Dh, D) matrices with Dh = D/H, so H heads have "
+            "H · 3 · (D/H) · D = 3·D² parameters in Q, K and V, however D is cut into heads. "
+            "Going from 8 to 16 heads halves each head's width and doubles their number."
+        ),
+        feedback={
+            "a": (
+                "Twice as many heads, yes, but each is half as wide: at D = 512, Dh drops from 64 to "
+                "32, so each head's matrices shrink from 64×512 to 32×512. H · Dh · D stays D²."
+            ),
+            "b": (
+                "Each head is half as wide, but there are twice as many of them: 16 heads × 32 "
+                "features = 8 heads × 64 features = 512 rows per projection, as before."
+            ),
+            "d": (
+                "Scores are computed within each head (a query of head h only meets keys of head h), "
+                "never between pairs of heads, and scores are activations, not parameters. The "
+                "projections stay three (D, D) matrices."
+            ),
+        },
+        points=1,
+    ),
+    "02.scale_per_head": Question(
+        kind="choice",
+        options={
+            "a": "√256 = 16",
+            "b": "√64 = 8",
+            "c": "64",
+            "d": "√4 = 2",
+        },
+        answer="b",
+        explanation=(
+            "A head dots q_h and k_h, which are Dh = D/H = 64 wide; for unit-variance entries the "
+            "dot product has variance 64, so dividing by √64 = 8 brings it back to 1. The model "
+            "width D never enters a head's scores."
+        ),
+        feedback={
+            "a": (
+                "That is the classic 1/√D bug: the scores of each head are then √H = 2 times too "
+                "small (variance 1/H instead of 1), so the weights start out close to uniform. "
+                "The vectors being dotted are Dh = 64 wide, not 256."
+            ),
+            "c": (
+                "Dividing by Dh itself over-corrects: the dot product's variance is Dh, so its "
+                "typical size is √Dh; dividing by Dh leaves variance 1/Dh and nearly uniform "
+                "weights. Use the square root of the head width."
+            ),
+            "d": (
+                "The number of heads is not the width of anything being dotted. A head's scores "
+                "are sums of Dh = 64 products, so their spread is √64 = 8."
+            ),
+        },
+        points=1,
+    ),
+    # ------------------------------------------------------------------ 03_concat_and_output_projection
+    "03.why_out_proj": Question(
+        kind="choice",
+        options={
+            "a": "it mixes the heads: each output feature can combine every head",
+            "b": "it brings the width back from H·Dh to D",
+            "c": "it applies the 1/√Dh scale",
+            "d": "it makes the weights of each row sum to 1",
+        },
+        answer="a",
+        explanation=(
+            "After merging, features [h·Dh, (h+1)·Dh) hold head h's output and nothing else. "
+            "W^O is a full (D, D) matrix, so every output feature is a learned combination of all "
+            "the heads: out = Σ_h head_h · (W^O's block of columns for head h)ᵀ. Without it, the "
+            "heads would never be combined before the next layer reads them."
+        ),
+        feedback={
+            "b": (
+                "The merged tensor is already D = H·Dh wide, so no change of width is needed: the "
+                "output projection maps D to D. Its job is to mix the heads."
+            ),
+            "c": (
+                "The scale belongs inside each head's attention, on the scores, before the "
+                "softmax. W^O acts after the attention, on the merged outputs."
+            ),
+            "d": (
+                "The softmax makes each row of weights sum to 1, inside every head. W^O is a "
+                "linear map applied afterwards to the merged outputs; it does not touch the weights."
+            ),
+        },
+        points=1,
+    ),
+    "03.torch_layout": Question(
+        kind="choice",
+        options={
+            "a": "rows [h·Dh, (h+1)·Dh)",
+            "b": "rows [3·h·Dh, 3·(h+1)·Dh), q, k and v of head h together",
+            "c": "rows [D + h·Dh, D + (h+1)·Dh)",
+            "d": "columns [h·Dh, (h+1)·Dh)",
+        },
+        answer="a",
+        explanation=(
+            "in_proj_weight (3D, D) stacks [W_q; W_k; W_v]: rows [0, D) are the query projection, "
+            "and within it head h owns rows [h·Dh, (h+1)·Dh), the output features that split_heads "
+            "gives to head h. Key rows start at D, value rows at 2D."
+        ),
+        feedback={
+            "b": (
+                "That interleaved layout (q, k, v of one head next to each other) is used by some "
+                "other codebases, but not by nn.MultiheadAttention: its in_proj_weight is W_q, then "
+                "W_k, then W_v, each (D, D), stacked along dim 0."
+            ),
+            "c": (
+                "Rows [D, 2D) are the key projection (W_k), the second block of [W_q; W_k; W_v]. "
+                "Head h's query rows are in the first block: [h·Dh, (h+1)·Dh)."
+            ),
+            "d": (
+                "Columns are inputs in the nn.Linear layout (out, in): every head reads all D input "
+                "features. A head owns output features, which are rows: [h·Dh, (h+1)·Dh)."
+            ),
+        },
+        points=1,
+    ),
+    "03.fused_qkv": Question(
+        kind="choice",
+        options={
+            "a": "it does fewer multiply-adds",
+            "b": "one larger matmul instead of three: x read once, one kernel launch",
+            "c": "q, k and v share one weight matrix",
+            "d": "it leaves out the biases",
+        },
+        answer="b",
+        explanation=(
+            "The arithmetic is identical: (D, 3D) = three (D, D) blocks. But one (B·T, D) @ (D, 3D) "
+            "product reads x once instead of three times, launches one kernel instead of three, "
+            "and gives the hardware a larger, more efficient matrix to work on. The result is "
+            "split back into q, k, v afterwards."
+        ),
+        feedback={
+            "a": (
+                "The fused weight is exactly W_q, W_k and W_v stacked, so it does exactly the same "
+                "multiply-adds. The saving is in memory traffic and launch overhead, not arithmetic."
+            ),
+            "c": (
+                "The three blocks of the fused (3D, D) weight are still three different matrices; "
+                "fusing stacks them, it does not tie them. Sharing one matrix would make q = k = v."
+            ),
+            "d": (
+                "The fused projection keeps the biases: its (3D,) bias is the three biases stacked, "
+                "like nn.MultiheadAttention's in_proj_bias. The outputs are identical."
+            ),
+        },
+        points=1,
+    ),
+    "03.steps_order": Question(
+        kind="order",
+        options={
+            "a": "merge the heads: (B, H, T, Dh) -> (B, T, D)",
+            "b": "project x to q, k, v",
+            "c": "weights = softmax over the keys; out = weights @ v",
+            "d": "split q, k, v into heads: (B, T, D) -> (B, H, T, Dh)",
+            "e": "output projection W^O",
+            "f": "scores = q kᵀ / √Dh per head, blocked scores set to −∞",
+        },
+        answer="bdfcae",
+        explanation=(
+            "Project x to q, k, v (one (D, D) map each); split each into H heads; per head, score "
+            "every query against every key, scale by 1/√Dh and block the masked pairs; softmax over "
+            "the keys and mix the values; merge the heads back into (B, T, D); and mix them with "
+            "the output projection W^O."
+        ),
+        points=2,
+    ),
 }
