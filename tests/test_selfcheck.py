@@ -194,3 +194,59 @@ def test_a_notebook_without_graded_steps_scores_zero_of_zero(tmp_path):
     proc = run_cli("check", path, "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"notebook": str(path), "score": 0.0, "max_score": 0.0, "steps": []}
+
+
+# --------------------------------------------------------------------------- scoring rule
+
+
+def _executed_cell(points, outputs):
+    import nbformat
+
+    cell = graded_cell("check_x", points, "...")
+    cell.outputs = [nbformat.from_dict(o) for o in outputs]
+    return cell
+
+
+def _result(text):
+    return {"output_type": "execute_result", "execution_count": 1, "metadata": {}, "data": {"text/plain": text}}
+
+
+def _stream(name, text):
+    return {"output_type": "stream", "name": name, "text": text}
+
+
+_ERROR = {"output_type": "error", "ename": "ValueError", "evalue": "bad", "traceback": []}
+
+
+@pytest.mark.parametrize(
+    "outputs, expected",
+    [
+        ([], 3.0),
+        ([_stream("stdout", "report\n")], 3.0),
+        ([_stream("stdout", "report\n"), _result("1.25")], 1.25),
+        ([_result("0.0")], 0.0),
+        ([_result("3.0")], 3.0),
+        ([_result("True")], 3.0),  # a bool is full marks
+        ([_result("None-ish text")], 3.0),
+        ([_result("tensor(0.5000)")], 3.0),  # only a plain number is partial credit
+        ([_stream("stderr", "warning\n"), _result("3.0")], 0.0),
+        ([_stream("stdout", "report\n"), _ERROR], 0.0),
+        ([_result("2.0"), _stream("stderr", "late\n")], 2.0),  # the first deciding output wins
+    ],
+)
+def test_cell_scores_agree_with_nbgrader(outputs, expected):
+    from nbgrader.utils import determine_grade
+
+    from autograder.grading.nbgrader_tools import score_test_cell
+
+    cell = _executed_cell(3, outputs)
+    assert score_test_cell(cell).points == expected
+    assert determine_grade(cell)[0] == expected
+
+
+@pytest.mark.parametrize("text, expected", [("-1.0", 0.0), ("nan", 0.0), ("7.5", 3.0), ("inf", 3.0)])
+def test_odd_values_are_clamped_and_explained(text, expected):
+    from autograder.grading.nbgrader_tools import score_test_cell
+
+    score = score_test_cell(_executed_cell(3, [_result(text)]))
+    assert score.points == expected and score.note
