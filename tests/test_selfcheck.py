@@ -121,7 +121,7 @@ def test_a_cell_past_its_time_limit_scores_zero_and_the_rest_still_runs(tmp_path
     assert proc.returncode == 0, proc.stderr
     steps = {s["id"]: s for s in json.loads(proc.stdout)["steps"]}
     assert steps["check_slow"]["points"] == 0.0 and not steps["check_slow"]["passed"]
-    assert "Error" in steps["check_slow"]["message"]
+    assert "CellTimeoutError" in steps["check_slow"]["message"] and "time limit of 2 s" in steps["check_slow"]["message"]
     assert steps["check_fast"]["points"] == 1.0
 
 

@@ -177,11 +177,7 @@ def execute(nb, cwd: Path, cell_timeout: float, total_timeout: float) -> Dict[st
         kernel_manager_class=_kernel_manager_class(),
         allow_errors=True,
         interrupt_on_timeout=True,
-        error_on_timeout={
-            "ename": "CellTimeoutError",
-            "evalue": f"the cell ran past the time limit of {cell_timeout:g} s and was interrupted",
-            "traceback": [],
-        },
+        error_on_timeout={"ename": "CellTimeoutError", "evalue": "", "traceback": []},  # set per cell
         raise_on_iopub_timeout=False,
         iopub_timeout=4,
         shutdown_kernel="immediate",
@@ -206,7 +202,14 @@ def execute(nb, cwd: Path, cell_timeout: float, total_timeout: float) -> Dict[st
                     if remaining <= 0:
                         stopped = f"the notebook ran past the total time limit of {total_timeout:g} s"
                         break
-                    client.timeout = max(1, int(math.ceil(min(cell_timeout, remaining))))
+                    limit = max(1, int(math.ceil(min(cell_timeout, remaining))))
+                    client.timeout = limit
+                    client.error_on_timeout = {
+                        "ename": "CellTimeoutError",
+                        "evalue": f"the cell ran past its time limit of {limit} s and was interrupted"
+                        + ("" if cell_timeout <= remaining else " (the limit for the whole notebook)"),
+                        "traceback": [],
+                    }
                     try:
                         client.execute_cell(cell, index)
                     except DeadKernelError:
