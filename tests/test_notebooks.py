@@ -48,7 +48,9 @@ def test_solution_scores_full_marks(reports, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_learner_notebook_runs_and_scores_zero(reports, name):
-    report = reports(NOTEBOOKS / f"{name}.ipynb")
+    path = NOTEBOOKS / f"{name}.ipynb"
+    assert path.exists(), f"{path} is missing: run `./course release` and commit notebooks/"
+    report = reports(path)
     assert report.stopped_early is None, report.stopped_early
     unexpected = [e for e in report.errors if e[1] != "NotImplementedError"]
     assert not unexpected, f"cells raised something other than NotImplementedError: {unexpected}"
@@ -65,6 +67,8 @@ def test_learner_notebook_runs_and_scores_zero(reports, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_learner_and_solution_grade_the_same_steps(reports, name):
+    path = NOTEBOOKS / f"{name}.ipynb"
+    assert path.exists(), f"{path} is missing: run `./course release` and commit notebooks/"
     sol = reports(SOLUTIONS / f"{name}.ipynb")
-    learner = reports(NOTEBOOKS / f"{name}.ipynb")
+    learner = reports(path)
     assert [(s.id, s.max_points) for s in learner.steps] == [(s.id, s.max_points) for s in sol.steps]

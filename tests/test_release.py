@@ -17,9 +17,15 @@ SOURCES = sorted(SOLUTIONS.glob("*.ipynb"))
 LEARNER = sorted(NOTEBOOKS.glob("*.ipynb"))
 
 
+def _learner(source):
+    path = NOTEBOOKS / source.name
+    assert path.exists(), f"{path} is missing: run `./course release` and commit notebooks/"
+    return path
+
+
 def test_there_are_notebooks_to_release():
     assert SOURCES, "solutions/ holds no notebooks"
-    assert [p.name for p in LEARNER] == [p.name for p in SOURCES]
+    assert [p.name for p in LEARNER] == [p.name for p in SOURCES], "run `./course release` and commit notebooks/"
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +89,7 @@ def _regions(source: str, begin: str, end: str):
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_no_solution_or_hidden_test_code_leaks(source):
-    learner_path = NOTEBOOKS / source.name
+    learner_path = _learner(source)
     src = nbformat.read(str(source), as_version=4)
     learner = nbformat.read(str(learner_path), as_version=4)
     secret, public = set(), set()
@@ -107,7 +113,7 @@ def test_graded_cells_match_the_source(source):
         return [(nbt.grade_id(c), nbt.max_points(c)) for c in nb.cells if nbt.is_test_cell(c)]
 
     src = nbformat.read(str(source), as_version=4)
-    learner = nbformat.read(str(NOTEBOOKS / source.name), as_version=4)
+    learner = nbformat.read(str(_learner(source)), as_version=4)
     assert steps(src) and steps(src) == steps(learner)
 
 
