@@ -6,8 +6,7 @@ L layers.
 Each function returns a ``matplotlib.figure.Figure`` built without ``pyplot``: nothing is
 shown, no global figure list grows, and it works on a headless machine (save it with
 ``fig.savefig("attn.png")``). In Jupyter, the figure displays as a cell's last expression
-once the inline backend is active (``%matplotlib inline``, or any earlier ``pyplot`` import);
-``IPython.display.display(fig)`` also works. Rows are queries (who attends), columns keys
+(it renders itself as a PNG, whatever the backend); ``IPython.display.display(fig)`` also works. Rows are queries (who attends), columns keys
 (attended to), so each row of a weights heatmap sums to 1.
 
 matplotlib is imported on first use, so ``import mhsa_lib`` does not need it.
@@ -125,9 +124,7 @@ def attention_grid(
     if layer_names is not None and len(layer_names) != len(grids):
         raise ValueError(f"layer_names: expected {len(grids)} names, got {len(layer_names)}")
     num_layers, (num_heads, _, _) = len(grids), grids[0].shape
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(cell_size * num_heads + 1, cell_size * num_layers), layout="constrained")
+    fig = _new_figure(figsize=(cell_size * num_heads + 1, cell_size * num_layers), layout="constrained")
     axes = np.asarray(fig.subplots(num_layers, num_heads, squeeze=False))  # (L, H) of Axes
     vmax = max(max(float(g.max()) for g in grids), 1e-12)
     for l, grid in enumerate(grids):
@@ -181,9 +178,7 @@ def difference_map(
     mine, ref = _select(a, head, batch), _select(b, head, batch)  # (T, S) each
     diff = mine - ref
     worst = np.unravel_index(np.argmax(np.abs(diff)), diff.shape)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.0 * 3 + 1.5, 4.0), layout="constrained")
+    fig = _new_figure(figsize=(4.0 * 3 + 1.5, 4.0), layout="constrained")
     axes = fig.subplots(1, 3)
     vmax = max(float(max(mine.max(), ref.max())), 1e-12)
     for ax, grid, name in ((axes[0], mine, "yours"), (axes[1], ref, "reference")):
@@ -203,6 +198,27 @@ def difference_map(
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+_FIGURE_CLASS = None
+
+
+def _new_figure(**kwargs) -> "Figure":
+    """A Figure, outside pyplot, that Jupyter shows as a PNG even without the inline backend."""
+    global _FIGURE_CLASS
+    if _FIGURE_CLASS is None:
+        import io
+
+        from matplotlib.figure import Figure
+
+        class AttentionFigure(Figure):
+            def _repr_png_(self) -> bytes:
+                buffer = io.BytesIO()
+                self.savefig(buffer, format="png", dpi=100)
+                return buffer.getvalue()
+
+        _FIGURE_CLASS = AttentionFigure
+    return _FIGURE_CLASS(**kwargs)
 
 
 def _to_numpy(name: str, x: object) -> np.ndarray:
@@ -236,11 +252,9 @@ def _select(weights: object, head: int, batch: int) -> np.ndarray:
 def _figure_and_axes(ax: Optional["Axes"], shape: tuple) -> tuple:
     if ax is not None:
         return ax.figure, ax
-    from matplotlib.figure import Figure
-
     rows, cols = shape
     size = (min(2.0 + 0.45 * cols, 14.0), min(1.5 + 0.45 * rows, 14.0))  # inches, grows with T, S
-    fig = Figure(figsize=size, layout="constrained")
+    fig = _new_figure(figsize=size, layout="constrained")
     return fig, fig.add_subplot()
 
 

@@ -96,3 +96,18 @@ def test_import_mhsa_lib_does_not_import_matplotlib():
 def test_no_pyplot_figures_are_left_open(weights):
     attention_heatmap(weights)
     assert "matplotlib.pyplot" not in sys.modules or not __import__("matplotlib.pyplot").pyplot.get_fignums()
+
+
+def test_figures_render_themselves_as_png_for_jupyter():
+    """A returned figure shows as a cell's last expression even without the inline backend."""
+    import mhsa_lib.viz as viz
+
+    weights = torch.softmax(torch.randn(2, 4, 4), dim=-1)
+    figures = [
+        viz.attention_heatmap(weights[0]),
+        viz.attention_grid([weights, weights]),
+        viz.difference_map(weights[0], weights[0].flip(0)),
+    ]
+    for fig in figures:
+        png = fig._repr_png_()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
