@@ -17,6 +17,8 @@ from .checks import (
     check_attention_heads_loop,
     check_causal_mask,
     check_concept,
+    check_feed_forward,
+    check_layer_norm,
     check_load_mha_from_torch,
     check_merge_heads,
     check_multi_head_attention,
@@ -24,6 +26,7 @@ from .checks import (
     check_scaled_dot_product_attention,
     check_softmax,
     check_split_heads,
+    check_transformer_block,
     fallback,
 )
 from .checks import __all__  # noqa: F401  (the same public names)

@@ -1,6 +1,7 @@
 """Step checks, one module per ``mhsa_lib`` module (same names), plus the checkpoints."""
 
 from .attention import check_causal_mask, check_scaled_dot_product_attention, check_softmax
+from .block import check_feed_forward, check_layer_norm, check_transformer_block
 from .concepts import check_concept
 from .fallback import fallback
 from .heads import check_merge_heads, check_split_heads
@@ -17,6 +18,8 @@ __all__ = [
     "check_attention_heads_loop",
     "check_causal_mask",
     "check_concept",
+    "check_feed_forward",
+    "check_layer_norm",
     "check_load_mha_from_torch",
     "check_merge_heads",
     "check_multi_head_attention",
@@ -24,5 +27,6 @@ __all__ = [
     "check_scaled_dot_product_attention",
     "check_softmax",
     "check_split_heads",
+    "check_transformer_block",
     "fallback",
 ]

@@ -34,6 +34,9 @@ _REFERENCE: Dict[str, Callable] = {
     "attention_heads_loop": _heads_loop_reference,
     "MultiHeadAttention": mhsa_lib.MultiHeadAttention,
     "load_mha_from_torch": mhsa_lib.interop.load_mha_from_torch,
+    "LayerNorm": mhsa_lib.LayerNorm,
+    "FeedForward": mhsa_lib.FeedForward,
+    "TransformerBlock": mhsa_lib.TransformerBlock,
 }
 
 
@@ -46,7 +49,7 @@ _REFERENCE_NAMES = {
 
 
 def _checks() -> Dict[str, Callable]:
-    from . import attention, heads, multihead, warmups
+    from . import attention, block, heads, multihead, warmups
 
     return {
         "softmax": attention.check_softmax,
@@ -59,6 +62,9 @@ def _checks() -> Dict[str, Callable]:
         "attention_heads_loop": multihead.check_attention_heads_loop,
         "MultiHeadAttention": multihead.check_multi_head_attention,
         "load_mha_from_torch": multihead.check_load_mha_from_torch,
+        "LayerNorm": block.check_layer_norm,
+        "FeedForward": block.check_feed_forward,
+        "TransformerBlock": block.check_transformer_block,
     }
 
 

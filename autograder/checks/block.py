@@ -1,0 +1,777 @@
+"""Step checks for notebook 04: ``LayerNorm``, ``FeedForward`` and ``TransformerBlock``.
+
+Each check takes the learner's class, builds it, copies randomised reference parameters into it
+by name (norm gains and shifts too, so a skipped or shared LayerNorm shows), and compares it with
+``mhsa_lib`` in float64. The probes test what holds for any correct module: a LayerNorm's output
+has mean 0 and variance 1 per token, the FFN is position-wise, a pre-norm block with its
+sub-layers' output projections zeroed is the identity, a post-norm block's output is normalised
+per position, and no future token leaks through a causal mask.
+
+Shape letters: B batch, T length, D model width, H heads, Dh = D/H, F feed-forward width.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+import mhsa_lib
+
+from ..core import (
+    CheckResult,
+    LearnerError,
+    attempt,
+    close,
+    compare,
+    describe_failures,
+    distinct_sizes,
+    draw_seed,
+    find_shortcuts,
+    finish,
+    matches,
+    randn,
+)
+from ..mistakes import block as M
+from .heads import HARD_CODED
+
+LAYER_NORM_POINTS = 3.0
+FEED_FORWARD_POINTS = 2.0
+BLOCK_POINTS = 5.0
+
+LAYER_NORM_TORCH = ("layer_norm", "native_layer_norm")
+LAYER_NORM_LIBRARY = ("LayerNorm", "TransformerBlock")
+FEED_FORWARD_LIBRARY = ("FeedForward", "TransformerBlock")
+BLOCK_LIBRARY = ("TransformerBlock",)
+BLOCK_TORCH = ("_transformer_encoder_layer_fwd",)
+BLOCK_TORCH_MODULES = (nn.TransformerEncoderLayer, nn.TransformerEncoder, nn.Transformer)
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+@contextlib.contextmanager
+def guarded():
+    """Around a check's parts: no autograd, no warnings on stderr, the global RNG state restored
+    (building nn.Linear layers draws from it; the learner's own random stream is left as it was)."""
+    rng_state = torch.get_rng_state()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        torch.set_rng_state(rng_state)
+
+
+def _name(cls: Any) -> str:
+    return getattr(cls, "__name__", "your class")
+
+
+def _call_repr(cls: Any, args: Sequence[Any], kwargs: dict) -> str:
+    shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return f"{_name(cls)}({', '.join(shown)})"
+
+
+def _randomise(module: nn.Module, gen: torch.Generator) -> nn.Module:
+    """Unit-scale random parameters: weights N(0, 1/fan_in), norm gains in [0.5, 1.5), shifts N(0, 0.25)."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim >= 2:
+                p.copy_(randn(gen, *p.shape, dtype=p.dtype, scale=1.0 / math.sqrt(p.shape[-1])))
+            elif name.endswith("weight"):  # a norm's gain: kept away from 0 so it can be undone
+                p.copy_(0.5 + torch.rand(p.shape, generator=gen, dtype=torch.float64).to(p.dtype))
+            else:
+                p.copy_(randn(gen, *p.shape, dtype=p.dtype, scale=0.5))
+    return module
+
+
+def copy_parameters(dst: nn.Module, src: nn.Module) -> Optional[str]:
+    """Copy every parameter of ``src`` into the parameter of ``dst`` with the same name; say what does not fit.
+
+    Shared parameters count under each name, so a module that reuses one LayerNorm for both
+    sub-layers gets the second one's values in both places (and its output shows it).
+    """
+    theirs = dict(dst.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for name, p in src.named_parameters():
+            q = theirs.get(name)
+            if q is None:
+                return f"your module has no parameter {name} of shape {tuple(p.shape)}"
+            if tuple(q.shape) != tuple(p.shape):
+                return f"{name} has shape {tuple(q.shape)}, expected {tuple(p.shape)}"
+            q.copy_(p)
+    return None
+
+
+def build(cls: Callable, args: Sequence[Any], kwargs: dict, src: nn.Module):
+    """Build the learner's module, give it ``src``'s parameters, float64, eval mode; or a message."""
+    module = attempt(cls, *args, **kwargs)
+    if isinstance(module, LearnerError):
+        return f"{_call_repr(cls, args, kwargs)} {module}"
+    if not isinstance(module, nn.Module):
+        return f"{_call_repr(cls, args, kwargs)} built a {type(module).__name__}, expected an nn.Module"
+    problem = copy_parameters(module, src)
+    if problem:
+        return problem
+    try:
+        return module.double().eval()
+    except Exception as e:  # a learner's odd module
+        return f"{_call_repr(cls, args, kwargs)}.double() raised {type(e).__name__}: {e}"
+
+
+def run(module: nn.Module, *args: Any) -> Any:
+    """Call the learner's module on copies of tensor arguments; trailing None arguments are left out."""
+    args = list(args)
+    while args and args[-1] is None:
+        args.pop()
+    return attempt(module, *(a.clone() if isinstance(a, Tensor) else a for a in args))
+
+
+def diagnose_modules(result: CheckResult, seen, mistakes, advice, mistake_output: Callable,
+                     prefix: str = "") -> bool:
+    """Name the first known mistake whose outputs equal the learner's on every case seen.
+
+    ``seen``: ``(case, learner output, expected output)``; a mistake is named only if the
+    learner's output differs from the expected one somewhere (else it explains nothing).
+    """
+    outputs = [(case, y, e) for case, y, e in seen if isinstance(y, Tensor)]
+    if not outputs:
+        for _, y, _ in seen:
+            if isinstance(y, LearnerError):
+                result.diagnose(f"{prefix}your forward {y}.")
+                return True
+        return False
+    if all(close(y, e, atol=1e-6) for _, y, e in outputs):
+        return False
+    for mistake in mistakes:
+        if mistake.row == 21:
+            continue  # same output as a correct module: the forbidden-call probe catches it
+        try:
+            ok = all(matches(y, mistake_output(mistake, case), atol=1e-6) for case, y, _ in outputs)
+        except Exception:
+            ok = False
+        if ok:
+            result.diagnose(prefix + advice[mistake.id])
+            return True
+    return False
+
+
+def _not_implemented(result: CheckResult, step: str, y: Any) -> bool:
+    """A forward that is still the release's stub earns nothing, with one clear line."""
+    if isinstance(y, LearnerError) and y.kind == "not_implemented":
+        result.zero_reason = f"{step}.forward {y}"
+        return True
+    return False
+
+
+def _tokens(gen: torch.Generator, *shape: int, spread: bool = True) -> Tensor:
+    """Float64 tokens; with ``spread`` each token gets its own offset and scale, as real activations do."""
+    x = randn(gen, *shape, dtype=torch.float64)
+    if spread:
+        x = x * (0.5 + 2 * torch.rand(*shape[:-1], 1, generator=gen, dtype=torch.float64))
+        x = x + randn(gen, *shape[:-1], 1, dtype=torch.float64, scale=2.0)
+    return x
+
+
+# --------------------------------------------------------------------------- LayerNorm
+
+# Public case: B=1, T=3, D=4, with a gain and shift that are not 1 and 0.
+LN_PUBLIC_X = torch.tensor([[[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 1.0, -1.0], [2.0, -2.0, 5.0, 1.0]]],
+                           dtype=torch.float64)
+LN_PUBLIC_WEIGHT = torch.tensor([1.5, 0.5, 1.0, 2.0], dtype=torch.float64)
+LN_PUBLIC_BIAS = torch.tensor([0.1, -0.2, 0.0, 0.3], dtype=torch.float64)
+
+
+def _ln_reference(d: int, eps: float, weight: Tensor, bias: Tensor) -> nn.Module:
+    ref = mhsa_lib.LayerNorm(d, eps).double()
+    with torch.no_grad():
+        ref.weight.copy_(weight)
+        ref.bias.copy_(bias)
+    return ref
+
+
+def check_layer_norm(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+    """Check a learner's ``LayerNorm(d_model, eps=1e-5)`` class (pass the class itself) (max 3)."""
+    seed = draw_seed("LayerNorm", seed, hidden)
+    result = CheckResult("LayerNorm", LAYER_NORM_POINTS, seed=seed, hidden=hidden, fn_id=id(cls))
+    gen = torch.Generator().manual_seed(seed)
+    with guarded():
+        _layer_norm_parts(cls, result, gen, hidden)
+    return finish(result, quiet)
+
+
+def _layer_norm_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
+    module = attempt(cls, 7)
+    if isinstance(module, LearnerError):
+        result.zero_reason = f"LayerNorm(7) {module}"
+        return
+    problems = _ln_structure(module)
+    result.add("structure: parameters weight (D,) initialised to 1 and bias (D,) initialised to 0",
+               0.5, not problems, "; ".join(problems))
+
+    seen: List[Tuple[Any, Any, Tensor]] = []
+
+    def case(x: Tensor, d: int, eps: Optional[float], weight: Tensor, bias: Tensor):
+        ref = _ln_reference(d, 1e-5 if eps is None else eps, weight, bias)
+        mod = build(cls, (d,) if eps is None else (d, eps), {}, ref)
+        if isinstance(mod, str):
+            return mod, None
+        y = run(mod, x)
+        expected = ref(x)
+        seen.append(((x, d, 1e-5 if eps is None else eps, weight, bias), y, expected))
+        return y, expected
+
+    y, e = case(LN_PUBLIC_X, 4, None, LN_PUBLIC_WEIGHT, LN_PUBLIC_BIAS)
+    if _not_implemented(result, "LayerNorm", y):
+        return
+    c = compare(y, e, what="output") if e is not None else None
+    public_ok = bool(c and c.ok)
+    result.add("public case: x (B=1, T=3, D=4), weight [1.5, 0.5, 1, 2], bias [0.1, -0.2, 0, 0.3]",
+               1.0, public_ok, y if c is None else c.detail)
+
+    fails = []
+    for _ in range(6 if hidden else 3):
+        b, t, d = distinct_sizes(gen, 3, 2, 9)
+        x = _tokens(gen, b, t, d)
+        w, bias = 0.5 + torch.rand(d, generator=gen, dtype=torch.float64), randn(gen, d, dtype=torch.float64)
+        y, e = case(x, d, None, w, bias)
+        c = compare(y, e, what="output") if e is not None else None
+        if c is None or not c.ok:
+            fails.append(f"x (B={b}, T={t}, D={d}): {y if c is None else c.detail}")
+    result.add("random cases with random weight and bias (B, T, D all different)", 1.0, not fails,
+               describe_failures(fails, 1))
+
+    eps_fails = []
+    b, t, d = distinct_sizes(gen, 3, 2, 9)
+    w, bias = 0.5 + torch.rand(d, generator=gen, dtype=torch.float64), randn(gen, d, dtype=torch.float64)
+    for label, x, eps in (("LayerNorm(D, eps=0.1)", _tokens(gen, b, t, d, spread=False), 0.1),
+                          ("tokens of variance ~1e-4 with the default eps",
+                           _tokens(gen, b, t, d, spread=False) * 0.01, None)):
+        y, e = case(x, d, eps, w, bias)
+        c = compare(y, e, what="output") if e is not None else None
+        if c is None or not c.ok:
+            eps_fails.append(f"{label}: {y if c is None else c.detail}")
+    result.add("eps is added to the variance, inside the square root: LayerNorm(D, eps=0.1), and "
+               "tokens of tiny variance", 0.5, not eps_fails, describe_failures(eps_fails, 1))
+
+    problems = _ln_probes(cls, gen)
+    result.add("probes: with weight 1 and bias 0 each token's features have mean 0 and variance 1; "
+               "each token is normalised on its own; any leading shape ((T, D), (B, H, T, D))",
+               0.5, not problems, "; ".join(problems))
+
+    if not result.passed:
+        def mistake_output(mistake, case):
+            x, d, eps, w, bias = case
+            return _ln_reference_into(mistake.fn(d, eps), w, bias)(x)
+
+        diagnose_modules(result, seen, M.LAYER_NORM_MISTAKES, _LN_ADVICE, mistake_output)
+        if public_ok and fails:
+            ref = _ln_reference(4, 1e-5, LN_PUBLIC_WEIGHT, LN_PUBLIC_BIAS)
+            mod = build(cls, (4,), {}, ref)
+            if not isinstance(mod, str) and close(run(mod, _tokens(gen, 1, 3, 4)), ref(LN_PUBLIC_X)):
+                result.diagnose(HARD_CODED)
+    mod = build(cls, (5,), {}, _ln_reference(5, 1e-5, torch.ones(5), torch.zeros(5)))
+    if not isinstance(mod, str):
+        shortcuts = find_shortcuts(mod, (_tokens(gen, 2, 3, 5),), LAYER_NORM_TORCH, forbid_library=LAYER_NORM_LIBRARY)
+        if shortcuts:
+            result.zero_reason = (f"your LayerNorm calls {', '.join(shortcuts)}: this step asks you to "
+                                  "normalise yourself (mean, var, sqrt)")
+
+
+def _ln_reference_into(module: nn.Module, weight: Tensor, bias: Tensor) -> nn.Module:
+    module = module.double()
+    with torch.no_grad():
+        module.weight.copy_(weight)
+        module.bias.copy_(bias)
+    return module
+
+
+def _ln_structure(module: Any) -> List[str]:
+    if not isinstance(module, nn.Module):
+        return [f"LayerNorm(7) built a {type(module).__name__}, expected an nn.Module"]
+    params = dict(module.named_parameters())
+    problems = []
+    for name, init in (("weight", 1.0), ("bias", 0.0)):
+        p = params.get(name)
+        if p is None:
+            problems.append(f"no nn.Parameter named {name}" + (" (a plain tensor attribute is not trained: "
+                            "wrap it in nn.Parameter)" if isinstance(getattr(module, name, None), Tensor) else ""))
+        elif tuple(p.shape) != (7,):
+            problems.append(f"{name} has shape {tuple(p.shape)}, expected (D,) = (7,)")
+        elif not torch.all(p.detach() == init):
+            problems.append(f"{name} should start as all {init:g}s")
+    return problems
+
+
+def _ln_probes(cls, gen: torch.Generator) -> List[str]:
+    d = 6
+    ref = _ln_reference(d, 1e-5, torch.ones(d), torch.zeros(d))
+    mod = build(cls, (d,), {}, ref)
+    if isinstance(mod, str):
+        return [mod]
+    x = _tokens(gen, 3, 5, d)
+    y = run(mod, x)
+    if not isinstance(y, Tensor) or tuple(y.shape) != tuple(x.shape):
+        return [f"expected an output of shape {tuple(x.shape)} to probe"]
+    problems = []
+    mean, var = y.mean(-1), y.var(-1, unbiased=False)
+    if not close(mean, torch.zeros_like(mean), atol=1e-6):
+        problems.append(f"a token's features have mean {float(mean.flatten()[0]):.3g}, expected 0")
+    if not close(var, torch.ones_like(var), atol=1e-3):
+        v = float(var.flatten()[0])
+        hint = f" = (D-1)/D: you divide by D-1 somewhere" if abs(v - (d - 1) / d) < 1e-3 else ""
+        problems.append(f"a token's features have (biased) variance {v:.4g}, expected 1{hint}")
+    x2 = x.clone()
+    x2[:, 0] = x2[:, 0] * 3.0 + 1.0
+    y2 = run(mod, x2)
+    if not (isinstance(y2, Tensor) and y2.shape == y.shape and close(y2[:, 1:], y[:, 1:], atol=1e-8)):
+        problems.append("changing the first token changes the output at other positions: normalise "
+                        "each token over its own D features (the last axis)")
+    for shape in ((5, d), (2, 3, 4, d)):
+        x3 = _tokens(gen, *shape)
+        c = compare(run(mod, x3), ref(x3), what=f"output for x of shape {shape}")
+        if not c.ok:
+            problems.append(c.detail)
+    return problems
+
+
+_LN_ADVICE = {
+    "ln-wrong-axis": "you normalise over the positions (dim=-2), not over each token's features: "
+    "the mean and variance of a token are taken over the last axis, dim=-1 (keepdim=True).",
+    "ln-unbiased": "you use the unbiased variance (dividing by D - 1; torch.var's default): "
+    "LayerNorm divides by D, x.var(dim=-1, unbiased=False, keepdim=True) or "
+    "((x - mean) ** 2).mean(dim=-1, keepdim=True).",
+    "ln-eps-outside-sqrt": "you add eps to the standard deviation, (x - mean) / (sqrt(var) + eps): "
+    "eps goes inside the square root, (x - mean) / sqrt(var + eps).",
+    "ln-no-eps": "eps is not used: divide by sqrt(var + eps), so that a token with (almost) constant "
+    "features does not divide by (almost) zero.",
+    "ln-no-affine": "the normalisation is right, but weight and bias are not applied: return "
+    "normalised * self.weight + self.bias.",
+}
+
+
+# --------------------------------------------------------------------------- FeedForward
+
+
+def _ffn_reference(d: int, f: int, activation: str, gen: torch.Generator) -> nn.Module:
+    torch.manual_seed(int(torch.randint(0, 2**30, (1,), generator=gen)))
+    return _randomise(mhsa_lib.FeedForward(d, f, activation).double().eval(), gen)
+
+
+def check_feed_forward(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+    """Check a learner's ``FeedForward(d_model, d_ff, activation="relu")`` class (max 2)."""
+    seed = draw_seed("FeedForward", seed, hidden)
+    result = CheckResult("FeedForward", FEED_FORWARD_POINTS, seed=seed, hidden=hidden, fn_id=id(cls))
+    gen = torch.Generator().manual_seed(seed)
+    with guarded():
+        _feed_forward_parts(cls, result, gen, hidden)
+    return finish(result, quiet)
+
+
+def _feed_forward_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
+    module = attempt(cls, 5, 8)
+    if isinstance(module, LearnerError):
+        result.zero_reason = f"FeedForward(5, 8) {module}"
+        return
+    problems = _ffn_structure(cls, module)
+    result.add("structure: fc1 = nn.Linear(D, F), fc2 = nn.Linear(F, D); activation='gelu' accepted",
+               0.25, not problems, "; ".join(problems))
+
+    seen: List[Tuple[Any, Any, Tensor]] = []
+
+    def case(x: Tensor, d: int, f: int, activation: str, ref: nn.Module):
+        kwargs = {} if activation == "relu" else {"activation": activation}
+        mod = build(cls, (d, f), kwargs, ref)
+        if isinstance(mod, str):
+            return mod, None
+        y = run(mod, x)
+        e = ref(x)
+        seen.append(((x, d, f, activation, ref), y, e))
+        return y, e
+
+    pub_gen = torch.Generator().manual_seed(2024)
+    ref = _ffn_reference(4, 6, "relu", pub_gen)
+    y, e = case(randn(pub_gen, 1, 3, 4, dtype=torch.float64), 4, 6, "relu", ref)
+    if _not_implemented(result, "FeedForward", y):
+        return
+    c = compare(y, e, what="output") if e is not None else None
+    public_ok = bool(c and c.ok)
+    result.add("public case: D=4, F=6, x (B=1, T=3, D=4), ReLU", 0.5, public_ok, y if c is None else c.detail)
+
+    fails = {"relu": [], "gelu": []}
+    for activation in ("relu", "gelu"):
+        for _ in range(4 if hidden else 2):
+            b, t, d = distinct_sizes(gen, 3, 2, 9)
+            f = d + int(torch.randint(1, 2 * d, (1,), generator=gen))  # F ≠ D
+            ref = _ffn_reference(d, f, activation, gen)
+            y, e = case(_tokens(gen, b, t, d), d, f, activation, ref)
+            c = compare(y, e, what="output") if e is not None else None
+            if c is None or not c.ok:
+                fails[activation].append(f"B={b}, T={t}, D={d}, F={f}: {y if c is None else c.detail}")
+    result.add("random cases, ReLU (B, T, D, F all different)", 0.5, not fails["relu"],
+               describe_failures(fails["relu"], 1))
+    result.add("random cases, activation='gelu' (the exact GELU, x·Φ(x) with erf)", 0.5, not fails["gelu"],
+               describe_failures(fails["gelu"], 1))
+
+    problems = _ffn_probes(cls, gen)
+    result.add("probes: position-wise (permuting the positions permutes the output; changing one "
+               "token changes only its own output); any leading shape", 0.25, not problems, "; ".join(problems))
+
+    if not result.passed:
+        def mistake_output(mistake, case):
+            x, d, f, activation, ref = case
+            buggy = mistake.fn(d, f, activation)
+            copy_parameters(buggy, ref)
+            return buggy.double()(x)
+
+        for activation in ("relu", "gelu"):
+            group = [s for s in seen if s[0][3] == activation]
+            diagnose_modules(result, group, M.FEED_FORWARD_MISTAKES, _FFN_ADVICE, mistake_output,
+                             prefix="" if activation == "relu" else "with activation='gelu', ")
+        if public_ok and fails["relu"]:
+            pub_gen = torch.Generator().manual_seed(2024)
+            ref = _ffn_reference(4, 6, "relu", pub_gen)
+            x_pub = randn(pub_gen, 1, 3, 4, dtype=torch.float64)
+            mod = build(cls, (4, 6), {}, ref)
+            if not isinstance(mod, str) and close(run(mod, _tokens(gen, 1, 3, 4)), ref(x_pub)):
+                result.diagnose(HARD_CODED)
+    ref = _ffn_reference(5, 7, "relu", gen)
+    mod = build(cls, (5, 7), {}, ref)
+    if not isinstance(mod, str):
+        shortcuts = find_shortcuts(mod, (_tokens(gen, 2, 3, 5),), (), forbid_library=FEED_FORWARD_LIBRARY)
+        if shortcuts:
+            result.zero_reason = (f"your FeedForward calls {', '.join(shortcuts)}: this step asks you to "
+                                  "build it from fc1, the activation and fc2")
+
+
+def _ffn_structure(cls, module: Any) -> List[str]:
+    if not isinstance(module, nn.Module):
+        return [f"FeedForward(5, 8) built a {type(module).__name__}, expected an nn.Module"]
+    problems = []
+    for name, (i, o) in (("fc1", (5, 8)), ("fc2", (8, 5))):
+        layer = getattr(module, name, None)
+        if not isinstance(layer, nn.Linear):
+            problems.append(f"{name} is {type(layer).__name__}, expected nn.Linear({i}, {o})")
+        elif (layer.in_features, layer.out_features) != (i, o) or layer.bias is None:
+            problems.append(f"{name} is nn.Linear({layer.in_features}, {layer.out_features}, "
+                            f"bias={layer.bias is not None}), expected nn.Linear({i}, {o}) with a bias")
+    gelu = attempt(cls, 5, 8, activation="gelu")
+    if isinstance(gelu, LearnerError):
+        problems.append(f"FeedForward(5, 8, activation='gelu') {gelu}")
+    return problems
+
+
+def _ffn_probes(cls, gen: torch.Generator) -> List[str]:
+    d, f, t = 4, 9, 6
+    ref = _ffn_reference(d, f, "relu", gen)
+    mod = build(cls, (d, f), {}, ref)
+    if isinstance(mod, str):
+        return [mod]
+    x = _tokens(gen, 2, t, d)
+    y = run(mod, x)
+    if not isinstance(y, Tensor) or tuple(y.shape) != tuple(x.shape):
+        return [f"expected an output of shape (B, T, D) = {tuple(x.shape)} to probe"]
+    problems = []
+    perm = torch.randperm(t, generator=gen)
+    if not close(run(mod, x[:, perm]), y[:, perm], atol=1e-8):
+        problems.append("permuting the positions of x does not just permute the output: the FFN must "
+                        "treat each position on its own, with the same weights")
+    x2 = x.clone()
+    x2[:, 0] += 2.0
+    y2 = run(mod, x2)
+    if not (isinstance(y2, Tensor) and y2.shape == y.shape and close(y2[:, 1:], y[:, 1:], atol=1e-8)):
+        problems.append("changing the first token changes the output at other positions")
+    for shape in ((t, d), (2, 3, t, d)):
+        x3 = _tokens(gen, *shape)
+        c = compare(run(mod, x3), ref(x3), what=f"output for x of shape {shape}")
+        if not c.ok:
+            problems.append(c.detail)
+    return problems
+
+
+_FFN_ADVICE = {
+    "ffn-no-activation": "there is no non-linearity between fc1 and fc2: two linear maps in a row "
+    "are just one linear map, fc2(fc1(x)) = x·(W2·W1)ᵀ + b. Apply the activation to fc1's output: "
+    "fc2(act(fc1(x))).",
+    "ffn-activation-after-output": "you apply the activation after fc2 as well: the FFN is "
+    "fc2(act(fc1(x))), with fc2's output left as it is (it goes into the residual sum).",
+    "ffn-gelu-tanh": "you use the tanh approximation of GELU; the course's (and "
+    "nn.TransformerEncoderLayer's) GELU is the exact one: x·Φ(x) = 0.5·x·(1 + erf(x/√2)), "
+    "F.gelu(x) with its default approximate='none'.",
+    "ffn-ignores-activation": "you apply ReLU whatever `activation` says: use GELU when "
+    "activation='gelu' (store the choice in __init__).",
+}
+
+
+# --------------------------------------------------------------------------- TransformerBlock
+
+BLOCK_ALLOWED = ("your block may use mhsa_lib's (or your own) MultiHeadAttention, LayerNorm and "
+                 "FeedForward: this step is about the wiring. mhsa_lib.TransformerBlock and "
+                 "torch's nn.TransformerEncoderLayer are off limits here.")
+
+
+def _block_reference(d: int, h: int, f: int, placement: str, gen: torch.Generator,
+                     dropout: float = 0.0) -> nn.Module:
+    torch.manual_seed(int(torch.randint(0, 2**30, (1,), generator=gen)))
+    return _randomise(mhsa_lib.TransformerBlock(d, h, f, placement, dropout).double().eval(), gen)
+
+
+def _block_sizes(gen: torch.Generator) -> Tuple[int, int, int, int, int]:
+    b, t, h, dh = distinct_sizes(gen, 4, 2, 6)
+    d = h * dh
+    f = d + int(torch.randint(1, d + 1, (1,), generator=gen))  # F ≠ D
+    return b, t, h, dh, f
+
+
+def check_transformer_block(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None,
+                            quiet: bool = False) -> float:
+    """Check a learner's ``TransformerBlock(d_model, num_heads, d_ff, norm_placement="pre", dropout=0.0)``
+    class in both placements, in eval mode (max 5)."""
+    seed = draw_seed("TransformerBlock", seed, hidden)
+    result = CheckResult("TransformerBlock", BLOCK_POINTS, seed=seed, hidden=hidden, fn_id=id(cls))
+    gen = torch.Generator().manual_seed(seed)
+    with guarded():
+        _block_parts(cls, result, gen, hidden)
+    return finish(result, quiet)
+
+
+def _block_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
+    module = attempt(cls, 12, 3, 20)
+    if isinstance(module, LearnerError):
+        result.zero_reason = f"TransformerBlock(12, 3, 20) {module}"
+        return
+    if not hidden:
+        result.notes.append(BLOCK_ALLOWED)
+    problems = _block_structure(cls, module)
+    result.add("structure: attn (q_proj, k_proj, v_proj, out_proj), ffn (fc1, fc2), norm1 and norm2 "
+               "(two separate LayerNorms); norm_placement='post' accepted", 0.5, not problems,
+               "; ".join(problems))
+
+    seen: List[Tuple[Any, Any, Tensor]] = []
+
+    def case(placement: str, sizes, mask: Optional[Tensor], ref: nn.Module, x: Tensor):
+        d, h, f = sizes
+        mod = build(cls, (d, h, f), {"norm_placement": placement}, ref)
+        if isinstance(mod, str):
+            return mod, None
+        y = run(mod, x, mask)
+        e = ref(x, mask)
+        seen.append(((placement, d, h, f, ref, x, mask), y, e))
+        return y, e
+
+    public_ok = {}
+    for placement in ("pre", "post"):
+        pub_gen = torch.Generator().manual_seed(2024)
+        ref = _block_reference(4, 2, 6, placement, pub_gen)
+        x = randn(pub_gen, 1, 3, 4, dtype=torch.float64)
+        y, e = case(placement, (4, 2, 6), None, ref, x)
+        if _not_implemented(result, "TransformerBlock", y):
+            return
+        c = compare(y, e, what="output") if e is not None else None
+        public_ok[placement] = bool(c and c.ok)
+        result.add(f"public case, norm_placement='{placement}': D=4, H=2, F=6, x (B=1, T=3, D=4), no mask",
+                   0.5, public_ok[placement], y if c is None else c.detail)
+
+    fails = {"pre": [], "post": []}
+    mask_fails = []
+    for placement in ("pre", "post"):
+        for i in range(3 if hidden else 2):
+            b, t, h, dh, f = _block_sizes(gen)
+            d = h * dh
+            ref = _block_reference(d, h, f, placement, gen)
+            x = _tokens(gen, b, t, d, spread=False)
+            y, e = case(placement, (d, h, f), None, ref, x)
+            c = compare(y, e, what="output") if e is not None else None
+            if c is None or not c.ok:
+                fails[placement].append(f"B={b}, T={t}, D={d}, H={h}, F={f}: {y if c is None else c.detail}")
+            if i == 0:
+                lengths = torch.randint(1, t + 1, (b,), generator=gen)
+                lengths[0] = t - 1
+                for name, mask in (("causal (T, T)", mhsa_lib.causal_mask(t)),
+                                   ("padding (B, 1, 1, T)", mhsa_lib.padding_mask(lengths, t).unsqueeze(1))):
+                    y, e = case(placement, (d, h, f), mask, ref, x)
+                    c = compare(y, e, what="output") if e is not None else None
+                    if c is None or not c.ok:
+                        mask_fails.append(f"'{placement}', {name} mask: {y if c is None else c.detail}")
+    for placement in ("pre", "post"):
+        result.add(f"random cases, norm_placement='{placement}' (B, T, H, Dh all different, F ≠ D; "
+                   "random norm weights and biases)", 1.0, not fails[placement],
+                   describe_failures(fails[placement], 1))
+    result.add("masks passed through to the attention: causal (T, T) and padding (B, 1, 1, T), both "
+               "placements", 0.5, not mask_fails, describe_failures(mask_fails, 1))
+
+    dropout_fails, dropout_random = _block_dropout(cls, gen)
+    result.add("dropout=0.5 in eval mode: the output is deterministic and equals the block without "
+               "dropout", 0.5, not dropout_fails, describe_failures(dropout_fails, 1))
+
+    problems = _block_probes(cls, gen)
+    result.add("probes: no future leak with a causal mask; with attn.out_proj and ffn.fc2 zeroed, a "
+               "pre-norm block returns x (the residual path) and a post-norm block norm2(norm1(x)); "
+               "a post-norm block's output, after undoing norm2's weight and bias, has mean 0 and "
+               "variance 1 at each position", 1.0, not problems, "; ".join(problems))
+
+    if not result.passed:
+        def mistake_output(mistake, case):
+            placement, d, h, f, ref, x, mask = case
+            buggy = mistake.fn(d, h, f, placement)
+            copy_parameters(buggy, ref)
+            buggy = buggy.double().eval()
+            return buggy(x, mask)
+
+        if dropout_random:
+            result.diagnose(_BLOCK_ADVICE["block-dropout-in-eval"])
+        named = False
+        for placement in ("pre", "post"):
+            group = [s for s in seen if s[0][0] == placement]
+            named |= diagnose_modules(result, group, M.TRANSFORMER_BLOCK_MISTAKES, _BLOCK_ADVICE,
+                                      mistake_output, prefix=f"norm_placement='{placement}': ")
+        if not named and not dropout_random and dropout_fails and not any(fails.values()):
+            result.diagnose("with dropout=0.5 your block in eval mode gives a different output than the "
+                            "same block without dropout: in eval mode dropout must change nothing (no "
+                            "scaling either); nn.Dropout does this for you.")
+        if all(public_ok.values()) and (fails["pre"] or fails["post"]):
+            pub_gen = torch.Generator().manual_seed(2024)
+            ref = _block_reference(4, 2, 6, "pre", pub_gen)
+            x_pub = randn(pub_gen, 1, 3, 4, dtype=torch.float64)
+            mod = build(cls, (4, 2, 6), {"norm_placement": "pre"}, ref)
+            if not isinstance(mod, str) and close(run(mod, _tokens(gen, 1, 3, 4)), ref(x_pub)):
+                result.diagnose(HARD_CODED)
+    _block_shortcuts(cls, result, gen)
+
+
+def _block_structure(cls, module: Any) -> List[str]:
+    if not isinstance(module, nn.Module):
+        return [f"TransformerBlock(12, 3, 20) built a {type(module).__name__}, expected an nn.Module"]
+    problems = []
+    attn = getattr(module, "attn", None)
+    for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        if not isinstance(getattr(attn, name, None), nn.Module):
+            problems.append(f"attn.{name} is missing")
+    ffn = getattr(module, "ffn", None)
+    for name, (i, o) in (("fc1", (12, 20)), ("fc2", (20, 12))):
+        layer = getattr(ffn, name, None)
+        if not isinstance(layer, nn.Linear) or (layer.in_features, layer.out_features) != (i, o):
+            problems.append(f"ffn.{name} should be nn.Linear({i}, {o})")
+    norms = [getattr(module, n, None) for n in ("norm1", "norm2")]
+    for n, norm in zip(("norm1", "norm2"), norms):
+        if not isinstance(getattr(norm, "weight", None), Tensor):
+            problems.append(f"{n} is missing or has no weight")
+    if norms[0] is not None and norms[0] is norms[1]:
+        problems.append("norm1 and norm2 are the same module: each sub-layer needs its own LayerNorm")
+    post = attempt(cls, 12, 3, 20, norm_placement="post")
+    if isinstance(post, LearnerError):
+        problems.append(f"TransformerBlock(12, 3, 20, norm_placement='post') {post}")
+    return problems
+
+
+def _block_dropout(cls, gen: torch.Generator) -> Tuple[List[str], bool]:
+    fails, random_output = [], False
+    for placement in ("pre", "post"):
+        b, t, h, dh, f = _block_sizes(gen)
+        d = h * dh
+        ref = _block_reference(d, h, f, placement, gen, dropout=0.5)
+        mod = build(cls, (d, h, f), {"norm_placement": placement, "dropout": 0.5}, ref)
+        if isinstance(mod, str):
+            fails.append(mod)
+            continue
+        x = _tokens(gen, b, t, d, spread=False)
+        y1, y2 = run(mod, x), run(mod, x)
+        if isinstance(y1, Tensor) and isinstance(y2, Tensor) and y1.shape == y2.shape and not torch.equal(y1, y2):
+            random_output = True
+            fails.append(f"'{placement}': two calls on the same x in eval mode give different outputs")
+            continue
+        c = compare(y1, ref(x), what="output")
+        if not c.ok:
+            fails.append(f"'{placement}': {c.detail}")
+    return fails, random_output
+
+
+def _zero_sublayer_outputs(module: nn.Module) -> None:
+    with torch.no_grad():
+        for layer in (module.attn.out_proj, module.ffn.fc2):
+            layer.weight.zero_()
+            if getattr(layer, "bias", None) is not None:
+                layer.bias.zero_()
+
+
+def _block_probes(cls, gen: torch.Generator) -> List[str]:
+    b, t, h, dh, f = 2, 6, 2, 3, 10
+    d = h * dh
+    problems = []
+    for placement in ("pre", "post"):
+        ref = _block_reference(d, h, f, placement, gen)
+        mod = build(cls, (d, h, f), {"norm_placement": placement}, ref)
+        if isinstance(mod, str):
+            return [mod]
+        x = _tokens(gen, b, t, d, spread=False)
+        mask = mhsa_lib.causal_mask(t)
+        y = run(mod, x, mask)
+        if not isinstance(y, Tensor) or tuple(y.shape) != (b, t, d):
+            return [f"expected an output of shape (B, T, D) = {(b, t, d)} to probe"]
+        x_future = x.clone()
+        x_future[:, t // 2 :] += 3.0
+        y_future = run(mod, x_future, mask)
+        if not (isinstance(y_future, Tensor) and close(y_future[:, : t // 2], y[:, : t // 2], atol=1e-8)):
+            problems.append(f"'{placement}': with a causal mask, changing future tokens changes earlier outputs")
+        if placement == "post":
+            y = run(mod, x)
+            if isinstance(y, Tensor) and y.shape == x.shape:
+                z = (y - ref.norm2.bias.detach()) / ref.norm2.weight.detach()
+                mean, var = z.mean(-1), z.var(-1, unbiased=False)
+                if not (close(mean, torch.zeros_like(mean), atol=1e-6) and close(var, torch.ones_like(var), atol=1e-3)):
+                    problems.append("'post': the output (after undoing norm2's weight and bias) is not "
+                                    "normalised per position: norm2 must be the last thing a post-norm block does")
+        try:
+            _zero_sublayer_outputs(mod)
+        except Exception:
+            problems.append("could not zero attn.out_proj and ffn.fc2")
+            continue
+        y0 = run(mod, x)
+        if placement == "pre":
+            ok = isinstance(y0, Tensor) and close(y0, x, atol=1e-10)
+            if not ok:
+                problems.append("'pre': with both sub-layers' outputs zeroed the block does not return x: "
+                                "the residual path must carry x through unchanged, x + F(LN(x))")
+        else:
+            ok = isinstance(y0, Tensor) and close(y0, ref.norm2(ref.norm1(x)), atol=1e-8)
+            if not ok:
+                problems.append("'post': with both sub-layers' outputs zeroed the block does not return "
+                                "norm2(norm1(x)): each sub-layer is LN(x + F(x))")
+    return problems
+
+
+def _block_shortcuts(cls, result: CheckResult, gen: torch.Generator) -> None:
+    ref = _block_reference(6, 2, 10, "pre", gen)
+    mod = build(cls, (6, 2, 10), {"norm_placement": "pre"}, ref)
+    if isinstance(mod, str):
+        return
+    found = [f"torch's {type(m).__name__}" for m in mod.modules() if isinstance(m, BLOCK_TORCH_MODULES)][:1]
+    found += find_shortcuts(mod, (_tokens(gen, 2, 4, 6), mhsa_lib.causal_mask(4)), BLOCK_TORCH,
+                            forbid_library=BLOCK_LIBRARY)
+    if found:
+        result.zero_reason = f"your TransformerBlock uses {', '.join(found)}. " + BLOCK_ALLOWED
+
+
+_BLOCK_ADVICE = {
+    "block-placement-swapped": "your block gives the other placement's output: pre-norm "
+    "normalises the input of each sub-layer, x + F(LN(x)); post-norm normalises after the "
+    "residual sum, LN(x + F(x)). Check which branch runs for each norm_placement.",
+    "block-norm-inside-residual": "your block computes x + LN(F(x)): the norm is applied to the "
+    "sub-layer's output inside the residual. Pre-norm is x + F(LN(x)) (norm before F); post-norm is "
+    "LN(x + F(x)) (norm after the sum).",
+    "block-normed-residual": "your block computes LN(x) + F(LN(x)): the residual adds the "
+    "normalised x. Keep the raw x on the residual path: h = LN(x); x = x + F(h).",
+    "block-no-residual": "the residual connection is missing: each sub-layer's output must be "
+    "added to its input (x + F(LN(x)) for pre-norm, LN(x + F(x)) for post-norm).",
+    "block-dropout-in-eval": "dropout is active in eval mode: the output changes from call to call "
+    "after .eval(). Use nn.Dropout modules (they switch off in eval mode), or "
+    "F.dropout(x, p, training=self.training) — F.dropout's training argument defaults to True.",
+    "block-mask-not-passed": "the mask is not passed to the attention: forward(x, mask) gives the "
+    "same output as forward(x). Call self.attn(h, mask).",
+    "block-shared-norm": "both sub-layers use norm1: the FFN sub-layer needs its own LayerNorm, "
+    "norm2, with its own weight and bias.",
+}

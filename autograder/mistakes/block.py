@@ -1,0 +1,262 @@
+"""Known mistakes in notebook 04's steps (LayerNorm, FeedForward, TransformerBlock):
+MISTAKES.md rows 13-18 and 21.
+
+Each is a small class with the course's fixed layout (LayerNorm: weight, bias; FeedForward: fc1,
+fc2; TransformerBlock: attn, ffn, norm1, norm2), written the way the bug is usually written, so
+the checks can copy the same weights into it and compare outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import mhsa_lib
+
+from .attention import Mistake
+
+# --------------------------------------------------------------------------- LayerNorm
+
+
+class BuggyLayerNorm(nn.Module):
+    """A readable LayerNorm over the last axis (biased variance); subclasses switch one bug on."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.bias = nn.Parameter(torch.zeros(d_model))
+
+    def normalise(self, x: Tensor, dim: int = -1, unbiased: bool = False) -> Tensor:
+        mean = x.mean(dim, keepdim=True)
+        var = x.var(dim, keepdim=True, unbiased=unbiased)
+        return (x - mean) / torch.sqrt(var + self.eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.normalise(x) * self.weight + self.bias
+
+
+class LayerNormWrongAxis(BuggyLayerNorm):
+    """Normalises each feature over the positions (dim=-2) instead of each token over its features."""
+
+    def forward(self, x):
+        return self.normalise(x, dim=-2) * self.weight + self.bias
+
+
+class LayerNormUnbiased(BuggyLayerNorm):
+    """torch.var's default: divides by D - 1."""
+
+    def forward(self, x):
+        return self.normalise(x, unbiased=True) * self.weight + self.bias
+
+
+class LayerNormEpsOutsideSqrt(BuggyLayerNorm):
+    def forward(self, x):
+        mean = x.mean(-1, keepdim=True)
+        std = x.var(-1, keepdim=True, unbiased=False).sqrt()
+        return (x - mean) / (std + self.eps) * self.weight + self.bias
+
+
+class LayerNormNoEps(BuggyLayerNorm):
+    def forward(self, x):
+        mean = x.mean(-1, keepdim=True)
+        return (x - mean) / x.var(-1, keepdim=True, unbiased=False).sqrt() * self.weight + self.bias
+
+
+class LayerNormNoAffine(BuggyLayerNorm):
+    """Has weight and bias but never applies them."""
+
+    def forward(self, x):
+        return self.normalise(x)
+
+
+class LayerNormCallsTorch(BuggyLayerNorm):
+    def forward(self, x):
+        return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+
+
+LAYER_NORM_MISTAKES = [
+    Mistake("ln-wrong-axis", LayerNormWrongAxis, 16, "normalises over the positions, not the features"),
+    Mistake("ln-unbiased", LayerNormUnbiased, 16, "unbiased variance (divides by D - 1)"),
+    Mistake("ln-eps-outside-sqrt", LayerNormEpsOutsideSqrt, 16, "eps added to the std, not the variance"),
+    Mistake("ln-no-eps", LayerNormNoEps, None, "eps not used"),
+    Mistake("ln-no-affine", LayerNormNoAffine, None, "weight and bias not applied"),
+    Mistake("ln-calls-torch", LayerNormCallsTorch, 21, "calls F.layer_norm"),
+]
+
+
+# --------------------------------------------------------------------------- FeedForward
+
+
+class BuggyFeedForward(nn.Module):
+    """fc2(act(fc1(x))); subclasses switch one bug on."""
+
+    def __init__(self, d_model: int, d_ff: int, activation: str = "relu"):
+        super().__init__()
+        if activation not in ("relu", "gelu"):
+            raise ValueError(f"activation: expected 'relu' or 'gelu', got {activation!r}")
+        self.activation = activation
+        self.fc1 = nn.Linear(d_model, d_ff)
+        self.fc2 = nn.Linear(d_ff, d_model)
+
+    def act(self, h: Tensor) -> Tensor:
+        if self.activation == "relu":
+            return torch.clamp(h, min=0)
+        return 0.5 * h * (1.0 + torch.erf(h / math.sqrt(2.0)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))  # (B, T, D) -> (B, T, F) -> (B, T, D)
+
+
+class FeedForwardNoActivation(BuggyFeedForward):
+    """Two linear maps with nothing between them: one linear map in disguise."""
+
+    def forward(self, x):
+        return self.fc2(self.fc1(x))
+
+
+class FeedForwardActivationAfterOutput(BuggyFeedForward):
+    def forward(self, x):
+        return self.act(self.fc2(self.act(self.fc1(x))))
+
+
+class FeedForwardGeluTanh(BuggyFeedForward):
+    """The tanh approximation of GELU where the exact, erf-based one is asked for."""
+
+    def act(self, h):
+        return F.gelu(h, approximate="tanh") if self.activation == "gelu" else F.relu(h)
+
+
+class FeedForwardIgnoresActivation(BuggyFeedForward):
+    """Always ReLU, whatever ``activation`` says."""
+
+    def act(self, h):
+        return F.relu(h)
+
+
+class FeedForwardCallsLibrary(BuggyFeedForward):
+    """Hands the work to mhsa_lib.FeedForward."""
+
+    def forward(self, x):
+        inner = mhsa_lib.FeedForward(self.fc1.in_features, self.fc1.out_features, self.activation)
+        inner.fc1, inner.fc2 = self.fc1, self.fc2
+        return inner(x)
+
+
+FEED_FORWARD_MISTAKES = [
+    Mistake("ffn-no-activation", FeedForwardNoActivation, 17, "no non-linearity between fc1 and fc2"),
+    Mistake("ffn-activation-after-output", FeedForwardActivationAfterOutput, None,
+            "activation applied after fc2 as well"),
+    Mistake("ffn-gelu-tanh", FeedForwardGeluTanh, None, "tanh approximation of GELU"),
+    Mistake("ffn-ignores-activation", FeedForwardIgnoresActivation, None, "always ReLU"),
+    Mistake("ffn-calls-library", FeedForwardCallsLibrary, 21, "calls mhsa_lib.FeedForward"),
+]
+
+
+# --------------------------------------------------------------------------- TransformerBlock
+
+
+class BuggyTransformerBlock(nn.Module):
+    """A block wired from mhsa_lib's sub-modules (allowed in this step); subclasses switch one bug on.
+
+    ``residual`` picks the wiring of each sub-layer F with its norm LN:
+    ``"ok"``: pre-norm x + F(LN(x)), post-norm LN(x + F(x));
+    ``"norm_inside"``: x + LN(F(x));  ``"normed_residual"``: LN(x) + F(LN(x));
+    ``"none"``: F(LN(x)) (pre) or LN(F(x)) (post).
+    """
+
+    swapped = False
+    residual = "ok"
+    dropout_always = False
+    ignore_mask = False
+    shared_norm = False
+
+    def __init__(self, d_model: int, num_heads: int, d_ff: int, norm_placement: str = "pre",
+                 dropout: float = 0.0):
+        super().__init__()
+        if norm_placement not in ("pre", "post"):
+            raise ValueError(f"norm_placement: expected 'pre' or 'post', got {norm_placement!r}")
+        self.norm_placement = norm_placement
+        self.p = dropout
+        self.attn = mhsa_lib.MultiHeadAttention(d_model, num_heads)
+        self.ffn = mhsa_lib.FeedForward(d_model, d_ff, dropout=dropout)
+        self.norm1 = mhsa_lib.LayerNorm(d_model)
+        self.norm2 = mhsa_lib.LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def _dropout(self, h: Tensor) -> Tensor:
+        # F.dropout's `training` defaults to True: it keeps dropping in eval mode.
+        return F.dropout(h, self.p) if self.dropout_always else self.drop(h)
+
+    def _sublayer(self, x: Tensor, f, norm) -> Tensor:
+        pre = (self.norm_placement == "pre") != self.swapped
+        if self.residual == "norm_inside":
+            return x + norm(self._dropout(f(x)))
+        if self.residual == "normed_residual":
+            h = norm(x)
+            return h + self._dropout(f(h))
+        if self.residual == "none":
+            return self._dropout(f(norm(x))) if pre else norm(self._dropout(f(x)))
+        return x + self._dropout(f(norm(x))) if pre else norm(x + self._dropout(f(x)))
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        mask = None if self.ignore_mask else mask
+        x = self._sublayer(x, lambda h: self.attn(h, mask), self.norm1)
+        return self._sublayer(x, self.ffn, self.norm1 if self.shared_norm else self.norm2)
+
+
+class BlockPlacementSwapped(BuggyTransformerBlock):
+    swapped = True
+
+
+class BlockNormInsideResidual(BuggyTransformerBlock):
+    residual = "norm_inside"
+
+
+class BlockNormedResidual(BuggyTransformerBlock):
+    residual = "normed_residual"
+
+
+class BlockNoResidual(BuggyTransformerBlock):
+    residual = "none"
+
+
+class BlockDropoutInEval(BuggyTransformerBlock):
+    dropout_always = True
+
+
+class BlockMaskNotPassed(BuggyTransformerBlock):
+    ignore_mask = True
+
+
+class BlockSharedNorm(BuggyTransformerBlock):
+    shared_norm = True
+
+
+class BlockCallsLibrary(BuggyTransformerBlock):
+    """Wraps mhsa_lib.TransformerBlock, its sub-modules exposed under the course's names."""
+
+    def __init__(self, d_model, num_heads, d_ff, norm_placement="pre", dropout=0.0):
+        super().__init__(d_model, num_heads, d_ff, norm_placement, dropout)
+        self.inner = mhsa_lib.TransformerBlock(d_model, num_heads, d_ff, norm_placement, dropout)
+        self.attn, self.ffn = self.inner.attn, self.inner.ffn
+        self.norm1, self.norm2 = self.inner.norm1, self.inner.norm2
+
+    def forward(self, x, mask=None):
+        return self.inner(x, mask)
+
+
+TRANSFORMER_BLOCK_MISTAKES = [
+    Mistake("block-placement-swapped", BlockPlacementSwapped, 14, "pre-norm and post-norm swapped"),
+    Mistake("block-norm-inside-residual", BlockNormInsideResidual, 15, "x + LN(F(x))"),
+    Mistake("block-normed-residual", BlockNormedResidual, 15, "LN(x) + F(LN(x))"),
+    Mistake("block-no-residual", BlockNoResidual, 15, "residual connection missing"),
+    Mistake("block-dropout-in-eval", BlockDropoutInEval, 18, "dropout active in eval mode"),
+    Mistake("block-mask-not-passed", BlockMaskNotPassed, 13, "mask not passed to the attention"),
+    Mistake("block-shared-norm", BlockSharedNorm, None, "norm1 used for both sub-layers"),
+    Mistake("block-calls-library", BlockCallsLibrary, 21, "calls mhsa_lib.TransformerBlock"),
+]
