@@ -312,3 +312,40 @@ def test_grading_seed_makes_hidden_cases_deterministic(monkeypatch):
     b = draw_seed("softmax", hidden=True)
     assert a1 == a2 and a1 != b
     assert draw_seed("softmax", seed=11) == 11
+
+
+_NOTEBOOK_CELLS = '''
+def softmax(x, dim=-1):
+    e = torch.exp(x - x.amax(dim, keepdim=True))
+    return e / e.sum(dim, keepdim=True)
+
+def scaled_dot_product_attention(q, k, v, mask=None):
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    w = torch.nan_to_num(softmax(s, dim=-1))
+    return w @ v, w
+'''
+
+
+def _notebook_namespace(softmax_axis):
+    """A learner's notebook namespace, where attention calls the learner's own softmax."""
+    namespace = {"torch": torch, "math": math}
+    exec(_NOTEBOOK_CELLS.replace("amax(dim", f"amax({softmax_axis}").replace("sum(dim", f"sum({softmax_axis}"), namespace)
+    return namespace
+
+
+def test_attention_check_swaps_out_a_failing_softmax_and_says_so(capsys):
+    ns = _notebook_namespace(softmax_axis=0)  # a softmax over the wrong axis
+    wrong_softmax = ns["softmax"]
+    points, report = run(check_scaled_dot_product_attention, ns["scaled_dot_product_attention"], capsys, seed=0)
+    assert points == 5.0, report
+    assert "swapped in mhsa_lib's softmax" in report
+    assert ns["softmax"] is wrong_softmax  # the learner's namespace is restored
+    assert run(check_softmax, wrong_softmax, capsys, seed=0)[0] < 3.0  # the mistake costs points once
+
+
+def test_attention_check_keeps_a_passing_softmax(capsys):
+    ns = _notebook_namespace(softmax_axis="dim")
+    points, report = run(check_scaled_dot_product_attention, ns["scaled_dot_product_attention"], capsys, seed=0)
+    assert points == 5.0 and "swapped" not in report

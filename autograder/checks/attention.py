@@ -32,6 +32,7 @@ from ..core import (
     randn,
 )
 from ..mistakes import attention as M
+from .fallback import isolating
 
 # --------------------------------------------------------------------------- softmax
 
@@ -314,6 +315,7 @@ ATTN_PUBLIC_K = torch.tensor([[[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0], [1.0,
 ATTN_PUBLIC_V = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [2.0, 3.0]]])
 
 
+@isolating("softmax")
 def check_scaled_dot_product_attention(
     fn: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False
 ) -> float:

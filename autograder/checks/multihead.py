@@ -32,6 +32,7 @@ from ..core import (
     randn,
 )
 from ..mistakes import multihead as M
+from .fallback import isolating
 from .heads import HARD_CODED, _diagnose
 
 HEADS_POINTS = 3.0
@@ -160,6 +161,7 @@ def check_attention_heads_loop(fn: Callable, *, hidden: bool = False, seed: Opti
     return _heads_check(fn, "attention_heads_loop", True, hidden, seed, quiet)
 
 
+@isolating("split_heads")
 def check_attention_heads(fn: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
     """Check ``attention_heads(x, w_q, w_k, w_v, num_heads, mask=None)`` with (D, D) weights (max 3)."""
     return _heads_check(fn, "attention_heads", False, hidden, seed, quiet)
@@ -231,6 +233,7 @@ def _forward(module, x, mask=None, return_weights=False):
     return attempt(module, x.clone(), mask, **kwargs) if mask is not None or return_weights else attempt(module, x.clone())
 
 
+@isolating("split_heads", "merge_heads", "scaled_dot_product_attention", "softmax")
 def check_multi_head_attention(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
     """Check a learner's ``MultiHeadAttention`` class (pass the class itself) (max 6)."""
     seed = draw_seed("MultiHeadAttention", seed, hidden)
