@@ -309,6 +309,11 @@ ATTENTION_FORBIDDEN = (
     "multi_head_attention_forward",
 )
 
+# mhsa_lib's attention and everything built on it; its softmax and masks (earlier steps) are fine.
+ATTENTION_LIBRARY = ("scaled_dot_product_attention", "_reference_attention", "_fast_attention",
+                     "attend_heads", "MultiHeadAttention", "FusedMultiHeadAttention",
+                     "GroupedQueryAttention", "TransformerBlock")
+
 # The public case: B=1, T=2 queries, S=3 keys, Dk=4, Dv=2.
 ATTN_PUBLIC_Q = torch.tensor([[[1.0, 0.0, 1.0, 0.0], [0.0, 2.0, 0.0, -1.0]]])
 ATTN_PUBLIC_K = torch.tensor([[[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0], [1.0, -1.0, 1.0, -1.0]]])
@@ -393,7 +398,8 @@ def check_scaled_dot_product_attention(
         _diagnose_attention(fn, result, probe, mask_probe, (q, k, v, empty_mask, got_empty),
                             public_ok and bool(value_fails or mask_fails), gen)
     sq, sk, sv = _random_qkv(gen, rank=3)
-    shortcuts = find_shortcuts(fn, (sq, sk, sv, mhsa_lib.causal_mask(sq.shape[-2], sk.shape[-2])), ATTENTION_FORBIDDEN)
+    shortcuts = find_shortcuts(fn, (sq, sk, sv, mhsa_lib.causal_mask(sq.shape[-2], sk.shape[-2])),
+                               ATTENTION_FORBIDDEN, forbid_library=ATTENTION_LIBRARY)
     if shortcuts:
         result.zero_reason = (
             f"your function calls {', '.join(shortcuts)}: this step asks you to write attention "
