@@ -18,6 +18,10 @@ module             what                                                         
                    StaticKVCache (pre-allocated), kv_cache_bytes
 ``interop``        weights to and from torch.nn.MultiheadAttention and             03, 04
                    torch.nn.TransformerEncoderLayer; mask polarity conversion
+``positional``     sinusoidal_positional_encoding, shift_matrix (a shift is a      07
+                   rotation), LearnedPositionalEmbedding
+``model``          TinyTransformer (embeddings, positions, blocks, head),          07
+                   reversal_batch, sorting_batch (toy tasks that need attention)
 ``viz``            heatmaps, layers x heads grids, difference maps (matplotlib,    all
                    imported on first use: ``import mhsa_lib.viz``)
 =================  ===========================================================  ========
@@ -45,6 +49,8 @@ from .heads import merge_heads, split_heads
 from .multihead import FusedMultiHeadAttention, MultiHeadAttention, attend_heads
 from .block import FeedForward, LayerNorm, TransformerBlock
 from .kv_cache import GroupedQueryAttention, KVCache, StaticKVCache, kv_cache_bytes, repeat_kv
+from .positional import LearnedPositionalEmbedding, shift_matrix, sinusoidal_positional_encoding
+from .model import TinyTransformer, reversal_batch, sorting_batch
 from . import interop  # noqa: E402  (mhsa_lib.interop.mha_from_torch, block_to_torch, ...)
 
 __all__ = [
@@ -66,4 +72,10 @@ __all__ = [
     "KVCache",
     "StaticKVCache",
     "kv_cache_bytes",
+    "sinusoidal_positional_encoding",
+    "shift_matrix",
+    "LearnedPositionalEmbedding",
+    "TinyTransformer",
+    "reversal_batch",
+    "sorting_batch",
 ]

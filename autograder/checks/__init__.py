@@ -5,6 +5,7 @@ from .block import check_feed_forward, check_layer_norm, check_transformer_block
 from .concepts import check_concept
 from .fallback import fallback
 from .heads import check_merge_heads, check_split_heads
+from .positional import check_sinusoidal_positional_encoding
 from .multihead import (
     check_attention_heads,
     check_attention_heads_loop,
@@ -25,6 +26,7 @@ __all__ = [
     "check_multi_head_attention",
     "check_pairwise_scores",
     "check_scaled_dot_product_attention",
+    "check_sinusoidal_positional_encoding",
     "check_softmax",
     "check_split_heads",
     "check_transformer_block",

@@ -39,6 +39,7 @@ _REFERENCE: Dict[str, Callable] = {
     "LayerNorm": mhsa_lib.LayerNorm,
     "FeedForward": mhsa_lib.FeedForward,
     "TransformerBlock": mhsa_lib.TransformerBlock,
+    "sinusoidal_positional_encoding": mhsa_lib.sinusoidal_positional_encoding,
 }
 
 
@@ -51,6 +52,7 @@ _REFERENCE_NAMES = {
 
 
 def _checks() -> Dict[str, Callable]:
+    from . import positional
     from . import attention, block, heads, multihead, warmups
 
     return {
@@ -67,6 +69,7 @@ def _checks() -> Dict[str, Callable]:
         "LayerNorm": block.check_layer_norm,
         "FeedForward": block.check_feed_forward,
         "TransformerBlock": block.check_transformer_block,
+        "sinusoidal_positional_encoding": positional.check_sinusoidal_positional_encoding,
     }
 
 

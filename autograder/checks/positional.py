@@ -1,0 +1,186 @@
+"""Step check for ``sinusoidal_positional_encoding(seq_len, d_model)`` (notebook 07).
+
+Shape letters: T positions (0 … T-1), D model width. Feature pair (2i, 2i+1) holds
+sin(p·ω_i), cos(p·ω_i) with ω_i = 1 / 10000^(2i/D).
+
+Besides the values (compared in float64 with ``mhsa_lib``), the check probes what makes the
+encoding useful: it does not depend on how many positions are asked for, every value lies in
+[-1, 1], position 0 is [0, 1, 0, 1, …], and moving k positions on is one fixed linear map of the
+encoding, the same for every position (fitted by least squares on the learner's own output).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+import mhsa_lib
+
+from ..core import (
+    CheckResult,
+    LearnerError,
+    attempt,
+    compare,
+    describe_failures,
+    draw_seed,
+    find_shortcuts,
+    finish,
+    matches,
+)
+from ..mistakes import positional as M
+from .heads import HARD_CODED
+
+PE_POINTS = 4.0
+PE_LIBRARY = ("sinusoidal_positional_encoding", "shift_matrix", "_frequencies", "TinyTransformer")
+PUBLIC = (4, 6)  # T=4 positions, D=6 features
+ATOL = 1e-4  # float32 sines of angles up to ~60 are good to a few 1e-6
+
+
+def _reference(seq_len: int, d_model: int) -> Tensor:
+    return mhsa_lib.sinusoidal_positional_encoding(seq_len, d_model, dtype=torch.float64)
+
+
+def _sizes(gen: torch.Generator) -> Tuple[int, int]:
+    """A random (T, D), D even, T != D."""
+    while True:
+        t = int(torch.randint(3, 41, (1,), generator=gen))
+        d = 2 * int(torch.randint(2, 13, (1,), generator=gen))
+        if t != d:
+            return t, d
+
+
+def check_sinusoidal_positional_encoding(fn: Callable, *, hidden: bool = False, seed: Optional[int] = None,
+                                         quiet: bool = False) -> float:
+    """Check ``sinusoidal_positional_encoding(seq_len, d_model) -> (T, D)`` (max 4)."""
+    step = "sinusoidal_positional_encoding"
+    seed = draw_seed(step, seed, hidden)
+    result = CheckResult(step, PE_POINTS, seed=seed, hidden=hidden, fn_id=id(fn))
+    gen = torch.Generator().manual_seed(seed)
+    seen: List[Tuple[Tuple[int, int], Any]] = []
+
+    got = attempt(fn, *PUBLIC)
+    if isinstance(got, LearnerError) and got.kind == "not_implemented":
+        result.zero_reason = f"{step} {got}"
+        return finish(result, quiet)
+    seen.append((PUBLIC, got))
+    c_pub = compare(got, _reference(*PUBLIC), what=f"{step}(4, 6)", atol=ATOL)
+    detail = c_pub.detail if not isinstance(got, LearnerError) else f"{step}(4, 6) {got}"
+    result.add("public case: T=4 positions, D=6", 1.0, c_pub.ok, detail)
+
+    fails = []
+    for _ in range(6 if hidden else 3):
+        t, d = _sizes(gen)
+        y = attempt(fn, t, d)
+        seen.append(((t, d), y))
+        c = compare(y, _reference(t, d), what="encoding", atol=ATOL)
+        if not c.ok:
+            fails.append(f"T={t}, D={d}: {y if isinstance(y, LearnerError) else c.detail}")
+    result.add("random sizes (T != D, D even)", 1.0, not fails, describe_failures(fails, 1))
+
+    problems = _probes(fn, gen)
+    result.add("probes: shape (T, D); values in [-1, 1]; position 0 is [0, 1, 0, 1, …]; the first T "
+               "rows do not depend on how many positions are asked for", 1.0, not problems,
+               "; ".join(problems))
+
+    shift_problems = _shift_probe(fn)
+    result.add("probe: moving k positions on is one fixed linear map of the encoding, the same for "
+               "every position (PE[p + k] = PE[p] M_kᵀ)", 1.0, not shift_problems, "; ".join(shift_problems))
+
+    if not result.passed:
+        _diagnose(result, seen)
+        if c_pub.ok and fails:
+            other = attempt(fn, 7, 10)
+            if isinstance(other, Tensor) and matches(other, got):
+                result.diagnose(HARD_CODED)
+    shortcuts = find_shortcuts(fn, (5, 8), (), forbid_library=PE_LIBRARY)
+    if shortcuts:
+        result.zero_reason = (f"your {step} calls {', '.join(shortcuts)}: this step asks you to build "
+                              "the encoding yourself (torch.arange, torch.sin, torch.cos)")
+    return finish(result, quiet)
+
+
+def _as_float64(y: Any) -> Optional[Tensor]:
+    if isinstance(y, Tensor) and y.dtype.is_floating_point:
+        return y.detach().to("cpu", torch.float64)
+    return None
+
+
+def _probes(fn: Callable, gen: torch.Generator) -> List[str]:
+    t, d = 9, 12
+    y = attempt(fn, t, d)
+    if isinstance(y, LearnerError):
+        return [f"{t}, {d}: {y}"]
+    if not isinstance(y, Tensor):
+        return [f"returned {type(y).__name__}, expected a tensor"]
+    if tuple(y.shape) != (t, d):
+        hint = " (transposed: rows are positions, columns features)" if tuple(y.shape) == (d, t) else ""
+        return [f"shape {tuple(y.shape)} for T={t}, D={d}, expected (T, D) = {(t, d)}{hint}"]
+    pe = _as_float64(y)
+    if pe is None:
+        return [f"dtype {y.dtype}, expected a floating-point tensor"]
+    problems = []
+    if not bool(torch.isfinite(pe).all()) or float(pe.abs().max()) > 1 + 1e-6:
+        problems.append("some values are outside [-1, 1] (or not finite): every entry is a sine or a cosine")
+    row0 = torch.tensor([0.0, 1.0] * (d // 2), dtype=torch.float64)
+    if not torch.allclose(pe[0], row0, atol=ATOL):
+        problems.append(f"position 0 is {[round(v, 3) for v in pe[0, :4].tolist()]}…, expected [0, 1, 0, 1, …] "
+                        "(sin 0 on even features, cos 0 on odd ones)")
+    longer = _as_float64(attempt(fn, 2 * t + 3, d))
+    if longer is None or tuple(longer.shape) != (2 * t + 3, d) or not torch.allclose(longer[:t], pe, atol=ATOL):
+        problems.append(f"the first {t} rows change when more positions are asked for: position p's "
+                        "encoding depends on p and D only, not on T")
+    return problems
+
+
+def _shift_probe(fn: Callable) -> List[str]:
+    t, d = 48, 8
+    pe = _as_float64(attempt(fn, t, d))
+    if pe is None or tuple(pe.shape) != (t, d):
+        return [f"could not probe: expected a (T, D) = {(t, d)} floating-point tensor"]
+    problems = []
+    for k in (1, 5):
+        a, b = pe[:-k], pe[k:]  # rows p and p + k
+        m = torch.linalg.lstsq(a, b).solution  # (D, D): a @ m ≈ b
+        residual = float((a @ m - b).norm() / b.norm().clamp_min(1e-12))
+        if residual > 1e-4:
+            problems.append(f"no single linear map takes PE[p] to PE[p + {k}] for all p (relative "
+                            f"residual {residual:.2g}): sin and cos of each pair must share one frequency")
+            break
+    return problems
+
+
+def _diagnose(result: CheckResult, seen) -> None:
+    outputs = [(args, y) for args, y in seen if isinstance(y, Tensor)]
+    if not outputs:
+        for _, y in seen:
+            if isinstance(y, LearnerError):
+                result.diagnose(f"your function {y}.")
+                return
+        return
+    for mistake in M.PE_MISTAKES:
+        if mistake.row == 21:
+            continue
+        try:
+            if all(matches(y, mistake.fn(*args), atol=ATOL) for args, y in outputs):
+                result.diagnose(_ADVICE[mistake.id])
+                return
+        except Exception:
+            continue
+
+
+_ADVICE = {
+    "pe-sin-cos-swapped": "sin and cos are swapped: even features (0, 2, 4, …) hold the sine, odd "
+    "features the cosine, so position 0 is [0, 1, 0, 1, …].",
+    "pe-exponent-per-feature": "feature j uses the frequency 1/10000^(j/D): each feature gets its own "
+    "frequency. Features 2i and 2i+1 share one, 1/10000^(2i/D) (use j // 2, or torch.arange(0, D, 2)), "
+    "so that each (sin, cos) pair is a point on one circle.",
+    "pe-frequency-not-inverted": "you multiply the position by 10000^(2i/D): the frequencies must "
+    "fall from 1 to about 1/10000, so divide: p / 10000^(2i/D).",
+    "pe-positions-from-one": "your positions start at 1: the first token is position 0, so row 0 "
+    "is [0, 1, 0, 1, …] (torch.arange(seq_len)).",
+    "pe-concatenated-halves": "you put all the sines first and all the cosines after "
+    "([sin | cos]); the course (and the paper) interleave them: feature 2i is sin, 2i+1 is cos.",
+    "pe-transposed": "your output is (D, T): rows are positions, columns features, (T, D).",
+}

@@ -1,0 +1,112 @@
+"""The sinusoidal encoding check: correct versions written differently earn full marks; every
+known mistake loses points and is named; the library shortcut and a hard-coded answer earn 0."""
+
+import math
+
+import pytest
+import torch
+
+from autograder.checks.positional import PE_POINTS, check_sinusoidal_positional_encoding as check
+from autograder.mistakes import positional as M
+
+
+def run(fn, capsys, **kw):
+    points = check(fn, **kw)
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert type(points) is float
+    return points, " ".join(captured.out.split())
+
+
+def pe_slices(seq_len, d_model):
+    pe = torch.zeros(seq_len, d_model)
+    pos = torch.arange(seq_len).float().unsqueeze(1)  # (T, 1)
+    div = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))  # (D/2,)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div)
+    return pe
+
+
+def pe_loops(seq_len, d_model):
+    rows = []
+    for p in range(seq_len):
+        row = []
+        for j in range(d_model):
+            angle = p / 10000 ** (2 * (j // 2) / d_model)
+            row.append(math.sin(angle) if j % 2 == 0 else math.cos(angle))
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def pe_stack(seq_len, d_model):
+    pos = torch.arange(seq_len, dtype=torch.float64)[:, None]
+    freq = 1.0 / torch.pow(10000.0, torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    angle = pos * freq  # (T, D/2)
+    return torch.stack([angle.sin(), angle.cos()], dim=-1).reshape(seq_len, d_model)  # interleave
+
+
+@pytest.mark.parametrize("fn", [pe_slices, pe_loops, pe_stack])
+@pytest.mark.parametrize("hidden", [False, True])
+def test_correct_versions_earn_full_marks(fn, hidden, capsys):
+    points, out = run(fn, capsys, hidden=hidden, seed=11)
+    assert points == PE_POINTS, out
+
+
+ADVICE_WORDS = {
+    "pe-sin-cos-swapped": "swapped",
+    "pe-exponent-per-feature": "share one",
+    "pe-frequency-not-inverted": "divide",
+    "pe-positions-from-one": "start at 1",
+    "pe-concatenated-halves": "interleave",
+    "pe-transposed": "(D, T)",
+}
+
+
+@pytest.mark.parametrize("mistake", [m for m in M.PE_MISTAKES if m.row != 21], ids=lambda m: m.id)
+def test_mistakes_lose_points_and_are_named(mistake, capsys):
+    points, out = run(mistake.fn, capsys, seed=5)
+    assert points < PE_POINTS
+    assert ADVICE_WORDS[mistake.id] in out
+
+
+def test_shift_probe_catches_unpaired_frequencies(capsys):
+    _, out = run(M.pe_exponent_per_feature, capsys, seed=5)
+    assert "✗ probe: moving k positions on" in out
+
+
+def test_library_shortcut_earns_nothing(capsys):
+    points, out = run(M.pe_calls_library, capsys, seed=5)
+    assert points == 0.0 and "calls mhsa_lib" in out
+
+
+def test_hard_coded_public_answer(capsys):
+    public = pe_slices(4, 6)
+    points, out = run(lambda seq_len, d_model: public.clone(), capsys, seed=5)
+    assert points <= 1.0 and "hard-coded" in out
+
+
+def test_not_implemented_and_crashes(capsys):
+    def stub(seq_len, d_model):
+        raise NotImplementedError()
+
+    points, out = run(stub, capsys)
+    assert points == 0.0 and "not implemented yet" in out
+
+    def crash(seq_len, d_model):
+        return torch.zeros(seq_len, d_model) + torch.zeros(3)
+
+    points, out = run(crash, capsys, seed=1)
+    assert points == 0.0 and "raised RuntimeError" in out
+
+
+def test_odd_extra_work_is_tolerated(capsys):
+    def noisy(seq_len, d_model):
+        import sys
+        import warnings
+
+        print("computing", file=sys.stderr)
+        warnings.warn("careful")
+        return pe_slices(seq_len, d_model).double()
+
+    points, out = run(noisy, capsys, seed=2)
+    assert points == PE_POINTS, out

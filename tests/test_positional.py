@@ -1,0 +1,87 @@
+"""mhsa_lib.positional and mhsa_lib.model: the sinusoidal encoding's values and its shift
+property, learned position embeddings, errors that name the argument, and the small model."""
+
+import math
+
+import pytest
+import torch
+
+import mhsa_lib
+from mhsa_lib.positional import LearnedPositionalEmbedding, shift_matrix, sinusoidal_positional_encoding
+
+
+def test_values_match_the_formula():
+    t, d = 7, 10
+    pe = sinusoidal_positional_encoding(t, d, dtype=torch.float64)
+    assert pe.shape == (t, d) and pe.dtype == torch.float64
+    for p in range(t):
+        for i in range(d // 2):
+            angle = p / 10000 ** (2 * i / d)
+            assert pe[p, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-12)
+            assert pe[p, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-12)
+
+
+def test_default_dtype_float32_and_odd_width():
+    pe = sinusoidal_positional_encoding(5, 7)
+    assert pe.dtype == torch.float32 and pe.shape == (5, 7)
+    # the lone last feature of an odd width is a sine of frequency 1/10000^(6/7)
+    assert pe[3, 6].item() == pytest.approx(math.sin(3 / 10000 ** (6 / 7)), abs=1e-6)
+
+
+def test_prefix_does_not_depend_on_length():
+    assert torch.equal(sinusoidal_positional_encoding(5, 8), sinusoidal_positional_encoding(20, 8)[:5])
+
+
+@pytest.mark.parametrize("k", [1, 3, 11])
+def test_shift_is_a_fixed_rotation(k):
+    d = 12
+    pe = sinusoidal_positional_encoding(40, d, dtype=torch.float64)
+    m = shift_matrix(k, d)
+    assert torch.allclose(pe[:-k] @ m.T, pe[k:], atol=1e-10)
+    assert torch.allclose(m @ m.T, torch.eye(d, dtype=torch.float64), atol=1e-12)  # a rotation
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: sinusoidal_positional_encoding(0, 4), "seq_len"),
+        (lambda: sinusoidal_positional_encoding(4, 2.0), "d_model"),
+        (lambda: sinusoidal_positional_encoding(4, 4, base=1), "base"),
+        (lambda: sinusoidal_positional_encoding(4, 4, dtype=torch.int64), "dtype"),
+        (lambda: shift_matrix(1, 5), "d_model"),
+        (lambda: LearnedPositionalEmbedding(4, 8)(5), "seq_len"),
+    ],
+)
+def test_errors_name_the_argument(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+def test_learned_embedding():
+    emb = LearnedPositionalEmbedding(10, 6)
+    assert emb(4).shape == (4, 6)
+    assert [n for n, _ in emb.named_parameters()] == ["weight"]
+
+
+@pytest.mark.parametrize("positional", ["sinusoidal", "learned", "none"])
+def test_tiny_transformer_shapes_and_maps(positional):
+    torch.manual_seed(0)
+    model = mhsa_lib.TinyTransformer(11, 16, 4, 32, 2, 9, positional=positional).eval()
+    tokens = torch.randint(0, 11, (3, 9))
+    logits = model(tokens)
+    assert logits.shape == (3, 9, 11)
+    maps = model.attention_maps(tokens)
+    assert len(maps) == 2 and all(m.shape == (3, 4, 9, 9) for m in maps)
+    assert torch.allclose(maps[0].sum(-1), torch.ones(3, 4, 9), atol=1e-5)
+    # Without positions the model is permutation-equivariant; with them it is not.
+    perm = torch.randperm(9)
+    equivariant = torch.allclose(model(tokens[:, perm]), logits[:, perm], atol=1e-5)
+    assert equivariant == (positional == "none")
+
+
+def test_toy_batches():
+    g = torch.Generator().manual_seed(0)
+    x, y = mhsa_lib.sorting_batch(4, 6, 10, g)
+    assert torch.equal(y, x.sort(1).values)
+    x, y = mhsa_lib.reversal_batch(4, 6, 10, g)
+    assert torch.equal(y, x.flip(1))
