@@ -5,6 +5,7 @@ from .block import check_feed_forward, check_layer_norm, check_transformer_block
 from .concepts import check_concept
 from .fallback import fallback
 from .heads import check_merge_heads, check_split_heads
+from .kv_cache import check_grouped_query_attention, check_kv_cache, check_kv_cache_bytes, check_repeat_kv
 from .positional import check_sinusoidal_positional_encoding
 from .multihead import (
     check_attention_heads,
@@ -20,11 +21,15 @@ __all__ = [
     "check_causal_mask",
     "check_concept",
     "check_feed_forward",
+    "check_grouped_query_attention",
+    "check_kv_cache",
+    "check_kv_cache_bytes",
     "check_layer_norm",
     "check_load_mha_from_torch",
     "check_merge_heads",
     "check_multi_head_attention",
     "check_pairwise_scores",
+    "check_repeat_kv",
     "check_scaled_dot_product_attention",
     "check_sinusoidal_positional_encoding",
     "check_softmax",

@@ -37,6 +37,7 @@ from ..core import (
     randn,
 )
 from ..mistakes import block as M
+from .fallback import isolating
 from .heads import HARD_CODED
 
 LAYER_NORM_POINTS = 3.0
@@ -527,6 +528,7 @@ def _block_sizes(gen: torch.Generator) -> Tuple[int, int, int, int, int]:
     return b, t, h, dh, f
 
 
+@isolating("LayerNorm", "FeedForward", "MultiHeadAttention")
 def check_transformer_block(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None,
                             quiet: bool = False) -> float:
     """Check a learner's ``TransformerBlock(d_model, num_heads, d_ff, norm_placement="pre", dropout=0.0)``

@@ -40,6 +40,10 @@ _REFERENCE: Dict[str, Callable] = {
     "FeedForward": mhsa_lib.FeedForward,
     "TransformerBlock": mhsa_lib.TransformerBlock,
     "sinusoidal_positional_encoding": mhsa_lib.sinusoidal_positional_encoding,
+    "repeat_kv": mhsa_lib.repeat_kv,
+    "GroupedQueryAttention": mhsa_lib.GroupedQueryAttention,
+    "KVCache": mhsa_lib.KVCache,
+    "kv_cache_bytes": mhsa_lib.kv_cache_bytes,
 }
 
 
@@ -53,7 +57,7 @@ _REFERENCE_NAMES = {
 
 def _checks() -> Dict[str, Callable]:
     from . import positional
-    from . import attention, block, heads, multihead, warmups
+    from . import attention, block, heads, kv_cache, multihead, warmups
 
     return {
         "softmax": attention.check_softmax,
@@ -70,6 +74,10 @@ def _checks() -> Dict[str, Callable]:
         "FeedForward": block.check_feed_forward,
         "TransformerBlock": block.check_transformer_block,
         "sinusoidal_positional_encoding": positional.check_sinusoidal_positional_encoding,
+        "repeat_kv": kv_cache.check_repeat_kv,
+        "GroupedQueryAttention": kv_cache.check_grouped_query_attention,
+        "KVCache": kv_cache.check_kv_cache,
+        "kv_cache_bytes": kv_cache.check_kv_cache_bytes,
     }
 
 

@@ -1,0 +1,721 @@
+"""Step checks for notebook 05: ``repeat_kv``, ``GroupedQueryAttention``, ``KVCache`` and
+``kv_cache_bytes``.
+
+The central probe is cache == no cache: decoding a sequence piece by piece (a prompt, then one
+token at a time, then several at once) with ``causal=True`` must give the outputs of full causal
+attention over the whole sequence, which holds only when the causal mask is aligned to the lower
+right (new query i sits at absolute position S - T + i). ``GroupedQueryAttention`` is checked with
+``mhsa_lib.KVCache`` and ``KVCache`` with ``mhsa_lib.GroupedQueryAttention``, so each step is
+graded on its own.
+
+Shape letters: B batch, T new tokens, S cached + new positions, D model width, H query heads,
+G key/value heads, Dh = D / H.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+import mhsa_lib
+
+from ..core import (
+    CheckResult,
+    LearnerError,
+    attempt,
+    call,
+    close,
+    compare,
+    describe_failures,
+    distinct_sizes,
+    draw_seed,
+    find_shortcuts,
+    finish,
+    matches,
+    randn,
+)
+from ..mistakes import kv_cache as M
+from .block import _not_implemented, _randomise, build, copy_parameters, diagnose_modules, guarded
+from .fallback import isolating
+from .heads import HARD_CODED, _diagnose
+
+REPEAT_KV_POINTS = 2.0
+GQA_POINTS = 5.0
+KV_CACHE_POINTS = 3.0
+KV_CACHE_BYTES_POINTS = 2.0
+
+REPEAT_KV_LIBRARY = ("repeat_kv", "attend_heads")
+GQA_LIBRARY = ("GroupedQueryAttention", "attend_heads", "MultiHeadAttention", "_MultiHeadBase")
+GQA_TORCH = ("multi_head_attention_forward",)
+KV_CACHE_LIBRARY = ("KVCache", "StaticKVCache")
+
+# (H, G) pairs with 1 < G < H, where repeat and repeat_interleave pair heads differently.
+_GROUPED = ((4, 2), (6, 2), (6, 3), (8, 2), (8, 4))
+
+
+# --------------------------------------------------------------------------- repeat_kv
+
+# Public case: (B=1, G=2, S=3, Dh=2) holding 0…11, n_rep=3: heads [0, 0, 0, 1, 1, 1].
+REPEAT_PUBLIC_X = torch.arange(12, dtype=torch.float32).reshape(1, 2, 3, 2)
+REPEAT_PUBLIC_N = 3
+
+
+def check_repeat_kv(fn: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+    """Check ``repeat_kv(x, n_rep)``: (B, G, S, Dh) -> (B, G·n_rep, S, Dh), head j = K/V head j // n_rep (max 2)."""
+    seed = draw_seed("repeat_kv", seed, hidden)
+    result = CheckResult("repeat_kv", REPEAT_KV_POINTS, seed=seed, hidden=hidden, fn_id=id(fn))
+    gen = torch.Generator().manual_seed(seed)
+    try:
+        got = call(fn, REPEAT_PUBLIC_X.clone(), REPEAT_PUBLIC_N)
+    except LearnerError as e:
+        result.zero_reason = f"repeat_kv(x, 3) {e}"
+        return finish(result, quiet)
+    c_pub = compare(got, mhsa_lib.repeat_kv(REPEAT_PUBLIC_X, REPEAT_PUBLIC_N), what="repeat_kv(x, 3)")
+    result.add("public case: x (B=1, G=2, S=3, Dh=2) holding 0…11, n_rep=3 gives heads [0, 0, 0, 1, 1, 1]",
+               0.5, c_pub.ok, c_pub.detail + _head_map(got, REPEAT_PUBLIC_X, REPEAT_PUBLIC_N))
+    seen: List[Tuple[Tuple, Any]] = [((REPEAT_PUBLIC_X, REPEAT_PUBLIC_N), got)]
+
+    fails = []
+    for _ in range(6 if hidden else 3):
+        b, g, s, dh = distinct_sizes(gen, 4, 2, 7)
+        n_rep = int(torch.randint(2, 5, (1,), generator=gen))
+        x = randn(gen, b, g, s, dh)
+        y = attempt(fn, x.clone(), n_rep)
+        seen.append(((x, n_rep), y))
+        c = compare(y, mhsa_lib.repeat_kv(x, n_rep), what="output")
+        if not c.ok:
+            fails.append(f"x (B={b}, G={g}, S={s}, Dh={dh}), n_rep={n_rep}: {c.detail}")
+    result.add("random cases (B, G, S, Dh all different, n_rep from 2 to 4)", 0.75, not fails,
+               describe_failures(fails, 1))
+
+    x = randn(gen, 2, 3, 4, 5)
+    y = attempt(fn, x.clone(), 1)
+    ok = isinstance(y, Tensor) and tuple(y.shape) == tuple(x.shape) and torch.equal(y, x)
+    result.add("n_rep=1 returns x unchanged", 0.25, ok,
+               "" if ok else f"got {y if isinstance(y, LearnerError) else _describe(y)}, expected x itself")
+
+    b, g, s, dh = distinct_sizes(gen, 4, 2, 7)
+    x = randn(gen, b, g, s, dh, dtype=torch.float64)
+    y = attempt(fn, x.clone(), 3)
+    problems = []
+    if isinstance(y, Tensor) and tuple(y.shape) == (b, 3 * g, s, dh):
+        for j in range(3 * g):
+            if not torch.equal(y[:, j], x[:, j // 3]):
+                problems.append(f"query head {j} should hold K/V head {j} // 3 = {j // 3}"
+                                + _which_head(y[:, j], x))
+                break
+    else:
+        problems.append(f"expected (B, G·n_rep, S, Dh) = {(b, 3 * g, s, dh)}, got {_describe(y)}")
+    result.add("invariant: query head j holds K/V head j // n_rep exactly (float64, n_rep=3)", 0.5,
+               not problems, "; ".join(problems))
+
+    if not result.passed:
+        _diagnose(result, seen, M.REPEAT_KV_MISTAKES, _REPEAT_ADVICE, lambda m, args: m.fn(*args))
+        if c_pub.ok and fails and close(attempt(fn, randn(gen, 1, 2, 3, 2), 3), got):
+            result.diagnose(HARD_CODED)
+    shortcuts = find_shortcuts(fn, (randn(gen, 2, 3, 4, 5), 2), (), forbid_library=REPEAT_KV_LIBRARY)
+    if shortcuts:
+        result.zero_reason = (f"your repeat_kv calls {', '.join(shortcuts)}: write it with "
+                              "repeat_interleave, or expand and reshape")
+    return finish(result, quiet)
+
+
+def _describe(y: Any) -> str:
+    if isinstance(y, Tensor):
+        return f"a tensor of shape {tuple(y.shape)}"
+    if isinstance(y, LearnerError):
+        return f"an error ({y})"
+    return type(y).__name__
+
+
+def _which_head(head: Tensor, x: Tensor) -> str:
+    for i in range(x.shape[1]):
+        if torch.equal(head, x[:, i]):
+            return f", yours holds K/V head {i}"
+    return ", yours holds none of them"
+
+
+def _head_map(y: Any, x: Tensor, n_rep: int) -> str:
+    """For the public case: which K/V head each of the learner's query heads holds."""
+    if not isinstance(y, Tensor) or y.ndim != 4 or tuple(y.shape[2:]) != tuple(x.shape[2:]):
+        return ""
+    heads = []
+    for j in range(y.shape[1]):
+        found = [i for i in range(x.shape[1]) if torch.equal(y[:, j].float(), x[:, i])]
+        heads.append(str(found[0]) if found else "?")
+    expected = [str(j // n_rep) for j in range(x.shape[1] * n_rep)]
+    return "" if heads == expected else f"\n      your heads hold K/V heads [{', '.join(heads)}], expected [{', '.join(expected)}]"
+
+
+_REPEAT_ADVICE = {
+    "repeat-kv-tiled": "you tile the whole set of heads (x.repeat(1, n_rep, 1, 1) gives heads "
+    "0, 1, …, 0, 1, …): query head j then uses K/V head j % G. The copies of one K/V head must sit "
+    "next to each other, so that query head j uses head j // n_rep: "
+    "x.repeat_interleave(n_rep, dim=1).",
+    "repeat-kv-sequence-axis": "you repeat along the positions (dim=2), which makes the sequence "
+    "longer: repeat along the heads, dim=1.",
+    "repeat-kv-no-reshape": "you return (B, G, n_rep, S, Dh): after the expand, reshape to "
+    "(B, G·n_rep, S, Dh).",
+}
+
+
+# --------------------------------------------------------------------------- GroupedQueryAttention
+
+
+def _gqa_reference(d: int, h: int, g: int, gen: torch.Generator) -> nn.Module:
+    torch.manual_seed(int(torch.randint(0, 2**30, (1,), generator=gen)))
+    return _randomise(mhsa_lib.GroupedQueryAttention(d, h, g).double().eval(), gen)
+
+
+def _gqa_sizes(gen: torch.Generator) -> Tuple[int, int, int, int, int]:
+    h, g = _GROUPED[int(torch.randint(0, len(_GROUPED), (1,), generator=gen))]
+    b, t, dh = [n for n in distinct_sizes(gen, 6, 2, 9) if n not in (h, g)][:3]
+    return b, t, h, g, dh
+
+
+def _chunks(gen: torch.Generator) -> List[int]:
+    """A prompt, two single tokens, three tokens at once, one more token."""
+    return [int(torch.randint(3, 6, (1,), generator=gen)), 1, 1, 3, 1]
+
+
+def _causal_hint(y: Any) -> Any:
+    if isinstance(y, LearnerError) and "causal" in str(y) and "keyword" in str(y):
+        return LearnerError(f"{y} — forward needs a keyword argument causal=False: with causal=True "
+                            "it blocks future keys, aligned to the lower right")
+    return y
+
+
+def decode(module: Any, x: Tensor, chunks: Sequence[int], cache: Any) -> Any:
+    """Feed ``x`` (B, S, D) in pieces with ``causal=True`` and one cache; the outputs joined (B, S, D)."""
+    outs, start = [], 0
+    for n in chunks:
+        y = _causal_hint(attempt(module, x[:, start : start + n].clone(), cache=cache, causal=True))
+        if isinstance(y, LearnerError):
+            return y
+        if not isinstance(y, Tensor) or tuple(y.shape) != (x.shape[0], n, x.shape[2]):
+            return LearnerError(f"a step of {n} token(s) returned {_describe(y)}, expected (B, T, D) = "
+                                f"{(x.shape[0], n, x.shape[2])}")
+        outs.append(y)
+        start += n
+    return torch.cat(outs, dim=1)
+
+
+@isolating("repeat_kv", "split_heads", "merge_heads", "scaled_dot_product_attention", "softmax")
+def check_grouped_query_attention(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None,
+                                  quiet: bool = False) -> float:
+    """Check a learner's ``GroupedQueryAttention(d_model, num_heads, num_kv_heads, bias=False)`` with
+    ``forward(x, mask=None, cache=None, *, causal=False)`` (max 5)."""
+    seed = draw_seed("GroupedQueryAttention", seed, hidden)
+    result = CheckResult("GroupedQueryAttention", GQA_POINTS, seed=seed, hidden=hidden, fn_id=id(cls))
+    gen = torch.Generator().manual_seed(seed)
+    with guarded():
+        _gqa_parts(cls, result, gen, hidden)
+    return finish(result, quiet)
+
+
+def _gqa_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
+    module = attempt(cls, 12, 6, 2)
+    if isinstance(module, LearnerError):
+        result.zero_reason = f"GroupedQueryAttention(12, 6, 2) {module}"
+        return
+    problems = _gqa_structure(cls, module)
+    result.add("structure: q_proj, out_proj nn.Linear(D, D); k_proj, v_proj nn.Linear(D, G·Dh); no "
+               "biases by default; num_heads not divisible by num_kv_heads raises ValueError", 0.5,
+               not problems, "; ".join(problems))
+
+    seen: List[Tuple[Any, Any, Tensor]] = []
+
+    def direct(d, h, g, ref, x, mask=None):
+        mod = build(cls, (d, h, g), {}, ref)
+        if isinstance(mod, str):
+            return mod, None
+        y = attempt(mod, x.clone(), mask) if mask is not None else attempt(mod, x.clone())
+        e = ref(x, mask)
+        seen.append((("direct", d, h, g, ref, x, mask), y, e))
+        return y, e
+
+    pub_gen = torch.Generator().manual_seed(2024)
+    ref = _gqa_reference(8, 4, 2, pub_gen)
+    x_pub = randn(pub_gen, 1, 3, 8, dtype=torch.float64)
+    y, e = direct(8, 4, 2, ref, x_pub)
+    if _not_implemented(result, "GroupedQueryAttention", y):
+        return
+    c = compare(y, e, what="output") if e is not None else None
+    public_ok = bool(c and c.ok)
+    result.add("public case: D=8, H=4, G=2, x (B=1, T=3, D=8), no mask", 1.0, public_ok,
+               y if c is None else c.detail)
+
+    fails = []
+    for _ in range(4 if hidden else 2):
+        b, t, h, g, dh = _gqa_sizes(gen)
+        d = h * dh
+        ref = _gqa_reference(d, h, g, gen)
+        x = randn(gen, b, t, d, dtype=torch.float64)
+        for label, mask in (("no mask", None), ("causal mask (T, T)", mhsa_lib.causal_mask(t))):
+            y, e = direct(d, h, g, ref, x, mask)
+            c = compare(y, e, what="output") if e is not None else None
+            if c is None or not c.ok:
+                fails.append(f"B={b}, T={t}, D={d}, H={h}, G={g}, {label}: {y if c is None else c.detail}")
+    result.add("random cases with 1 < G < H (B, T, Dh, H, G all different), without and with a causal mask",
+               1.0, not fails, describe_failures(fails, 1))
+
+    problems = _gqa_mha_mqa(cls, gen)
+    result.add("probes: G = H equals multi-head attention with the same weights; G = 1 (multi-query) "
+               "works", 0.75, not problems, "; ".join(problems))
+
+    decode_fails, cache_unused = [], False
+    for i in range(2 if hidden else 1):
+        b, _, h, g, dh = _gqa_sizes(gen)
+        d = h * dh
+        ref = _gqa_reference(d, h, g, gen)
+        chunks = _chunks(gen)
+        x = randn(gen, b, sum(chunks), d, dtype=torch.float64)
+        full = ref(x, causal=True)
+        mod = build(cls, (d, h, g), {}, ref)
+        if isinstance(mod, str):
+            decode_fails.append(mod)
+            continue
+        y = _causal_hint(attempt(mod, x.clone(), causal=True))
+        c = compare(y, full, what="forward(x, causal=True)")
+        if not c.ok:
+            decode_fails.append(f"H={h}, G={g}, S={x.shape[1]}: {y if isinstance(y, LearnerError) else c.detail}")
+            if isinstance(y, LearnerError):
+                continue
+        cache = mhsa_lib.KVCache()
+        y = decode(mod, x, chunks, cache)
+        seen.append((("decode", d, h, g, ref, x, tuple(chunks)), y, full))
+        c = compare(y, full, what="decoded output")
+        cache_unused |= isinstance(y, Tensor) and len(cache) == 0
+        if not c.ok:
+            decode_fails.append(f"H={h}, G={g}, chunks {chunks}: {y if isinstance(y, LearnerError) else c.detail}")
+        elif len(cache) != x.shape[1]:
+            decode_fails.append(f"after decoding {x.shape[1]} tokens the cache holds {len(cache)} positions: "
+                                "call cache.update(k, v) once per forward")
+    result.add("cache == no cache: with mhsa_lib.KVCache, a prompt then one token at a time, then three "
+               "at once (causal=True), equals full causal attention over the whole sequence", 1.25,
+               not decode_fails, describe_failures(decode_fails, 1))
+
+    if not result.passed:
+        def mistake_output(mistake, case):
+            kind, d, h, g, ref, x, extra = case
+            buggy = mistake.fn(d, h, g)
+            copy_parameters(buggy, ref)
+            buggy = buggy.double().eval()
+            if kind == "direct":
+                return buggy(x, extra)
+            return decode(buggy, x, extra, mhsa_lib.KVCache())
+
+        # Ignoring the cache and masking every cached key give the same outputs: the cache tells.
+        skip = "gqa-causal-blocks-cache" if cache_unused else "gqa-ignores-cache"
+        mistakes = [m for m in M.GQA_MISTAKES if m.id != skip]
+        diagnose_modules(result, seen, mistakes, _GQA_ADVICE, mistake_output)
+        if public_ok and fails:
+            mod = build(cls, (8, 4, 2), {}, _gqa_reference(8, 4, 2, torch.Generator().manual_seed(2024)))
+            if not isinstance(mod, str) and close(attempt(mod, randn(gen, 1, 3, 8, dtype=torch.float64)),
+                                                 seen[0][2]):
+                result.diagnose(HARD_CODED)
+    ref = _gqa_reference(12, 4, 2, gen)
+    mod = build(cls, (12, 4, 2), {}, ref)
+    if not isinstance(mod, str):
+        shortcuts = find_shortcuts(mod, (randn(gen, 2, 5, 12, dtype=torch.float64), mhsa_lib.causal_mask(5)),
+                                   GQA_TORCH, forbid_library=GQA_LIBRARY)
+        if shortcuts:
+            result.zero_reason = (f"your GroupedQueryAttention calls {', '.join(shortcuts)}: build it yourself "
+                                  "(your own or mhsa_lib's repeat_kv, split_heads and "
+                                  "scaled_dot_product_attention are fine)")
+
+
+def _gqa_structure(cls, module: Any) -> List[str]:
+    if not isinstance(module, nn.Module):
+        return [f"GroupedQueryAttention(12, 6, 2) built a {type(module).__name__}, expected an nn.Module"]
+    problems = []
+    shapes = {"q_proj": (12, 12), "k_proj": (12, 4), "v_proj": (12, 4), "out_proj": (12, 12)}
+    for name, (i, o) in shapes.items():
+        layer = getattr(module, name, None)
+        if not isinstance(layer, nn.Linear):
+            problems.append(f"{name} is {type(layer).__name__}, expected nn.Linear({i}, {o})")
+        elif (layer.in_features, layer.out_features) != (i, o):
+            problems.append(f"{name} is nn.Linear({layer.in_features}, {layer.out_features}), expected "
+                            f"nn.Linear({i}, {o})" + (" (G·Dh = 2·2: keys and values have only G heads)"
+                                                      if name in ("k_proj", "v_proj") else ""))
+        elif layer.bias is not None:
+            problems.append(f"{name} has a bias: the default is bias=False")
+    bad = attempt(cls, 12, 6, 4)
+    if not (isinstance(bad, LearnerError) and "ValueError" in str(bad)):
+        problems.append("GroupedQueryAttention(12, 6, 4) should raise ValueError (6 query heads cannot "
+                        "share 4 K/V heads evenly)")
+    return problems
+
+
+def _gqa_mha_mqa(cls, gen: torch.Generator) -> List[str]:
+    b, t, h, dh = 2, 5, 3, 4
+    d = h * dh
+    problems = []
+    torch.manual_seed(int(torch.randint(0, 2**30, (1,), generator=gen)))
+    mha = _randomise(mhsa_lib.MultiHeadAttention(d, h, bias=False).double().eval(), gen)
+    mod = build(cls, (d, h, h), {}, mha)
+    x = randn(gen, b, t, d, dtype=torch.float64)
+    mask = mhsa_lib.causal_mask(t)
+    if isinstance(mod, str):
+        problems.append(f"G = H: {mod}")
+    else:
+        c = compare(attempt(mod, x.clone(), mask), mha(x, mask), what="output")
+        if not c.ok:
+            problems.append(f"G = H = {h} with a causal mask, compared with MultiHeadAttention: {c.detail}")
+    ref = _gqa_reference(d, h, 1, gen)
+    mod = build(cls, (d, h, 1), {}, ref)
+    if isinstance(mod, str):
+        problems.append(f"G = 1: {mod}")
+    else:
+        c = compare(attempt(mod, x.clone()), ref(x), what="output")
+        if not c.ok:
+            problems.append(f"G = 1 (multi-query): {c.detail}")
+    return problems
+
+
+_GQA_ADVICE = {
+    "gqa-tiled": "query head j is paired with K/V head j % G: you tile the K/V heads (.repeat). "
+    "Query head j uses K/V head j // (H / G): repeat_interleave(H // G, dim=1), or your repeat_kv. "
+    "(With G = H or G = 1 both give the same result, which is why the bug hides there.)",
+    "gqa-causal-upper-left": "your causal mask is aligned to the upper left: with a cache, the T new "
+    "queries sit at absolute positions S - T … S - 1, so query i may see keys 0 … S - T + i. Build "
+    "tril(diagonal=S - T) on the (T, S) scores (mhsa_lib.causal_mask(T, S)); "
+    "F.scaled_dot_product_attention(is_causal=True) aligns to the upper left and is wrong here.",
+    "gqa-causal-blocks-cache": "with a cache your new queries do not see the cached keys: the causal "
+    "mask must allow every cached position (they are all in the past), tril(diagonal=S - T) on "
+    "(T, S).",
+    "gqa-ignores-cache": "the cache is not used: append the new keys and values with "
+    "k, v = cache.update(k, v) and attend over everything it returns.",
+}
+
+
+# --------------------------------------------------------------------------- KVCache
+
+
+def _kv_pair(gen: torch.Generator, b: int, g: int, t: int, dh: int, public: bool = False, start: int = 0):
+    if public:
+        k = torch.arange(start, start + b * g * t * dh, dtype=torch.float32).reshape(b, g, t, dh)
+        return k, -k
+    return randn(gen, b, g, t, dh), randn(gen, b, g, t, dh)
+
+
+def _update(cache: Any, k: Tensor, v: Tensor) -> Any:
+    update = getattr(cache, "update", None)
+    if not callable(update):
+        raise AttributeError("your KVCache has no method update(k, v)")
+    return update(k, v)
+
+
+def _replay(cls: Callable, updates: Sequence[Tuple[Tensor, Tensor]]):
+    """Run the updates on a fresh cache: (cache, returned pairs, lengths after each) or a LearnerError."""
+    cache = attempt(cls)
+    if isinstance(cache, LearnerError):
+        return cache
+    returned, lengths = [], []
+    for k, v in updates:
+        got = attempt(_update, cache, k.clone(), v.clone())
+        if isinstance(got, LearnerError):
+            return got
+        returned.append(got)
+        lengths.append(attempt(len, cache))
+    return cache, returned, lengths
+
+
+def _pair_problem(got: Any, k: Tensor, v: Tensor) -> Optional[str]:
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        return f"update returned {_describe(got)}, expected the pair (k, v) of everything cached"
+    for what, a, e in (("k", got[0], k), ("v", got[1], v)):
+        c = compare(a, e, what=f"returned {what}")
+        if not c.ok:
+            return c.detail
+    return None
+
+
+def check_kv_cache(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+    """Check a learner's ``KVCache()`` class: ``update(k, v) -> (k, v)`` (everything cached, oldest
+    first, (B, G, S, Dh)), ``len(cache)`` = S, ``reset()`` (max 3)."""
+    seed = draw_seed("KVCache", seed, hidden)
+    result = CheckResult("KVCache", KV_CACHE_POINTS, seed=seed, hidden=hidden, fn_id=id(cls))
+    gen = torch.Generator().manual_seed(seed)
+    with guarded():
+        _kv_cache_parts(cls, result, gen, hidden)
+    return finish(result, quiet)
+
+
+def _kv_cache_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
+    cache = attempt(cls)
+    if isinstance(cache, LearnerError):
+        result.zero_reason = f"KVCache() {cache}"
+        return
+    seen: List[Tuple[List[Tuple[Tensor, Tensor]], Any]] = []
+
+    # Public case: B=1, G=2, Dh=3; two new positions, then one.
+    updates = [_kv_pair(gen, 1, 2, 2, 3, public=True), _kv_pair(gen, 1, 2, 1, 3, public=True, start=100)]
+    got = _replay(cls, updates)
+    if isinstance(got, LearnerError) and got.kind == "not_implemented":
+        result.zero_reason = f"KVCache {got}"
+        return
+    k_all = torch.cat([k for k, _ in updates], dim=-2)
+    v_all = torch.cat([v for _, v in updates], dim=-2)
+    public_k, public_v = k_all, v_all
+    problem = str(got) if isinstance(got, LearnerError) else _pair_problem(got[1][-1], k_all, v_all)
+    public_ok = problem is None
+    result.add("public case: B=1, G=2, Dh=3; update with 2 positions, then 1: the second update returns "
+               "all 3, oldest first, (B, G, S=3, Dh)", 1.0, public_ok, problem or "")
+    seen.append((updates, got))
+
+    fails = []
+    for _ in range(5 if hidden else 3):
+        b, g, dh = distinct_sizes(gen, 3, 2, 7)
+        lengths = [int(torch.randint(2, 5, (1,), generator=gen))] + [
+            int(torch.randint(1, 4, (1,), generator=gen)) for _ in range(int(torch.randint(2, 4, (1,), generator=gen)))]
+        updates = [_kv_pair(gen, b, g, t, dh) for t in lengths]
+        got = _replay(cls, updates)
+        seen.append((updates, got))
+        if isinstance(got, LearnerError):
+            fails.append(f"B={b}, G={g}, Dh={dh}: {got}")
+            continue
+        for i in range(len(updates)):
+            k_all = torch.cat([k for k, _ in updates[: i + 1]], dim=-2)
+            v_all = torch.cat([v for _, v in updates[: i + 1]], dim=-2)
+            problem = _pair_problem(got[1][i], k_all, v_all)
+            if problem:
+                fails.append(f"B={b}, G={g}, Dh={dh}, updates of {lengths} positions, update {i + 1}: {problem}")
+                break
+    result.add("random cases: several updates of 1 to 4 positions (B, G, Dh all different); each returns "
+               "the concatenation of everything so far along the sequence axis", 1.0, not fails,
+               describe_failures(fails, 1))
+
+    problems = _kv_bookkeeping(cls, gen)
+    result.add("bookkeeping: len(cache) is 0 when new and S after the updates; two caches are "
+               "independent; reset() empties the cache", 0.5, not problems, "; ".join(problems))
+
+    problems = _kv_decoding_probe(cls, gen)
+    result.add("probe: mhsa_lib.GroupedQueryAttention decoding with your cache equals decoding with "
+               "mhsa_lib.KVCache (and full causal attention)", 0.5, not problems, "; ".join(problems))
+
+    if not result.passed:
+        _diagnose_kv_cache(result, seen, problems)
+        if public_ok and fails:
+            other = _replay(cls, [_kv_pair(gen, 1, 2, 2, 3), _kv_pair(gen, 1, 2, 1, 3)])
+            if not isinstance(other, LearnerError) and not _pair_problem(other[1][-1], public_k, public_v):
+                result.diagnose(HARD_CODED)
+    if result.zero_reason is None:
+        b, g, dh = 2, 3, 4
+        updates = [_kv_pair(gen, b, g, 2, dh), _kv_pair(gen, b, g, 1, dh)]
+        shortcuts = find_shortcuts(lambda: _replay(cls, updates), (), (), forbid_library=KV_CACHE_LIBRARY)
+        if shortcuts:
+            result.zero_reason = (f"your KVCache uses {', '.join(shortcuts)}: write the cache yourself "
+                                  "(torch.cat along the sequence axis)")
+
+
+def _kv_bookkeeping(cls, gen: torch.Generator) -> List[str]:
+    problems = []
+    b, g, dh = 2, 3, 4
+    first, second = attempt(cls), attempt(cls)
+    if isinstance(first, LearnerError) or isinstance(second, LearnerError):
+        return [str(first if isinstance(first, LearnerError) else second)]
+    n = attempt(len, first)
+    if n != 0:
+        problems.append(f"len of a new cache is {n}, expected 0 (does every cache share storage created "
+                        "on the class?)" if not isinstance(n, LearnerError)
+                        else f"len(cache) {n}: define __len__ returning the number of cached positions S")
+        if isinstance(n, LearnerError):
+            return problems
+    total = 0
+    for t in (3, 1, 2):
+        k, v = _kv_pair(gen, b, g, t, dh)
+        attempt(_update, first, k, v)
+        total += t
+        n = attempt(len, first)
+        if n != total:
+            calls = (3, 1, 2).index(t) + 1
+            hint = (f" ({calls} is the number of update calls: len counts the cached positions S, "
+                    "k.shape[-2])" if n == calls else "")
+            problems.append(f"after updates of {total} positions in all, len(cache) is {n}, expected S = {total}{hint}")
+            break
+    k, v = _kv_pair(gen, b, g, 2, dh)
+    got = attempt(_update, second, k, v)
+    if not (isinstance(got, (tuple, list)) and len(got) == 2 and isinstance(got[0], Tensor)
+            and tuple(got[0].shape) == (b, g, 2, dh)):
+        problems.append("a second cache is not independent of the first: it already holds the first one's "
+                        "positions (create the storage in __init__, with self., not on the class)")
+    reset = getattr(first, "reset", None)
+    if not callable(reset):
+        problems.append("no reset() method")
+    else:
+        r = attempt(reset)
+        n = attempt(len, first)
+        if isinstance(r, LearnerError) or n != 0:
+            problems.append(f"after reset() len(cache) is {r if isinstance(r, LearnerError) else n}, expected 0")
+        else:
+            k, v = _kv_pair(gen, b, g, 1, dh)
+            got = attempt(_update, first, k, v)
+            if _pair_problem(got, k, v):
+                problems.append("after reset() the next update does not return just the new positions")
+    return problems
+
+
+def _kv_decoding_probe(cls, gen: torch.Generator) -> List[str]:
+    h, g, dh, b = 4, 2, 3, 2
+    d = h * dh
+    ref = _gqa_reference(d, h, g, gen)
+    chunks = _chunks(gen)
+    x = randn(gen, b, sum(chunks), d, dtype=torch.float64)
+    theirs = attempt(cls)
+    if isinstance(theirs, LearnerError):
+        return [str(theirs)]
+    expected = decode(ref, x, chunks, mhsa_lib.KVCache())
+    y = decode(ref, x, chunks, theirs)
+    c = compare(y, expected, what="decoded output")
+    if not c.ok:
+        return [str(y) if isinstance(y, LearnerError) else c.detail]
+    return []
+
+
+def _diagnose_kv_cache(result: CheckResult, seen, probe_problems: List[str]) -> None:
+    outputs = [(updates, got) for updates, got in seen if not isinstance(got, LearnerError)]
+    if not outputs:
+        for _, got in seen:
+            if isinstance(got, LearnerError):
+                if "must match except in dimension 1" in str(got) or "must match except in dimension 0" in str(got):
+                    result.diagnose(_KV_CACHE_ADVICE["kv-cache-head-axis"])
+                else:
+                    result.diagnose(f"your cache {str(got).rstrip('.')}.")
+                return
+    for mistake in M.KV_CACHE_MISTAKES:
+        if mistake.row == 21 or mistake.id in ("kv-cache-shared-state", "kv-cache-len-counts-updates"):
+            continue
+        ok = True
+        for updates, got in outputs:
+            theirs = _replay(mistake.fn, updates)
+            if isinstance(theirs, LearnerError):
+                ok = False
+                break
+            for a, e in zip(got[1], theirs[1]):
+                if not (isinstance(a, (tuple, list)) and len(a) == 2 and matches(a[0], e[0]) and matches(a[1], e[1])):
+                    ok = False
+                    break
+            if not ok:
+                break
+        if ok and outputs:
+            result.diagnose(_KV_CACHE_ADVICE[mistake.id])
+            return
+    for problem in probe_problems:
+        if "decoded output" in problem:
+            result.diagnose("decoding with your cache differs from decoding with mhsa_lib's: update must "
+                            "return (k, v) holding every cached position, oldest first, (B, G, S, Dh).")
+            return
+
+
+_KV_CACHE_ADVICE = {
+    "kv-cache-prepends": "you put the new keys/values before the cached ones: the cache must stay in "
+    "time order, oldest first: torch.cat([self.k, k], dim=-2).",
+    "kv-cache-head-axis": "you concatenate along the heads (dim=1): the cache grows along the "
+    "sequence axis, dim=-2 of (B, G, S, Dh).",
+    "kv-cache-returns-new": "update returns only the new keys/values: it must return everything "
+    "cached so far (old and new), which is what the attention attends over.",
+}
+
+
+# --------------------------------------------------------------------------- kv_cache_bytes
+
+# Public case: a Llama-like model, 32 layers, G=8, Dh=128, S=4096, B=1 in bf16: 512 MiB.
+BYTES_PUBLIC_ARGS = (1, 4096, 32, 8, 128)
+BYTES_PUBLIC_ANSWER = 2 * 1 * 4096 * 32 * 8 * 128 * 2
+
+
+def _number(v: Any) -> Optional[float]:
+    if isinstance(v, Tensor) and v.numel() == 1:
+        return float(v.item())
+    if isinstance(v, numbers.Number) and not isinstance(v, bool):
+        return float(v)
+    return None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def check_kv_cache_bytes(fn: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+    """Check ``kv_cache_bytes(batch_size, seq_len, num_layers, num_kv_heads, head_dim,
+    bytes_per_element=2) -> int`` (max 2)."""
+    seed = draw_seed("kv_cache_bytes", seed, hidden)
+    result = CheckResult("kv_cache_bytes", KV_CACHE_BYTES_POINTS, seed=seed, hidden=hidden, fn_id=id(fn))
+    gen = torch.Generator().manual_seed(seed)
+    try:
+        got = call(fn, *BYTES_PUBLIC_ARGS)
+    except LearnerError as e:
+        result.zero_reason = f"kv_cache_bytes{BYTES_PUBLIC_ARGS} {e}"
+        return finish(result, quiet)
+    public_ok = _number(got) == BYTES_PUBLIC_ANSWER
+    result.add("public case: B=1, S=4096, 32 layers, G=8, Dh=128, default 2 bytes (bf16): 536870912 bytes "
+               "(512 MiB)", 0.5, public_ok, "" if public_ok else f"got {got!r}")
+    seen: List[Tuple[Tuple, Any]] = [(BYTES_PUBLIC_ARGS, got)]
+
+    fails = []
+    for i in range(8 if hidden else 4):
+        b, s, layers, g, dh = distinct_sizes(gen, 5, 1, 12)
+        s, dh = s * 64, dh * 16  # realistic magnitudes, still all different
+        bpe = (4, 1, 2)[i % 3]
+        args = (b, s, layers, g, dh, bpe)
+        y = attempt(fn, *args)
+        seen.append((args, y))
+        expected = 2 * b * s * layers * g * dh * bpe
+        if isinstance(y, LearnerError) or _number(y) != expected:
+            fails.append(f"kv_cache_bytes{args}: got {y!r}, expected {expected}")
+    result.add("random cases (all sizes different; bytes_per_element 4, 1 and 2)", 1.0, not fails,
+               describe_failures(fails, 1))
+
+    not_int = [(args, y) for args, y in seen if not isinstance(y, LearnerError) and not _is_int(y)]
+    result.add("returns a Python int", 0.5, not not_int,
+               "" if not not_int else f"kv_cache_bytes{not_int[0][0]} returned {type(not_int[0][1]).__name__} "
+               f"{not_int[0][1]!r}")
+
+    if not result.passed:
+        _diagnose_bytes(result, seen, not_int)
+        if public_ok and fails and _number(attempt(fn, 3, 128, 2, 4, 64, 4)) == BYTES_PUBLIC_ANSWER:
+            result.diagnose(HARD_CODED)
+    shortcuts = find_shortcuts(fn, (2, 16, 3, 4, 8, 2), (), forbid_library=("kv_cache_bytes",))
+    if shortcuts:
+        result.zero_reason = f"your kv_cache_bytes calls {', '.join(shortcuts)}: compute the product yourself"
+    return finish(result, quiet)
+
+
+def _diagnose_bytes(result: CheckResult, seen, not_int) -> None:
+    for args, y in seen:
+        if isinstance(y, LearnerError):
+            result.diagnose(f"your function {y}.")
+            return
+    values = [(args, _number(y)) for args, y in seen]
+    if all(v is not None for _, v in values):
+        for mistake in M.KV_CACHE_BYTES_MISTAKES:
+            if mistake.id in _BYTES_ADVICE and all(
+                    float(_number(mistake.fn(*args))) == v for args, v in values):
+                result.diagnose(_BYTES_ADVICE[mistake.id])
+                break
+    if not_int:
+        y = not_int[0][1]
+        if isinstance(y, Tensor):
+            result.diagnose("you return a tensor: a size in bytes is a plain Python int; compute it with "
+                            "Python ints (or convert with int(...)).")
+        elif isinstance(y, float):
+            result.diagnose("you return a float (from / or math.prod of floats, or ** with a float): a size "
+                            "in bytes is an int; multiply the ints, and use // if you must divide.")
+        else:
+            result.diagnose(f"you return a {type(y).__name__}: return a Python int.")
+
+
+_BYTES_ADVICE = {
+    "bytes-keys-only": "your result is half the right one: the cache stores keys AND values, so count "
+    "2 · B · S · layers · G · Dh · bytes_per_element.",
+    "bytes-one-layer": "your result is the size of one layer's cache: every layer keeps its own keys and "
+    "values, so multiply by num_layers.",
+    "bytes-fixed-two": "you assume 2 bytes per element: use the bytes_per_element argument (4 for "
+    "float32, 1 for int8).",
+    "bytes-counts-elements": "you count elements, not bytes: multiply by bytes_per_element.",
+    "bytes-no-batch": "your result leaves out batch_size: each sequence in the batch has its own cache.",
+}
