@@ -467,4 +467,108 @@ QUESTIONS: Dict[str, Question] = {
         ),
         points=2,
     ),
+    # ------------------------------------------------------------------ 04_transformer_block
+    "04.sublayer_roles": Question(
+        kind="choice",
+        options={
+            "a": "attention mixes positions; FFN per position, same weights; LN per token; residual carries x",
+            "b": "FFN mixes positions; attention per position; LN per token; residual carries x",
+            "c": "attention mixes positions; FFN per position; LN over the positions; residual carries x",
+            "d": "attention mixes positions; FFN mixes the heads; LN per token; residual averages",
+        },
+        answer="a",
+        explanation=(
+            "Attention is the only sub-layer in which a token's output depends on other tokens. The "
+            "FFN applies the same two linear maps and activation to each token separately (changing "
+            "one token changes only its own output). LayerNorm normalises each token over its own D "
+            "features, and the residual adds the sub-layer's input to its output unchanged."
+        ),
+        feedback={
+            "b": (
+                "The other way round: the FFN is nn.Linear maps on the last axis, applied to each token "
+                "on its own (change one token and only its FFN output changes), while attention's "
+                "output at each position is a weighted average over all positions."
+            ),
+            "c": (
+                "LayerNorm's mean and variance are taken over the D features of one token (the last "
+                "axis), not over the positions: each token is normalised on its own, so its output "
+                "does not depend on the other tokens. Normalising over positions or the batch is "
+                "closer to BatchNorm."
+            ),
+            "d": (
+                "The heads are mixed inside attention, by its output projection W^O; the FFN works on "
+                "each token's D features. And the residual adds, it does not average: x + F(x) keeps x "
+                "at full strength, which is what gives gradients a direct path."
+            ),
+        },
+        points=1,
+    ),
+    "04.residual_shapes": Question(
+        kind="choice",
+        options={
+            "a": "LayerNorm only accepts inputs of width D",
+            "b": "its output is added to its input (residual), and blocks are stacked",
+            "c": "attention needs T queries and T keys",
+            "d": "it need not: the FFN returns (B, T, F)",
+        },
+        answer="b",
+        explanation=(
+            "x + sublayer(x) only exists if the sub-layer returns the shape it was given, and the "
+            "output of one block is the input of the next, so (B, T, D) in means (B, T, D) out at "
+            "every level. Inside, a sub-layer may use other shapes: the FFN's hidden (B, T, F), the "
+            "attention's heads (B, H, T, Dh)."
+        ),
+        feedback={
+            "a": (
+                "A LayerNorm of width D does need D features, but that is a consequence, not the "
+                "reason: the sub-layer's output is added to its input by the residual connection, "
+                "so it must have the input's shape."
+            ),
+            "c": (
+                "In self-attention T queries meet T keys, but that fixes the weights' shape "
+                "(B, H, T, T), not the output's. The output must be (B, T, D) because it is added to "
+                "the input by the residual connection."
+            ),
+            "d": (
+                "The FFN's hidden layer is (B, T, F), but fc2 brings it back to (B, T, D): its output "
+                "is added to its input by the residual, so it must have the input's shape."
+            ),
+        },
+        points=1,
+    ),
+    "04.pre_vs_post": Question(
+        kind="choice",
+        options={
+            "a": "post-norm: its gradients are the best behaved at any depth",
+            "b": "pre-norm: an identity residual path to the output; post-norm would need warm-up",
+            "c": "either: the two placements compute the same function",
+            "d": "pre-norm, because it has fewer parameters",
+        },
+        answer="b",
+        explanation=(
+            "In a pre-norm stack x_L = x_0 + Σ F_l(LN(x_l)): every block has an identity path to the "
+            "output, so gradients reach it directly and deep stacks train with a plain schedule. "
+            "Post-norm sends every gradient through the LayerNorms of all the blocks above, and its "
+            "top layers start with large gradients: it needs a learning-rate warm-up, more so as "
+            "the depth grows."
+        ),
+        feedback={
+            "a": (
+                "Normalising the residual stream after every sub-layer is what takes the identity "
+                "path away: every gradient must pass through the LayerNorms of all the blocks above. "
+                "At initialisation post-norm's gradients are largest next to the output, which is why "
+                "post-norm needs a learning-rate warm-up, more so in deep stacks."
+            ),
+            "c": (
+                "They are different functions: LN(x + F(x)) and x + F(LN(x)) differ for the same "
+                "weights (section 6 loads a post-norm layer's weights into a pre-norm block and the "
+                "outputs differ). They also train differently, as the gradient experiment shows."
+            ),
+            "d": (
+                "Both placements have the same parameters: two LayerNorms, the attention and the FFN "
+                "per block. The difference is where the norms sit, and so how gradients flow."
+            ),
+        },
+        points=1,
+    ),
 }
