@@ -571,4 +571,97 @@ QUESTIONS: Dict[str, Question] = {
         },
         points=1,
     ),
+    # ------------------------------------------------------------------ 07_capstone_tiny_transformer
+    "07.why_positions": Question(
+        kind="choice",
+        options={
+            "a": "sorting, only more slowly",
+            "b": "nothing position-dependent: equal tokens get equal predictions wherever they stand",
+            "c": "sorting for short sequences only",
+            "d": "sorting, if it has enough heads",
+        },
+        answer="b",
+        explanation=(
+            "Without positions every block is permutation-equivariant, and so is the whole model: "
+            "shuffling the input only shuffles the outputs. Two copies of the same digit get the "
+            "same prediction, and position 0 cannot know it should hold the smallest digit."
+        ),
+        feedback={
+            "a": (
+                "No amount of training helps: a shuffled input gives the same outputs, shuffled, so "
+                "the model cannot put the smallest digit at position 0 — it cannot tell position 0 "
+                "from any other."
+            ),
+            "c": (
+                "Length does not matter: even with two tokens, swapping them only swaps the outputs, "
+                "so the model cannot know which output position is the first."
+            ),
+            "d": (
+                "Every head is permutation-equivariant too, so any number of them is; heads add "
+                "ways of mixing tokens, not knowledge of where the tokens stand."
+            ),
+        },
+        points=1,
+    ),
+    "07.shift_map": Question(
+        kind="choice",
+        options={
+            "a": "values leave [-1, 1]",
+            "b": "position 0 is no longer distinct",
+            "c": "a shift by k positions is no longer one fixed linear map of the encoding",
+            "d": "nothing",
+        },
+        answer="c",
+        explanation=(
+            "sin((p+k)ω) = sin(pω)cos(kω) + cos(pω)sin(kω) needs cos(pω) at the same frequency ω. "
+            "With sin/cos pairs each pair is rotated by kω, a map that depends on k only; with a "
+            "frequency per feature there is no such map, and 'k positions back' must be learned "
+            "separately at every position."
+        ),
+        feedback={
+            "a": (
+                "Every feature would still be a sine or a cosine, so every value stays in [-1, 1]. "
+                "What breaks is the relation between positions: think about PE[p + k]."
+            ),
+            "b": (
+                "Position 0 would still be [0, 1, 0, 1, …] and distinct from the others. What breaks "
+                "is how the encoding of p + k relates to that of p."
+            ),
+            "d": (
+                "Try writing sin((p+k)ω) from the encoding of p: the angle-sum formula needs the "
+                "cosine of the same angle pω, which a per-feature frequency does not provide."
+            ),
+        },
+        points=1,
+    ),
+    "07.identity_attention": Question(
+        kind="choice",
+        options={
+            "a": "it has fewer parameters",
+            "b": "each output position sees only its own token and position",
+            "c": "it ignores the positional encoding",
+            "d": "its loss cannot be computed",
+        },
+        answer="b",
+        explanation=(
+            "With attention replaced by the identity, nothing moves information between positions: "
+            "the FFN and the norms work on each token alone. The t-th smallest digit depends on all "
+            "the digits, so the best such a model can do is guess from its own digit and position."
+        ),
+        feedback={
+            "a": (
+                "The parameter count is not the issue: a model of the same size with attention "
+                "learns the task. What attention brings is information from the other positions."
+            ),
+            "c": (
+                "The positions are still added to the embeddings and used: the model learns that "
+                "position 0 tends to be small. What it lacks is any view of the other tokens."
+            ),
+            "d": (
+                "It trains fine, with the same loss; the loss just stops falling around 1.6, the "
+                "best possible from one token and its position."
+            ),
+        },
+        points=1,
+    ),
 }
