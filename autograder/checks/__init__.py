@@ -1,6 +1,7 @@
 """Step checks, one module per ``mhsa_lib`` module (same names), plus the checkpoints."""
 
 from .attention import check_causal_mask, check_scaled_dot_product_attention, check_softmax
+from .capstone import check_capstone
 from .block import check_feed_forward, check_layer_norm, check_transformer_block
 from .concepts import check_concept
 from .fallback import fallback
@@ -16,6 +17,7 @@ from .multihead import (
 from .warmups import check_pairwise_scores
 
 __all__ = [
+    "check_capstone",
     "check_attention_heads",
     "check_attention_heads_loop",
     "check_causal_mask",

@@ -1,0 +1,180 @@
+"""The capstone check (notebook 07): a trained model that sorts sequences of tokens.
+
+Shape letters: B batch, T positions, V vocabulary size. The task: tokens (B, T) of integers in
+[0, V) -> logits (B, T, V) whose argmax at position t is the t-th smallest input token.
+
+The check never trains anything: it evaluates the learner's trained model in eval mode on
+held-out sequences drawn from fixed seeds (so grading is deterministic), on the model's own
+device, and probes that the model reads positions and other tokens — the two things
+attention with positional information brings. A model whose attention is replaced by the
+identity reaches about 0.36 token accuracy (each position sees only its own token); the
+reference, trained for 400 steps on CPU in a few seconds, reaches about 0.99.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..core import CheckResult, LearnerError, attempt, draw_seed, find_shortcuts, finish
+
+CAPSTONE_POINTS = 5.0
+SEQ_LEN = 10  # T
+VOCAB = 12  # V
+THRESHOLD = 0.90  # held-out token accuracy
+PUBLIC_SEED = 2024
+ANSWER_TORCH = ("sort", "argsort", "msort", "topk", "kthvalue", "flip", "searchsorted", "bincount")
+ANSWER_LIBRARY = ("TinyTransformer", "sorting_batch", "reversal_batch")
+
+
+def held_out(n: int, seed: int) -> Tuple[Tensor, Tensor]:
+    """``n`` sequences of the task, drawn from ``seed``: inputs (n, T), targets (n, T)."""
+    x = torch.randint(0, VOCAB, (n, SEQ_LEN), generator=torch.Generator().manual_seed(seed))
+    return x, x.sort(dim=1).values
+
+
+@contextlib.contextmanager
+def _evaluating(model: nn.Module):
+    """Eval mode, no autograd, no warnings; the model's mode and the global RNG restored after."""
+    was_training = model.training
+    rng_state = torch.get_rng_state()
+    try:
+        model.eval()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        model.train(was_training)
+        torch.set_rng_state(rng_state)
+
+
+def _device(model: nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _predict(model: nn.Module, x: Tensor) -> Any:
+    """argmax predictions (n, T) on CPU, or a LearnerError / a message."""
+    device = _device(model)
+    preds = []
+    for chunk in x.split(500):
+        logits = attempt(model, chunk.to(device))
+        if isinstance(logits, LearnerError):
+            return logits
+        if not isinstance(logits, Tensor) or tuple(logits.shape) != (chunk.shape[0], SEQ_LEN, VOCAB):
+            got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            return f"model(tokens) returned {got}, expected logits (B, T, V) = {(chunk.shape[0], SEQ_LEN, VOCAB)}"
+        preds.append(logits.detach().float().argmax(-1).cpu())
+    return torch.cat(preds)
+
+
+def accuracy(model: nn.Module, n: int, seed: int) -> Any:
+    """Token accuracy of ``model`` on ``n`` held-out sequences from ``seed`` (a float, or why not)."""
+    x, y = held_out(n, seed)
+    with _evaluating(model):
+        pred = _predict(model, x)
+    if not isinstance(pred, Tensor):
+        return pred
+    return float((pred == y).float().mean())
+
+
+def check_capstone(model: Any, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+    """Check a trained sorting model: ``model(tokens (B, T=10)) -> logits (B, T, V=12)`` (max 5).
+
+    Pass the trained model itself (an ``nn.Module``); nothing is trained here.
+    """
+    seed = draw_seed("capstone", seed, hidden)
+    result = CheckResult("capstone", CAPSTONE_POINTS, seed=seed, hidden=hidden, fn_id=id(model))
+    if model is None:
+        result.zero_reason = ("no trained model yet (model is None): build your model class and run the "
+                              "training cell above")
+        return finish(result, quiet)
+    if not isinstance(model, nn.Module):
+        result.zero_reason = f"expected your trained nn.Module, got {type(model).__name__}"
+        return finish(result, quiet)
+    with _evaluating(model):
+        _parts(model, result, seed, hidden)
+    return finish(result, quiet)
+
+
+def _parts(model: nn.Module, result: CheckResult, seed: int, hidden: bool) -> None:
+    probe_x, _ = held_out(3, PUBLIC_SEED + 1)
+    pred = _predict(model, probe_x)
+    if isinstance(pred, LearnerError) and pred.kind == "not_implemented":
+        result.zero_reason = f"your model's forward {pred}"
+        return
+    interface = pred if not isinstance(pred, Tensor) else ""
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if not interface and n_params == 0:
+        interface = "the model has no trainable parameters"
+    result.add(f"interface: tokens (B, T={SEQ_LEN}) -> logits (B, T, V={VOCAB}); trainable parameters",
+               0.5, not interface, str(interface))
+    if interface:
+        return
+
+    pub = accuracy(model, 1000, PUBLIC_SEED)
+    ok = isinstance(pub, float) and pub >= THRESHOLD
+    result.add(f"held-out accuracy (1000 sequences, seed {PUBLIC_SEED}) at least {THRESHOLD:.2f}", 2.0, ok,
+               f"{pub:.3f}" if isinstance(pub, float) else str(pub))
+
+    fresh = accuracy(model, 4000 if hidden else 1000, seed)
+    ok_fresh = isinstance(fresh, float) and fresh >= THRESHOLD
+    result.add(f"accuracy on freshly drawn sequences at least {THRESHOLD:.2f}", 1.0, ok_fresh,
+               f"{fresh:.3f}" if isinstance(fresh, float) else str(fresh))
+
+    uses_positions, uses_context = _probes(model, seed)
+    problems = []
+    if not uses_positions:
+        problems.append("permuting the input tokens only permutes the outputs: the model ignores positions")
+    if not uses_context:
+        problems.append("changing a token changes only its own position's output: no information flows "
+                        "between positions")
+    result.add("probes: the model reads positions, and each output depends on the other tokens", 0.5,
+               not problems, "; ".join(problems))
+
+    if not result.passed:
+        _diagnose(result, pub, uses_positions, uses_context)
+    shortcuts = find_shortcuts(model, (probe_x.to(_device(model)),), ANSWER_TORCH, forbid_library=ANSWER_LIBRARY)
+    if shortcuts:
+        result.zero_reason = (f"your model calls {', '.join(shortcuts)}: it must learn to sort, with "
+                              "attention, not compute the answer (or use the course's ready-made model)")
+
+
+def _probes(model: nn.Module, seed: int) -> Tuple[bool, bool]:
+    gen = torch.Generator().manual_seed(seed + 17)
+    x = torch.randint(0, VOCAB, (64, SEQ_LEN), generator=gen)
+    device = _device(model)
+    base = attempt(model, x.to(device))
+    if not isinstance(base, Tensor):
+        return False, False
+    base = base.detach().double().cpu()
+    perm = torch.randperm(SEQ_LEN, generator=gen)
+    permuted = attempt(model, x[:, perm].to(device))
+    uses_positions = not (isinstance(permuted, Tensor)
+                          and torch.allclose(permuted.detach().double().cpu(), base[:, perm], atol=1e-4))
+    x2 = x.clone()
+    x2[:, 0] = (x2[:, 0] + VOCAB // 2) % VOCAB  # change the first token only
+    changed = attempt(model, x2.to(device))
+    uses_context = (isinstance(changed, Tensor)
+                    and not torch.allclose(changed.detach().double().cpu()[:, 1:], base[:, 1:], atol=1e-4))
+    return uses_positions, uses_context
+
+
+def _diagnose(result: CheckResult, acc: Any, uses_positions: bool, uses_context: bool) -> None:
+    if not uses_context:
+        result.diagnose("each output sees only its own token, as if attention were the identity: the t-th "
+                        "smallest token depends on the whole sequence. Check that every block's attention "
+                        "runs on the whole sequence and its output is added to the residual stream.")
+    elif not uses_positions:
+        result.diagnose("your model is permutation-equivariant: it cannot tell position 0 (the smallest) "
+                        "from position 9 (the largest). Add the positional encoding to the token embeddings "
+                        "before the first block.")
+    elif isinstance(acc, float) and acc < THRESHOLD:
+        result.diagnose(f"your model reads positions and context but reaches {acc:.3f}: train longer (more "
+                        "steps), check the learning rate (about 3e-3 with Adam works), and that the loss "
+                        "compares logits (B·T, V) with targets (B·T,).")
