@@ -1,0 +1,164 @@
+"""Run the course's benchmarks and print side-by-side tables with ratios against the goals.
+
+    python benchmarks/run.py                         # quick: core + decoding, about a minute here
+    python benchmarks/run.py --full                  # every group, the goal shapes (much longer)
+    python benchmarks/run.py --groups notebooks      # one group (comma-separated list)
+    python benchmarks/run.py --threads 1,2 --out results.json
+    python benchmarks/run.py --device cuda --groups core,decoding --out gpu.json   # on a GPU machine
+
+Groups:
+  core       attention core and modules: mhsa_lib reference and fast paths, SDPA,
+             nn.MultiheadAttention (same weights), NumPy; time, FLOP/s, peak extra memory
+  decoding   incremental decoding with and without the KV cache, MHA / GQA / MQA; tokens/s,
+             KV-cache bytes
+  notebooks  wall time of every solution notebook run top to bottom, kernel start included
+  grading    serial nbgrader autograde vs the parallel grader (benchmarks/bench_grading.py)
+
+Default groups: core,decoding in quick mode, all four with --full. ``--smoke`` runs tiny shapes
+with one repeat (the test suite uses it to check the output format; its numbers mean nothing).
+Every figure is a median over repeats with the candidates interleaved, so ratios measured in
+one run are meaningful on a shared machine even when absolute times are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # the bench_* modules sit next to this file
+
+import bench_common as bc  # noqa: E402
+
+GROUPS = ("core", "decoding", "notebooks", "grading")
+QUICK_GROUPS = ("core", "decoding")
+SCHEMA = 1
+
+
+def _group_core(config: bc.Config) -> dict:
+    return importlib.import_module("bench_core").run(config)
+
+
+def _group_decoding(config: bc.Config) -> dict:
+    return importlib.import_module("bench_decoding").run(config)
+
+
+def _group_notebooks(config: bc.Config) -> dict:
+    return importlib.import_module("bench_notebooks").run(config)
+
+
+def _group_grading(config: bc.Config) -> dict:
+    """Delegates to ``benchmarks/bench_grading.py``: its ``run(config)`` if it has one (keyword
+    arguments it accepts among mode/quick/full/smoke/device are filled in), else its
+    ``main(argv)`` with ``--quick``/``--smoke`` as the mode says."""
+    if not (HERE / "bench_grading.py").exists():
+        return {"status": "skipped", "reason": "benchmarks/bench_grading.py is not present"}
+    module = importlib.import_module("bench_grading")
+    if hasattr(module, "run"):
+        fn = module.run
+        params = inspect.signature(fn).parameters
+        offered = {"config": config, "mode": config.mode, "quick": config.mode != "full",
+                   "full": config.mode == "full", "smoke": config.mode == "smoke", "device": config.device}
+        if len(params) == 1 and "config" not in params and not any(p in offered for p in params):
+            result = fn(config)
+        else:
+            result = fn(**{k: v for k, v in offered.items() if k in params})
+    elif hasattr(module, "main"):
+        argv = {"smoke": ["--smoke"], "quick": ["--quick"], "full": []}[config.mode]
+        result = module.main(argv)
+    else:
+        return {"status": "skipped", "reason": "benchmarks/bench_grading.py has neither run() nor main()"}
+    if isinstance(result, dict):
+        return result
+    return {"returned": result}
+
+
+RUNNERS: Dict[str, Callable[[bc.Config], dict]] = {
+    "core": _group_core,
+    "decoding": _group_decoding,
+    "notebooks": _group_notebooks,
+    "grading": _group_grading,
+}
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmarks of the course, the library and the grader, with ratios against the goals.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--groups", help=f"comma-separated, from {','.join(GROUPS)} "
+                                         f"(default: {','.join(QUICK_GROUPS)}; all with --full)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="mode", action="store_const", const="quick", help="about a minute (default)")
+    mode.add_argument("--full", dest="mode", action="store_const", const="full", help="all shapes, more repeats")
+    mode.add_argument("--smoke", dest="mode", action="store_const", const="smoke",
+                      help="tiny shapes, one repeat: checks that everything runs")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", default=None,
+                        help="CPU thread counts, comma-separated (default: 2 quick, 1,2 full)")
+    parser.add_argument("--repeats", type=int, help="repeats per measurement (default: by mode and device)")
+    parser.add_argument("--out", type=Path, help="write every number to this JSON file")
+    args = parser.parse_args(argv)
+    args.mode = args.mode or "quick"
+    if args.groups:
+        args.groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+        unknown = [g for g in args.groups if g not in GROUPS]
+        if unknown:
+            parser.error(f"--groups: unknown {unknown}, expected some of {list(GROUPS)}")
+    else:
+        args.groups = list(GROUPS if args.mode == "full" else QUICK_GROUPS)
+    if args.threads:
+        try:
+            args.threads = [int(n) for n in args.threads.split(",")]
+        except ValueError:
+            parser.error(f"--threads: expected integers like 1,2, got {args.threads!r}")
+    else:
+        args.threads = [1, 2] if args.mode == "full" else [2]
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    args = parse_args(argv)
+    config = bc.Config(mode=args.mode, device=args.device, threads=args.threads, repeats=args.repeats)
+    env = bc.environment(config)
+    print(f"benchmarks ({config.mode}, {config.device}): torch {env['torch']}, numpy {env['numpy']}, "
+          f"python {env['python']}, {env['cpu']} ({env['cpu_count']} CPUs)"
+          + (f", {env['gpu']}" if "gpu" in env else "") + f", groups {','.join(args.groups)}")
+    results = {"schema": SCHEMA, "environment": env,
+               "command": "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+               "groups": {}}
+    for name in args.groups:
+        print(f"\n===== {name} =====")
+        started = time.perf_counter()
+        try:
+            outcome = RUNNERS[name](config)
+            outcome.setdefault("status", "ok")
+        except Exception as e:  # noqa: BLE001 - one broken group must not lose the others
+            traceback.print_exc()
+            outcome = {"status": "error", "reason": f"{type(e).__name__}: {e}"}
+        outcome["seconds"] = round(time.perf_counter() - started, 2)
+        if outcome["status"] != "ok":
+            print(f"{name}: {outcome['status']}: {outcome.get('reason', '')}")
+        results["groups"][name] = outcome
+        if args.out:  # after every group, so an interrupted run keeps what it measured
+            args.out.write_text(json.dumps(results, indent=1, default=str))
+    print("\n===== summary =====")
+    for name, outcome in results["groups"].items():
+        print(f"  {name}: {outcome['status']} in {outcome['seconds']:.0f} s")
+        for g in outcome.get("goals", []):
+            if g["target"] is not None:
+                print("    " + bc.describe_goal(g) + (f"  ({g['where']})" if g.get("where") else ""))
+    if args.out:
+        print(f"\nresults written to {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""The benchmark runner runs and writes what RESULTS.md and the GPU run rely on. Nothing here
+measures speed: the smoke mode uses tiny shapes and one repeat, and only the format is checked."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, graded_cell, notebook, write
+
+BENCH = ROOT / "benchmarks"
+
+
+def _load(name):
+    """A module of benchmarks/, imported as the runner imports it (its folder on sys.path)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    if name != "run":
+        return importlib.import_module(name)
+    if "benchmarks_run" not in sys.modules:  # "run" alone is too common a module name
+        spec = importlib.util.spec_from_file_location("benchmarks_run", BENCH / "run.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["benchmarks_run"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["benchmarks_run"]
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return _load("run")
+
+
+@pytest.fixture(scope="module")
+def smoke(runner, tmp_path_factory):
+    """One smoke run of core, decoding and grading, in this process (threads restored after)."""
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    threads = torch.get_num_threads()
+    try:
+        returned = runner.main(["--smoke", "--groups", "core,decoding,grading", "--threads", "1", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    return returned, json.loads(out.read_text())
+
+
+def test_smoke_run_writes_every_group(smoke):
+    returned, written = smoke
+    assert written["schema"] == 1
+    assert set(written["groups"]) == {"core", "decoding", "grading"}
+    assert written["groups"]["core"]["status"] == "ok"
+    assert written["groups"]["decoding"]["status"] == "ok"
+    assert written["groups"]["grading"]["status"] in ("ok", "skipped")
+    env = written["environment"]
+    for key in ("date", "python", "torch", "numpy", "cpu", "mode", "device", "threads"):
+        assert key in env, key
+    assert env["mode"] == "smoke" and env["device"] == "cpu" and env["threads"] == [1]
+    assert returned["groups"].keys() == written["groups"].keys()
+
+
+def test_core_rows_cover_every_candidate_both_passes(smoke):
+    rows = smoke[1]["groups"]["core"]["rows"]
+    core = {(r["impl"], r["pass"], r["causal"]) for r in rows if r["table"] == "core"}
+    module = {(r["impl"], r["pass"], r["causal"]) for r in rows if r["table"] == "module"}
+    core_impls = {"mhsa_lib reference", "mhsa_lib fast", "F.scaled_dot_product_attention", "NumPy"}
+    module_impls = {"mhsa_lib MHA reference", "mhsa_lib MHA fast", "mhsa_lib fused-QKV fast",
+                    "nn.MultiheadAttention", "nn.MultiheadAttention need_weights=False"}
+    passes, causal = ("fwd", "fwd+bwd"), (False, True)
+    assert core == {(i, p, c) for i in core_impls for p in passes for c in causal}
+    assert module == {(i, p, c) for i in module_impls for p in passes for c in causal}
+    for r in rows:
+        assert r["median_s"] > 0 and math.isfinite(r["median_s"]), r
+        assert r["flop_per_s"] == pytest.approx(r["flops"] / r["median_s"])
+        assert r["peak_extra_bytes"] is not None and r["peak_extra_bytes"] >= 0, r
+        assert r["threads"] == 1 and r["dtype"] == "float32"
+        if r["pass"] == "fwd":  # every candidate computes the same function
+            assert r["max_abs_diff"] is not None and r["max_abs_diff"] < 1e-4, r
+
+
+def test_core_flops_follow_the_formula(smoke):
+    rows = smoke[1]["groups"]["core"]["rows"]
+    r = next(r for r in rows if r["table"] == "core" and r["pass"] == "fwd" and not r["causal"])
+    flops = 4 * r["B"] * r["H"] * r["T"] * r["T"] * r["Dh"]
+    assert r["flops"] == flops
+    causal_bwd = next(x for x in rows if x["table"] == "core" and x["pass"] == "fwd+bwd" and x["causal"])
+    assert causal_bwd["flops"] == flops / 2 * 3.5
+
+
+def test_goals_have_ratio_target_and_verdict(smoke):
+    goals = smoke[1]["groups"]["core"]["goals"]
+    targeted = {g["name"]: g for g in goals if g["target"] is not None}
+    assert set(targeted) == {"fast forward / nn.MultiheadAttention eval",
+                             "fast forward+backward / nn.MultiheadAttention train"}
+    assert targeted["fast forward / nn.MultiheadAttention eval"]["target"] == 0.75
+    assert targeted["fast forward+backward / nn.MultiheadAttention train"]["target"] == 1.05
+    for g in goals:
+        assert g["measured"] > 0
+        assert g["met"] in (True, False, None)
+        if g["target"] is not None:
+            assert g["met"] == (g["measured"] <= g["target"])
+
+
+def test_decoding_rows_and_cache_bytes(smoke):
+    group = smoke[1]["groups"]["decoding"]
+    rows = group["rows"]
+    assert {r["variant"] for r in rows} == {"MHA", "GQA", "MQA"}
+    assert {r["impl"] for r in rows} == {"no cache", "KVCache", "StaticKVCache"}
+    for r in rows:
+        assert r["tokens_per_s"] > 0
+        if r["impl"] == "KVCache":  # the growing cache holds exactly prompt + new tokens
+            assert r["kv_cache_bytes_measured"] == r["kv_cache_bytes_formula"]
+        if r["impl"] != "no cache":
+            assert r["max_abs_diff_vs_no_cache"] < 1e-4, r
+    by_variant = {r["variant"]: r["kv_cache_bytes_formula"] for r in rows}
+    assert by_variant["MQA"] < by_variant["GQA"] < by_variant["MHA"]
+    assert [e["bytes"] for e in group["cache_size_examples"]] == [2 * 2**30, 512 * 2**20, 64 * 2**20]
+
+
+def test_arguments_and_defaults(runner):
+    quick = runner.parse_args([])
+    assert quick.mode == "quick" and quick.groups == ["core", "decoding"] and quick.threads == [2]
+    full = runner.parse_args(["--full"])
+    assert full.groups == ["core", "decoding", "notebooks", "grading"] and full.threads == [1, 2]
+    assert runner.parse_args(["--groups", "notebooks", "--threads", "1,2"]).threads == [1, 2]
+    with pytest.raises(SystemExit):
+        runner.parse_args(["--groups", "nonsense"])
+
+
+def test_grading_group_skips_without_its_script(runner, monkeypatch, tmp_path):
+    monkeypatch.setattr(runner, "HERE", tmp_path)
+    outcome = runner._group_grading(runner.bc.Config(mode="smoke"))
+    assert outcome["status"] == "skipped"
+    assert "bench_grading.py" in outcome["reason"]
+
+
+def test_grading_group_calls_the_scripts_run(runner, monkeypatch, tmp_path):
+    (tmp_path / "bench_grading.py").write_text(
+        "def run(quick=False, smoke=False):\n    return {'status': 'ok', 'quick': quick, 'smoke': smoke}\n")
+    monkeypatch.setattr(runner, "HERE", tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "bench_grading", raising=False)
+    try:
+        outcome = runner._group_grading(runner.bc.Config(mode="smoke"))
+    finally:
+        sys.modules.pop("bench_grading", None)
+    assert outcome == {"status": "ok", "quick": True, "smoke": True}
+
+
+def test_numpy_backward_matches_autograd():
+    core = _load("bench_core")
+    rng = np.random.default_rng(0)
+    q, k, v, dout = (rng.standard_normal((2, 3, 5, 4)).astype(np.float64) for _ in range(4))
+    for causal in (False, True):
+        out, weights = core.numpy_attention(q, k, v, causal)
+        grads = core.numpy_attention_backward(q, k, v, weights, dout)
+        tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
+        want = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
+        want.backward(torch.tensor(dout))
+        np.testing.assert_allclose(out, want.detach().numpy(), atol=1e-10)
+        for got, t in zip(grads, (tq, tk, tv)):
+            np.testing.assert_allclose(got, t.grad.numpy(), atol=1e-10)
+
+
+def test_memory_counter_counts_new_storage_not_views():
+    common = _load("bench_common")
+    x = torch.zeros(256, 256)
+    assert common.peak_extra_bytes(lambda: x.t().reshape(-1)[:10]) == 256 * 256 * 4  # reshape copies
+    assert common.peak_extra_bytes(lambda: x.t()[:3]) == 0  # views of inputs allocate nothing
+
+    def two_temporaries():
+        a = torch.ones(1024)  # 4 KiB, freed before the next one
+        del a
+        b = torch.ones(2048)  # 8 KiB
+        return b
+
+    assert common.peak_extra_bytes(two_temporaries) == 2048 * 4
+
+
+@pytest.mark.slow
+def test_notebook_timing_table(tmp_path):
+    nbs = _load("bench_notebooks")
+    path = write(notebook([graded_cell("check_one", 1, "print('ok')\n1.0\n")]), tmp_path / "07_capstone.ipynb")
+    result = nbs.run_notebooks([path])
+    (row,) = result["rows"]
+    assert row["notebook"] == "07_capstone.ipynb" and row["goal_s"] == 180
+    assert row["status"] == "ok" and row["score"] == row["max_score"] == 1
+    assert row["seconds"] > 0 and result["total_s"] == row["seconds"]
+    assert [g["target"] for g in result["goals"]] == [1.0, 1.0]
+    assert [p.name for p in nbs.discover()] == sorted(p.name for p in (ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
