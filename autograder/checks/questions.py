@@ -664,4 +664,135 @@ QUESTIONS: Dict[str, Question] = {
         },
         points=1,
     ),
+    # ------------------------------------------------------------------ 05_kv_cache_and_head_sharing
+    "05.why_cache": Question(
+        kind="choice",
+        options={
+            "a": "causal mask: they depend only on tokens up to them, which never change",
+            "b": "keys and values are the same for every token",
+            "c": "the queries are cached too, so the scores can be reused",
+            "d": "attention is a linear function of its input",
+        },
+        answer="a",
+        explanation=(
+            "A token's key and value in the first layer depend on that token alone, and in every "
+            "later layer, through the causal mask, only on the tokens up to it. New tokens are "
+            "appended after it, so none of this ever changes: computed once, they can be kept and "
+            "reused by every later step."
+        ),
+        feedback={
+            "b": (
+                "Each token has its own key and value, k = x W_kᵀ for its own x: they differ from "
+                "token to token. What makes them cacheable is that a token's key and value never "
+                "change once computed, because the causal mask keeps later tokens out of them."
+            ),
+            "c": (
+                "The cache holds keys and values, not queries: each step needs the queries of the "
+                "new tokens only, and their scores against the keys are new scores every time. The "
+                "old keys and values can be kept because the causal mask keeps later tokens out of them."
+            ),
+            "d": (
+                "Attention is not linear in its input (the softmax, and the product of queries and "
+                "keys). Caching works because of causality: an earlier token's keys and values depend "
+                "only on tokens up to it, which never change as new tokens are appended."
+            ),
+        },
+        points=1,
+    ),
+    "05.causal_offset": Question(
+        kind="choice",
+        options={
+            "a": "key 0 only",
+            "b": "keys 0 to 7",
+            "c": "keys 0 to 9",
+            "d": "keys 7 to 9",
+        },
+        answer="b",
+        explanation=(
+            "The 3 new tokens are the last 3 of the 10 positions, so new query i sits at absolute "
+            "position S - T + i = 7 + i: the first one is token 7, and it may see every earlier "
+            "token and itself, keys 0 to 7. That is the lower-right aligned mask, "
+            "tril(diagonal=S - T) on the (T, S) scores."
+        ),
+        feedback={
+            "a": (
+                "That is the upper-left aligned mask (tril() without an offset): it treats the first "
+                "new query as position 0 and hides the whole cached past from it. The new queries are "
+                "the last T of the S positions: query i sits at position S - T + i = 7 + i."
+            ),
+            "c": (
+                "Keys 8 and 9 belong to the two new tokens after it: seeing them would let the future "
+                "leak in. Query i sits at position S - T + i = 7 + i and may see keys up to 7 + i."
+            ),
+            "d": (
+                "The cached keys 0 to 6 are all in the past of every new token, so every new query may "
+                "see them; and keys 8 and 9 are in the future of the first new query. It sees keys 0 "
+                "to 7."
+            ),
+        },
+        points=1,
+    ),
+    "05.gqa_pairing": Question(
+        kind="choice",
+        options={
+            "a": "K/V head 1",
+            "b": "K/V head 2",
+            "c": "K/V head 5",
+            "d": "all four, averaged",
+        },
+        answer="b",
+        explanation=(
+            "Each K/V head serves H / G = 2 neighbouring query heads: K/V head 0 serves query heads "
+            "0 and 1, head 1 serves 2 and 3, head 2 serves 4 and 5. Query head j uses K/V head "
+            "j // (H / G) = 5 // 2 = 2, which is what repeat_interleave (repeat_kv) produces."
+        ),
+        feedback={
+            "a": (
+                "5 % 4 = 1 is the pairing that tiling gives (x.repeat, heads 0 1 2 3 0 1 2 3), the "
+                "classic GQA bug. Neighbouring query heads share a K/V head: query head j uses "
+                "K/V head j // (H / G) = 5 // 2."
+            ),
+            "c": (
+                "There are only G = 4 K/V heads, numbered 0 to 3. Each serves H / G = 2 neighbouring "
+                "query heads: query head j uses K/V head j // 2."
+            ),
+            "d": (
+                "A query head attends with exactly one K/V head; nothing is averaged. Each K/V head "
+                "serves H / G = 2 neighbouring query heads: query head j uses K/V head j // 2."
+            ),
+        },
+        points=1,
+    ),
+    "05.gqa_memory": Question(
+        kind="choice",
+        options={
+            "a": "cache 4x smaller; still 32 query heads",
+            "b": "cache 4x smaller; now 8 query heads",
+            "c": "cache 32x smaller",
+            "d": "cache unchanged; only the parameter count drops",
+        },
+        answer="a",
+        explanation=(
+            "The cache stores 2 · B · S · L · G · Dh numbers: the number of K/V heads G enters, the "
+            "number of query heads does not. Going from G = 32 to G = 8 divides it by 4, while all "
+            "32 query heads remain, in groups of 4 sharing one K/V head."
+        ),
+        feedback={
+            "b": (
+                "The cache does shrink 4 times, but the query heads stay: q_proj is still "
+                "nn.Linear(D, D), 32 heads of Dh. Only the keys and values are projected to 8 heads, "
+                "each shared by a group of 4 query heads."
+            ),
+            "c": (
+                "32 times would be multi-query attention, G = 1. The cache is proportional to the "
+                "number of K/V heads G: 32 -> 8 divides it by 4."
+            ),
+            "d": (
+                "The cache holds the keys and values of the K/V heads, 2 · G · Dh numbers per token "
+                "and layer: with G = 8 instead of 32 it is 4 times smaller. (k_proj and v_proj do "
+                "shrink too, but the cache is the main saving at long contexts.)"
+            ),
+        },
+        points=1,
+    ),
 }
