@@ -44,6 +44,7 @@ class Config:
     device: str = "cpu"
     threads: List[int] = field(default_factory=lambda: [2])
     repeats: Optional[int] = None  # None: the mode's default
+    shapes: Optional[List[tuple]] = None  # core group: (B, H, T, Dh) to run instead of the mode's
     warmup: int = 1
 
     @property

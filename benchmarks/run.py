@@ -4,6 +4,7 @@
     python benchmarks/run.py --full                  # every group, the goal shapes (much longer)
     python benchmarks/run.py --groups notebooks      # one group (comma-separated list)
     python benchmarks/run.py --threads 1,2 --out results.json
+    python benchmarks/run.py --full --groups core --threads 2 --shapes 1x16x2048x64   # the goal shape
     python benchmarks/run.py --device cuda --groups core,decoding --out gpu.json   # on a GPU machine
 
 Groups:
@@ -104,9 +105,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--threads", default=None,
                         help="CPU thread counts, comma-separated (default: 2 quick, 1,2 full)")
     parser.add_argument("--repeats", type=int, help="repeats per measurement (default: by mode and device)")
+    parser.add_argument("--shapes", help="core group: (B, H, T, Dh) shapes to run instead of the mode's, "
+                                         "e.g. 1x16x2048x64 (each causal and not)")
     parser.add_argument("--out", type=Path, help="write every number to this JSON file")
     args = parser.parse_args(argv)
     args.mode = args.mode or "quick"
+    if args.shapes:
+        try:
+            args.shapes = [tuple(int(n) for n in s.split("x")) for s in args.shapes.split(",")]
+            assert all(len(s) == 4 for s in args.shapes)
+        except (ValueError, AssertionError):
+            parser.error(f"--shapes: expected BxHxTxDh[,BxHxTxDh...], got {args.shapes!r}")
     if args.groups:
         args.groups = [g.strip() for g in args.groups.split(",") if g.strip()]
         unknown = [g for g in args.groups if g not in GROUPS]
@@ -126,7 +135,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    config = bc.Config(mode=args.mode, device=args.device, threads=args.threads, repeats=args.repeats)
+    config = bc.Config(mode=args.mode, device=args.device, threads=args.threads, repeats=args.repeats,
+                       shapes=args.shapes)
     env = bc.environment(config)
     print(f"benchmarks ({config.mode}, {config.device}): torch {env['torch']}, numpy {env['numpy']}, "
           f"python {env['python']}, {env['cpu']} ({env['cpu_count']} CPUs)"
