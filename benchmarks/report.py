@@ -1,0 +1,126 @@
+"""Markdown tables from a results file written by ``run.py --out``, for RESULTS.md.
+
+    python benchmarks/report.py results.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+
+def _ms(s):
+    return "-" if s is None or (isinstance(s, float) and math.isnan(s)) else (f"{s * 1e3:.2f}" if s < 0.1 else f"{s * 1e3:.1f}")
+
+
+def _mib(b):
+    return "-" if b is None else f"{b / 2**20:.1f}"
+
+
+def _goal(g):
+    m = "-" if g["measured"] is None else f"{g['measured']:.2f}x"
+    if g["target"] is None:
+        return f"| {g['name']} | {m} | (info) | |"
+    verdict = {True: "met", False: "**not met**", None: "not measured"}[g["met"]]
+    return f"| {g['name']} | **{m}** | {g['op']} {g['target']:g} | {verdict} |"
+
+
+def core(group, gpu: bool) -> list:
+    out = []
+    unit, scale = ("TFLOP/s", 1e12) if gpu else ("GFLOP/s", 1e9)
+    keys = []
+    for r in group["rows"]:
+        k = (r["dtype"], r["threads"], r["B"], r["H"], r["T"], r["Dh"], r["causal"])
+        if k not in keys:
+            keys.append(k)
+    for k in keys:
+        dtype, threads, b, h, t, dh, causal = k
+        rows = [r for r in group["rows"] if (r["dtype"], r["threads"], r["B"], r["H"], r["T"], r["Dh"], r["causal"]) == k]
+        th = f", {threads} threads" if threads else ""
+        out.append(f"\n{dtype}{th}, (B, H, T, Dh) = ({b}, {h}, {t}, {dh}), D = {h * dh}, "
+                   f"{'causal' if causal else 'not causal'}:\n")
+        out.append(f"| | fwd ms | fwd {unit} | fwd peak MiB | fwd+bwd ms | fwd+bwd {unit} | fwd+bwd peak MiB | fwd x base | fwd+bwd x base |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for table, base in (("core", "F.scaled_dot_product_attention"), ("module", "nn.MultiheadAttention")):
+            by = {(r["impl"], r["pass"]): r for r in rows if r["table"] == table}
+            for name in dict.fromkeys(i for i, _ in by):
+                f, fb = by[(name, "fwd")], by[(name, "fwd+bwd")]
+                bf, bfb = by.get((base, "fwd")), by.get((base, "fwd+bwd"))
+
+                def rate(r):
+                    return "-" if r["flop_per_s"] is None else f"{r['flop_per_s'] / scale:.1f}"
+
+                def ratio(r, x):
+                    try:
+                        return f"{r['median_s'] / x['median_s']:.2f}"
+                    except (TypeError, ZeroDivisionError, KeyError):
+                        return "-"
+
+                label = f"{table}: {name}"
+                out.append(f"| {label} | {_ms(f['median_s'])} | {rate(f)} | {_mib(f['peak_extra_bytes'])} | "
+                           f"{_ms(fb['median_s'])} | {rate(fb)} | {_mib(fb['peak_extra_bytes'])} | "
+                           f"{ratio(f, bf)} | {ratio(fb, bfb)} |")
+    if group.get("goals"):
+        out.append(f"\nGoals ({group['goals'][0].get('where', '')}):\n")
+        out.append("| ratio | measured | goal | |")
+        out.append("|---|---:|---:|---|")
+        out.extend(_goal(g) for g in group["goals"])
+    return out
+
+
+def decoding(group) -> list:
+    out = []
+    setups = []
+    for r in group["rows"]:
+        k = (r["device"], r["dtype"], r["batch"], r["d_model"], r["heads"], r["layers"], r["prompt"], r["new_tokens"])
+        if k not in setups:
+            setups.append(k)
+    for k in setups:
+        device, dtype, b, d, h, layers, prompt, new = k
+        rows = [r for r in group["rows"] if (r["device"], r["dtype"], r["batch"], r["d_model"], r["heads"],
+                                              r["layers"], r["prompt"], r["new_tokens"]) == k]
+        out.append(f"\n{device} {dtype}, B={b}, D={d}, H={h}, {layers} layers, prompt {prompt}, {new} new tokens:\n")
+        out.append("| | tokens/s no cache | tokens/s KVCache | tokens/s StaticKVCache | KVCache speed-up | "
+                   "cache KiB (measured) | kv_cache_bytes KiB | max abs diff |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for variant in dict.fromkeys(r["variant"] for r in rows):
+            by = {r["impl"]: r for r in rows if r["variant"] == variant}
+            nc, kv, st = by["no cache"], by["KVCache"], by["StaticKVCache"]
+            diff = max((r["max_abs_diff_vs_no_cache"] or 0.0) for r in (kv, st))
+            out.append(f"| {variant} (G={kv['kv_heads']}) | {nc['tokens_per_s']:.0f} | {kv['tokens_per_s']:.0f} | "
+                       f"{st['tokens_per_s']:.0f} | {nc['median_s'] / kv['median_s']:.1f}x | "
+                       f"{kv['kv_cache_bytes_measured'] / 1024:.0f} | {kv['kv_cache_bytes_formula'] / 1024:.0f} | {diff:.1e} |")
+    return out
+
+
+def notebooks(group) -> list:
+    out = ["\n| notebook | seconds | goal (s) | x goal | score |", "|---|---:|---:|---:|---|"]
+    for r in group["rows"]:
+        score = f"{r['score']:g}/{r['max_score']:g}" if "score" in r else r.get("reason", "-")
+        out.append(f"| {r['notebook']} | {r['seconds']:.1f} | {r['goal_s']:.0f} | {r['seconds'] / r['goal_s']:.2f} | {score} |")
+    out.append(f"| whole course | {group['total_s']:.1f} | 480 | {group['total_s'] / 480:.2f} | |")
+    return out
+
+
+def main(path: str) -> None:
+    results = json.loads(Path(path).read_text())
+    env = results["environment"]
+    print(f"Run of {env['date']}: `{results['command']}`; {env['cpu']} ({env['cpu_count']} CPUs)"
+          + (f", {env['gpu']} (CUDA {env['cuda']})" if "gpu" in env else "")
+          + f"; Python {env['python']}, torch {env['torch']}, numpy {env['numpy']}; {env['platform']}; "
+          f"load average at start {', '.join(f'{x:.1f}' for x in env.get('load_average') or [])}.")
+    gpu = env["device"] == "cuda"
+    for name, group in results["groups"].items():
+        print(f"\n#### {name} ({group['status']}, {group.get('seconds', 0):.0f} s)")
+        if group["status"] != "ok":
+            print(f"\n{group.get('reason', '')}")
+            continue
+        lines = {"core": lambda g: core(g, gpu), "decoding": decoding, "notebooks": notebooks}.get(name)
+        if lines:
+            print("\n".join(lines(group)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
