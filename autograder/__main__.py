@@ -15,6 +15,9 @@ from typing import List, Optional
 COMMANDS = {
     "check": ("selfcheck", "run one of your notebooks and see the points of each graded step"),
     "release": ("release", "generate the learner notebooks in notebooks/ from solutions/ with nbgrader"),
+    "build": ("course", "create or update an nbgrader course folder (source, release, gradebook) from solutions/"),
+    "collect": ("collect", "bring submissions (nbgrader folders, an LMS folder or zip) into the course folder"),
+    "autograde": ("autograde", "grade a class's submissions in parallel, under limits, into the gradebook"),
 }
 
 

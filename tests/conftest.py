@@ -106,3 +106,19 @@ def run_cli(*args, timeout=600, cwd=ROOT):
         [sys.executable, "-m", "autograder", *map(str, args)],
         cwd=str(cwd), capture_output=True, text=True, timeout=timeout,
     )
+
+
+def fill_submission(learner, source, replace=None):
+    """A learner's notebook with every stub filled in with the source's solution code of the same
+    grade_id (or with ``replace[grade_id]``): a correct submission, or one with chosen bugs."""
+    from autograder.grading import nbgrader_tools as nbt
+
+    replace = replace or {}
+    regions = {nbt.grade_id(c): nbt.solution_regions(nbt.cell_source(c)) for c in source.cells if nbt.is_solution(c)}
+    nb = nbformat.from_dict(learner)
+    for cell in nb.cells:
+        if nbt.is_solution(cell):
+            gid = nbt.grade_id(cell)
+            code = [replace[gid]] if gid in replace else regions[gid]
+            cell.source = nbt.fill_stubs(nbt.cell_source(cell), code)
+    return nb

@@ -1,0 +1,135 @@
+"""The nbgrader course folder a class is graded in, and ``python -m autograder build``.
+
+Layout (nbgrader's own, so formgrader and ``nbgrader`` commands work on it)::
+
+    COURSE/nbgrader_config.py     written by build (gradebook = COURSE/gradebook.db)
+    COURSE/gradebook.db           nbgrader's gradebook: the source of truth for grades
+    COURSE/source/NAME/NAME.ipynb one assignment per solutions/NAME.ipynb, plus data/
+    COURSE/release/NAME/...       what students get (nbgrader generate_assignment)
+    COURSE/submitted/STUDENT/NAME/NAME.ipynb   (python -m autograder collect)
+    COURSE/autograded/STUDENT/NAME/NAME.ipynb  the executed, restored notebooks (autograde)
+    COURSE/grading/STUDENT/NAME.json           each submission's status, steps and messages
+    COURSE/feedback/STUDENT/NAME/NAME.html     (feedback), COURSE/exports/*.csv (export)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shutil
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from . import nbgrader_tools as nbt
+from .release import DATA_DIR, DEFAULT_SOLUTIONS, ReleaseError, _prepare_source, source_notebooks
+
+DEFAULT_COURSE = Path("classroom")
+SEED_FILE = ".grading_seed"
+
+
+def add_course_argument(parser) -> None:
+    parser.add_argument("--course", type=Path, default=DEFAULT_COURSE, metavar="DIR",
+                        help=f"the nbgrader course folder (default: ./{DEFAULT_COURSE})")
+
+
+def db_url(course: Path) -> str:
+    return "sqlite:///" + str((Path(course) / "gradebook.db").resolve())
+
+
+def assignments(course: Path) -> List[str]:
+    """Assignment names: the folders of ``source/`` that hold a notebook of the same name."""
+    src = Path(course) / "source"
+    if not src.is_dir():
+        return []
+    return sorted(d.name for d in src.iterdir() if d.is_dir() and (d / f"{d.name}.ipynb").is_file())
+
+
+def source_notebook(course: Path, assignment: str) -> Path:
+    return Path(course) / "source" / assignment / f"{assignment}.ipynb"
+
+
+def grading_seed(course: Path, student: str, assignment: str) -> str:
+    """The hidden cases' seed for one student and assignment: the same on every re-grade, different
+    between students, and not guessable without the course's own secret."""
+    path = Path(course) / SEED_FILE
+    if not path.exists():
+        path.write_text(secrets.token_hex(16) + "\n", encoding="utf-8")
+    secret = path.read_text(encoding="utf-8").strip()
+    digest = hashlib.sha256(f"{secret}:{student}:{assignment}".encode()).hexdigest()
+    return str(int(digest[:12], 16))
+
+
+def check_course(course: Path) -> Optional[str]:
+    """None when ``course`` is a built course folder, else what is wrong."""
+    course = Path(course)
+    if not (course / "nbgrader_config.py").is_file():
+        return f"{course} is not a course folder (no nbgrader_config.py); run `python -m autograder build --course {course}` first"
+    if not (course / "gradebook.db").is_file():
+        return f"{course} has no gradebook.db; run `python -m autograder build --course {course}`"
+    return None
+
+
+def build(course: Path, solutions: Path = DEFAULT_SOLUTIONS, only: Optional[List[str]] = None,
+          timeout: float = 900) -> List[str]:
+    """Create or update the course folder: config, ``source/`` from ``solutions/`` and the
+    release made by ``nbgrader generate_assignment --force`` (which also records each assignment,
+    its test cells and points in the gradebook). Returns notes."""
+    course = Path(course)
+    notes: List[str] = []
+    sources = source_notebooks(Path(solutions))
+    if only:
+        sources = [s for s in sources if s.stem in only]
+        missing = sorted(set(only) - {s.stem for s in sources})
+        if missing:
+            raise ReleaseError(f"no solutions/{missing[0]}.ipynb")
+    if not sources:
+        raise ReleaseError(f"no notebooks in {solutions}")
+    nbt.write_course_config(course, db=True)
+    grading_seed(course, "", "")  # create the course's secret once
+    data = Path(solutions) / DATA_DIR
+    for src in sources:
+        name = src.stem
+        try:
+            _prepare_source(src, course / "source" / name / f"{name}.ipynb", notes)
+        except Exception as e:
+            raise ReleaseError(f"{src}: cannot be read as a notebook ({type(e).__name__}: {e})") from None
+        if data.is_dir():
+            shutil.rmtree(course / "source" / name / DATA_DIR, ignore_errors=True)
+            shutil.copytree(data, course / "source" / name / DATA_DIR)
+    for src in sources:
+        try:
+            nbt.run_nbgrader(["generate_assignment", src.stem, "--force"], course, timeout=timeout)
+        except nbt.NbgraderError as e:
+            raise ReleaseError(str(e)) from None
+        if not (course / "release" / src.stem / src.name).is_file():
+            raise ReleaseError(f"nbgrader produced no release/{src.stem}/{src.name}")
+    stale = sorted(set(assignments(course)) - {s.stem for s in source_notebooks(Path(solutions))})
+    for name in stale:
+        notes.append(f"source/{name} has no notebook in {solutions} any more (left as it is)")
+    return notes
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser) -> None:
+    add_course_argument(parser)
+    parser.add_argument("assignments", nargs="*", metavar="ASSIGNMENT",
+                        help="only these notebooks of solutions/ (default: all)")
+    parser.add_argument("--solutions", type=Path, default=DEFAULT_SOLUTIONS, metavar="DIR",
+                        help="the instructor's source notebooks (default: solutions/)")
+
+
+def main(args) -> int:
+    try:
+        notes = build(args.course, args.solutions, only=args.assignments or None)
+    except (ReleaseError, OSError) as e:
+        print(f"build: {e}", file=sys.stderr)
+        return 1
+    for note in notes:
+        print(f"build: note: {note}")
+    names = assignments(args.course)
+    print(f"build: {args.course} has {len(names)} assignment(s): {', '.join(names)}")
+    print(f"build: student versions in {args.course / 'release'}; gradebook {args.course / 'gradebook.db'}")
+    return 0

@@ -1,0 +1,372 @@
+"""Execute one notebook for grading: a fresh kernel under resource limits, a time limit per cell
+and for the whole notebook, a cap on the output kept, and the tamper guard before each test cell.
+
+Used by the grading worker (one process per submission) and by the self-study progress command.
+The notebook is executed in place in memory; the caller decides where it runs (its cwd).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Set
+
+from . import nbgrader_tools as nbt
+from . import tamper
+
+SANDBOX_KERNEL = Path(__file__).resolve().parent / "sandbox_kernel.py"
+
+
+@dataclass
+class Limits:
+    cell_timeout: float = 300.0  # seconds one cell may run
+    total_timeout: float = 1800.0  # seconds the whole notebook may run
+    memory_mb: int = 4096  # address space of the kernel (0: no limit)
+    max_output_bytes: int = 1_000_000  # output kept per cell; the rest is dropped with a note
+    max_notebook_output_bytes: int = 20_000_000  # output kept for the whole notebook
+    file_mb: int = 512  # largest file the kernel may write
+    grace: float = 5.0  # seconds a cell gets after its interrupt before the kernel is killed
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass
+class Execution:
+    ran: List[int] = field(default_factory=list)
+    stopped: Optional[str] = None  # why cells after some point did not run
+    died_in: Optional[int] = None  # cell where the kernel died
+    timed_out: List[int] = field(default_factory=list)  # cells interrupted at their limit
+    truncated: List[int] = field(default_factory=list)  # cells whose output was cut
+    guard: str = "off"  # "active" | "off" | "unavailable: ..."
+    blocked: Dict[int, str] = field(default_factory=dict)  # test cells not run: why
+    seconds: float = 0.0
+
+
+def _kernel_manager_class(limits: Limits):
+    from ipykernel.kernelspec import RESOURCES
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    cpu = int(limits.total_timeout * 2 + 120)
+    argv = [
+        sys.executable, str(SANDBOX_KERNEL),
+        "--memory-mb", str(int(limits.memory_mb)), "--file-mb", str(int(limits.file_mb)), "--cpu-s", str(cpu),
+        "--", "-f", "{connection_file}",
+    ]
+
+    class SandboxSpecs(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name):
+            return KernelSpec(resource_dir=RESOURCES, argv=argv, display_name="Python 3 (graded)", language="python")
+
+    class SandboxKernelManager(AsyncKernelManager):
+        @default("kernel_spec_manager")
+        def _sandbox_specs(self):
+            return SandboxSpecs(data_dir=self.data_dir)
+
+    return SandboxKernelManager
+
+
+def _quiet_log():
+    import logging
+
+    log = logging.getLogger("autograder.grading.engine.nbclient")
+    log.setLevel(logging.CRITICAL)
+    log.propagate = False
+    return log
+
+
+def _output_size(out: Mapping[str, Any]) -> int:
+    kind = out.get("output_type")
+    if kind == "stream":
+        t = out.get("text", "")
+        return len(t) if isinstance(t, str) else sum(len(x) for x in t)
+    n = 0
+    for v in (out.get("data") or {}).values():
+        n += len(v) if isinstance(v, str) else len(str(v))
+    if kind == "error":
+        n += len(str(out.get("evalue", ""))) + sum(len(x) for x in out.get("traceback", []))
+    return n
+
+
+def _client_class():
+    from nbclient import NotebookClient
+
+    class CappedClient(NotebookClient):
+        """Keeps at most ``cap_cell`` characters of output per cell and ``cap_total`` per notebook;
+        errors and a cell's value are always kept (they decide the score), shortened if huge."""
+
+        cap_cell = 1_000_000
+        cap_total = 20_000_000
+
+        def reset_caps(self):
+            self._sizes: Dict[int, int] = {}
+            self._total = 0
+            self.truncated: Set[int] = set()
+
+        def output(self, outs, msg, display_id, cell_index):
+            out = super().output(outs, msg, display_id, cell_index)
+            if out is None:
+                return out
+            size = _output_size(out)
+            used = self._sizes.get(cell_index, 0)
+            keep = out.get("output_type") in ("error", "execute_result")
+            if not keep and (used + size > self.cap_cell or self._total + size > self.cap_total):
+                if outs and outs[-1] is out:
+                    outs.pop()
+                self.truncated.add(cell_index)
+                return None
+            if keep and size > self.cap_cell:
+                if out.get("output_type") == "error":
+                    out["traceback"] = list(out.get("traceback", []))[-5:]
+                    out["evalue"] = str(out.get("evalue", ""))[:10_000]
+                else:
+                    data = out.get("data", {})
+                    for k in list(data):
+                        if k != "text/plain":
+                            del data[k]
+                    if "text/plain" in data:
+                        tp = data["text/plain"]
+                        data["text/plain"] = (tp if isinstance(tp, str) else "".join(tp))[:10_000]
+                size = _output_size(out)
+            self._sizes[cell_index] = used + size
+            self._total += size
+            return out
+
+    return CappedClient
+
+
+def _note(text: str):
+    from nbformat import NotebookNode
+
+    return NotebookNode(output_type="stream", name="stdout", text=text)
+
+
+def _error(ename: str, evalue: str):
+    from nbformat import NotebookNode
+
+    return NotebookNode(output_type="error", ename=ename, evalue=evalue, traceback=[])
+
+
+def _shell_reply(client, msg_id: str, timeout: float) -> Optional[dict]:
+    from jupyter_core.utils import run_sync
+
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            msg = run_sync(client.kc.get_shell_msg)(timeout=left)
+        except Exception:
+            return None
+        if msg.get("parent_header", {}).get("msg_id") == msg_id:
+            return msg
+
+
+def _silent(client, code: str, expressions: Optional[Dict[str, str]] = None, timeout: float = 60) -> Optional[dict]:
+    msg_id = client.kc.execute(code, silent=True, store_history=False, user_expressions=expressions or {},
+                               allow_stdin=False)
+    reply = _shell_reply(client, msg_id, timeout)
+    return None if reply is None else reply.get("content", {})
+
+
+def _verify(client, modname: str, test_source: str, limits: Limits) -> Optional[str]:
+    """None when the grading code in the kernel is genuine, else what changed."""
+    names = tamper.called_check_names(test_source)
+    nonce = secrets.token_hex(8)
+    reply = _silent(client, "", {"v": tamper.guard_expression(modname, nonce, names)},
+                    timeout=max(10.0, limits.grace * 2))
+    v = (((reply or {}).get("user_expressions") or {}).get("v") or {})
+    text = (v.get("data") or {}).get("text/plain", "")
+    if text == repr("ok:" + nonce):
+        return None
+    if reply is None:
+        return "the kernel did not answer the integrity check before this test cell"
+    if v.get("status") == "error":
+        return "the grading guard was removed or broken before this test cell"
+    return "the grading code was changed before this test cell: " + text.strip("'\"")[:300]
+
+
+def execute(
+    nb,
+    cwd: Path,
+    limits: Limits,
+    env: Optional[Mapping[str, str]] = None,
+    test_cells: Optional[Set[int]] = None,
+    guard: bool = True,
+    blocked_after: Optional[int] = None,
+    blocked_reason: str = "",
+) -> Execution:
+    """Execute ``nb`` in place. ``test_cells``: indices of the test cells (the guard runs before
+    each); ``blocked_after``: test cells after this cell index are not run (static tampering
+    found there) and get ``blocked_reason`` as their error."""
+    from nbclient.exceptions import DeadKernelError
+    from nbformat import NotebookNode
+
+    test_cells = set(test_cells or ())
+    res = Execution()
+    started = time.monotonic()
+
+    def on_cell_executed(cell, cell_index, execute_reply):
+        content = execute_reply.get("content", {})
+        if content.get("status") == "error":
+            ename = content.get("ename", "Error")
+            if not any(o.get("output_type") == "error" and o.get("ename") == ename for o in cell.outputs):
+                cell.outputs.append(NotebookNode(output_type="error", ename=ename, evalue=content.get("evalue", ""),
+                                                 traceback=list(content.get("traceback", []))[-5:]))
+
+    Client = _client_class()
+    client = Client(
+        nb,
+        kernel_name=nbt.KERNEL_NAME,
+        kernel_manager_class=_kernel_manager_class(limits),
+        allow_errors=True,
+        interrupt_on_timeout=True,
+        raise_on_iopub_timeout=False,
+        iopub_timeout=4,
+        shutdown_kernel="immediate",
+        record_timing=False,
+        on_cell_executed=on_cell_executed,
+        resources={"metadata": {"path": str(cwd)}},
+        startup_timeout=120,
+        log=_quiet_log(),
+    )
+    client.cap_cell = limits.max_output_bytes
+    client.cap_total = limits.max_notebook_output_bytes
+    client.reset_caps()
+    deadline = started + limits.total_timeout
+    modname = "_grading_guard_" + secrets.token_hex(8)
+    guard_on = False
+
+    def kernel_pid() -> Optional[int]:
+        try:
+            return client.km.provisioner.process.pid  # type: ignore[union-attr]
+        except Exception:
+            return None
+
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as kernel_log:
+        try:
+            start = {"cwd": str(cwd), "stderr": kernel_log}
+            if env is not None:
+                start["env"] = dict(env)
+            with client.setup_kernel(**start):
+                if guard and test_cells:
+                    reply = _silent(client, tamper.guard_setup_code(modname),
+                                    {"g": f"{modname!r} in __import__('sys').modules"}, timeout=limits.cell_timeout + 60)
+                    got = (((reply or {}).get("user_expressions") or {}).get("g") or {}).get("data", {}).get("text/plain")
+                    guard_on = got == "True"
+                    res.guard = "active" if guard_on else "unavailable"
+                for index, cell in enumerate(nb.cells):
+                    if cell.cell_type != "code":
+                        continue
+                    if index in test_cells and blocked_after is not None and index > blocked_after:
+                        cell.outputs = [_error("TamperingDetected", blocked_reason)]
+                        res.blocked[index] = blocked_reason
+                        res.ran.append(index)
+                        continue
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        res.stopped = f"the notebook ran past its total time limit of {limits.total_timeout:g} s"
+                        break
+                    if index in test_cells and guard_on:
+                        why = _verify(client, modname, nbt.cell_source(cell), limits)
+                        if why:
+                            cell.outputs = [_error("TamperingDetected", why)]
+                            res.blocked[index] = why
+                            res.ran.append(index)
+                            continue
+                    limit = max(1, int(math.ceil(min(limits.cell_timeout, remaining))))
+                    whole = limits.cell_timeout > remaining
+                    client.timeout = limit
+                    client.error_on_timeout = {
+                        "ename": "CellTimeoutError",
+                        "evalue": f"the cell ran past its time limit of {limit} s and was interrupted"
+                        + (" (the limit for the whole notebook)" if whole else ""),
+                        "traceback": [],
+                    }
+                    # If the kernel ignores the interrupt, kill it: a hang costs one limit.
+                    pid = kernel_pid()
+                    watchdog = threading.Timer(limit + limits.grace, _kill, args=(pid,))
+                    watchdog.daemon = True
+                    watchdog.start()
+                    t0 = time.monotonic()
+                    try:
+                        client.execute_cell(cell, index)
+                    except DeadKernelError:
+                        res.ran.append(index)
+                        killed = not watchdog.is_alive() or time.monotonic() - t0 >= limit + limits.grace - 0.5
+                        why = ("the cell ignored the interrupt at its time limit, so the kernel was stopped"
+                               if killed else
+                               "the kernel died while running this cell (out of memory, the process exited or was killed)")
+                        cell.outputs.append(_error("DeadKernelError", why))
+                        res.died_in = index
+                        res.stopped = f"the kernel died in cell {index}: {why}"
+                        break
+                    finally:
+                        watchdog.cancel()
+                    res.ran.append(index)
+                    if index in test_cells and guard_on:
+                        # The student's code runs inside the check: was anything changed meanwhile?
+                        why = _verify(client, modname, nbt.cell_source(cell), limits)
+                        if why:
+                            why = why.replace("before this test cell", "while this test cell ran")
+                            cell.outputs.insert(0, _error("TamperingDetected", why))
+                            res.blocked[index] = why
+                    if any(o.get("output_type") == "error" and o.get("ename") == "CellTimeoutError" for o in cell.outputs):
+                        res.timed_out.append(index)
+                        # nbclient moves on right after the interrupt; a kernel that is still busy
+                        # (the interrupt was ignored) is stopped now rather than at the next cell.
+                        if _silent(client, "", timeout=limits.grace) is None:
+                            _kill(pid)
+                            why = "the cell ignored the interrupt at its time limit, so the kernel was stopped"
+                            res.died_in = index
+                            res.stopped = f"the kernel was stopped in cell {index}: {why}"
+                            cell.outputs.append(_error("DeadKernelError", why))
+                            break
+                    if index in client.truncated:
+                        cell.outputs.append(_note(f"\n[output cut: this cell's output was over the grader's "
+                                                  f"limit of {limits.max_output_bytes} characters]\n"))
+        except DeadKernelError as e:
+            res.stopped = res.stopped or f"the kernel died ({e})"
+        except Exception as e:
+            if not res.ran:
+                kernel_log.seek(0)
+                tail = [l for l in kernel_log.read().splitlines() if l.strip()][-1:]
+                raise RuntimeError(f"cannot run a Python kernel: {type(e).__name__}: {e}"
+                                   + (f" ({tail[0]})" if tail else "")) from None
+            res.stopped = res.stopped or f"execution stopped: {type(e).__name__}: {e}"
+        finally:
+            _kill_group(kernel_pid())
+    res.truncated = sorted(client.truncated)
+    res.seconds = time.monotonic() - started
+    return res
+
+
+def _kill(pid: Optional[int]) -> None:
+    if pid:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _kill_group(pid: Optional[int]) -> None:
+    """Whatever the kernel started (its process group) goes with it."""
+    if pid:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass

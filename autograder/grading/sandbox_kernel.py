@@ -1,0 +1,65 @@
+"""Start an IPython kernel under resource limits: the kernel of every graded submission.
+
+Run as a script (never imported by the kernel itself)::
+
+    python sandbox_kernel.py --memory-mb 3000 --file-mb 200 --cpu-s 900 -- -f CONNECTION_FILE
+
+The limits are set with ``resource.setrlimit`` on this process before ipykernel starts, so they
+hold for the kernel and for everything it starts: address space (``--memory-mb``; an allocation
+beyond it raises MemoryError in the student's code, or ends the kernel), the size of any file it
+writes (``--file-mb``), CPU seconds (``--cpu-s``, a backstop behind the grader's time limits), and
+no core dumps. Output written straight to file descriptor 2 is not forwarded to the notebook (it
+would cost a test cell its points in nbgrader's scoring), only Python-level stderr is.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _set_limit(name: str, value: int) -> None:
+    import resource
+
+    which = getattr(resource, name, None)
+    if which is None:
+        return
+    soft, hard = resource.getrlimit(which)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    try:
+        resource.setrlimit(which, (value, hard))
+    except (ValueError, OSError):
+        pass
+
+
+def main(argv) -> None:
+    limits = {"--memory-mb": 0, "--file-mb": 0, "--cpu-s": 0}
+    rest = list(argv)
+    while rest and rest[0] != "--":
+        flag = rest.pop(0)
+        if flag not in limits or not rest:
+            raise SystemExit(f"sandbox_kernel: unknown or incomplete option {flag!r}")
+        limits[flag] = int(float(rest.pop(0)))
+    if rest and rest[0] == "--":
+        rest.pop(0)
+    if limits["--memory-mb"] > 0:
+        _set_limit("RLIMIT_AS", limits["--memory-mb"] * 2**20)
+    if limits["--file-mb"] > 0:
+        _set_limit("RLIMIT_FSIZE", limits["--file-mb"] * 2**20)
+    if limits["--cpu-s"] > 0:
+        _set_limit("RLIMIT_CPU", limits["--cpu-s"])
+    _set_limit("RLIMIT_CORE", 0)
+    # Running this file put its own folder first on sys.path; the kernel must see the working
+    # copy (the notebook's folder) there instead, as `python -m ipykernel_launcher` would.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    sys.path.insert(0, "")
+    sys.argv = [sys.argv[0], *rest, "--IPKernelApp.capture_fd_output=False"]
+    from ipykernel import kernelapp
+
+    kernelapp.launch_new_instance()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,358 @@
+"""Grade one submission in a process of its own: ``python worker.py JOB.json``.
+
+The grading run (:mod:`autograder.grading.autograde`) starts one of these per submission. It
+
+1. copies the student's files into a fresh temporary folder (regular files only, no links), then
+   the assignment's own files over them (data the notebook reads);
+2. reads the notebook (invalid JSON, an empty file, a notebook of another assignment: a status
+   and a message, nothing run);
+3. restores what the student may not change, from the instructor's source, as nbgrader's
+   ``OverwriteCells`` does: test cells (source, points, metadata), locked cells, test cells the
+   student deleted (put back after the cell that precedes them in the source), the ``python3``
+   kernel; student-made or duplicated grade cells lose their grading metadata;
+4. scans the student's code for changes to the grading machinery (:mod:`.tamper`);
+5. executes it in a kernel under resource limits, with the seed of this student and assignment
+   (:mod:`.engine`), scores each test cell as nbgrader does, and writes the executed notebook
+   and a JSON result where the job says. It never touches the gradebook: the parent does.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+if __name__ == "__main__" and not __package__:
+    # Run as a script: make `autograder.grading` importable without running autograder/__init__
+    # (which imports torch, a cost the grader itself does not need).
+    import types
+
+    _pkg = types.ModuleType("autograder")
+    _pkg.__path__ = [str(Path(__file__).resolve().parents[1])]
+    sys.modules.setdefault("autograder", _pkg)
+    from autograder.grading.worker import main as _main
+
+    sys.exit(_main(sys.argv[1:]))
+
+from . import engine
+from . import nbgrader_tools as nbt
+from . import tamper
+from .selfcheck import NotebookUnusable, StepResult, read_notebook, score_notebook
+
+#: Files larger than this in a submission folder are not copied into the working copy.
+MAX_COPY_BYTES = 50 * 2**20
+
+STATUSES = {
+    "ok": "graded",
+    "cell-timeout": "graded; a cell ran past its time limit and was interrupted",
+    "timeout": "the notebook ran past its total time limit; the steps after that earn 0",
+    "kernel-died": "the kernel died; the steps after that earn 0",
+    "tampered": "the grading code was changed; the steps after that earn 0",
+    "unreadable": "the file is not a readable notebook; nothing was run",
+    "empty": "the file is empty; nothing was run",
+    "wrong-assignment": "the notebook belongs to another assignment; nothing was run",
+    "missing": "no notebook was submitted",
+    "grader-error": "the grader failed on this submission (not the student's fault)",
+}
+
+
+# --------------------------------------------------------------------------- restoring cells
+
+
+def strip_hidden(source: str) -> str:
+    """A test cell's source as the student sees it: hidden-test regions removed, as nbgrader's
+    ClearHiddenTests does."""
+    out, hidden = [], False
+    for line in source.splitlines():
+        if "BEGIN HIDDEN TESTS" in line:
+            hidden = True
+        elif "END HIDDEN TESTS" in line:
+            hidden = False
+        elif not hidden:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _locked_only(cell) -> bool:
+    m = nbt.nbgrader_meta(cell)
+    return bool(m.get("locked")) and not m.get("solution") and not m.get("grade")
+
+
+def restore(nb, source) -> Tuple[Any, List[str]]:
+    """The submission with every cell the student may not change taken from ``source``.
+    Returns the notebook (changed in place) and notes on what was restored."""
+    from nbformat import NotebookNode
+
+    notes: List[str] = []
+    src_cells = list(source.cells)
+    src_by_id = {}
+    for i, c in enumerate(src_cells):
+        gid = nbt.grade_id(c)
+        if gid and nbt.nbgrader_meta(c):
+            src_by_id[gid] = (i, c)
+    seen = set()
+    out = []
+    for cell in nb.cells:
+        meta = nbt.nbgrader_meta(cell)
+        gid = meta.get("grade_id") if meta else None
+        if meta and (gid not in src_by_id or gid in seen):
+            # A grade cell the instructor never wrote (or a copy of one): an ordinary cell now.
+            if meta.get("grade") or meta.get("solution"):
+                notes.append(f"cell {gid!r} is not one of the assignment's graded cells (or a duplicate); it is not graded")
+            del cell.metadata["nbgrader"]
+            out.append(cell)
+            continue
+        if not meta:
+            out.append(cell)
+            continue
+        seen.add(gid)
+        s = src_by_id[gid][1]
+        if nbt.is_test_cell(s) or _locked_only(s):
+            if nbt.is_test_cell(s) and strip_hidden(nbt.cell_source(cell)).strip() != strip_hidden(nbt.cell_source(s)).strip():
+                notes.append(f"test cell {gid!r} was edited; it was graded as the instructor wrote it")
+            if nbt.is_grade(s) and nbt.max_points(cell) != nbt.max_points(s):
+                notes.append(f"the points of {gid!r} were changed to {nbt.max_points(cell):g}; "
+                             f"it is worth {nbt.max_points(s):g}")
+            new = copy.deepcopy(s)
+            if new.cell_type == "code":
+                new.outputs = []
+                new.execution_count = None
+            out.append(new)
+        else:
+            if nbt.is_grade(s) and nbt.max_points(cell) != nbt.max_points(s):
+                notes.append(f"the points of {gid!r} were changed to {nbt.max_points(cell):g}; "
+                             f"it is worth {nbt.max_points(s):g}")
+            cell.metadata["nbgrader"] = copy.deepcopy(s.metadata["nbgrader"])
+            if cell.cell_type != s.cell_type:
+                notes.append(f"cell {gid!r} was turned into a {cell.cell_type} cell; it is graded as {s.cell_type}")
+                cell = NotebookNode(copy.deepcopy(dict(s, source=nbt.cell_source(cell))))
+            out.append(cell)
+    # Test cells the student deleted go back after the nearest preceding graded cell.
+    for i, s in enumerate(src_cells):
+        gid = nbt.grade_id(s)
+        if not gid or gid in seen or not nbt.is_test_cell(s):
+            continue
+        before = {nbt.grade_id(c) for c in src_cells[:i] if nbt.grade_id(c)}
+        pos = 0
+        for j, c in enumerate(out):
+            if nbt.grade_id(c) in before:
+                pos = j + 1
+        new = copy.deepcopy(s)
+        new.outputs = []
+        new.execution_count = None
+        out.insert(pos, new)
+        seen.add(gid)
+        notes.append(f"test cell {gid!r} was missing; it was put back from the instructor's copy")
+    for cell in out:
+        if cell.get("cell_type") == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    nb.cells = out
+    spec = nb.metadata.get("kernelspec", {})
+    if not isinstance(spec, dict) or spec.get("name") != nbt.KERNEL_NAME:
+        name = spec.get("name") if isinstance(spec, dict) else spec
+        notes.append(f"kernelspec {name!r} replaced by {nbt.KERNEL_NAME!r}")
+    nb.metadata["kernelspec"] = dict(nbt.KERNELSPEC)
+    return nb, notes
+
+
+def belongs_to(nb, source) -> bool:
+    """Does the submission share any graded cell with the assignment's source?"""
+    src_ids = {nbt.grade_id(c) for c in source.cells if nbt.nbgrader_meta(c)} - {None}
+    sub_ids = {nbt.grade_id(c) for c in nb.cells if nbt.nbgrader_meta(c)} - {None}
+    return not src_ids or bool(src_ids & sub_ids)
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def zero_steps(source, why: str) -> List[StepResult]:
+    return [
+        StepResult(nbt.grade_id(c) or f"cell-{i}", 0.0, nbt.max_points(c), False, why)
+        for i, c in enumerate(source.cells) if nbt.is_test_cell(c)
+    ]
+
+
+def _copy_files(src: Path, dest: Path, skip_names=(), notes: Optional[List[str]] = None) -> None:
+    for root, dirs, files in os.walk(src, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".ipynb_checkpoints")]
+        rel = Path(root).relative_to(src)
+        for name in files:
+            p = Path(root) / name
+            if rel == Path(".") and name in skip_names:
+                continue
+            if p.is_symlink() or not p.is_file():
+                if notes is not None:
+                    notes.append(f"{rel / name}: a link or special file, not copied")
+                continue
+            if p.stat().st_size > MAX_COPY_BYTES:
+                if notes is not None:
+                    notes.append(f"{rel / name}: larger than {MAX_COPY_BYTES // 2**20} MB, not copied")
+                continue
+            target = dest / rel / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists() or target.is_symlink():
+                target.unlink()
+            shutil.copyfile(p, target)
+
+
+def kernel_env(workdir: Path, seed: Optional[str], threads: int = 1) -> Dict[str, str]:
+    """A small environment for the kernel: nothing of the grader's own (no course paths, no
+    credentials), the grading seed, one thread per kernel (the workers share the cores)."""
+    keep = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT", "TZ")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+    home = workdir / ".home"
+    for sub in ("", "tmp", "ipython", "mpl", "jupyter"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    env.update({
+        "HOME": str(home), "TMPDIR": str(home / "tmp"), "IPYTHONDIR": str(home / "ipython"),
+        "MPLCONFIGDIR": str(home / "mpl"), "JUPYTER_CONFIG_DIR": str(home / "jupyter"),
+        "JUPYTER_DATA_DIR": str(home / "jupyter"), "JUPYTER_RUNTIME_DIR": str(home / "jupyter"),
+        "MPLBACKEND": "Agg", "PYTHONIOENCODING": "utf-8", "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": "",
+    })
+    if seed is not None:
+        env["MHSA_GRADING_SEED"] = seed
+    return env
+
+
+def grade(job: Dict[str, Any]) -> Dict[str, Any]:
+    import nbformat
+
+    t0 = time.monotonic()
+    limits = engine.Limits(**job.get("limits", {}))
+    source = nbformat.read(job["source_notebook"], as_version=4)
+    nb_name = job["notebook"]
+    result: Dict[str, Any] = {"student": job.get("student"), "assignment": job.get("assignment"),
+                              "notebook": nb_name, "notes": [], "exec_seconds": 0.0}
+    notes: List[str] = result["notes"]
+
+    def finish(status: str, message: str, steps: List[StepResult]) -> Dict[str, Any]:
+        result["status"] = status
+        result["message"] = message
+        result["steps"] = [vars(s) for s in steps]
+        result["score"] = round(sum(s.points for s in steps), 6)
+        result["max_score"] = round(sum(s.max_points for s in steps), 6)
+        result["worker_seconds"] = time.monotonic() - t0
+        return result
+
+    sub_dir = Path(job["submission_dir"]) if job.get("submission_dir") else None
+    sub_path = sub_dir / nb_name if sub_dir else None
+    if sub_path is None or not sub_path.is_file() or sub_path.is_symlink():
+        others = sorted(p.name for p in sub_dir.glob("*.ipynb")) if sub_dir and sub_dir.is_dir() else []
+        msg = f"no {nb_name} in the submission" + (f" (found {', '.join(others)})" if others else "")
+        return finish("missing", msg, zero_steps(source, msg))
+    if sub_path.stat().st_size == 0:
+        msg = f"{nb_name} is an empty file (0 bytes): nothing to grade"
+        return finish("empty", msg, zero_steps(source, msg))
+    try:
+        nb = read_notebook(sub_path)
+    except NotebookUnusable as e:
+        msg = str(e).replace(str(sub_path), nb_name)
+        return finish("unreadable", msg, zero_steps(source, msg))
+    if not belongs_to(nb, source):
+        ids = sorted({nbt.grade_id(c) for c in nb.cells if nbt.nbgrader_meta(c)} - {None})
+        msg = (f"this notebook has none of the graded cells of {job.get('assignment')}"
+               + (f" (its graded cells are {', '.join(ids[:3])}{'...' if len(ids) > 3 else ''}: another assignment?)" if ids else
+                  " (it has no graded cells at all)"))
+        return finish("wrong-assignment", msg, zero_steps(source, msg))
+
+    nb, restored = restore(nb, source)
+    notes.extend(restored)
+    test_cells = {i for i, c in enumerate(nb.cells) if nbt.is_test_cell(c)}
+    findings = tamper.scan((i, nbt.cell_source(c)) for i, c in enumerate(nb.cells)
+                           if c.cell_type == "code" and i not in test_cells) if job.get("guard", True) else []
+    blocked_after = findings[0].cell if findings else None
+    blocked_reason = (f"the grading code was changed in {findings[0]} (cell numbers count from 0); "
+                      "test cells after it earn nothing" if findings else "")
+
+    workdir = Path(tempfile.mkdtemp(prefix="mhsa_grade_", dir=job.get("tmp_root")))
+    try:
+        work = workdir / "work"
+        work.mkdir()
+        _copy_files(sub_dir, work, skip_names=(nb_name,), notes=notes)
+        if job.get("assignment_dir"):
+            src_dir = Path(job["assignment_dir"])
+            _copy_files(src_dir, work, skip_names=tuple(p.name for p in src_dir.glob("*.ipynb")))
+        nbformat.write(nb, str(work / nb_name))
+        env = kernel_env(workdir, job.get("seed"), threads=int(job.get("threads", 1)))
+        os.environ["JUPYTER_RUNTIME_DIR"] = env["JUPYTER_RUNTIME_DIR"]
+        try:
+            ex = engine.execute(nb, work, limits, env=env, test_cells=test_cells, guard=job.get("guard", True),
+                                blocked_after=blocked_after, blocked_reason=blocked_reason)
+        except RuntimeError as e:
+            msg = str(e)
+            return finish("grader-error", msg, zero_steps(source, msg))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result["exec_seconds"] = ex.seconds
+    steps = score_notebook(nb, ex.ran, ex.stopped)
+    if ex.truncated:
+        notes.append(f"the output of {len(ex.truncated)} cell(s) was cut at {limits.max_output_bytes} characters")
+    for i in ex.timed_out:
+        if i not in test_cells:
+            notes.append(f"cell {i} ran past its time limit of {limits.cell_timeout:g} s and was interrupted")
+    if ex.guard.startswith("unavailable"):
+        notes.append("the in-kernel integrity check could not start (autograder not importable in the kernel)")
+    if job.get("out_notebook"):
+        out = Path(job["out_notebook"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, str(out))
+    if findings:
+        more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
+        return finish("tampered", f"the grading code was changed: {findings[0]}{more}; test cells after it earn nothing", steps)
+    if ex.blocked:
+        i = min(ex.blocked)
+        return finish("tampered", f"cell {i}: {ex.blocked[i]}", steps)
+    if ex.died_in is not None:
+        return finish("kernel-died", ex.stopped or "the kernel died", steps)
+    if ex.stopped:
+        return finish("timeout", ex.stopped, steps)
+    if ex.timed_out:
+        return finish("cell-timeout", f"{len(ex.timed_out)} cell(s) ran past the time limit of "
+                      f"{limits.cell_timeout:g} s and were interrupted (cells {', '.join(map(str, ex.timed_out))})", steps)
+    return finish("ok", "graded", steps)
+
+
+def run_job(job_path: str) -> None:
+    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+    try:
+        result = grade(job)
+    except Exception as e:  # the grader's own failure: reported, never a student's zero in silence
+        result = {"status": "grader-error", "message": f"{type(e).__name__}: {e}",
+                  "trace": traceback.format_exc()[-4000:], "steps": [], "notes": []}
+    tmp = Path(job["result"]).with_suffix(".tmp")
+    tmp.write_text(json.dumps(result), encoding="utf-8")
+    os.replace(tmp, job["result"])
+
+
+def main(argv: List[str]) -> int:
+    """``worker.py JOB.json`` grades one job; ``worker.py --serve`` grades the job files named on
+    its standard input, one per line, answering ``done PATH`` on standard output after each (so
+    the start-up cost of this process is paid once per worker, not once per submission)."""
+    if argv == ["--serve"]:
+        out = sys.stdout
+        sys.stdout = sys.stderr  # nothing but the protocol on the real stdout
+        for line in sys.stdin:
+            path = line.strip()
+            if not path:
+                continue
+            run_job(path)
+            out.write(f"done {path}\n")
+            out.flush()
+        return 0
+    if len(argv) != 1:
+        print("usage: worker.py JOB.json | worker.py --serve", file=sys.stderr)
+        return 2
+    run_job(argv[0])
+    return 0
