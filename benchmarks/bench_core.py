@@ -374,7 +374,7 @@ def cpu_goals(config: bc.Config, rows: List[dict]) -> List[dict]:
     return goals
 
 
-def gpu_goals(config: bc.Config) -> List[dict]:
+def gpu_goals(config: bc.Config) -> Tuple[List[dict], Dict[str, float]]:
     """bf16, (8, 16, 1024, 64): fast module forward+backward vs SDPA alone + four projection
     matmuls alone, and vs nn.MultiheadAttention in training mode."""
     shape = SMOKE_SHAPES[0] if config.mode == "smoke" else GPU_GOAL_SHAPE
