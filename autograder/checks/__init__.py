@@ -4,6 +4,13 @@ from .attention import check_causal_mask, check_scaled_dot_product_attention, ch
 from .capstone import check_capstone
 from .block import check_feed_forward, check_layer_norm, check_transformer_block
 from .concepts import check_concept
+from .debugging import (
+    check_fast_causal_attention,
+    check_fixed_attention,
+    check_fixed_block,
+    check_head_probe,
+    check_stable_encoder,
+)
 from .fallback import fallback
 from .heads import check_merge_heads, check_split_heads
 from .kv_cache import check_grouped_query_attention, check_kv_cache, check_kv_cache_bytes, check_repeat_kv
@@ -22,6 +29,11 @@ __all__ = [
     "check_attention_heads_loop",
     "check_causal_mask",
     "check_concept",
+    "check_fast_causal_attention",
+    "check_fixed_attention",
+    "check_fixed_block",
+    "check_head_probe",
+    "check_stable_encoder",
     "check_feed_forward",
     "check_grouped_query_attention",
     "check_kv_cache",

@@ -1,0 +1,191 @@
+"""Notebook 06's checks: each incident's repair, written in different correct ways, earns full
+marks; the code as shipped and the other wrong repairs lose points and are named; the head
+probe is graded on correct and broken modules; the speed fix must keep the outputs and beat the
+slow version in the same run."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mhsa_lib
+from autograder.checks import debugging as C
+from autograder.mistakes import debugging as M
+
+
+def run(check, obj, capsys, **kw):
+    points = check(obj, **kw)
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert type(points) is float
+    return points, " ".join(captured.out.split())
+
+
+# --------------------------------------------------------------------------- incident 1
+
+
+class FixedBlock(M._Block):
+    placement = ("pre", "pre")
+
+
+class FixedBlockWritten(nn.Module):
+    def __init__(self, d_model, num_heads, d_ff):
+        super().__init__()
+        self.attn = mhsa_lib.MultiHeadAttention(d_model, num_heads)
+        self.ffn = mhsa_lib.FeedForward(d_model, d_ff)
+        self.norm1 = mhsa_lib.LayerNorm(d_model)
+        self.norm2 = mhsa_lib.LayerNorm(d_model)
+
+    def forward(self, x, mask=None):
+        h = x + self.attn(self.norm1(x), mask)
+        return h + self.ffn(self.norm2(h))
+
+
+@pytest.mark.parametrize("cls", [FixedBlock, FixedBlockWritten])
+def test_fixed_block_full_marks(cls, capsys):
+    points, out = run(C.check_fixed_block, cls, capsys, hidden=True, seed=3)
+    assert points == C.BLOCK_POINTS, out
+
+
+BLOCK_WORDS = {"fix-block-refactored": "as the refactor shipped", "fix-block-mixed-other-way": "other way",
+               "fix-block-post-norm": "post-norm in both", "fix-block-norm-on-output": "x + LN(F(x))"}
+
+
+@pytest.mark.parametrize("mistake", M.BLOCK_MISTAKES, ids=lambda m: m.id)
+def test_block_mistakes(mistake, capsys):
+    points, out = run(C.check_fixed_block, mistake.fn, capsys, seed=3)
+    assert points < C.BLOCK_POINTS
+    assert BLOCK_WORDS[mistake.id].split()[0] in out
+
+
+def test_block_shortcut(capsys):
+    class Shortcut(FixedBlock):
+        def forward(self, x, mask=None):
+            ref = mhsa_lib.TransformerBlock(x.shape[-1], self.attn.num_heads, self.ffn.fc1.out_features).to(x.dtype)
+            ref.load_state_dict(self.state_dict())
+            return ref(x, mask)
+
+    points, out = run(C.check_fixed_block, Shortcut, capsys, seed=3)
+    assert points == 0.0 and "TransformerBlock" in out
+
+
+# --------------------------------------------------------------------------- incident 2
+
+
+class FixedAttention(M.MHAMergeNoTranspose):
+    merge_no_transpose = False
+
+
+def test_fixed_attention(capsys):
+    points, out = run(C.check_fixed_attention, FixedAttention, capsys, hidden=True, seed=2)
+    assert points == C.ATTENTION_POINTS, out
+    points, out = run(C.check_fixed_attention, M.MHAMergeNoTranspose, capsys, seed=2)
+    assert points == 0.0 and "Transpose back first" in out
+    points, out = run(C.check_fixed_attention, M.MHASplitNoTranspose, capsys, seed=2)
+    assert points < C.ATTENTION_POINTS and "split is broken" in out
+
+
+def permutation_probe(module):
+    d = module.q_proj.in_features
+    x = torch.randn(2, 7, d, dtype=module.q_proj.weight.dtype)
+    perm = torch.randperm(7)
+    with torch.no_grad():
+        return torch.allclose(module(x[:, perm]), module(x)[:, perm], atol=1e-5)
+
+
+def head_independence_probe(module):
+    d, h = module.q_proj.in_features, module.num_heads
+    dh = d // h
+    x = torch.randn(1, 5, d, dtype=module.q_proj.weight.dtype)
+    with torch.no_grad():
+        before = module(x)
+        saved = module.out_proj.weight.clone()
+        module.out_proj.weight[:, dh:] = 0  # only head 0's features reach the output
+        only0 = module(x)
+        module.q_proj.weight[dh:2 * dh] += 1.0  # change head 1's queries
+        after = module(x)
+        module.q_proj.weight[dh:2 * dh] -= 1.0
+        module.out_proj.weight.copy_(saved)
+    return bool(torch.allclose(only0, after, atol=1e-5)) and before.shape == x.shape
+
+
+@pytest.mark.parametrize("probe", [permutation_probe, head_independence_probe])
+def test_probes_full_marks(probe, capsys):
+    points, out = run(C.check_head_probe, probe, capsys, hidden=True, seed=5)
+    assert points == C.PROBE_POINTS, out
+
+
+def test_weak_probes(capsys):
+    points, out = run(C.check_head_probe, M.probe_shape_only, capsys, seed=5)
+    assert points == 1.0 and "accepts a broken module" in out
+    points, out = run(C.check_head_probe, lambda m: False, capsys, seed=5)
+    assert points == 1.0 and "rejects correct modules" in out
+
+    def stub(module):
+        raise NotImplementedError()
+
+    points, out = run(C.check_head_probe, stub, capsys)
+    assert points == 0.0 and "not implemented yet" in out
+
+
+# --------------------------------------------------------------------------- incident 3
+
+
+class StableEncoder(nn.Module):
+    def __init__(self, d_model, num_heads, d_ff, num_layers):
+        super().__init__()
+        self.blocks = nn.ModuleList(mhsa_lib.TransformerBlock(d_model, num_heads, d_ff, "pre") for _ in range(num_layers))
+        self.norm = mhsa_lib.LayerNorm(d_model)
+
+    def forward(self, x, mask=None):
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x)
+
+
+def test_stable_encoder(capsys):
+    points, out = run(C.check_stable_encoder, StableEncoder, capsys, hidden=True, seed=7)
+    assert points == C.ENCODER_POINTS, out
+    points, out = run(C.check_stable_encoder, M.PostNormEncoder, capsys, seed=7)
+    assert points == 0.0 and "still post-norm" in out
+    points, out = run(C.check_stable_encoder, M.PreNormNoFinalNorm, capsys, seed=7)
+    assert points == 0.0 and "no final LayerNorm" in out
+
+
+# --------------------------------------------------------------------------- incident 4
+
+
+class FastTril(M.SlowCausalAttention):
+    def forward(self, x):
+        b, t, d = x.shape
+        h = self.num_heads
+        q, k, v = (p(x).view(b, t, h, d // h).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        mask = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        scores = (q @ k.transpose(-2, -1) / math.sqrt(d // h)).masked_fill(~mask, float("-inf"))
+        return self.out_proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d))
+
+
+class FastSdpa(M.SlowCausalAttention):
+    def forward(self, x):
+        b, t, d = x.shape
+        h = self.num_heads
+        q, k, v = (p(x).view(b, t, h, d // h).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+@pytest.mark.parametrize("cls", [FastTril, FastSdpa])
+def test_fast_attention_full_marks(cls, capsys):
+    points, out = run(C.check_fast_causal_attention, cls, capsys, seed=1)
+    assert points == C.SPEED_POINTS, out
+
+
+def test_unfixed_and_wrong_fast_versions(capsys):
+    points, out = run(C.check_fast_causal_attention, M.SlowCausalAttention, capsys, seed=1)
+    assert points == 2.0 and "✗ at least" in out
+    points, out = run(C.check_fast_causal_attention, M.FastButNotCausal, capsys, seed=1)
+    assert points == 0.0 and "no longer causal" in out
+    points, out = run(C.check_fast_causal_attention, M.FastUpperLeftWrong, capsys, seed=1)
+    assert points == 0.0 and "triu" in out
