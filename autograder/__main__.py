@@ -18,6 +18,8 @@ COMMANDS = {
     "build": ("course", "create or update an nbgrader course folder (source, release, gradebook) from solutions/"),
     "collect": ("collect", "bring submissions (nbgrader folders, an LMS folder or zip) into the course folder"),
     "autograde": ("autograde", "grade a class's submissions in parallel, under limits, into the gradebook"),
+    "feedback": ("feedback", "write each student's HTML feedback and a plain-text summary"),
+    "export": ("export", "write the grades as CSV: one file per assignment and one for the course"),
 }
 
 

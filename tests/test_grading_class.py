@@ -340,3 +340,64 @@ def test_cli_autograde_reports_unknown_assignment(graded):
     proc = run_cli("autograde", "--course", graded["root"], "99_nope", timeout=120)
     assert proc.returncode == 1
     assert "99_nope" in proc.stderr
+
+
+# --------------------------------------------------------------------------- feedback and export
+
+
+@pytest.fixture(scope="module")
+def feedback_pages(graded):
+    from autograder.grading import feedback
+
+    pages = feedback.write_feedback(graded["root"])
+    return {p.parent.parent.name: p for p in pages}
+
+
+def test_feedback_for_every_submission_without_hidden_tests(graded, feedback_pages):
+    assert set(feedback_pages) == set(graded["results"])
+    source = nbformat.read(str(course.source_notebook(graded["root"], NAME)), as_version=4)
+    test_sources = [nbt.cell_source(c) for c in source.cells if nbt.is_test_cell(c)]
+    for student, page in feedback_pages.items():
+        text = page.read_text(encoding="utf-8")
+        assert HIDDEN_CALL not in text and "HIDDEN TESTS" not in text, student
+        assert "hidden=True" not in text, student
+        for src in test_sources:
+            assert src not in text
+        for step, top in STEPS.items():
+            assert step in text
+
+
+def test_feedback_shows_points_messages_and_a_picture(graded, feedback_pages):
+    bob = feedback_pages["bob"].read_text(encoding="utf-8")
+    r = graded["results"]["bob"]
+    assert f"Score: {r['score']:g} / 5" in bob
+    assert "pairwise_scores:" in bob  # the check's own report
+    assert "data:image/png;base64," in bob  # yours vs expected for the failed step
+    alice = feedback_pages["alice"].read_text(encoding="utf-8")
+    assert "Score: 5 / 5" in alice and "data:image/png" not in alice
+    victor = feedback_pages["victor_invalid_json"].read_text(encoding="utf-8")
+    assert "unreadable" in victor and "invalid JSON" in victor
+    summary = (graded["root"] / "feedback" / "bob" / NAME / "summary.txt").read_text()
+    assert "status: ok" in summary and f"score: {r['score']:g} / 5" in summary
+    lines = (graded["root"] / "feedback" / "summary.txt").read_text().splitlines()
+    assert len(lines) == 1 + len(graded["results"])
+
+
+def test_export_csv_per_assignment_and_course(graded):
+    root = graded["root"]
+    proc = run_cli("export", "--course", root, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    with open(root / "exports" / f"{NAME}.csv", newline="") as f:
+        rows = {r["student_id"]: r for r in csv.DictReader(f)}
+    assert set(rows) == set(graded["results"])
+    for student, r in graded["results"].items():
+        row = rows[student]
+        for step in STEPS:
+            assert float(row[step]) == pytest.approx(_points(r)[step])
+        assert float(row["score"]) == pytest.approx(r["score"])
+        assert float(row["max_score"]) == 5
+        assert row["status"] == r["status"]
+    with open(root / "exports" / "course.csv", newline="") as f:
+        course_rows = {r["student_id"]: r for r in csv.DictReader(f)}
+    assert float(course_rows["alice"]["total"]) == 5 and float(course_rows["alice"]["max_total"]) == 5
+    assert float(course_rows["bob"][NAME]) == pytest.approx(graded["results"]["bob"]["score"])

@@ -206,10 +206,13 @@ def execute(
     guard: bool = True,
     blocked_after: Optional[int] = None,
     blocked_reason: str = "",
+    after=None,
 ) -> Execution:
     """Execute ``nb`` in place. ``test_cells``: indices of the test cells (the guard runs before
-    each); ``blocked_after``: test cells after this cell index are not run (static tampering
-    found there) and get ``blocked_reason`` as their error."""
+    and after each); ``blocked_after``: test cells after this cell index are not run (static
+    tampering found there) and get ``blocked_reason`` as their error; ``after(evaluate)``, if
+    given, is called once all cells ran and the kernel is still alive, with a function that
+    evaluates an expression in the kernel and returns its text (or None)."""
     from nbclient.exceptions import DeadKernelError
     from nbformat import NotebookNode
 
@@ -336,6 +339,16 @@ def execute(
                     if index in client.truncated:
                         cell.outputs.append(_note(f"\n[output cut: this cell's output was over the grader's "
                                                   f"limit of {limits.max_output_bytes} characters]\n"))
+                if after is not None and res.died_in is None and deadline - time.monotonic() > 0:
+                    def evaluate(expr: str, code: str = "", timeout: float = 20) -> Optional[str]:
+                        reply = _silent(client, code, {"x": expr}, timeout=timeout)
+                        x = (((reply or {}).get("user_expressions") or {}).get("x") or {})
+                        return (x.get("data") or {}).get("text/plain") if x.get("status") == "ok" else None
+
+                    try:
+                        after(evaluate)
+                    except Exception:
+                        pass
         except DeadKernelError as e:
             res.stopped = res.stopped or f"the kernel died ({e})"
         except Exception as e:

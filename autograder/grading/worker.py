@@ -163,6 +163,74 @@ def restore(nb, source) -> Tuple[Any, List[str]]:
     return nb, notes
 
 
+# --------------------------------------------------------------------------- pictures
+
+#: check name -> how to draw "yours vs expected" on a small public example (never hidden cases).
+PICTURES = {
+    "check_pairwise_scores": "q = torch.randn(1, 5, 3, generator=g); k = torch.randn(1, 6, 3, generator=g)\n"
+                             "yours = fn(q, k); ref = q @ k.transpose(-2, -1)",
+    "check_softmax": "x = torch.randn(5, 6, generator=g) * 3\nyours = fn(x, dim=-1); ref = torch.softmax(x, dim=-1)",
+    "check_scaled_dot_product_attention":
+        "q = torch.randn(5, 4, generator=g); k = torch.randn(6, 4, generator=g); v = torch.randn(6, 3, generator=g)\n"
+        "yours = fn(q, k, v)[1]; ref = mhsa_lib.scaled_dot_product_attention(q, k, v)[1]",
+}
+
+_PICTURE_CODE = """
+def _grading_picture(fn_name, setup):
+    import base64, io
+    import torch, mhsa_lib
+    from autograder.core import call
+    from mhsa_lib import viz
+    import matplotlib.pyplot as plt
+    fn = get_ipython().user_ns.get(fn_name)
+    g = torch.Generator().manual_seed(0)
+    scope = {"torch": torch, "mhsa_lib": mhsa_lib, "g": g, "fn": lambda *a, **k: call(fn, *a, time_limit=5, **k)}
+    try:
+        exec(setup, scope)
+        fig = viz.difference_map(scope["yours"].detach().float(), scope["ref"].float())
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=70, bbox_inches="tight")
+        plt.close(fig)
+        return base64.b64encode(buf.getvalue()).decode()
+    except BaseException:
+        return ""
+"""
+
+
+def draw_pictures(nb, evaluate) -> Dict[str, str]:
+    """For each failed step with a known picture: a PNG (base64) of yours vs expected."""
+    import ast as _ast
+
+    pics: Dict[str, str] = {}
+    wanted = []
+    for cell in nb.cells:
+        if not nbt.is_test_cell(cell):
+            continue
+        score = nbt.score_test_cell(cell)
+        if score.points >= score.max_points or any(o.get("ename") == "TamperingDetected" for o in cell.get("outputs", [])):
+            continue
+        try:
+            tree = _ast.parse(nbt.cell_source(cell))
+        except SyntaxError:
+            continue
+        for node in _ast.walk(tree):
+            if (isinstance(node, _ast.Call) and isinstance(node.func, _ast.Name) and node.func.id in PICTURES
+                    and node.args and isinstance(node.args[0], _ast.Name)):
+                wanted.append((nbt.grade_id(cell), node.func.id, node.args[0].id))
+                break
+    if not wanted:
+        return pics
+    ns = "{'get_ipython': get_ipython, '__builtins__': __builtins__}"
+    setup = f"_grading_pictures_ns = {ns}; exec({_PICTURE_CODE!r}, _grading_pictures_ns)"
+    if evaluate("1", code=setup) is None:
+        return pics
+    for gid, check, fn_name in wanted:
+        text = evaluate(f"_grading_pictures_ns['_grading_picture']({fn_name!r}, {PICTURES[check]!r})")
+        if text and len(text) > 10:
+            pics[gid] = text.strip("'\"")
+    return pics
+
+
 def belongs_to(nb, source) -> bool:
     """Does the submission share any graded cell with the assignment's source?"""
     src_ids = {nbt.grade_id(c) for c in source.cells if nbt.nbgrader_meta(c)} - {None}
@@ -288,8 +356,14 @@ def grade(job: Dict[str, Any]) -> Dict[str, Any]:
         env = kernel_env(workdir, job.get("seed"), threads=int(job.get("threads", 1)))
         os.environ["JUPYTER_RUNTIME_DIR"] = env["JUPYTER_RUNTIME_DIR"]
         try:
+            pictures: Dict[str, str] = {}
+
+            def after(evaluate):
+                if job.get("pictures", True) and not findings:
+                    pictures.update(draw_pictures(nb, evaluate))
+
             ex = engine.execute(nb, work, limits, env=env, test_cells=test_cells, guard=job.get("guard", True),
-                                blocked_after=blocked_after, blocked_reason=blocked_reason)
+                                blocked_after=blocked_after, blocked_reason=blocked_reason, after=after)
         except RuntimeError as e:
             msg = str(e)
             return finish("grader-error", msg, zero_steps(source, msg))
@@ -297,6 +371,9 @@ def grade(job: Dict[str, Any]) -> Dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
     result["exec_seconds"] = ex.seconds
     steps = score_notebook(nb, ex.ran, ex.stopped)
+    for st in steps:
+        if st.id in pictures:
+            setattr(st, "picture", pictures[st.id])
     if ex.truncated:
         notes.append(f"the output of {len(ex.truncated)} cell(s) was cut at {limits.max_output_bytes} characters")
     for i in ex.timed_out:

@@ -1,0 +1,99 @@
+"""Grades as CSV, read from the gradebook: ``python -m autograder export``.
+
+``COURSE/exports/ASSIGNMENT.csv``: one row per student of the gradebook, one column per step (in
+notebook order), then ``score``, ``max_score`` and the grader's ``status``; a student without a
+submission has empty step cells and the status ``no submission``.
+``COURSE/exports/course.csv``: one row per student, one column per assignment, then ``total`` and
+``max_total``. The gradebook stays the source of truth: a manual score given in formgrader is
+what these files hold.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from . import course as course_mod
+from . import nbgrader_tools as nbt
+from .autograde import load_result
+
+
+def _step_order(course: Path, assignment: str, known: List[str]) -> List[str]:
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(course_mod.source_notebook(course, assignment)), as_version=4)
+        order = [nbt.grade_id(c) for c in nb.cells if nbt.is_grade(c)]
+    except Exception:
+        order = []
+    return [s for s in order if s in known] + sorted(s for s in known if s not in order)
+
+
+def _fmt(x: Optional[float]) -> str:
+    return "" if x is None else f"{float(x):g}"
+
+
+def export(course: Path, out_dir: Optional[Path] = None) -> List[Path]:
+    from nbgrader.api import Gradebook
+
+    course = Path(course)
+    out_dir = Path(out_dir) if out_dir else course / "exports"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: List[Path] = []
+    totals: Dict[str, Dict[str, float]] = {}
+    maxima: Dict[str, float] = {}
+    with Gradebook(course_mod.db_url(course)) as gb:
+        students = sorted(s.id for s in gb.students)
+        for assignment in sorted(gb.assignments, key=lambda a: a.name):
+            cells = {}
+            for nb in assignment.notebooks:
+                for gc in nb.grade_cells:
+                    cells[gc.name] = gc.max_score
+            steps = _step_order(course, assignment.name, list(cells))
+            maxima[assignment.name] = float(sum(cells.values()))
+            subs = {s.student.id: s for s in assignment.submissions}
+            path = out_dir / f"{assignment.name}.csv"
+            with open(path, "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f)
+                w.writerow(["student_id", *steps, "score", "max_score", "status"])
+                for student in students:
+                    sub = subs.get(student)
+                    if sub is None:
+                        w.writerow([student, *[""] * len(steps), "0", _fmt(maxima[assignment.name]), "no submission"])
+                        totals.setdefault(student, {})[assignment.name] = 0.0
+                        continue
+                    grades = {g.name: g.score for snb in sub.notebooks for g in snb.grades}
+                    score = float(sum(v or 0.0 for v in grades.values()))
+                    result = load_result(course, student, assignment.name) or {}
+                    w.writerow([student, *[_fmt(grades.get(s)) for s in steps], _fmt(score),
+                                _fmt(maxima[assignment.name]), result.get("status", "graded by nbgrader")])
+                    totals.setdefault(student, {})[assignment.name] = score
+            written.append(path)
+    names = sorted(maxima)
+    path = out_dir / "course.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["student_id", *names, "total", "max_total"])
+        top = sum(maxima.values())
+        for student in students:
+            row = totals.get(student, {})
+            w.writerow([student, *[_fmt(row.get(n, 0.0)) for n in names], _fmt(sum(row.values())), _fmt(top)])
+    written.append(path)
+    return written
+
+
+def add_arguments(parser) -> None:
+    course_mod.add_course_argument(parser)
+    parser.add_argument("--to", type=Path, default=None, metavar="DIR", help="where the CSV files go (default: COURSE/exports)")
+
+
+def main(args) -> int:
+    problem = course_mod.check_course(args.course)
+    if problem:
+        print(f"export: {problem}", file=sys.stderr)
+        return 1
+    for path in export(args.course, args.to):
+        print(f"export: wrote {path}")
+    return 0
