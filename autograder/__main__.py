@@ -20,6 +20,7 @@ COMMANDS = {
     "autograde": ("autograde", "grade a class's submissions in parallel, under limits, into the gradebook"),
     "feedback": ("feedback", "write each student's HTML feedback and a plain-text summary"),
     "export": ("export", "write the grades as CSV: one file per assignment and one for the course"),
+    "progress": ("progress", "check all of your notebooks and see your progress through the course"),
 }
 
 
