@@ -45,6 +45,7 @@ class Config:
     threads: List[int] = field(default_factory=lambda: [2])
     repeats: Optional[int] = None  # None: the mode's default
     shapes: Optional[List[tuple]] = None  # core group: (B, H, T, Dh) to run instead of the mode's
+    causal: tuple = (False, True)  # with ``shapes``: which of not causal / causal to run
     warmup: int = 1
 
     @property

@@ -56,7 +56,7 @@ SDPA = "F.scaled_dot_product_attention"
 
 def cases(config: bc.Config) -> List[Tuple[Shape, bool]]:
     if config.shapes:
-        return [(tuple(s), c) for s in config.shapes for c in (False, True)]
+        return [(tuple(s), c) for s in config.shapes for c in config.causal]
     if config.mode == "smoke":
         return [(s, c) for s in SMOKE_SHAPES for c in (False, True)]
     if config.cuda:

@@ -4,7 +4,7 @@
     python benchmarks/run.py --full                  # every group, the goal shapes (much longer)
     python benchmarks/run.py --groups notebooks      # one group (comma-separated list)
     python benchmarks/run.py --threads 1,2 --out results.json
-    python benchmarks/run.py --full --groups core --threads 2 --shapes 1x16x2048x64   # the goal shape
+    python benchmarks/run.py --full --groups core --threads 2 --shapes 1x16x2048x64 --causal no   # the goal shape
     python benchmarks/run.py --device cuda --groups core,decoding --out gpu.json   # on a GPU machine
 
 Groups:
@@ -107,6 +107,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="repeats per measurement (default: by mode and device)")
     parser.add_argument("--shapes", help="core group: (B, H, T, Dh) shapes to run instead of the mode's, "
                                          "e.g. 1x16x2048x64 (each causal and not)")
+    parser.add_argument("--causal", choices=("both", "no", "yes"), default="both",
+                        help="with --shapes: run them not causal, causal or both (default)")
     parser.add_argument("--out", type=Path, help="write every number to this JSON file")
     args = parser.parse_args(argv)
     args.mode = args.mode or "quick"
@@ -136,7 +138,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     config = bc.Config(mode=args.mode, device=args.device, threads=args.threads, repeats=args.repeats,
-                       shapes=args.shapes)
+                       shapes=args.shapes,
+                       causal={"both": (False, True), "no": (False,), "yes": (True,)}[args.causal])
     env = bc.environment(config)
     print(f"benchmarks ({config.mode}, {config.device}): torch {env['torch']}, numpy {env['numpy']}, "
           f"python {env['python']}, {env['cpu']} ({env['cpu_count']} CPUs)"
