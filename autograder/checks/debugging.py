@@ -308,7 +308,7 @@ def check_fast_causal_attention(cls: Callable, *, hidden: bool = False, seed: Op
         outputs_ok = result.passed
         ratio, detail = _speed_ratio(cls) if outputs_ok else (None, "not timed: the outputs must equal the "
                                                                "slow version's first (a fix keeps the outputs)")
-        result.add(f"at least {SPEED_RATIO:g}x faster than the slow version (median of 5 timed calls each, "
+        result.add(f"at least {SPEED_RATIO:g}x faster than the slow version (medians of 5 timings each, "
                    f"B, T, D, H = {SPEED_SIZE})", 1.0, ratio is not None and ratio >= SPEED_RATIO, detail)
         ref = _randomise(_CausalRef(6, 2).double(), gen)
         _forbid(result, step, build(cls, (6, 2), {}, ref), (_tokens(gen, 2, 4, 6),),
@@ -316,15 +316,20 @@ def check_fast_causal_attention(cls: Callable, *, hidden: bool = False, seed: Op
     return finish(result, quiet)
 
 
-def timed_median(module: nn.Module, x: Tensor, repeats: int = 5) -> float:
-    """Median seconds of ``repeats`` calls (after one warm-up call)."""
-    module(x)
-    times = []
+def timed_median(module: nn.Module, x: Tensor, repeats: int = 5, sample_s: float = 0.025) -> float:
+    """Seconds per call: the median of ``repeats`` samples, each averaging as many calls as fit in
+    about ``sample_s`` seconds (so one preemption by a busy machine cannot dominate a sample)."""
+    start = time.perf_counter()
+    module(x)  # warm-up, and a first estimate
+    once = max(time.perf_counter() - start, 1e-6)
+    calls = max(1, min(1000, int(sample_s / once)))
+    samples = []
     for _ in range(repeats):
         start = time.perf_counter()
-        module(x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for _ in range(calls):
+            module(x)
+        samples.append((time.perf_counter() - start) / calls)
+    return statistics.median(samples)
 
 
 def _speed_ratio(cls) -> Tuple[Optional[float], str]:
@@ -338,12 +343,20 @@ def _speed_ratio(cls) -> Tuple[Optional[float], str]:
         return None, "could not give your module the slow version's weights"
     fast.eval()
     x = randn(gen, b, t, d)
+    # One thread for both: on a busy machine, threads waiting for each other swamp small kernels.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
-        fast_s = call(timed_median, fast, x)
-        slow_s = timed_median(slow, x)
+        for _ in range(2):  # measured again once if the first try falls short (a busy moment)
+            fast_s = call(timed_median, fast, x)
+            slow_s = timed_median(slow, x)
+            ratio = slow_s / max(fast_s, 1e-9)
+            if ratio >= SPEED_RATIO:
+                break
     except LearnerError as e:
         return None, f"timing your module: {e}"
-    ratio = slow_s / max(fast_s, 1e-9)
+    finally:
+        torch.set_num_threads(threads)
     return ratio, f"slow {slow_s * 1e3:.2f} ms, yours {fast_s * 1e3:.2f} ms: {ratio:.1f}x faster"
 
 
