@@ -24,7 +24,9 @@ one run are meaningful on a shared machine even when absolute times are not.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import inspect
 import json
 import sys
@@ -57,9 +59,13 @@ def _group_notebooks(config: bc.Config) -> dict:
 
 
 def _group_grading(config: bc.Config) -> dict:
-    """Delegates to ``benchmarks/bench_grading.py``: its ``run(config)`` if it has one (keyword
-    arguments it accepts among mode/quick/full/smoke/device are filled in), else its
-    ``main(argv)`` with ``--quick``/``--smoke`` as the mode says."""
+    """Delegates to ``benchmarks/bench_grading.py``, imported only when this group runs.
+
+    Its ``run(...)`` if it has one (the keyword arguments it names among config, mode, quick,
+    full, smoke and device are filled in); else its ``main`` as its own command line would call
+    it, with no options (``main(argv)`` if it takes them), its printed output kept in the
+    results. Smoke mode skips ``main``: grading 20 submissions is no smoke test.
+    """
     if not (HERE / "bench_grading.py").exists():
         return {"status": "skipped", "reason": "benchmarks/bench_grading.py is not present"}
     module = importlib.import_module("bench_grading")
@@ -68,18 +74,44 @@ def _group_grading(config: bc.Config) -> dict:
         params = inspect.signature(fn).parameters
         offered = {"config": config, "mode": config.mode, "quick": config.mode != "full",
                    "full": config.mode == "full", "smoke": config.mode == "smoke", "device": config.device}
-        if len(params) == 1 and "config" not in params and not any(p in offered for p in params):
+        if len(params) == 1 and not any(p in offered for p in params):
             result = fn(config)
         else:
             result = fn(**{k: v for k, v in offered.items() if k in params})
-    elif hasattr(module, "main"):
-        argv = {"smoke": ["--smoke"], "quick": ["--quick"], "full": []}[config.mode]
-        result = module.main(argv)
-    else:
+        return result if isinstance(result, dict) else {"returned": result}
+    if not hasattr(module, "main"):
         return {"status": "skipped", "reason": "benchmarks/bench_grading.py has neither run() nor main()"}
-    if isinstance(result, dict):
-        return result
-    return {"returned": result}
+    if config.mode == "smoke":
+        return {"status": "skipped", "reason": "smoke mode: run --groups grading without --smoke"}
+    takes_argv = len(inspect.signature(module.main).parameters) > 0
+    saved_argv, captured = sys.argv, io.StringIO()
+    sys.argv = [str(HERE / "bench_grading.py")]
+    try:
+        with contextlib.redirect_stdout(_Tee(sys.stdout, captured)):
+            code = module.main([]) if takes_argv else module.main()
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = saved_argv
+    ok = code in (None, 0)
+    return {"status": "ok" if ok else "error", "exit_code": code, "output": captured.getvalue(),
+            **({} if ok else {"reason": f"bench_grading.main() exited with {code!r}"})}
+
+
+class _Tee(io.TextIOBase):
+    """Writes to several streams at once (the terminal and a capture)."""
+
+    def __init__(self, *streams) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
 
 
 RUNNERS: Dict[str, Callable[[bc.Config], dict]] = {

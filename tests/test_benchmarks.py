@@ -38,7 +38,8 @@ def runner():
 
 @pytest.fixture(scope="module")
 def smoke(runner, tmp_path_factory):
-    """One smoke run of core, decoding and grading, in this process (threads restored after)."""
+    """One smoke run of core, decoding and grading, in this process (threads restored after);
+    grading is skipped in smoke mode or when its script is absent."""
     out = tmp_path_factory.mktemp("bench") / "results.json"
     threads = torch.get_num_threads()
     try:
@@ -137,17 +138,36 @@ def test_grading_group_skips_without_its_script(runner, monkeypatch, tmp_path):
     assert "bench_grading.py" in outcome["reason"]
 
 
-def test_grading_group_calls_the_scripts_run(runner, monkeypatch, tmp_path):
-    (tmp_path / "bench_grading.py").write_text(
-        "def run(quick=False, smoke=False):\n    return {'status': 'ok', 'quick': quick, 'smoke': smoke}\n")
+def _fake_grading(runner, monkeypatch, tmp_path, source, mode):
+    (tmp_path / "bench_grading.py").write_text(source)
     monkeypatch.setattr(runner, "HERE", tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "bench_grading", raising=False)
     try:
-        outcome = runner._group_grading(runner.bc.Config(mode="smoke"))
+        return runner._group_grading(runner.bc.Config(mode=mode))
     finally:
         sys.modules.pop("bench_grading", None)
+
+
+def test_grading_group_calls_the_scripts_run(runner, monkeypatch, tmp_path):
+    source = "def run(quick=False, smoke=False):\n    return {'status': 'ok', 'quick': quick, 'smoke': smoke}\n"
+    outcome = _fake_grading(runner, monkeypatch, tmp_path, source, "smoke")
     assert outcome == {"status": "ok", "quick": True, "smoke": True}
+
+
+def test_grading_group_calls_the_scripts_main_with_its_own_command_line(runner, monkeypatch, tmp_path):
+    source = ("import argparse, sys\n"
+              "def main():\n"
+              "    args = argparse.ArgumentParser().parse_args()\n"
+              "    print('graded', sys.argv[1:])\n"
+              "    return 0\n")
+    monkeypatch.setattr(sys, "argv", ["run.py", "--groups", "grading"])
+    outcome = _fake_grading(runner, monkeypatch, tmp_path, source, "full")
+    assert outcome["status"] == "ok" and outcome["exit_code"] == 0
+    assert outcome["output"] == "graded []\n"
+    assert sys.argv == ["run.py", "--groups", "grading"]  # restored
+    skipped = _fake_grading(runner, monkeypatch, tmp_path, source, "smoke")
+    assert skipped["status"] == "skipped" and "smoke" in skipped["reason"]
 
 
 def test_numpy_backward_matches_autograd():
