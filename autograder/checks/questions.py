@@ -795,4 +795,107 @@ QUESTIONS: Dict[str, Question] = {
         },
         points=1,
     ),
+    # ------------------------------------------------------------------ 06_debugging_transformer_blocks
+    "06.loss_falls": Question(
+        kind="choice",
+        options={
+            "a": "the refactor is correct",
+            "b": "only that it learns something; test it against the spec",
+            "c": "norm placement does not matter",
+            "d": "the bug is in the optimiser",
+        },
+        answer="b",
+        explanation=(
+            "Pre-norm, post-norm and a mix of the two are all trainable blocks, so each one's loss "
+            "falls. A falling loss tells you the model can learn; whether the code is the block "
+            "of the spec takes a test that can fail: the same weights in the reference give the "
+            "same output, or a property of the spec (zeroed sub-layer outputs give back x) holds."
+        ),
+        feedback={
+            "a": (
+                "A wrong block often trains fine: the refactored block, half pre-norm and half "
+                "post-norm, is still a trainable function. Training converging cannot tell two "
+                "architectures apart; an equality test against the spec with the same weights can."
+            ),
+            "c": (
+                "Placement matters: it changes the function the block computes (the outputs "
+                "differ with the same weights) and how deep stacks train (incident 3). A short "
+                "run of one block is too weak a test to show either."
+            ),
+            "d": (
+                "The optimiser did its job: it made the loss fall. The question is whether the "
+                "forward pass is the specified block, and training says nothing about that; "
+                "compare it with the spec under the same weights."
+            ),
+        },
+        points=1,
+    ),
+    "06.merge_probe": Question(
+        kind="choice",
+        options={
+            "a": "output shape (B, T, D)",
+            "b": "permuting the tokens permutes the output rows the same way",
+            "c": "the loss decreases",
+            "d": "attention weights rows sum to 1",
+        },
+        answer="b",
+        explanation=(
+            "Without a mask, self-attention is permutation-equivariant: each token's output "
+            "depends on its own query and the set of keys and values. A merge that hands token t "
+            "pieces of other tokens makes the output depend on positions, so shuffling the input "
+            "no longer just shuffles the output. No reference implementation is needed."
+        ),
+        feedback={
+            "a": (
+                "The merge bug keeps the shape: reshaping (B, H, T, Dh) to (B, T, H·Dh) without "
+                "the transpose has the same number of elements, so the shape is (B, T, D) either "
+                "way. A shape test passes on the broken code."
+            ),
+            "c": (
+                "The broken module still trains a little (the output projection partly adapts), "
+                "so the loss does fall: too weak and too slow a test to catch the bug."
+            ),
+            "d": (
+                "The weights are computed before the merge and are correct: each row still sums "
+                "to 1. The bug is in how the heads' outputs are put back together, after the "
+                "weights are used."
+            ),
+        },
+        points=1,
+    ),
+    "06.fair_timing": Question(
+        kind="choice",
+        options={
+            "a": "one call each, first call included",
+            "b": "warm-up, then the median of several calls, same input, same threads",
+            "c": "mean of 100 calls incl. the first, all threads",
+            "d": "a whole training run each, on whichever machine is free",
+        },
+        answer="b",
+        explanation=(
+            "A warm-up call removes one-off costs (allocation, setup); the median of several calls "
+            "ignores the odd run slowed down by another process; the same input and the same "
+            "thread count make the two numbers comparable. Restore the thread count afterwards."
+        ),
+        feedback={
+            "a": (
+                "A single call is at the mercy of whatever else the machine was doing at that "
+                "moment, and the first call also pays one-off costs (memory allocation, setup). "
+                "Warm up once, then take the median of several calls."
+            ),
+            "c": (
+                "Many calls help, but the mean is pulled by the first call's one-off costs and by "
+                "any call slowed by another process; and with all threads on a shared machine, "
+                "small operations spend their time waiting for each other. Warm up, take the "
+                "median, and fix the thread count for both versions."
+            ),
+            "d": (
+                "A whole training run measures much more than the attention (data, optimiser, "
+                "logging), and two different machines cannot be compared at all. Time the module "
+                "itself, both versions on the same machine, in the same session, with the same "
+                "input and threads."
+            ),
+        },
+        points=1,
+    ),
 }
