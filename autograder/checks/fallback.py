@@ -25,6 +25,21 @@ def _heads_loop_reference(x, w_q, w_k, w_v, mask=None):
     return _heads_reference(x, *(torch.cat(list(w), dim=0) for w in (w_q, w_k, w_v)), len(w_q), mask)
 
 
+def _debugging():
+    from . import debugging  # late: checks.block imports this module
+
+    return debugging
+
+
+def _heads_probe_reference(module) -> bool:
+    """Notebook 06's probe: permuting the tokens must permute the output rows the same way."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 7, module.q_proj.in_features, generator=gen).to(module.q_proj.weight.dtype)
+    perm = torch.randperm(7, generator=gen)
+    with torch.no_grad():
+        return bool(torch.allclose(module(x[:, perm]), module(x)[:, perm], atol=1e-5))
+
+
 _REFERENCE: Dict[str, Callable] = {
     "softmax": mhsa_lib.softmax,
     "causal_mask": mhsa_lib.causal_mask,
@@ -44,6 +59,11 @@ _REFERENCE: Dict[str, Callable] = {
     "GroupedQueryAttention": mhsa_lib.GroupedQueryAttention,
     "KVCache": mhsa_lib.KVCache,
     "kv_cache_bytes": mhsa_lib.kv_cache_bytes,
+    "FixedBlock": lambda d_model, num_heads, d_ff: mhsa_lib.TransformerBlock(d_model, num_heads, d_ff, "pre"),
+    "FixedAttention": mhsa_lib.MultiHeadAttention,
+    "heads_look_right": _heads_probe_reference,
+    "StableEncoder": lambda *args, **kwargs: _debugging()._EncoderRef(*args, **kwargs),
+    "FastCausalAttention": lambda d_model, num_heads: _debugging()._CausalRef(d_model, num_heads),
 }
 
 
@@ -52,6 +72,11 @@ _REFERENCE_NAMES = {
     "attention_heads": "a reference built from mhsa_lib.split_heads and scaled_dot_product_attention",
     "attention_heads_loop": "a reference built from mhsa_lib.split_heads and scaled_dot_product_attention",
     "load_mha_from_torch": "mhsa_lib.interop.load_mha_from_torch",
+    "FixedBlock": "the spec's pre-norm block, mhsa_lib.TransformerBlock(..., 'pre')",
+    "FixedAttention": "mhsa_lib.MultiHeadAttention",
+    "heads_look_right": "a reference permutation probe",
+    "StableEncoder": "a reference stack of pre-norm mhsa_lib.TransformerBlocks with a final LayerNorm",
+    "FastCausalAttention": "mhsa_lib.MultiHeadAttention with a causal mask",
 }
 
 
@@ -78,6 +103,11 @@ def _checks() -> Dict[str, Callable]:
         "GroupedQueryAttention": kv_cache.check_grouped_query_attention,
         "KVCache": kv_cache.check_kv_cache,
         "kv_cache_bytes": kv_cache.check_kv_cache_bytes,
+        "FixedBlock": _debugging().check_fixed_block,
+        "FixedAttention": _debugging().check_fixed_attention,
+        "heads_look_right": _debugging().check_head_probe,
+        "StableEncoder": _debugging().check_stable_encoder,
+        "FastCausalAttention": _debugging().check_fast_causal_attention,
     }
 
 
