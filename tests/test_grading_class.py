@@ -239,7 +239,8 @@ def test_scores_and_status_per_student(graded, student):
 
 def test_missing_notebook_is_reported(graded):
     r = graded["results"]["yvonne_missing"]
-    assert r["status"] == "missing" and "notes.txt" not in r["message"] or r["status"] == "missing"
+    assert r["status"] == "missing"
+    assert f"no {FILE}" in r["message"]
     assert all(p == 0 for p in _points(r).values())
 
 
