@@ -48,7 +48,7 @@ def setups(config: bc.Config) -> List[DecodeSetup]:
         return [DecodeSetup(1, 1024, 16, 4, 512, 128), DecodeSetup(8, 1024, 16, 4, 512, 128)]
     if config.mode == "quick":
         return [DecodeSetup(1, 256, 8, 4, 128, 64)]
-    return [DecodeSetup(1, 512, 8, 4, 512, 256), DecodeSetup(8, 512, 8, 4, 256, 128)]
+    return [DecodeSetup(1, 512, 8, 4, 256, 128), DecodeSetup(8, 256, 8, 4, 128, 64)]
 
 
 class AttentionStack(nn.Module):
