@@ -62,11 +62,35 @@ def core(group, gpu: bool) -> list:
                 out.append(f"| {label} | {_ms(f['median_s'])} | {rate(f)} | {_mib(f['peak_extra_bytes'])} | "
                            f"{_ms(fb['median_s'])} | {rate(fb)} | {_mib(fb['peak_extra_bytes'])} | "
                            f"{ratio(f, bf)} | {ratio(fb, bfb)} |")
+    threads = sorted({r["threads"] for r in group["rows"] if r["threads"]})
+    if len(threads) > 1:
+        out.extend(thread_scaling(group["rows"], threads[0], threads[-1]))
     if group.get("goals"):
         out.append(f"\nGoals ({group['goals'][0].get('where', '')}):\n")
         out.append("| ratio | measured | goal | |")
         out.append("|---|---:|---:|---|")
         out.extend(_goal(g) for g in group["goals"])
+    return out
+
+
+def thread_scaling(rows, few: int, many: int) -> list:
+    """Speed-up from ``few`` to ``many`` threads of every candidate, forward and forward+backward."""
+    by = {(r["table"], r["impl"], r["pass"], r["B"], r["H"], r["T"], r["Dh"], r["causal"], r["threads"]): r["median_s"]
+          for r in rows}
+    cases = list(dict.fromkeys((r["B"], r["H"], r["T"], r["Dh"], r["causal"]) for r in rows))
+    head = " | ".join(f"({b}, {h}, {t}, {dh}){' causal' if c else ''}" for b, h, t, dh, c in cases)
+    out = [f"\nSpeed-up from {few} to {many} threads (time with {few} / time with {many}), forward | forward+backward:\n",
+           f"| | {head} |", "|---|" + "---:|" * len(cases)]
+    for table, impl in dict.fromkeys((r["table"], r["impl"]) for r in rows):
+        cells = []
+        for b, h, t, dh, c in cases:
+            pair = []
+            for p in ("fwd", "fwd+bwd"):
+                a = by.get((table, impl, p, b, h, t, dh, c, few))
+                z = by.get((table, impl, p, b, h, t, dh, c, many))
+                pair.append(f"{a / z:.2f}" if a and z and a == a and z == z else "-")
+            cells.append(" / ".join(pair))
+        out.append(f"| {table}: {impl} | " + " | ".join(cells) + " |")
     return out
 
 
