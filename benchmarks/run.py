@@ -1,7 +1,7 @@
 """Run the course's benchmarks and print side-by-side tables with ratios against the goals.
 
-    python benchmarks/run.py                         # quick: core + decoding, about a minute here
-    python benchmarks/run.py --full                  # every group, the goal shapes (much longer)
+    python benchmarks/run.py                         # quick: core + decoding, about 75 s on 2 shared cores
+    python benchmarks/run.py --full                  # every group, every CPU shape causal and not, 1 and 2 threads (tens of minutes)
     python benchmarks/run.py --groups notebooks      # one group (comma-separated list)
     python benchmarks/run.py --threads 1,2 --out results.json
     python benchmarks/run.py --full --groups core --threads 2 --shapes 1x16x2048x64 --causal no   # the goal shape
@@ -15,7 +15,8 @@ Groups:
   notebooks  wall time of every solution notebook run top to bottom, kernel start included
   grading    serial nbgrader autograde vs the parallel grader (benchmarks/bench_grading.py)
 
-Default groups: core,decoding in quick mode, all four with --full. ``--smoke`` runs tiny shapes
+Default groups: core,decoding in quick mode, all four with --full. With --device cuda the core group
+runs every shape in bf16, fp16 and fp32 whatever the mode (GPU calls take milliseconds). ``--smoke`` runs tiny shapes
 with one repeat (the test suite uses it to check the output format; its numbers mean nothing).
 Every figure is a median over repeats with the candidates interleaved, so ratios measured in
 one run are meaningful on a shared machine even when absolute times are not.
