@@ -1,4 +1,4 @@
-"""The nbgrader pipeline end to end, in a temporary course folder, for each notebook with graded
+"""The nbgrader pipeline end to end, in a temporary course folder, for every notebook with graded
 code: generate_assignment, two submissions (one correct, one with a bug in a single step),
 autograde, export. The correct one earns full marks on every autograded step; the buggy one loses
 points on exactly its broken step (the checks isolate later steps from it), and the self-check
@@ -43,6 +43,13 @@ CASES = [
     Case("05_kv_cache_and_head_sharing", "repeat_kv", "check_repeat_kv",
          "x = x[:, :, None].expand(batch, kv_heads, n_rep, length, head_dim)",
          "x = x[:, None].expand(batch, n_rep, kv_heads, length, head_dim)"),
+    # The repaired merge of incident 2 still forgets the transpose.
+    Case("06_debugging_transformer_blocks", "fixed_attention", "check_fixed_attention",
+         "return x.transpose(1, 2).reshape(b, t, h * dh)", "return x.reshape(b, t, h * dh)"),
+    # Sine and cosine swapped in the positional encoding; the capstone model must not pay.
+    Case("07_capstone_tiny_transformer", "sinusoidal_positional_encoding",
+         "check_sinusoidal_positional_encoding",
+         "pe[:, 0::2] = torch.sin(angle)  # even features", "pe[:, 0::2] = torch.cos(angle)"),
 ]
 CASES = [c for c in CASES if (SOLUTIONS / f"{c.name}.ipynb").exists()]
 SEED = "20240611"  # the grading seed: hidden cases are the same for nbgrader and the self-check
