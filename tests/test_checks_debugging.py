@@ -189,3 +189,16 @@ def test_unfixed_and_wrong_fast_versions(capsys):
     assert points == 0.0 and "no longer causal" in out
     points, out = run(C.check_fast_causal_attention, M.FastUpperLeftWrong, capsys, seed=1)
     assert points == 0.0 and "triu" in out
+
+
+def test_unfinished_encoder_constructor_says_not_implemented(capsys):
+    from autograder import check_stable_encoder
+
+    class StableEncoder(nn.Module):
+        def __init__(self, d_model, num_heads, d_ff, num_layers):
+            super().__init__()
+            raise NotImplementedError()
+
+    assert check_stable_encoder(StableEncoder) == 0.0
+    out = capsys.readouterr().out
+    assert "not implemented yet" in out and "random sizes" not in out
