@@ -15,7 +15,6 @@ taught with head sharing in notebook 05 and exported from ``mhsa_lib.kv_cache`` 
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 __all__ = ["split_heads", "merge_heads", "repeat_kv"]

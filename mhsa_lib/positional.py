@@ -21,7 +21,7 @@ back" once for every position.
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Union
 
 import torch
 from torch import Tensor, nn

@@ -5,7 +5,6 @@ import torch
 
 import mhsa_lib
 from autograder import check_pairwise_scores, check_softmax, fallback
-from autograder.checks import warmups as W
 from autograder.mistakes import warmups as M
 
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import shutil
 import sqlite3
 import zipfile
-from pathlib import Path
 
 import nbformat
 import pytest

@@ -3,7 +3,6 @@ the next thing to do."""
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import nbformat

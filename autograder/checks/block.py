@@ -12,10 +12,7 @@ Shape letters: B batch, T length, D model width, H heads, Dh = D/H, F feed-forwa
 
 from __future__ import annotations
 
-import contextlib
-import math
-import warnings
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -33,12 +30,12 @@ from ..core import (
     draw_seed,
     find_shortcuts,
     finish,
-    matches,
     randn,
 )
 from ..mistakes import block as M
 from .fallback import isolating
 from .heads import HARD_CODED
+from .modules import build, copy_parameters, diagnose_modules, guarded, not_implemented, randomise, run, tokens
 
 LAYER_NORM_POINTS = 3.0
 FEED_FORWARD_POINTS = 2.0
@@ -50,132 +47,6 @@ FEED_FORWARD_LIBRARY = ("FeedForward", "TransformerBlock")
 BLOCK_LIBRARY = ("TransformerBlock",)
 BLOCK_TORCH = ("_transformer_encoder_layer_fwd",)
 BLOCK_TORCH_MODULES = (nn.TransformerEncoderLayer, nn.TransformerEncoder, nn.Transformer)
-
-
-# --------------------------------------------------------------------------- shared helpers
-
-
-@contextlib.contextmanager
-def guarded():
-    """Around a check's parts: no autograd, no warnings on stderr, the global RNG state restored
-    (building nn.Linear layers draws from it; the learner's own random stream is left as it was)."""
-    rng_state = torch.get_rng_state()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        torch.set_rng_state(rng_state)
-
-
-def _name(cls: Any) -> str:
-    return getattr(cls, "__name__", "your class")
-
-
-def _call_repr(cls: Any, args: Sequence[Any], kwargs: dict) -> str:
-    shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
-    return f"{_name(cls)}({', '.join(shown)})"
-
-
-def _randomise(module: nn.Module, gen: torch.Generator) -> nn.Module:
-    """Unit-scale random parameters: weights N(0, 1/fan_in), norm gains in [0.5, 1.5), shifts N(0, 0.25)."""
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.ndim >= 2:
-                p.copy_(randn(gen, *p.shape, dtype=p.dtype, scale=1.0 / math.sqrt(p.shape[-1])))
-            elif name.endswith("weight"):  # a norm's gain: kept away from 0 so it can be undone
-                p.copy_(0.5 + torch.rand(p.shape, generator=gen, dtype=torch.float64).to(p.dtype))
-            else:
-                p.copy_(randn(gen, *p.shape, dtype=p.dtype, scale=0.5))
-    return module
-
-
-def copy_parameters(dst: nn.Module, src: nn.Module) -> Optional[str]:
-    """Copy every parameter of ``src`` into the parameter of ``dst`` with the same name; say what does not fit.
-
-    Shared parameters count under each name, so a module that reuses one LayerNorm for both
-    sub-layers gets the second one's values in both places (and its output shows it).
-    """
-    theirs = dict(dst.named_parameters(remove_duplicate=False))
-    with torch.no_grad():
-        for name, p in src.named_parameters():
-            q = theirs.get(name)
-            if q is None:
-                return f"your module has no parameter {name} of shape {tuple(p.shape)}"
-            if tuple(q.shape) != tuple(p.shape):
-                return f"{name} has shape {tuple(q.shape)}, expected {tuple(p.shape)}"
-            q.copy_(p)
-    return None
-
-
-def build(cls: Callable, args: Sequence[Any], kwargs: dict, src: nn.Module):
-    """Build the learner's module, give it ``src``'s parameters, float64, eval mode; or a message."""
-    module = attempt(cls, *args, **kwargs)
-    if isinstance(module, LearnerError):
-        return f"{_call_repr(cls, args, kwargs)} {module}"
-    if not isinstance(module, nn.Module):
-        return f"{_call_repr(cls, args, kwargs)} built a {type(module).__name__}, expected an nn.Module"
-    problem = copy_parameters(module, src)
-    if problem:
-        return problem
-    try:
-        return module.double().eval()
-    except Exception as e:  # a learner's odd module
-        return f"{_call_repr(cls, args, kwargs)}.double() raised {type(e).__name__}: {e}"
-
-
-def run(module: nn.Module, *args: Any) -> Any:
-    """Call the learner's module on copies of tensor arguments; trailing None arguments are left out."""
-    args = list(args)
-    while args and args[-1] is None:
-        args.pop()
-    return attempt(module, *(a.clone() if isinstance(a, Tensor) else a for a in args))
-
-
-def diagnose_modules(result: CheckResult, seen, mistakes, advice, mistake_output: Callable,
-                     prefix: str = "") -> bool:
-    """Name the first known mistake whose outputs equal the learner's on every case seen.
-
-    ``seen``: ``(case, learner output, expected output)``; a mistake is named only if the
-    learner's output differs from the expected one somewhere (else it explains nothing).
-    """
-    outputs = [(case, y, e) for case, y, e in seen if isinstance(y, Tensor)]
-    if not outputs:
-        for _, y, _ in seen:
-            if isinstance(y, LearnerError):
-                result.diagnose(f"{prefix}your forward {y}.")
-                return True
-        return False
-    if all(close(y, e, atol=1e-6) for _, y, e in outputs):
-        return False
-    for mistake in mistakes:
-        if mistake.row == 21:
-            continue  # same output as a correct module: the forbidden-call probe catches it
-        try:
-            ok = all(matches(y, mistake_output(mistake, case), atol=1e-6) for case, y, _ in outputs)
-        except Exception:
-            ok = False
-        if ok:
-            result.diagnose(prefix + advice[mistake.id])
-            return True
-    return False
-
-
-def _not_implemented(result: CheckResult, step: str, y: Any) -> bool:
-    """A forward that is still the release's stub earns nothing, with one clear line."""
-    if isinstance(y, LearnerError) and y.kind == "not_implemented":
-        result.zero_reason = f"{step}.forward {y}"
-        return True
-    return False
-
-
-def _tokens(gen: torch.Generator, *shape: int, spread: bool = True) -> Tensor:
-    """Float64 tokens; with ``spread`` each token gets its own offset and scale, as real activations do."""
-    x = randn(gen, *shape, dtype=torch.float64)
-    if spread:
-        x = x * (0.5 + 2 * torch.rand(*shape[:-1], 1, generator=gen, dtype=torch.float64))
-        x = x + randn(gen, *shape[:-1], 1, dtype=torch.float64, scale=2.0)
-    return x
 
 
 # --------------------------------------------------------------------------- LayerNorm
@@ -227,7 +98,7 @@ def _layer_norm_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bo
         return y, expected
 
     y, e = case(LN_PUBLIC_X, 4, None, LN_PUBLIC_WEIGHT, LN_PUBLIC_BIAS)
-    if _not_implemented(result, "LayerNorm", y):
+    if not_implemented(result, "LayerNorm", y):
         return
     c = compare(y, e, what="output") if e is not None else None
     public_ok = bool(c and c.ok)
@@ -237,7 +108,7 @@ def _layer_norm_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bo
     fails = []
     for _ in range(6 if hidden else 3):
         b, t, d = distinct_sizes(gen, 3, 2, 9)
-        x = _tokens(gen, b, t, d)
+        x = tokens(gen, b, t, d)
         w, bias = 0.5 + torch.rand(d, generator=gen, dtype=torch.float64), randn(gen, d, dtype=torch.float64)
         y, e = case(x, d, None, w, bias)
         c = compare(y, e, what="output") if e is not None else None
@@ -249,9 +120,9 @@ def _layer_norm_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bo
     eps_fails = []
     b, t, d = distinct_sizes(gen, 3, 2, 9)
     w, bias = 0.5 + torch.rand(d, generator=gen, dtype=torch.float64), randn(gen, d, dtype=torch.float64)
-    for label, x, eps in (("LayerNorm(D, eps=0.1)", _tokens(gen, b, t, d, spread=False), 0.1),
+    for label, x, eps in (("LayerNorm(D, eps=0.1)", tokens(gen, b, t, d, spread=False), 0.1),
                           ("tokens of variance ~1e-4 with the default eps",
-                           _tokens(gen, b, t, d, spread=False) * 0.01, None)):
+                           tokens(gen, b, t, d, spread=False) * 0.01, None)):
         y, e = case(x, d, eps, w, bias)
         c = compare(y, e, what="output") if e is not None else None
         if c is None or not c.ok:
@@ -273,11 +144,11 @@ def _layer_norm_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bo
         if public_ok and fails:
             ref = _ln_reference(4, 1e-5, LN_PUBLIC_WEIGHT, LN_PUBLIC_BIAS)
             mod = build(cls, (4,), {}, ref)
-            if not isinstance(mod, str) and close(run(mod, _tokens(gen, 1, 3, 4)), ref(LN_PUBLIC_X)):
+            if not isinstance(mod, str) and close(run(mod, tokens(gen, 1, 3, 4)), ref(LN_PUBLIC_X)):
                 result.diagnose(HARD_CODED)
     mod = build(cls, (5,), {}, _ln_reference(5, 1e-5, torch.ones(5), torch.zeros(5)))
     if not isinstance(mod, str):
-        shortcuts = find_shortcuts(mod, (_tokens(gen, 2, 3, 5),), LAYER_NORM_TORCH, forbid_library=LAYER_NORM_LIBRARY)
+        shortcuts = find_shortcuts(mod, (tokens(gen, 2, 3, 5),), LAYER_NORM_TORCH, forbid_library=LAYER_NORM_LIBRARY)
         if shortcuts:
             result.zero_reason = (f"your LayerNorm calls {', '.join(shortcuts)}: this step asks you to "
                                   "normalise yourself (mean, var, sqrt)")
@@ -314,7 +185,7 @@ def _ln_probes(cls, gen: torch.Generator) -> List[str]:
     mod = build(cls, (d,), {}, ref)
     if isinstance(mod, str):
         return [mod]
-    x = _tokens(gen, 3, 5, d)
+    x = tokens(gen, 3, 5, d)
     y = run(mod, x)
     if not isinstance(y, Tensor) or tuple(y.shape) != tuple(x.shape):
         return [f"expected an output of shape {tuple(x.shape)} to probe"]
@@ -324,7 +195,7 @@ def _ln_probes(cls, gen: torch.Generator) -> List[str]:
         problems.append(f"a token's features have mean {float(mean.flatten()[0]):.3g}, expected 0")
     if not close(var, torch.ones_like(var), atol=1e-3):
         v = float(var.flatten()[0])
-        hint = f" = (D-1)/D: you divide by D-1 somewhere" if abs(v - (d - 1) / d) < 1e-3 else ""
+        hint = " = (D-1)/D: you divide by D-1 somewhere" if abs(v - (d - 1) / d) < 1e-3 else ""
         problems.append(f"a token's features have (biased) variance {v:.4g}, expected 1{hint}")
     x2 = x.clone()
     x2[:, 0] = x2[:, 0] * 3.0 + 1.0
@@ -333,7 +204,7 @@ def _ln_probes(cls, gen: torch.Generator) -> List[str]:
         problems.append("changing the first token changes the output at other positions: normalise "
                         "each token over its own D features (the last axis)")
     for shape in ((5, d), (2, 3, 4, d)):
-        x3 = _tokens(gen, *shape)
+        x3 = tokens(gen, *shape)
         c = compare(run(mod, x3), ref(x3), what=f"output for x of shape {shape}")
         if not c.ok:
             problems.append(c.detail)
@@ -360,7 +231,7 @@ _LN_ADVICE = {
 
 def _ffn_reference(d: int, f: int, activation: str, gen: torch.Generator) -> nn.Module:
     torch.manual_seed(int(torch.randint(0, 2**30, (1,), generator=gen)))
-    return _randomise(mhsa_lib.FeedForward(d, f, activation).double().eval(), gen)
+    return randomise(mhsa_lib.FeedForward(d, f, activation).double().eval(), gen)
 
 
 def check_feed_forward(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
@@ -397,7 +268,7 @@ def _feed_forward_parts(cls, result: CheckResult, gen: torch.Generator, hidden: 
     pub_gen = torch.Generator().manual_seed(2024)
     ref = _ffn_reference(4, 6, "relu", pub_gen)
     y, e = case(randn(pub_gen, 1, 3, 4, dtype=torch.float64), 4, 6, "relu", ref)
-    if _not_implemented(result, "FeedForward", y):
+    if not_implemented(result, "FeedForward", y):
         return
     c = compare(y, e, what="output") if e is not None else None
     public_ok = bool(c and c.ok)
@@ -409,7 +280,7 @@ def _feed_forward_parts(cls, result: CheckResult, gen: torch.Generator, hidden: 
             b, t, d = distinct_sizes(gen, 3, 2, 9)
             f = d + int(torch.randint(1, 2 * d, (1,), generator=gen))  # F ≠ D
             ref = _ffn_reference(d, f, activation, gen)
-            y, e = case(_tokens(gen, b, t, d), d, f, activation, ref)
+            y, e = case(tokens(gen, b, t, d), d, f, activation, ref)
             c = compare(y, e, what="output") if e is not None else None
             if c is None or not c.ok:
                 fails[activation].append(f"B={b}, T={t}, D={d}, F={f}: {y if c is None else c.detail}")
@@ -438,12 +309,12 @@ def _feed_forward_parts(cls, result: CheckResult, gen: torch.Generator, hidden: 
             ref = _ffn_reference(4, 6, "relu", pub_gen)
             x_pub = randn(pub_gen, 1, 3, 4, dtype=torch.float64)
             mod = build(cls, (4, 6), {}, ref)
-            if not isinstance(mod, str) and close(run(mod, _tokens(gen, 1, 3, 4)), ref(x_pub)):
+            if not isinstance(mod, str) and close(run(mod, tokens(gen, 1, 3, 4)), ref(x_pub)):
                 result.diagnose(HARD_CODED)
     ref = _ffn_reference(5, 7, "relu", gen)
     mod = build(cls, (5, 7), {}, ref)
     if not isinstance(mod, str):
-        shortcuts = find_shortcuts(mod, (_tokens(gen, 2, 3, 5),), (), forbid_library=FEED_FORWARD_LIBRARY)
+        shortcuts = find_shortcuts(mod, (tokens(gen, 2, 3, 5),), (), forbid_library=FEED_FORWARD_LIBRARY)
         if shortcuts:
             result.zero_reason = (f"your FeedForward calls {', '.join(shortcuts)}: this step asks you to "
                                   "build it from fc1, the activation and fc2")
@@ -472,7 +343,7 @@ def _ffn_probes(cls, gen: torch.Generator) -> List[str]:
     mod = build(cls, (d, f), {}, ref)
     if isinstance(mod, str):
         return [mod]
-    x = _tokens(gen, 2, t, d)
+    x = tokens(gen, 2, t, d)
     y = run(mod, x)
     if not isinstance(y, Tensor) or tuple(y.shape) != tuple(x.shape):
         return [f"expected an output of shape (B, T, D) = {tuple(x.shape)} to probe"]
@@ -487,7 +358,7 @@ def _ffn_probes(cls, gen: torch.Generator) -> List[str]:
     if not (isinstance(y2, Tensor) and y2.shape == y.shape and close(y2[:, 1:], y[:, 1:], atol=1e-8)):
         problems.append("changing the first token changes the output at other positions")
     for shape in ((t, d), (2, 3, t, d)):
-        x3 = _tokens(gen, *shape)
+        x3 = tokens(gen, *shape)
         c = compare(run(mod, x3), ref(x3), what=f"output for x of shape {shape}")
         if not c.ok:
             problems.append(c.detail)
@@ -518,7 +389,7 @@ BLOCK_ALLOWED = ("your block may use mhsa_lib's (or your own) MultiHeadAttention
 def _block_reference(d: int, h: int, f: int, placement: str, gen: torch.Generator,
                      dropout: float = 0.0) -> nn.Module:
     torch.manual_seed(int(torch.randint(0, 2**30, (1,), generator=gen)))
-    return _randomise(mhsa_lib.TransformerBlock(d, h, f, placement, dropout).double().eval(), gen)
+    return randomise(mhsa_lib.TransformerBlock(d, h, f, placement, dropout).double().eval(), gen)
 
 
 def _block_sizes(gen: torch.Generator) -> Tuple[int, int, int, int, int]:
@@ -571,7 +442,7 @@ def _block_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -
         ref = _block_reference(4, 2, 6, placement, pub_gen)
         x = randn(pub_gen, 1, 3, 4, dtype=torch.float64)
         y, e = case(placement, (4, 2, 6), None, ref, x)
-        if _not_implemented(result, "TransformerBlock", y):
+        if not_implemented(result, "TransformerBlock", y):
             return
         c = compare(y, e, what="output") if e is not None else None
         public_ok[placement] = bool(c and c.ok)
@@ -585,7 +456,7 @@ def _block_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -
             b, t, h, dh, f = _block_sizes(gen)
             d = h * dh
             ref = _block_reference(d, h, f, placement, gen)
-            x = _tokens(gen, b, t, d, spread=False)
+            x = tokens(gen, b, t, d, spread=False)
             y, e = case(placement, (d, h, f), None, ref, x)
             c = compare(y, e, what="output") if e is not None else None
             if c is None or not c.ok:
@@ -640,7 +511,7 @@ def _block_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -
             ref = _block_reference(4, 2, 6, "pre", pub_gen)
             x_pub = randn(pub_gen, 1, 3, 4, dtype=torch.float64)
             mod = build(cls, (4, 2, 6), {"norm_placement": "pre"}, ref)
-            if not isinstance(mod, str) and close(run(mod, _tokens(gen, 1, 3, 4)), ref(x_pub)):
+            if not isinstance(mod, str) and close(run(mod, tokens(gen, 1, 3, 4)), ref(x_pub)):
                 result.diagnose(HARD_CODED)
     _block_shortcuts(cls, result, gen)
 
@@ -680,7 +551,7 @@ def _block_dropout(cls, gen: torch.Generator) -> Tuple[List[str], bool]:
         if isinstance(mod, str):
             fails.append(mod)
             continue
-        x = _tokens(gen, b, t, d, spread=False)
+        x = tokens(gen, b, t, d, spread=False)
         y1, y2 = run(mod, x), run(mod, x)
         if isinstance(y1, Tensor) and isinstance(y2, Tensor) and y1.shape == y2.shape and not torch.equal(y1, y2):
             random_output = True
@@ -709,7 +580,7 @@ def _block_probes(cls, gen: torch.Generator) -> List[str]:
         mod = build(cls, (d, h, f), {"norm_placement": placement}, ref)
         if isinstance(mod, str):
             return [mod]
-        x = _tokens(gen, b, t, d, spread=False)
+        x = tokens(gen, b, t, d, spread=False)
         mask = mhsa_lib.causal_mask(t)
         y = run(mod, x, mask)
         if not isinstance(y, Tensor) or tuple(y.shape) != (b, t, d):
@@ -752,7 +623,7 @@ def _block_shortcuts(cls, result: CheckResult, gen: torch.Generator) -> None:
     if isinstance(mod, str):
         return
     found = [f"torch's {type(m).__name__}" for m in mod.modules() if isinstance(m, BLOCK_TORCH_MODULES)][:1]
-    found += find_shortcuts(mod, (_tokens(gen, 2, 4, 6), mhsa_lib.causal_mask(4)), BLOCK_TORCH,
+    found += find_shortcuts(mod, (tokens(gen, 2, 4, 6), mhsa_lib.causal_mask(4)), BLOCK_TORCH,
                             forbid_library=BLOCK_LIBRARY)
     if found:
         result.zero_reason = f"your TransformerBlock uses {', '.join(found)}. " + BLOCK_ALLOWED

@@ -12,7 +12,7 @@ check rather than stopping the notebook.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 from ..core import CheckResult, LearnerError, call, finish
 

@@ -35,7 +35,7 @@ from ..core import (
     randn,
 )
 from ..mistakes import debugging as M
-from .block import _randomise, _tokens, build, copy_parameters, diagnose_modules, guarded, run
+from .modules import build, copy_parameters, diagnose_modules, guarded, randomise, run, tokens
 
 BLOCK_POINTS = 3.0
 ATTENTION_POINTS = 2.0
@@ -64,8 +64,8 @@ def _compare_cases(step: str, cls, result: CheckResult, gen: torch.Generator, hi
     seen: List[Tuple[Any, Any, Tensor]] = []
 
     def case(sizes, g):
-        ref = _randomise(make_ref(sizes).double().eval(), g)
-        x = _tokens(g, sizes[0], sizes[1], sizes[2] * sizes[3])
+        ref = randomise(make_ref(sizes).double().eval(), g)
+        x = tokens(g, sizes[0], sizes[1], sizes[2] * sizes[3])
         mod = build(cls, ctor(sizes), {}, ref)
         if isinstance(mod, str):
             return mod, None
@@ -138,14 +138,14 @@ def check_fixed_block(cls: Callable, *, hidden: bool = False, seed: Optional[int
             problems = _identity_probe(cls, gen)
             result.add("probe: with attn.out_proj and ffn.fc2 zeroed the block returns its input "
                        "(pre-norm keeps a clean residual path)", 1.0, not problems, "; ".join(problems))
-            ref = _randomise(mhsa_lib.TransformerBlock(6, 2, 10).double(), gen)
-            _forbid(result, step, build(cls, (6, 2, 10), {}, ref), (_tokens(gen, 2, 4, 6),),
+            ref = randomise(mhsa_lib.TransformerBlock(6, 2, 10).double(), gen)
+            _forbid(result, step, build(cls, (6, 2, 10), {}, ref), (tokens(gen, 2, 4, 6),),
                     ("TransformerBlock",), (nn.TransformerEncoderLayer,))
     return finish(result, quiet)
 
 
 def _identity_probe(cls, gen) -> List[str]:
-    ref = _randomise(mhsa_lib.TransformerBlock(6, 2, 10).double(), gen)
+    ref = randomise(mhsa_lib.TransformerBlock(6, 2, 10).double(), gen)
     mod = build(cls, (6, 2, 10), {}, ref)
     if isinstance(mod, str):
         return [mod]
@@ -156,7 +156,7 @@ def _identity_probe(cls, gen) -> List[str]:
                 layer.bias.zero_()
     except Exception:
         return ["could not zero attn.out_proj and ffn.fc2"]
-    x = _tokens(gen, 2, 5, 6)
+    x = tokens(gen, 2, 5, 6)
     y = run(mod, x)
     if not (isinstance(y, Tensor) and close(y, x, atol=1e-10)):
         return ["the output is not x: some norm still sits on the residual path (x is normalised on its way "
@@ -206,8 +206,8 @@ def check_fixed_attention(cls: Callable, *, hidden: bool = False, seed: Optional
                             ctor=lambda s: (s[2] * s[3], s[2]),
                             call_args=lambda s, x: (x,), mistakes=M.ATTENTION_MISTAKES, advice=_ATTN_ADVICE)
         if ok:
-            ref = _randomise(mhsa_lib.MultiHeadAttention(6, 2).double(), gen)
-            _forbid(result, step, build(cls, (6, 2), {}, ref), (_tokens(gen, 2, 4, 6),),
+            ref = randomise(mhsa_lib.MultiHeadAttention(6, 2).double(), gen)
+            _forbid(result, step, build(cls, (6, 2), {}, ref), (tokens(gen, 2, 4, 6),),
                     ("MultiHeadAttention", "FusedMultiHeadAttention", "attend_heads"), (nn.MultiheadAttention,))
     return finish(result, quiet)
 
@@ -313,8 +313,8 @@ def check_fast_causal_attention(cls: Callable, *, hidden: bool = False, seed: Op
                                                                "slow version's first (a fix keeps the outputs)")
         result.add(f"at least {SPEED_RATIO:g}x faster than the slow version (medians of 5 timings each, "
                    f"B, T, D, H = {SPEED_SIZE})", 1.0, ratio is not None and ratio >= SPEED_RATIO, detail)
-        ref = _randomise(_CausalRef(6, 2).double(), gen)
-        _forbid(result, step, build(cls, (6, 2), {}, ref), (_tokens(gen, 2, 4, 6),),
+        ref = randomise(_CausalRef(6, 2).double(), gen)
+        _forbid(result, step, build(cls, (6, 2), {}, ref), (tokens(gen, 2, 4, 6),),
                 ("MultiHeadAttention", "FusedMultiHeadAttention", "attend_heads"), (nn.MultiheadAttention,))
     return finish(result, quiet)
 
@@ -338,7 +338,7 @@ def timed_median(module: nn.Module, x: Tensor, repeats: int = 5, sample_s: float
 def _speed_ratio(cls) -> Tuple[Optional[float], str]:
     b, t, d, h = SPEED_SIZE
     gen = torch.Generator().manual_seed(0)
-    slow = _randomise(M.SlowCausalAttention(d, h), gen).eval()
+    slow = randomise(M.SlowCausalAttention(d, h), gen).eval()
     fast = attempt(cls, d, h)
     if isinstance(fast, LearnerError):
         return None, f"FastCausalAttention({d}, {h}) {fast}"

@@ -5,7 +5,7 @@ Shapes: (B, T, D) <-> (B, H, T, Dh) with D = H·Dh; head h owns features [h·Dh,
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor

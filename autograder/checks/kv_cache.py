@@ -38,7 +38,7 @@ from ..core import (
     randn,
 )
 from ..mistakes import kv_cache as M
-from .block import _not_implemented, _randomise, build, copy_parameters, diagnose_modules, guarded
+from .modules import build, copy_parameters, diagnose_modules, guarded, not_implemented, randomise
 from .fallback import isolating
 from .heads import HARD_CODED, _diagnose
 
@@ -167,7 +167,7 @@ _REPEAT_ADVICE = {
 
 def _gqa_reference(d: int, h: int, g: int, gen: torch.Generator) -> nn.Module:
     torch.manual_seed(int(torch.randint(0, 2**30, (1,), generator=gen)))
-    return _randomise(mhsa_lib.GroupedQueryAttention(d, h, g).double().eval(), gen)
+    return randomise(mhsa_lib.GroupedQueryAttention(d, h, g).double().eval(), gen)
 
 
 def _gqa_sizes(gen: torch.Generator) -> Tuple[int, int, int, int, int]:
@@ -241,7 +241,7 @@ def _gqa_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> 
     ref = _gqa_reference(8, 4, 2, pub_gen)
     x_pub = randn(pub_gen, 1, 3, 8, dtype=torch.float64)
     y, e = direct(8, 4, 2, ref, x_pub)
-    if _not_implemented(result, "GroupedQueryAttention", y):
+    if not_implemented(result, "GroupedQueryAttention", y):
         return
     c = compare(y, e, what="output") if e is not None else None
     public_ok = bool(c and c.ok)
@@ -355,7 +355,7 @@ def _gqa_mha_mqa(cls, gen: torch.Generator) -> List[str]:
     d = h * dh
     problems = []
     torch.manual_seed(int(torch.randint(0, 2**30, (1,), generator=gen)))
-    mha = _randomise(mhsa_lib.MultiHeadAttention(d, h, bias=False).double().eval(), gen)
+    mha = randomise(mhsa_lib.MultiHeadAttention(d, h, bias=False).double().eval(), gen)
     mod = build(cls, (d, h, h), {}, mha)
     x = randn(gen, b, t, d, dtype=torch.float64)
     mask = mhsa_lib.causal_mask(t)

@@ -9,7 +9,7 @@ causal mask, and heads that are independent of each other.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +20,6 @@ from ..core import (
     CheckResult,
     LearnerError,
     attempt,
-    call,
     close,
     compare,
     describe_failures,
@@ -34,6 +33,7 @@ from ..core import (
 from ..mistakes import multihead as M
 from .fallback import isolating
 from .heads import HARD_CODED, _diagnose
+from .modules import build, copy_parameters, guarded
 
 HEADS_POINTS = 3.0
 MHA_POINTS = 6.0
@@ -189,23 +189,6 @@ _HEADS_ADVICE = {
 # --------------------------------------------------------------------------- notebook 03: the module
 
 
-def _copy_weights(dst: nn.Module, src: nn.Module) -> Optional[str]:
-    """Copy q/k/v/out projections from ``src`` into ``dst``; say what does not fit."""
-    with torch.no_grad():
-        for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            a, b = getattr(dst, name, None), getattr(src, name)
-            if a is None or not isinstance(getattr(a, "weight", None), Tensor):
-                return f"your module has no {name} with a weight"
-            if a.weight.shape != b.weight.shape:
-                return f"{name}.weight has shape {tuple(a.weight.shape)}, expected (D, D) = {tuple(b.weight.shape)}"
-            a.weight.copy_(b.weight)
-            if b.bias is not None:
-                if getattr(a, "bias", None) is None or a.bias.shape != b.bias.shape:
-                    return f"{name} has no bias of shape (D,) = {tuple(b.bias.shape)}"
-                a.bias.copy_(b.bias)
-    return None
-
-
 def _reference_mha(d: int, h: int, seed: int, bias: bool = True) -> nn.Module:
     torch.manual_seed(seed)  # nn.Linear draws from the global generator; the caller's state is restored
     ref = mhsa_lib.MultiHeadAttention(d, h, bias=bias).double().eval()
@@ -216,16 +199,8 @@ def _reference_mha(d: int, h: int, seed: int, bias: bool = True) -> nn.Module:
 
 
 def _build(cls: Callable, d: int, h: int, src: nn.Module):
-    """Build the learner's module and give it ``src``'s weights; return it or a message."""
-    module = attempt(cls, d, h)
-    if isinstance(module, LearnerError):
-        return f"{getattr(cls, '__name__', 'your class')}({d}, {h}) {module}"
-    if not isinstance(module, nn.Module):
-        return f"{getattr(cls, '__name__', 'your class')}({d}, {h}) built a {type(module).__name__}, expected an nn.Module"
-    problem = _copy_weights(module, src)
-    if problem:
-        return problem
-    return module.double().eval()
+    """Build the learner's module with ``src``'s weights (float64, eval); or a message."""
+    return build(cls, (d, h), {}, src)
 
 
 def _forward(module, x, mask=None, return_weights=False):
@@ -239,11 +214,8 @@ def check_multi_head_attention(cls: Callable, *, hidden: bool = False, seed: Opt
     seed = draw_seed("MultiHeadAttention", seed, hidden)
     result = CheckResult("MultiHeadAttention", MHA_POINTS, seed=seed, hidden=hidden, fn_id=id(cls))
     gen = torch.Generator().manual_seed(seed)
-    rng_state = torch.get_rng_state()
-    try:
+    with guarded():  # the learner's own random stream is left as it was
         _mha_parts(cls, result, gen, hidden)
-    finally:
-        torch.set_rng_state(rng_state)  # the learner's own random stream is left as it was
     return finish(result, quiet)
 
 
@@ -408,7 +380,7 @@ def _diagnose_mha(result: CheckResult, seen) -> None:
         ok = True
         for (d, h, ref, x, mask), y in outputs:
             buggy = mistake.fn(d, h).double()
-            _copy_weights(buggy, ref)
+            copy_parameters(buggy, ref)
             expected = buggy(x, mask) if mask is not None else buggy(x)
             if not matches(y, expected, atol=1e-8):
                 ok = False
@@ -445,7 +417,7 @@ def check_load_mha_from_torch(fn: Callable, *, hidden: bool = False, seed: Optio
     result = CheckResult("load_mha_from_torch", LOAD_POINTS, seed=seed, hidden=hidden, fn_id=id(fn))
     gen = torch.Generator().manual_seed(seed)
     rng_state = torch.get_rng_state()
-    try:
+    try:  # not under no_grad: the learner's loading code must work as it would in the notebook
         _load_parts(fn, result, gen, hidden)
     finally:
         torch.set_rng_state(rng_state)
