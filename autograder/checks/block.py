@@ -200,7 +200,7 @@ def _ln_probes(cls, gen: torch.Generator) -> List[str]:
     x2 = x.clone()
     x2[:, 0] = x2[:, 0] * 3.0 + 1.0
     y2 = run(mod, x2)
-    if not (isinstance(y2, Tensor) and y2.shape == y.shape and close(y2[:, 1:], y[:, 1:], atol=1e-8)):
+    if not (isinstance(y2, Tensor) and y2.shape == y.shape and close(y2[:, 1:], y[:, 1:], atol=1e-6)):
         problems.append("changing the first token changes the output at other positions: normalise "
                         "each token over its own D features (the last axis)")
     for shape in ((5, d), (2, 3, 4, d)):
@@ -349,13 +349,13 @@ def _ffn_probes(cls, gen: torch.Generator) -> List[str]:
         return [f"expected an output of shape (B, T, D) = {tuple(x.shape)} to probe"]
     problems = []
     perm = torch.randperm(t, generator=gen)
-    if not close(run(mod, x[:, perm]), y[:, perm], atol=1e-8):
+    if not close(run(mod, x[:, perm]), y[:, perm], atol=1e-6):
         problems.append("permuting the positions of x does not just permute the output: the FFN must "
                         "treat each position on its own, with the same weights")
     x2 = x.clone()
     x2[:, 0] += 2.0
     y2 = run(mod, x2)
-    if not (isinstance(y2, Tensor) and y2.shape == y.shape and close(y2[:, 1:], y[:, 1:], atol=1e-8)):
+    if not (isinstance(y2, Tensor) and y2.shape == y.shape and close(y2[:, 1:], y[:, 1:], atol=1e-6)):
         problems.append("changing the first token changes the output at other positions")
     for shape in ((t, d), (2, 3, t, d)):
         x3 = tokens(gen, *shape)
@@ -588,7 +588,7 @@ def _block_probes(cls, gen: torch.Generator) -> List[str]:
         x_future = x.clone()
         x_future[:, t // 2 :] += 3.0
         y_future = run(mod, x_future, mask)
-        if not (isinstance(y_future, Tensor) and close(y_future[:, : t // 2], y[:, : t // 2], atol=1e-8)):
+        if not (isinstance(y_future, Tensor) and close(y_future[:, : t // 2], y[:, : t // 2], atol=1e-6)):
             problems.append(f"'{placement}': with a causal mask, changing future tokens changes earlier outputs")
         if placement == "post":
             y = run(mod, x)
@@ -610,7 +610,7 @@ def _block_probes(cls, gen: torch.Generator) -> List[str]:
                 problems.append("'pre': with both sub-layers' outputs zeroed the block does not return x: "
                                 "the residual path must carry x through unchanged, x + F(LN(x))")
         else:
-            ok = isinstance(y0, Tensor) and close(y0, ref.norm2(ref.norm1(x)), atol=1e-8)
+            ok = isinstance(y0, Tensor) and close(y0, ref.norm2(ref.norm1(x)), atol=1e-6)
             if not ok:
                 problems.append("'post': with both sub-layers' outputs zeroed the block does not return "
                                 "norm2(norm1(x)): each sub-layer is LN(x + F(x))")
