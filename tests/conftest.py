@@ -122,3 +122,13 @@ def fill_submission(learner, source, replace=None):
             code = [replace[gid]] if gid in replace else regions[gid]
             cell.source = nbt.fill_stubs(nbt.cell_source(cell), code)
     return nb
+
+
+def run_check(check, obj, capsys, **kwargs):
+    """Run a step check the way a test cell does; return (points, report with its line wraps
+    undone), asserting the check wrote nothing to stderr and returned a plain float."""
+    points = check(obj, **kwargs)
+    captured = capsys.readouterr()
+    assert captured.err == "", f"the check wrote to stderr: {captured.err!r}"
+    assert type(points) is float
+    return points, " ".join(captured.out.split())

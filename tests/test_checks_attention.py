@@ -12,17 +12,12 @@ import mhsa_lib
 from autograder import check_causal_mask, check_scaled_dot_product_attention, check_softmax
 from autograder.checks import attention as C
 from autograder.mistakes import attention as M
+from conftest import run_check
 
 SEEDS = [0, 1, 12345]
 
 
-def run(check, fn, capsys, **kw):
-    """Run a check; return (points, report) and assert it wrote nothing to stderr."""
-    points = check(fn, **kw)
-    captured = capsys.readouterr()
-    assert captured.err == "", f"the check wrote to stderr: {captured.err!r}"
-    assert isinstance(points, float) and type(points) is float
-    return points, " ".join(captured.out.split())  # the report wraps long lines
+run = run_check
 
 
 # --------------------------------------------------------------------------- correct solutions

@@ -13,14 +13,10 @@ import mhsa_lib
 from autograder import check_feed_forward, check_layer_norm, check_transformer_block, fallback
 from autograder.checks import block as C
 from autograder.mistakes import block as M
+from conftest import run_check
 
 
-def run(check, cls, capsys, **kw):
-    points = check(cls, **kw)
-    captured = capsys.readouterr()
-    assert captured.err == "", f"the check wrote to stderr: {captured.err!r}"
-    assert type(points) is float
-    return points, " ".join(captured.out.split())  # the report wraps long lines
+run = run_check
 
 
 # --------------------------------------------------------------------------- LayerNorm

@@ -20,14 +20,10 @@ from autograder import (
 )
 from autograder.checks import kv_cache as C
 from autograder.mistakes import kv_cache as M
+from conftest import run_check
 
 
-def run(check, obj, capsys, **kw):
-    points = check(obj, **kw)
-    captured = capsys.readouterr()
-    assert captured.err == "", f"the check wrote to stderr: {captured.err!r}"
-    assert type(points) is float
-    return points, " ".join(captured.out.split())  # the report wraps long lines
+run = run_check
 
 
 # --------------------------------------------------------------------------- repeat_kv

@@ -8,14 +8,11 @@ import torch
 
 from autograder.checks.positional import PE_POINTS, check_sinusoidal_positional_encoding as check
 from autograder.mistakes import positional as M
+from conftest import run_check
 
 
 def run(fn, capsys, **kw):
-    points = check(fn, **kw)
-    captured = capsys.readouterr()
-    assert captured.err == ""
-    assert type(points) is float
-    return points, " ".join(captured.out.split())
+    return run_check(check, fn, capsys, **kw)
 
 
 def pe_slices(seq_len, d_model):

@@ -35,7 +35,7 @@ from ..core import (
 from ..mistakes import block as M
 from .fallback import isolating
 from .heads import HARD_CODED
-from .modules import build, copy_parameters, diagnose_modules, guarded, not_implemented, randomise, run, tokens
+from .modules import build, copy_parameters, diagnose_modules, guarded, not_implemented, reference, run, tokens
 
 LAYER_NORM_POINTS = 3.0
 FEED_FORWARD_POINTS = 2.0
@@ -230,8 +230,7 @@ _LN_ADVICE = {
 
 
 def _ffn_reference(d: int, f: int, activation: str, gen: torch.Generator) -> nn.Module:
-    torch.manual_seed(int(torch.randint(0, 2**30, (1,), generator=gen)))
-    return randomise(mhsa_lib.FeedForward(d, f, activation).double().eval(), gen)
+    return reference(mhsa_lib.FeedForward(d, f, activation), gen)
 
 
 def check_feed_forward(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
@@ -388,8 +387,7 @@ BLOCK_ALLOWED = ("your block may use mhsa_lib's (or your own) MultiHeadAttention
 
 def _block_reference(d: int, h: int, f: int, placement: str, gen: torch.Generator,
                      dropout: float = 0.0) -> nn.Module:
-    torch.manual_seed(int(torch.randint(0, 2**30, (1,), generator=gen)))
-    return randomise(mhsa_lib.TransformerBlock(d, h, f, placement, dropout).double().eval(), gen)
+    return reference(mhsa_lib.TransformerBlock(d, h, f, placement, dropout), gen)
 
 
 def _block_sizes(gen: torch.Generator) -> Tuple[int, int, int, int, int]:

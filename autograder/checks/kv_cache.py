@@ -38,7 +38,7 @@ from ..core import (
     randn,
 )
 from ..mistakes import kv_cache as M
-from .modules import build, copy_parameters, diagnose_modules, guarded, not_implemented, randomise
+from .modules import build, copy_parameters, diagnose_modules, guarded, not_implemented, reference
 from .fallback import isolating
 from .heads import HARD_CODED, _diagnose
 
@@ -166,8 +166,7 @@ _REPEAT_ADVICE = {
 
 
 def _gqa_reference(d: int, h: int, g: int, gen: torch.Generator) -> nn.Module:
-    torch.manual_seed(int(torch.randint(0, 2**30, (1,), generator=gen)))
-    return randomise(mhsa_lib.GroupedQueryAttention(d, h, g).double().eval(), gen)
+    return reference(mhsa_lib.GroupedQueryAttention(d, h, g), gen)
 
 
 def _gqa_sizes(gen: torch.Generator) -> Tuple[int, int, int, int, int]:
@@ -354,8 +353,7 @@ def _gqa_mha_mqa(cls, gen: torch.Generator) -> List[str]:
     b, t, h, dh = 2, 5, 3, 4
     d = h * dh
     problems = []
-    torch.manual_seed(int(torch.randint(0, 2**30, (1,), generator=gen)))
-    mha = randomise(mhsa_lib.MultiHeadAttention(d, h, bias=False).double().eval(), gen)
+    mha = reference(mhsa_lib.MultiHeadAttention(d, h, bias=False), gen)
     mod = build(cls, (d, h, h), {}, mha)
     x = randn(gen, b, t, d, dtype=torch.float64)
     mask = mhsa_lib.causal_mask(t)

@@ -53,6 +53,12 @@ def randomise(module: nn.Module, gen: torch.Generator) -> nn.Module:
     return module
 
 
+def reference(module: nn.Module, gen: torch.Generator) -> nn.Module:
+    """A reference module for a check: float64, eval mode, every parameter drawn from ``gen``
+    (so its initial values, and the global random state, play no part)."""
+    return randomise(module.double().eval(), gen)
+
+
 def copy_parameters(dst: nn.Module, src: nn.Module) -> Optional[str]:
     """Copy every parameter of ``src`` into the parameter of ``dst`` with the same name; say what does not fit.
 

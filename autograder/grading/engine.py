@@ -52,37 +52,14 @@ class Execution:
 
 
 def _kernel_manager_class(limits: Limits):
-    from ipykernel.kernelspec import RESOURCES
-    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
-    from jupyter_client.manager import AsyncKernelManager
-    from traitlets import default
-
+    """Each submission's kernel starts through the sandbox script, which applies the limits."""
     cpu = int(limits.total_timeout * 2 + 120)
     argv = [
         sys.executable, str(SANDBOX_KERNEL),
         "--memory-mb", str(int(limits.memory_mb)), "--file-mb", str(int(limits.file_mb)), "--cpu-s", str(cpu),
         "--", "-f", "{connection_file}",
     ]
-
-    class SandboxSpecs(KernelSpecManager):
-        def get_kernel_spec(self, kernel_name):
-            return KernelSpec(resource_dir=RESOURCES, argv=argv, display_name="Python 3 (graded)", language="python")
-
-    class SandboxKernelManager(AsyncKernelManager):
-        @default("kernel_spec_manager")
-        def _sandbox_specs(self):
-            return SandboxSpecs(data_dir=self.data_dir)
-
-    return SandboxKernelManager
-
-
-def _quiet_log():
-    import logging
-
-    log = logging.getLogger("autograder.grading.engine.nbclient")
-    log.setLevel(logging.CRITICAL)
-    log.propagate = False
-    return log
+    return nbt.kernel_manager_class(argv, display_name="Python 3 (graded)")
 
 
 def _output_size(out: Mapping[str, Any]) -> int:
@@ -242,7 +219,7 @@ def execute(
         on_cell_executed=on_cell_executed,
         resources={"metadata": {"path": str(cwd)}},
         startup_timeout=120,
-        log=_quiet_log(),
+        log=nbt.quiet_log("autograder.grading.engine.nbclient"),
     )
     client.cap_cell = limits.max_output_bytes
     client.cap_total = limits.max_notebook_output_bytes

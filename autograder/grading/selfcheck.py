@@ -117,36 +117,6 @@ def _one_line(text: str, limit: int = 200) -> str:
 # --------------------------------------------------------------------------- running
 
 
-def _kernel_manager_class():
-    """A kernel manager whose kernel is always this interpreter's ipykernel, so a notebook runs
-    with the course's packages whatever kernel it names and whatever else is installed."""
-    from ipykernel.kernelspec import RESOURCES, get_kernel_dict
-    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
-    from jupyter_client.manager import AsyncKernelManager
-    from traitlets import default
-
-    class ThisInterpreterSpecs(KernelSpecManager):
-        def get_kernel_spec(self, kernel_name):
-            return KernelSpec(resource_dir=RESOURCES, **get_kernel_dict())
-
-    class ThisInterpreterKernelManager(AsyncKernelManager):
-        @default("kernel_spec_manager")
-        def _this_interpreter_specs(self):
-            return ThisInterpreterSpecs(data_dir=self.data_dir)
-
-    return ThisInterpreterKernelManager
-
-
-def _quiet_log():
-    # nbclient logs timeouts and interrupts itself; the step's message says the same in words.
-    import logging
-
-    log = logging.getLogger("autograder.selfcheck.nbclient")
-    log.setLevel(logging.CRITICAL)
-    log.propagate = False
-    return log
-
-
 def execute(nb, cwd: Path, cell_timeout: float, total_timeout: float) -> Dict[str, Any]:
     """Execute ``nb`` in place, cell by cell, like nbgrader's Execute preprocessor (errors
     allowed, a timed-out cell is interrupted and gets an error output). Returns a summary:
@@ -174,7 +144,7 @@ def execute(nb, cwd: Path, cell_timeout: float, total_timeout: float) -> Dict[st
     client = NotebookClient(
         nb,
         kernel_name=nbt.KERNEL_NAME,
-        kernel_manager_class=_kernel_manager_class(),
+        kernel_manager_class=nbt.kernel_manager_class(),
         allow_errors=True,
         interrupt_on_timeout=True,
         error_on_timeout={"ename": "CellTimeoutError", "evalue": "", "traceback": []},  # set per cell
@@ -185,7 +155,7 @@ def execute(nb, cwd: Path, cell_timeout: float, total_timeout: float) -> Dict[st
         on_cell_executed=on_cell_executed,
         resources={"metadata": {"path": str(cwd)}},
         startup_timeout=120,
-        log=_quiet_log(),
+        log=nbt.quiet_log("autograder.selfcheck.nbclient"),
     )
     deadline = time.monotonic() + total_timeout
     ran: List[int] = []
