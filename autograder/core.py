@@ -20,7 +20,7 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -378,12 +378,21 @@ def compare(
     if a.numel() == 0 or torch.allclose(a, e, atol=atol, rtol=rtol, equal_nan=True):
         return Comparison(True, "")
     err = (a - e).abs()
-    idx = tuple(int(i) for i in torch.unravel_index(torch.argmax(err.nan_to_num(0)), err.shape))
+    idx = _unravel(int(torch.argmax(err.nan_to_num(0))), err.shape)
     return Comparison(
         False,
         f"{what} values differ: largest difference {float(err.nan_to_num(0).max()):.3g} at index {idx} "
         f"(yours {float(a[idx]):.6g}, expected {float(e[idx]):.6g})",
     )
+
+
+def _unravel(flat: int, shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    """The index in ``shape`` of the ``flat``-th element (``torch.unravel_index`` needs torch 2.2)."""
+    idx = []
+    for size in reversed(shape):
+        flat, i = divmod(flat, size)
+        idx.append(i)
+    return tuple(reversed(idx))
 
 
 def close(actual: Any, expected: Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
