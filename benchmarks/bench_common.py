@@ -46,6 +46,7 @@ class Config:
     repeats: Optional[int] = None  # None: the mode's default
     shapes: Optional[List[tuple]] = None  # core group: (B, H, T, Dh) to run instead of the mode's
     causal: tuple = (False, True)  # with ``shapes``: which of not causal / causal to run
+    dtypes: Optional[List[torch.dtype]] = None  # None: the device's default (see ``default_dtypes``)
     warmup: int = 1
 
     @property
@@ -62,6 +63,39 @@ class Config:
     def sync(self) -> None:
         if self.cuda:
             torch.cuda.synchronize()
+
+    def default_dtypes(self) -> List[torch.dtype]:
+        """The dtypes to measure: those asked for, else bf16, fp16 and fp32 on a GPU (fp32 only in
+        smoke mode) and fp32 on the CPU."""
+        if self.dtypes:
+            return list(self.dtypes)
+        if self.cuda and self.mode != "smoke":
+            return [torch.bfloat16, torch.float16, torch.float32]
+        return [torch.float32]
+
+    def device_name(self) -> str:
+        """The GPU's name on CUDA, else the CPU's."""
+        if self.cuda and torch.cuda.is_available():
+            return torch.cuda.get_device_name()
+        return _cpu_name()
+
+
+DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+          "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+          "fp64": torch.float64, "float64": torch.float64, "double": torch.float64}
+
+
+def parse_dtypes(text: str) -> List[torch.dtype]:
+    """``"bf16,fp32"`` -> [torch.bfloat16, torch.float32]; ValueError naming the unknown ones."""
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DTYPES]
+    if unknown or not names:
+        raise ValueError(f"expected a comma-separated list of {sorted(set(DTYPES))}, got {text!r}")
+    return list(dict.fromkeys(DTYPES[n] for n in names))
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 # --------------------------------------------------------------------------- timing

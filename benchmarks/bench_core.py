@@ -66,16 +66,6 @@ def cases(config: bc.Config) -> List[Tuple[Shape, bool]]:
     return [(s, c) for s in CPU_SHAPES for c in (False, True)]
 
 
-def dtypes(config: bc.Config) -> List[torch.dtype]:
-    if config.cuda and config.mode != "smoke":
-        return [torch.bfloat16, torch.float16, torch.float32]
-    return [torch.float32]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
 # --------------------------------------------------------------------------- NumPy attention
 
 
@@ -234,7 +224,7 @@ def _max_diff(out, base) -> Optional[float]:
 def measure_case(shape: Shape, causal: bool, dtype, threads, config: bc.Config, repeats: int) -> List[dict]:
     b, h, t, dh = shape
     device = config.device
-    common = {"device": device, "dtype": dtype_name(dtype), "threads": threads,
+    common = {"device": device, "dtype": bc.dtype_name(dtype), "threads": threads,
               "B": b, "H": h, "T": t, "Dh": dh, "causal": causal}
     rows = []
 
@@ -376,11 +366,14 @@ def cpu_goals(config: bc.Config, rows: List[dict]) -> List[dict]:
 
 def gpu_goals(config: bc.Config) -> Tuple[List[dict], Dict[str, float]]:
     """bf16, (8, 16, 1024, 64): fast module forward+backward vs SDPA alone + four projection
-    matmuls alone, and vs nn.MultiheadAttention in training mode."""
+    matmuls alone, and vs nn.MultiheadAttention in training mode.
+
+    Runs on ``config.device``: a GPU in a real run; the test suite runs it on the CPU at the smoke
+    shape, so this code is known to work before a GPU is at hand."""
     shape = SMOKE_SHAPES[0] if config.mode == "smoke" else GPU_GOAL_SHAPE
     b, h, t, dh = shape
     d = h * dh
-    dev, dtype = "cuda", torch.bfloat16
+    dev, dtype = config.device, torch.bfloat16
     _, fwd_bwd, parts = module_candidates(shape, False, dtype, dev)
     fast = parts["fast"]
     x = parts["x"]
@@ -410,7 +403,7 @@ def gpu_goals(config: bc.Config) -> Tuple[List[dict], Dict[str, float]]:
     }
     times = bc.median_times(fns, config.n_repeats(cpu_default=3, gpu_default=50), warmup=5, sync=config.sync)
     times["SDPA + projections"] = times["SDPA alone"] + times["4 projection matmuls alone"]
-    where = f"{torch.cuda.get_device_name()} bf16, forward+backward, (B, H, T, Dh) = {shape}, D = {d}"
+    where = f"{config.device_name()} bf16, forward+backward, (B, H, T, Dh) = {shape}, D = {d}"
     print(f"\nGPU goals: {where}")
     bc.print_table(["", "fwd+bwd ms"], [[n, bc.fmt_ms(s)] for n, s in times.items()])
     fast_t = times["mhsa_lib MHA fast"]
@@ -434,7 +427,7 @@ def run(config: bc.Config) -> dict:
     repeats = config.n_repeats(cpu_default=3 if config.mode == "quick" else 5)
     thread_settings = [None] if config.cuda else config.threads
     rows: List[dict] = []
-    for dtype in dtypes(config):
+    for dtype in config.default_dtypes():
         for threads in thread_settings:
             bc.set_threads(threads)
             for shape, causal in cases(config):

@@ -112,7 +112,8 @@ def kv_variants(heads: int) -> List[tuple]:
 
 def measure_setup(s: DecodeSetup, config: bc.Config, repeats: int) -> List[dict]:
     device = config.device
-    dtype = torch.bfloat16 if config.cuda else torch.float32
+    # the first of --dtypes if given, else bf16 on a GPU and fp32 on the CPU
+    dtype = config.dtypes[0] if config.dtypes else (torch.bfloat16 if config.cuda else torch.float32)
     total = s.prompt + s.new_tokens
     rows = []
     for name, g in kv_variants(s.heads):

@@ -19,8 +19,8 @@ def _mib(b):
     return "-" if b is None else f"{b / 2**20:.1f}"
 
 
-def _goal(g):
-    m = "-" if g["measured"] is None else f"{g['measured']:.2f}x"
+def _goal(g, unit="x"):
+    m = "-" if g["measured"] is None else f"{g['measured']:.2f}{unit}"
     if g["target"] is None:
         return f"| {g['name']} | {m} | (info) | |"
     verdict = {True: "met", False: "**not met**", None: "not measured"}[g["met"]]
@@ -119,6 +119,27 @@ def decoding(group) -> list:
     return out
 
 
+def memory(group) -> list:
+    rows = group["rows"]
+    first = rows[0]
+    by = {(r["T"], r["backend"]): r for r in rows}
+    out = [f"\n{first['device']} {first['dtype']}, `MultiHeadAttention` D = {first['D']}, H = {first['H']}, B = 1, "
+           "extra memory in MiB (forward peak: eval, no autograd; saved: what autograd keeps for the backward pass):\n",
+           "| T | reference forward peak | fast forward peak | reference saved | fast saved | reference / fast saved |",
+           "|---:|---:|---:|---:|---:|---:|"]
+    for t in dict.fromkeys(r["T"] for r in rows):
+        ref, fast = by[t, "reference"], by[t, "fast"]
+        ratio = ref["saved_for_backward_bytes"] / fast["saved_for_backward_bytes"] if fast["saved_for_backward_bytes"] else float("nan")
+        out.append(f"| {t} | {_mib(ref['forward_peak_bytes'])} | {_mib(fast['forward_peak_bytes'])} | "
+                   f"{_mib(ref['saved_for_backward_bytes'])} | {_mib(fast['saved_for_backward_bytes'])} | {ratio:.1f}x |")
+    if group.get("goals"):
+        out.append(f"\nGoals ({group['goals'][0].get('where', '')}; growth exponent 2 means T², 1 means T):\n")
+        out.append("| growth exponent | measured | goal | |")
+        out.append("|---|---:|---:|---|")
+        out.extend(_goal(g, unit="") for g in group["goals"])
+    return out
+
+
 def notebooks(group) -> list:
     out = ["\n| notebook | seconds | goal (s) | x goal | score |", "|---|---:|---:|---:|---|"]
     for r in group["rows"]:
@@ -141,7 +162,7 @@ def main(path: str) -> None:
         if group["status"] != "ok":
             print(f"\n{group.get('reason', '')}")
             continue
-        lines = {"core": lambda g: core(g, gpu), "decoding": decoding, "notebooks": notebooks}.get(name)
+        lines = {"core": lambda g: core(g, gpu), "decoding": decoding, "memory": memory, "notebooks": notebooks}.get(name)
         if lines:
             print("\n".join(lines(group)))
 

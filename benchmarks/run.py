@@ -1,22 +1,26 @@
 """Run the course's benchmarks and print side-by-side tables with ratios against the goals.
 
-    python benchmarks/run.py                         # quick: core + decoding, about 75 s on 2 shared cores
+    python benchmarks/run.py                         # quick: core + decoding + memory, about 90 s on 2 shared cores
     python benchmarks/run.py --full                  # every group, every CPU shape causal and not, 1 and 2 threads (tens of minutes)
     python benchmarks/run.py --groups notebooks      # one group (comma-separated list)
     python benchmarks/run.py --threads 1,2 --out results.json
     python benchmarks/run.py --full --groups core --threads 2 --shapes 1x16x2048x64 --causal no   # the goal shape
-    python benchmarks/run.py --device cuda --groups core,decoding --out gpu.json   # on a GPU machine
+    python benchmarks/run.py --device cuda --groups core,decoding,memory --out gpu.json   # on a GPU machine
+    python benchmarks/run.py --smoke --dtypes bf16,fp16   # the GPU's dtypes, tried on the CPU
 
 Groups:
   core       attention core and modules: mhsa_lib reference and fast paths, SDPA,
              nn.MultiheadAttention (same weights), NumPy; time, FLOP/s, peak extra memory
   decoding   incremental decoding with and without the KV cache, MHA / GQA / MQA; tokens/s,
              KV-cache bytes
+  memory     extra memory of MultiHeadAttention against T, reference and fast paths: forward
+             peak and what autograd saves for backward, and how they grow (T^2 or T)
   notebooks  wall time of every solution notebook run top to bottom, kernel start included
   grading    serial nbgrader autograde vs the parallel grader (benchmarks/bench_grading.py)
 
-Default groups: core,decoding in quick mode, all four with --full. With --device cuda the core group
-runs every shape in bf16, fp16 and fp32 whatever the mode (GPU calls take milliseconds). ``--smoke`` runs tiny shapes
+Default groups: core,decoding,memory in quick mode, all five with --full. With --device cuda the core
+group runs every shape in bf16, fp16 and fp32 whatever the mode (GPU calls take milliseconds);
+``--dtypes`` chooses others (the decoding and memory groups take the first). ``--smoke`` runs tiny shapes
 with one repeat (the test suite uses it to check the output format; its numbers mean nothing).
 Every figure is a median over repeats with the candidates interleaved, so ratios measured in
 one run are meaningful on a shared machine even when absolute times are not.
@@ -42,8 +46,8 @@ if str(HERE) not in sys.path:
 
 import bench_common as bc  # noqa: E402
 
-GROUPS = ("core", "decoding", "notebooks", "grading")
-QUICK_GROUPS = ("core", "decoding")
+GROUPS = ("core", "decoding", "memory", "notebooks", "grading")
+QUICK_GROUPS = ("core", "decoding", "memory")
 SCHEMA = 1
 
 
@@ -53,6 +57,10 @@ def _group_core(config: bc.Config) -> dict:
 
 def _group_decoding(config: bc.Config) -> dict:
     return importlib.import_module("bench_decoding").run(config)
+
+
+def _group_memory(config: bc.Config) -> dict:
+    return importlib.import_module("bench_memory").run(config)
 
 
 def _group_notebooks(config: bc.Config) -> dict:
@@ -118,6 +126,7 @@ class _Tee(io.TextIOBase):
 RUNNERS: Dict[str, Callable[[bc.Config], dict]] = {
     "core": _group_core,
     "decoding": _group_decoding,
+    "memory": _group_memory,
     "notebooks": _group_notebooks,
     "grading": _group_grading,
 }
@@ -135,6 +144,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     mode.add_argument("--smoke", dest="mode", action="store_const", const="smoke",
                       help="tiny shapes, one repeat: checks that everything runs")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--dtypes", help="comma-separated, e.g. bf16,fp16,fp32 (default: bf16,fp16,fp32 "
+                                         "on cuda, fp32 on the CPU)")
     parser.add_argument("--threads", default=None,
                         help="CPU thread counts, comma-separated (default: 2 quick, 1,2 full)")
     parser.add_argument("--repeats", type=int, help="repeats per measurement (default: by mode and device)")
@@ -151,6 +162,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             assert all(len(s) == 4 for s in args.shapes)
         except (ValueError, AssertionError):
             parser.error(f"--shapes: expected BxHxTxDh[,BxHxTxDh...], got {args.shapes!r}")
+    if args.dtypes:
+        try:
+            args.dtypes = bc.parse_dtypes(args.dtypes)
+        except ValueError as e:
+            parser.error(f"--dtypes: {e}")
     if args.groups:
         args.groups = [g.strip() for g in args.groups.split(",") if g.strip()]
         unknown = [g for g in args.groups if g not in GROUPS]
@@ -171,7 +187,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     config = bc.Config(mode=args.mode, device=args.device, threads=args.threads, repeats=args.repeats,
-                       shapes=args.shapes,
+                       shapes=args.shapes, dtypes=args.dtypes,
                        causal={"both": (False, True), "no": (False,), "yes": (True,)}[args.causal])
     env = bc.environment(config)
     print(f"benchmarks ({config.mode}, {config.device}): torch {env['torch']}, numpy {env['numpy']}, "
@@ -207,4 +223,5 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    # exit 1 when a group failed (a skipped one is fine), so scripted runs notice
+    sys.exit(0 if all(g["status"] != "error" for g in main()["groups"].values()) else 1)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -38,12 +40,13 @@ def runner():
 
 @pytest.fixture(scope="module")
 def smoke(runner, tmp_path_factory):
-    """One smoke run of core, decoding and grading, in this process (threads restored after);
-    grading is skipped in smoke mode or when its script is absent."""
+    """One smoke run of core, decoding, memory and grading, in this process (threads restored
+    after); grading is skipped in smoke mode or when its script is absent."""
     out = tmp_path_factory.mktemp("bench") / "results.json"
     threads = torch.get_num_threads()
     try:
-        returned = runner.main(["--smoke", "--groups", "core,decoding,grading", "--threads", "1", "--out", str(out)])
+        returned = runner.main(["--smoke", "--groups", "core,decoding,memory,grading", "--threads", "1",
+                                "--out", str(out)])
     finally:
         torch.set_num_threads(threads)
     return returned, json.loads(out.read_text())
@@ -52,9 +55,9 @@ def smoke(runner, tmp_path_factory):
 def test_smoke_run_writes_every_group(smoke):
     returned, written = smoke
     assert written["schema"] == 1
-    assert set(written["groups"]) == {"core", "decoding", "grading"}
-    assert written["groups"]["core"]["status"] == "ok"
-    assert written["groups"]["decoding"]["status"] == "ok"
+    assert set(written["groups"]) == {"core", "decoding", "memory", "grading"}
+    for group in ("core", "decoding", "memory"):
+        assert written["groups"][group]["status"] == "ok", written["groups"][group]
     assert written["groups"]["grading"]["status"] in ("ok", "skipped")
     env = written["environment"]
     for key in ("date", "python", "torch", "numpy", "cpu", "mode", "device", "threads"):
@@ -121,14 +124,121 @@ def test_decoding_rows_and_cache_bytes(smoke):
     assert [e["bytes"] for e in group["cache_size_examples"]] == [2 * 2**30, 512 * 2**20, 64 * 2**20]
 
 
+def test_memory_rows_and_growth_goals(smoke):
+    group = smoke[1]["groups"]["memory"]
+    rows = group["rows"]
+    assert {(r["T"], r["backend"]) for r in rows} == {(t, b) for t in (8, 16) for b in ("reference", "fast")}
+    by = {(r["T"], r["backend"]): r for r in rows}
+    for t in (8, 16):
+        ref, fast = by[t, "reference"], by[t, "fast"]
+        for key in ("forward_peak_bytes", "saved_for_backward_bytes"):
+            assert ref[key] > 0 and fast[key] > 0
+        # the reference path keeps the (T, S) weights for backward; the fast path does not
+        assert ref["saved_for_backward_bytes"] > fast["saved_for_backward_bytes"]
+    targets = {g["name"]: (g["op"], g["target"]) for g in group["goals"]}
+    assert targets == {
+        "reference forward peak growth exponent in T": (">=", 1.8),
+        "reference saved for backward growth exponent in T": (">=", 1.8),
+        "fast forward peak growth exponent in T": ("<=", 1.2),
+        "fast saved for backward growth exponent in T": ("<=", 1.2),
+    }
+    for g in group["goals"]:
+        assert math.isfinite(g["measured"]) and g["met"] in (True, False)
+
+
+def test_growth_exponent_reads_the_last_doubling():
+    memory = _load("bench_memory")
+    rows = [{"backend": "reference", "T": t, "m": 3 * t * t + 100 * t} for t in (64, 128, 256)]
+    expected = math.log((3 * 256**2 + 100 * 256) / (3 * 128**2 + 100 * 128)) / math.log(2)
+    assert memory.growth_exponent(rows, "reference", "m") == pytest.approx(expected)
+    assert memory.growth_exponent([{**r, "backend": "fast", "m": 7 * r["T"]} for r in rows], "fast", "m") == \
+        pytest.approx(1.0)
+
+
+def test_the_gpu_dtypes_run_through_every_group_on_the_cpu(runner):
+    """What a GPU run measures in bf16 and fp16, tried on the CPU at tiny shapes, so the GPU run
+    does not find a low-precision bug first."""
+    threads = torch.get_num_threads()
+    try:
+        results = runner.main(["--smoke", "--groups", "core,decoding,memory", "--threads", "1", "--dtypes", "bf16,fp16"])
+    finally:
+        torch.set_num_threads(threads)
+    groups = results["groups"]
+    assert all(g["status"] == "ok" for g in groups.values()), groups
+    core_rows = groups["core"]["rows"]
+    assert {r["dtype"] for r in core_rows} == {"bfloat16", "float16"}
+    assert "NumPy" not in {r["impl"] for r in core_rows}  # NumPy runs in float32 only
+    for r in core_rows:
+        assert r["median_s"] > 0
+        if r["pass"] == "fwd":  # same function, within the dtype's rounding
+            assert r["max_abs_diff"] < 0.1, r
+    assert {r["dtype"] for r in groups["decoding"]["rows"]} == {"bfloat16"}
+    assert {r["dtype"] for r in groups["memory"]["rows"]} == {"bfloat16"}
+
+
+def test_gpu_goals_code_runs_on_the_cpu():
+    """The GPU goal comparison (fast forward+backward against SDPA alone plus the four projection
+    matmuls alone, and against nn.MultiheadAttention training) at the smoke shape on the CPU."""
+    common, core = _load("bench_common"), _load("bench_core")
+    goals, times = core.gpu_goals(common.Config(mode="smoke", device="cpu"))
+    assert set(times) == {"mhsa_lib MHA fast", "mhsa_lib fused-QKV fast", "nn.MultiheadAttention",
+                          "nn.MultiheadAttention need_weights=False", "SDPA alone", "4 projection matmuls alone",
+                          "SDPA + projections"}
+    assert all(t > 0 for t in times.values())
+    assert times["SDPA + projections"] == times["SDPA alone"] + times["4 projection matmuls alone"]
+    by = {g["name"]: g for g in goals}
+    fast_vs_parts = by["fast fwd+bwd / (SDPA alone + 4 projection matmuls alone)"]
+    assert (fast_vs_parts["op"], fast_vs_parts["target"]) == ("<=", 1.10)
+    assert fast_vs_parts["measured"] == pytest.approx(times["mhsa_lib MHA fast"] / times["SDPA + projections"])
+    speed_up = by["nn.MultiheadAttention train / fast (speed-up)"]
+    assert (speed_up["op"], speed_up["target"]) == (">=", 2.0)
+    assert speed_up["met"] == (speed_up["measured"] >= 2.0)
+    assert "bf16" in fast_vs_parts["where"] and "(2, 2, 16, 8)" in fast_vs_parts["where"]
+
+
+@pytest.mark.slow
+def test_gpu_check_script_without_a_gpu_writes_its_files_and_fails(tmp_path):
+    """The one-command GPU run, on a machine without CUDA: the library tests run (CUDA ones
+    skipped with their reason), the benchmark says why it cannot run, and the script exits 1."""
+    out = tmp_path / "gpu"
+    proc = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), str(out)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "cuda available: False" in (out / "machine.txt").read_text()
+    tests = (out / "pytest.txt").read_text()
+    assert "passed" in tests and "no CUDA device" in tests and "pytest exit code: 0" in tests
+    bench = (out / "bench.txt").read_text()
+    assert "torch.cuda.is_available() is False" in bench and "benchmark exit code: 1" in bench
+    assert (out / "gpu.json").exists() and (out / "gpu.md").exists()
+
+
 def test_arguments_and_defaults(runner):
     quick = runner.parse_args([])
-    assert quick.mode == "quick" and quick.groups == ["core", "decoding"] and quick.threads == [2]
+    assert quick.mode == "quick" and quick.groups == ["core", "decoding", "memory"] and quick.threads == [2]
+    assert quick.dtypes is None
     full = runner.parse_args(["--full"])
-    assert full.groups == ["core", "decoding", "notebooks", "grading"] and full.threads == [1, 2]
+    assert full.groups == ["core", "decoding", "memory", "notebooks", "grading"] and full.threads == [1, 2]
     assert runner.parse_args(["--groups", "notebooks", "--threads", "1,2"]).threads == [1, 2]
+    assert runner.parse_args(["--dtypes", "bf16,FP16,float32,bf16"]).dtypes == [
+        torch.bfloat16, torch.float16, torch.float32]
     with pytest.raises(SystemExit):
         runner.parse_args(["--groups", "nonsense"])
+
+
+@pytest.mark.parametrize("bad", ["int8", "bf16,,fp8", ","])
+def test_bad_dtypes_are_refused_by_name(runner, bad, capsys):
+    with pytest.raises(SystemExit):
+        runner.parse_args(["--dtypes", bad])
+    err = capsys.readouterr().err
+    assert "--dtypes" in err and repr(bad) in err and "bf16" in err
+
+
+def test_default_dtypes_follow_the_device():
+    common = _load("bench_common")
+    assert common.Config(device="cpu").default_dtypes() == [torch.float32]
+    assert common.Config(device="cuda").default_dtypes() == [torch.bfloat16, torch.float16, torch.float32]
+    assert common.Config(device="cuda", mode="smoke").default_dtypes() == [torch.float32]
+    assert common.Config(device="cuda", dtypes=[torch.float16]).default_dtypes() == [torch.float16]
 
 
 def test_grading_group_skips_without_its_script(runner, monkeypatch, tmp_path):
