@@ -180,12 +180,30 @@ class TensorMemoryCounter(TorchDispatchMode):
         return out
 
 
+def _storage_frees_are_seen() -> bool:
+    """Whether a freed tensor storage is reported to a weakref on its Python object, which
+    :class:`TensorMemoryCounter` relies on. torch 2.1 keeps storage objects alive for good, so
+    there the counter would add up allocations and never see one freed."""
+    seen = []
+    t = torch.empty(1)
+    ref = weakref.ref(t.untyped_storage(), lambda _: seen.append(True))  # noqa: F841 - kept alive
+    del t
+    return bool(seen)
+
+
+#: False on releases where CPU peaks cannot be counted (they are then reported as ``None``).
+STORAGE_FREES_SEEN = _storage_frees_are_seen()
+
+
 def peak_extra_bytes(fn: Callable[[], object], device: str = "cpu") -> Optional[int]:
     """Peak memory allocated by one call of ``fn`` beyond what existed before it.
 
     CUDA: ``torch.cuda.max_memory_allocated`` after a reset. CPU: tensor storage counted by
-    :class:`TensorMemoryCounter`. ``None`` if the call failed.
+    :class:`TensorMemoryCounter`. ``None`` if the call failed, or on the CPU with a torch whose
+    freed storages cannot be seen (see ``STORAGE_FREES_SEEN``).
     """
+    if device != "cuda" and not STORAGE_FREES_SEEN:
+        return None
     try:
         if device == "cuda":
             torch.cuda.synchronize()

@@ -106,6 +106,8 @@ def run(config: bc.Config) -> dict:
         for t in lengths(config)])
     print("  (fwd peak: most memory one eval forward holds beyond input and weights; saved: what autograd"
           " keeps for the backward pass)")
+    if not config.cuda and not bc.STORAGE_FREES_SEEN:
+        print(f"  (forward peaks not counted: torch {torch.__version__} never reports a storage freed)")
     ts = lengths(config)
     where = f"{config.device} {bc.dtype_name(dtype)}, D = {d}, H = {h}, B = 1, T {ts[-2]} -> {ts[-1]}"
     goals = []

@@ -132,6 +132,17 @@ def fill_submission(learner, source, replace=None):
     return nb
 
 
+def cpu_matmul_supports(dtype) -> bool:
+    """Whether this torch multiplies ``dtype`` matrices on the CPU (2.1 has no float16 matmul there)."""
+    import torch
+
+    try:
+        torch.ones(2, 2, dtype=dtype) @ torch.ones(2, 2, dtype=dtype)
+        return True
+    except RuntimeError:
+        return False
+
+
 def run_check(check, obj, capsys, **kwargs):
     """Run a step check the way a test cell does; return (points, report with its line wraps
     undone), asserting the check wrote nothing to stderr and returned a plain float."""

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import mhsa_lib
+from conftest import cpu_matmul_supports
 from mhsa_lib import causal_mask, padding_mask, scaled_dot_product_attention, softmax
 
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -164,18 +165,9 @@ def test_reference_and_fast_paths_agree_in_float32():
     torch.testing.assert_close(ref, fast, **TOL)
 
 
-def _cpu_matmul_supports(dtype) -> bool:
-    """Older torch releases (2.1) have no float16 matmul on the CPU."""
-    try:
-        torch.ones(2, 2, dtype=dtype) @ torch.ones(2, 2, dtype=dtype)
-        return True
-    except RuntimeError:
-        return False
-
-
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_within_naive_error(dtype):
-    if not _cpu_matmul_supports(dtype):
+    if not cpu_matmul_supports(dtype):
         pytest.skip(f"torch {torch.__version__} has no {dtype} matmul on the CPU")
     q, k, v = _qkv(2, 3, dk=16, dv=16)
     exact, _ = scaled_dot_product_attention(q.double(), k.double(), v.double())

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, graded_cell, notebook, write
+from conftest import ROOT, cpu_matmul_supports, graded_cell, notebook, write
 
 BENCH = ROOT / "benchmarks"
 
@@ -31,6 +31,10 @@ def _load(name):
         sys.modules["benchmarks_run"] = module
         spec.loader.exec_module(module)
     return sys.modules["benchmarks_run"]
+
+
+#: Whether this torch lets the CPU memory counter see freed storages (not on torch 2.1).
+COUNTS_CPU_PEAKS = _load("bench_common").STORAGE_FREES_SEEN
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +83,10 @@ def test_core_rows_cover_every_candidate_both_passes(smoke):
     for r in rows:
         assert r["median_s"] > 0 and math.isfinite(r["median_s"]), r
         assert r["flop_per_s"] == pytest.approx(r["flops"] / r["median_s"])
-        assert r["peak_extra_bytes"] is not None and r["peak_extra_bytes"] >= 0, r
+        if r["impl"] == "NumPy" or COUNTS_CPU_PEAKS:
+            assert r["peak_extra_bytes"] is not None and r["peak_extra_bytes"] >= 0, r
+        else:  # unknown rather than wrong
+            assert r["peak_extra_bytes"] is None, r
         assert r["threads"] == 1 and r["dtype"] == "float32"
         if r["pass"] == "fwd":  # every candidate computes the same function
             assert r["max_abs_diff"] is not None and r["max_abs_diff"] < 1e-4, r
@@ -131,7 +138,7 @@ def test_memory_rows_and_growth_goals(smoke):
     by = {(r["T"], r["backend"]): r for r in rows}
     for t in (8, 16):
         ref, fast = by[t, "reference"], by[t, "fast"]
-        for key in ("forward_peak_bytes", "saved_for_backward_bytes"):
+        for key in ("forward_peak_bytes", "saved_for_backward_bytes") if COUNTS_CPU_PEAKS else ("saved_for_backward_bytes",):
             assert ref[key] > 0 and fast[key] > 0
         # the reference path keeps the (T, S) weights for backward; the fast path does not
         assert ref["saved_for_backward_bytes"] > fast["saved_for_backward_bytes"]
@@ -143,7 +150,10 @@ def test_memory_rows_and_growth_goals(smoke):
         "fast saved for backward growth exponent in T": ("<=", 1.2),
     }
     for g in group["goals"]:
-        assert math.isfinite(g["measured"]) and g["met"] in (True, False)
+        if COUNTS_CPU_PEAKS or "saved" in g["name"]:
+            assert math.isfinite(g["measured"]) and g["met"] in (True, False)
+        else:
+            assert math.isnan(g["measured"]) and g["met"] is None
 
 
 def test_growth_exponent_reads_the_last_doubling():
@@ -157,16 +167,17 @@ def test_growth_exponent_reads_the_last_doubling():
 
 def test_the_gpu_dtypes_run_through_every_group_on_the_cpu(runner):
     """What a GPU run measures in bf16 and fp16, tried on the CPU at tiny shapes, so the GPU run
-    does not find a low-precision bug first."""
+    does not find a low-precision bug first (float16 only where this torch has it on the CPU)."""
+    dtypes = ["bfloat16"] + (["float16"] if cpu_matmul_supports(torch.float16) else [])
     threads = torch.get_num_threads()
     try:
-        results = runner.main(["--smoke", "--groups", "core,decoding,memory", "--threads", "1", "--dtypes", "bf16,fp16"])
+        results = runner.main(["--smoke", "--groups", "core,decoding,memory", "--threads", "1", "--dtypes", ",".join(dtypes)])
     finally:
         torch.set_num_threads(threads)
     groups = results["groups"]
     assert all(g["status"] == "ok" for g in groups.values()), groups
     core_rows = groups["core"]["rows"]
-    assert {r["dtype"] for r in core_rows} == {"bfloat16", "float16"}
+    assert {r["dtype"] for r in core_rows} == set(dtypes)
     assert "NumPy" not in {r["impl"] for r in core_rows}  # NumPy runs in float32 only
     for r in core_rows:
         assert r["median_s"] > 0
@@ -297,6 +308,9 @@ def test_numpy_backward_matches_autograd():
 
 def test_memory_counter_counts_new_storage_not_views():
     common = _load("bench_common")
+    if not COUNTS_CPU_PEAKS:
+        assert common.peak_extra_bytes(lambda: torch.ones(4)) is None  # unknown rather than a wrong sum
+        pytest.skip(f"torch {torch.__version__} never reports a storage freed, so CPU peaks are not counted")
     x = torch.zeros(256, 256)
     assert common.peak_extra_bytes(lambda: x.t().reshape(-1)[:10]) == 256 * 256 * 4  # reshape copies
     assert common.peak_extra_bytes(lambda: x.t()[:3]) == 0  # views of inputs allocate nothing
