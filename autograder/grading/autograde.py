@@ -473,7 +473,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--total-timeout", type=float, default=d.total_timeout, metavar="SECONDS",
                         help=f"time limit of a whole notebook (default {d.total_timeout:g})")
     parser.add_argument("--memory-mb", type=int, default=d.memory_mb, metavar="MB",
-                        help=f"address-space limit of each kernel, 0 for none (default {d.memory_mb})")
+                        help=f"memory each kernel may allocate (its data segment, not the libraries it maps), "
+                             f"0 for none (default {d.memory_mb})")
     parser.add_argument("--max-output", type=int, default=d.max_output_bytes, metavar="CHARS",
                         help=f"output kept per cell (default {d.max_output_bytes})")
     parser.add_argument("--no-guard", action="store_true",

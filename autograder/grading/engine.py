@@ -29,7 +29,7 @@ SANDBOX_KERNEL = Path(__file__).resolve().parent / "sandbox_kernel.py"
 class Limits:
     cell_timeout: float = 300.0  # seconds one cell may run
     total_timeout: float = 1800.0  # seconds the whole notebook may run
-    memory_mb: int = 4096  # address space of the kernel (0: no limit)
+    memory_mb: int = 4096  # memory the kernel may allocate, RLIMIT_DATA (0: no limit)
     max_output_bytes: int = 1_000_000  # output kept per cell; the rest is dropped with a note
     max_notebook_output_bytes: int = 20_000_000  # output kept for the whole notebook
     file_mb: int = 512  # largest file the kernel may write

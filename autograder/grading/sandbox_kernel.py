@@ -5,10 +5,16 @@ Run as a script (never imported by the kernel itself)::
     python sandbox_kernel.py --memory-mb 3000 --file-mb 200 --cpu-s 900 -- -f CONNECTION_FILE
 
 The limits are set with ``resource.setrlimit`` on this process before ipykernel starts, so they
-hold for the kernel and for everything it starts: address space (``--memory-mb``; an allocation
-beyond it raises MemoryError in the student's code, or ends the kernel), the size of any file it
-writes (``--file-mb``), CPU seconds (``--cpu-s``, a backstop behind the grader's time limits), and
-no core dumps. Output written straight to file descriptor 2 is not forwarded to the notebook (it
+hold for the kernel and for everything it starts: the memory it may allocate (``--memory-mb``; an
+allocation beyond it raises MemoryError in the student's code, or ends the kernel), the size of
+any file it writes (``--file-mb``), CPU seconds (``--cpu-s``, a backstop behind the grader's time
+limits), and no core dumps.
+
+The memory limit is ``RLIMIT_DATA``: on Linux (4.7 and later) it counts the process's private
+writable memory (heap, tensors, arrays, thread stacks), not the code of the shared libraries it
+maps. ``RLIMIT_AS`` (all address space) would count those too: a CUDA build of torch maps about
+3 GB of libraries on ``import torch`` alone, so a 3-4 GB address-space limit fails the import, or
+leaves the student almost nothing, on exactly the installs GPU users have. Output written straight to file descriptor 2 is not forwarded to the notebook (it
 would cost a test cell its points in nbgrader's scoring), only Python-level stderr is.
 """
 
@@ -33,6 +39,17 @@ def _set_limit(name: str, value: int) -> None:
         pass
 
 
+def apply_limits(memory_mb: int = 0, file_mb: int = 0, cpu_s: int = 0) -> None:
+    """Limit this process and its children (0: no limit of that kind); never core dumps."""
+    if memory_mb > 0:
+        _set_limit("RLIMIT_DATA", memory_mb * 2**20)
+    if file_mb > 0:
+        _set_limit("RLIMIT_FSIZE", file_mb * 2**20)
+    if cpu_s > 0:
+        _set_limit("RLIMIT_CPU", cpu_s)
+    _set_limit("RLIMIT_CORE", 0)
+
+
 def main(argv) -> None:
     limits = {"--memory-mb": 0, "--file-mb": 0, "--cpu-s": 0}
     rest = list(argv)
@@ -43,13 +60,7 @@ def main(argv) -> None:
         limits[flag] = int(float(rest.pop(0)))
     if rest and rest[0] == "--":
         rest.pop(0)
-    if limits["--memory-mb"] > 0:
-        _set_limit("RLIMIT_AS", limits["--memory-mb"] * 2**20)
-    if limits["--file-mb"] > 0:
-        _set_limit("RLIMIT_FSIZE", limits["--file-mb"] * 2**20)
-    if limits["--cpu-s"] > 0:
-        _set_limit("RLIMIT_CPU", limits["--cpu-s"])
-    _set_limit("RLIMIT_CORE", 0)
+    apply_limits(limits["--memory-mb"], limits["--file-mb"], limits["--cpu-s"])
     # Running this file put its own folder first on sys.path; the kernel must see the working
     # copy (the notebook's folder) there instead, as `python -m ipykernel_launcher` would.
     here = os.path.dirname(os.path.abspath(__file__))
