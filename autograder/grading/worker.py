@@ -165,7 +165,9 @@ def restore(nb, source) -> Tuple[Any, List[str]]:
 
 # --------------------------------------------------------------------------- pictures
 
-#: check name -> how to draw "yours vs expected" on a small public example (never hidden cases).
+#: check name -> how to draw "yours vs expected" on a small public example (never hidden cases):
+#: code that sets ``yours`` and ``ref`` (same shape) from ``fn``, the learner's function; for a
+#: map that is not attention weights it also names the two axes in ``axes`` (for the title).
 PICTURES = {
     "check_pairwise_scores": "q = torch.randn(1, 5, 3, generator=g); k = torch.randn(1, 6, 3, generator=g)\n"
                              "yours = fn(q, k); ref = q @ k.transpose(-2, -1)",
@@ -173,6 +175,28 @@ PICTURES = {
     "check_scaled_dot_product_attention":
         "q = torch.randn(5, 4, generator=g); k = torch.randn(6, 4, generator=g); v = torch.randn(6, 3, generator=g)\n"
         "yours = fn(q, k, v)[1]; ref = mhsa_lib.scaled_dot_product_attention(q, k, v)[1]",
+    "check_causal_mask": "yours = fn(5, 7); ref = mhsa_lib.causal_mask(5, 7)",
+    "check_split_heads": "x = torch.arange(24.0).reshape(1, 4, 6)\n"
+                         "yours = fn(x, 2)[0].flatten(0, 1); ref = mhsa_lib.split_heads(x, 2)[0].flatten(0, 1)\n"
+                         "axes = ('row (head, position)', 'feature')",
+    "check_merge_heads": "x = torch.arange(24.0).reshape(1, 2, 4, 3)\n"
+                         "yours = fn(x)[0]; ref = mhsa_lib.merge_heads(x)[0]\naxes = ('position', 'feature')",
+    "check_attention_heads":
+        "x = torch.randn(1, 5, 8, generator=g); w = [torch.randn(8, 8, generator=g) / 3 for _ in range(3)]\n"
+        "yours = fn(x, *w, 2)[0, 0]\n"
+        "ref = mhsa_lib.attend_heads(*(mhsa_lib.split_heads(x @ wi.T, 2) for wi in w))[0][0, 0]\n"
+        "axes = ('position', 'feature of head 0')",
+    "check_attention_heads_loop":
+        "x = torch.randn(1, 5, 8, generator=g)\n"
+        "w = [[torch.randn(4, 8, generator=g) / 3 for _ in range(2)] for _ in range(3)]\n"
+        "yours = fn(x, *w)[0, 0]\n"
+        "ref = mhsa_lib.scaled_dot_product_attention(*(x @ wi[0].T for wi in w))[0][0]\n"
+        "axes = ('position', 'feature of head 0')",
+    "check_repeat_kv": "x = torch.arange(24.0).reshape(1, 2, 4, 3)\n"
+                       "yours = fn(x, 2)[0].flatten(0, 1); ref = mhsa_lib.repeat_kv(x, 2)[0].flatten(0, 1)\n"
+                       "axes = ('row (head, position)', 'feature')",
+    "check_sinusoidal_positional_encoding":
+        "yours = fn(16, 12); ref = mhsa_lib.sinusoidal_positional_encoding(16, 12)\naxes = ('position', 'feature')",
 }
 
 _PICTURE_CODE = """
@@ -187,7 +211,17 @@ def _grading_picture(fn_name, setup):
     scope = {"torch": torch, "mhsa_lib": mhsa_lib, "g": g, "fn": lambda *a, **k: call(fn, *a, time_limit=5, **k)}
     try:
         exec(setup, scope)
-        fig = viz.difference_map(scope["yours"].detach().float(), scope["ref"].float())
+        yours, ref = scope["yours"].detach().float(), scope["ref"].float()
+        rows, cols = scope.get("axes", ("query", "key"))
+        title = None
+        if yours.shape == ref.shape and yours.ndim == 2:
+            diff = (yours - ref).abs()
+            i, j = divmod(int(diff.argmax()), diff.shape[1])
+            title = f"largest |difference| {float(diff.max()):.3g} at {rows} {i}, {cols} {j}"
+        fig = viz.difference_map(yours, ref, title=title)
+        for ax in fig.axes[:3]:  # yours, reference, difference
+            ax.set_ylabel(rows)
+            ax.set_xlabel(cols)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=70, bbox_inches="tight")
         plt.close(fig)
