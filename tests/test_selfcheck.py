@@ -49,7 +49,8 @@ def test_json_is_one_object_with_the_promised_schema(json_run, fixture_nb):
     proc, _ = json_run
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)  # the whole of stdout is one JSON object
-    assert set(data) == {"notebook", "score", "max_score", "steps"}
+    assert set(data) == {"notebook", "score", "max_score", "steps", "notes"}
+    assert data["notes"] == []  # not a course notebook: checked as it is
     assert data["notebook"] == str(fixture_nb)
     for step in data["steps"]:
         assert set(step) == {"id", "points", "max_points", "passed", "message"}
@@ -193,7 +194,84 @@ def test_a_notebook_without_graded_steps_scores_zero_of_zero(tmp_path):
     path = write(notebook([code("x = 1")]), tmp_path / "plain.ipynb")
     proc = run_cli("check", path, "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"notebook": str(path), "score": 0.0, "max_score": 0.0, "steps": []}
+    assert json.loads(proc.stdout) == {"notebook": str(path), "score": 0.0, "max_score": 0.0, "steps": [], "notes": []}
+
+
+# --------------------------------------------------------------------------- released test cells
+
+
+@pytest.fixture()
+def course_copy(tmp_path, tiny_source_nb):
+    """An instructor notebook in a solutions/ folder, and a learner's copy of it (same file name)
+    whose test cell check_double was edited to pass anything, whose check_triple test cell was
+    deleted, and whose triple() is wrong."""
+    import nbformat
+
+    solutions = tmp_path / "solutions"
+    source_path = write(tiny_source_nb, solutions / "01_tiny.ipynb")
+    learner = nbformat.from_dict(nbformat.reads(nbformat.writes(tiny_source_nb), as_version=4))
+    cells = []
+    for cell in learner.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid == "check_double":
+            cell.source = "print('double: fine, trust me')\n2.0"
+        elif gid == "check_triple":
+            continue
+        elif gid == "triple":
+            cell.source = "def triple(x):\n    return 0\n"
+        cells.append(cell)
+    learner.cells = cells
+    return solutions, source_path, write(learner, tmp_path / "learner" / "01_tiny.ipynb")
+
+
+def _steps(report):
+    return {s.id: s for s in report.steps}
+
+
+@pytest.mark.slow
+def test_edited_and_deleted_test_cells_are_checked_as_released(course_copy):
+    from autograder.grading.selfcheck import check_notebook
+
+    solutions, _, learner = course_copy
+    report = check_notebook(learner, cell_timeout=60, total_timeout=120, solutions=solutions)
+    steps = _steps(report)
+    assert set(steps) == {"check_double", "check_triple"}
+    assert steps["check_double"].points == 2.0 and "double(3) = 6" in steps["check_double"].message
+    assert "double(-5)" not in steps["check_double"].message  # hidden tests stay out of the self-check
+    assert steps["check_triple"].points == 0.0 and "triple(2) should be 6" in steps["check_triple"].message
+    assert any("'check_double' was edited" in n for n in report.notes), report.notes
+    assert any("'check_triple' was missing" in n for n in report.notes), report.notes
+    # As it is, the same notebook would look better than its grade will be.
+    as_is = _steps(check_notebook(learner, cell_timeout=60, total_timeout=120, solutions=None))
+    assert set(as_is) == {"check_double"} and "trust me" in as_is["check_double"].message
+
+
+@pytest.mark.slow
+def test_the_instructor_notebook_itself_is_checked_as_it_is(course_copy):
+    from autograder.grading.selfcheck import check_notebook
+
+    solutions, source, _ = course_copy
+    report = check_notebook(source, cell_timeout=60, total_timeout=120, solutions=solutions)
+    assert report.notes == []
+    steps = _steps(report)
+    assert "double(-5)" in steps["check_double"].message  # its hidden tests ran
+    assert report.score == report.max_score == 5.0
+
+
+def test_released_copy_only_for_notebooks_of_the_course(course_copy, tmp_path):
+    import nbformat
+
+    from autograder.grading.selfcheck import released_copy
+
+    solutions, source, learner = course_copy
+    nb = nbformat.read(str(learner), as_version=4)
+    released = released_copy(learner, nb, solutions)
+    tests = [c for c in released.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    assert len(tests) == 2 and all("HIDDEN" not in c.source and "hidden=True" not in c.source for c in tests)
+    assert released_copy(source, nb, solutions) is None  # the instructor notebook itself
+    assert released_copy(tmp_path / "other.ipynb", nb, solutions) is None  # no instructor copy of that name
+    stranger = write(notebook([graded_cell("check_other", 1, "1.0")]), tmp_path / "x" / "01_tiny.ipynb")
+    assert released_copy(stranger, nbformat.read(str(stranger), as_version=4), solutions) is None
 
 
 # --------------------------------------------------------------------------- scoring rule

@@ -6,13 +6,14 @@ Only the standard library and nbformat are imported here, so the command line st
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 #: The kernel every course notebook names; ``nbgrader autograde`` fails on any other.
 KERNEL_NAME = "python3"
@@ -283,3 +284,103 @@ def quiet_log(name: str):
     log.setLevel(logging.CRITICAL)
     log.propagate = False
     return log
+
+
+# --------------------------------------------------------------------------- restoring cells
+
+
+def strip_hidden(source: str) -> str:
+    """A test cell's source as the student sees it: hidden-test regions removed, as nbgrader's
+    ClearHiddenTests does."""
+    out, hidden = [], False
+    for line in source.splitlines():
+        if "BEGIN HIDDEN TESTS" in line:
+            hidden = True
+        elif "END HIDDEN TESTS" in line:
+            hidden = False
+        elif not hidden:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _locked_only(cell) -> bool:
+    m = nbgrader_meta(cell)
+    return bool(m.get("locked")) and not m.get("solution") and not m.get("grade")
+
+
+def restore(nb, source) -> Tuple[Any, List[str]]:
+    """The submission with every cell the student may not change taken from ``source``.
+    Returns the notebook (changed in place) and notes on what was restored."""
+    from nbformat import NotebookNode
+
+    notes: List[str] = []
+    src_cells = list(source.cells)
+    src_by_id = {}
+    for i, c in enumerate(src_cells):
+        gid = grade_id(c)
+        if gid and nbgrader_meta(c):
+            src_by_id[gid] = (i, c)
+    seen = set()
+    out = []
+    for cell in nb.cells:
+        meta = nbgrader_meta(cell)
+        gid = meta.get("grade_id") if meta else None
+        if meta and (gid not in src_by_id or gid in seen):
+            # A grade cell the instructor never wrote (or a copy of one): an ordinary cell now.
+            if meta.get("grade") or meta.get("solution"):
+                notes.append(f"cell {gid!r} is not one of the assignment's graded cells (or a duplicate); it is not graded")
+            del cell.metadata["nbgrader"]
+            out.append(cell)
+            continue
+        if not meta:
+            out.append(cell)
+            continue
+        seen.add(gid)
+        s = src_by_id[gid][1]
+        if is_test_cell(s) or _locked_only(s):
+            if is_test_cell(s) and strip_hidden(cell_source(cell)).strip() != strip_hidden(cell_source(s)).strip():
+                notes.append(f"test cell {gid!r} was edited; it was graded as the instructor wrote it")
+            if is_grade(s) and max_points(cell) != max_points(s):
+                notes.append(f"the points of {gid!r} were changed to {max_points(cell):g}; "
+                             f"it is worth {max_points(s):g}")
+            new = copy.deepcopy(s)
+            if new.cell_type == "code":
+                new.outputs = []
+                new.execution_count = None
+            out.append(new)
+        else:
+            if is_grade(s) and max_points(cell) != max_points(s):
+                notes.append(f"the points of {gid!r} were changed to {max_points(cell):g}; "
+                             f"it is worth {max_points(s):g}")
+            cell.metadata["nbgrader"] = copy.deepcopy(s.metadata["nbgrader"])
+            if cell.cell_type != s.cell_type:
+                notes.append(f"cell {gid!r} was turned into a {cell.cell_type} cell; it is graded as {s.cell_type}")
+                cell = NotebookNode(copy.deepcopy(dict(s, source=cell_source(cell))))
+            out.append(cell)
+    # Test cells the student deleted go back after the nearest preceding graded cell.
+    for i, s in enumerate(src_cells):
+        gid = grade_id(s)
+        if not gid or gid in seen or not is_test_cell(s):
+            continue
+        before = {grade_id(c) for c in src_cells[:i] if grade_id(c)}
+        pos = 0
+        for j, c in enumerate(out):
+            if grade_id(c) in before:
+                pos = j + 1
+        new = copy.deepcopy(s)
+        new.outputs = []
+        new.execution_count = None
+        out.insert(pos, new)
+        seen.add(gid)
+        notes.append(f"test cell {gid!r} was missing; it was put back from the instructor's copy")
+    for cell in out:
+        if cell.get("cell_type") == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    nb.cells = out
+    spec = nb.metadata.get("kernelspec", {})
+    if not isinstance(spec, dict) or spec.get("name") != KERNEL_NAME:
+        name = spec.get("name") if isinstance(spec, dict) else spec
+        notes.append(f"kernelspec {name!r} replaced by {KERNEL_NAME!r}")
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    return nb, notes

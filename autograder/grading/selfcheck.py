@@ -5,6 +5,10 @@ kernel of this very interpreter (whatever kernel the notebook names), in the not
 going on after errors, and scores every autograded test cell exactly as nbgrader would: an error
 or anything on stderr gives 0, a number as the cell's value is partial credit, anything else is
 full marks. The notebook file itself is only read, never written.
+
+A learner's copy of a course notebook is checked with its test cells as the course released them,
+as the class grader does: an edited or deleted test cell is put back from the instructor copy in
+``solutions/`` (hidden tests left out), and the report says so.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class CheckReport:
     errors: List[tuple] = field(default_factory=list)
     seconds: float = 0.0
     stopped_early: Optional[str] = None
+    #: What was put back before the run (edited or deleted test cells, a changed kernel).
+    notes: List[str] = field(default_factory=list)
 
     @property
     def score(self) -> float:
@@ -67,6 +73,7 @@ class CheckReport:
             "score": self.score,
             "max_score": self.max_score,
             "steps": [asdict(s) for s in self.steps],
+            "notes": list(self.notes),
         }
 
 
@@ -107,6 +114,32 @@ def read_notebook(path: Path):
         if cell.cell_type == "code":
             cell.setdefault("outputs", [])
     return nb
+
+
+#: The instructor copies of the course notebooks (in a checkout of the course).
+SOLUTIONS = Path(__file__).resolve().parents[2] / "solutions"
+
+
+def released_copy(path: Path, nb, solutions: Path = SOLUTIONS):
+    """The course notebook that ``nb`` (read from ``path``) is a learner's copy of, with its test
+    cells as released (hidden tests removed), or ``None``: no instructor notebook of that file
+    name, none of its graded cells in ``nb``, or ``path`` is the instructor notebook itself."""
+    import nbformat
+
+    src = Path(solutions) / Path(path).name
+    try:
+        if not src.is_file() or src.resolve() == Path(path).resolve():
+            return None
+        source = nbformat.read(str(src), as_version=4)
+    except Exception:  # noqa: BLE001 - an unreadable instructor copy: check the notebook as it is
+        return None
+    graded = {nbt.grade_id(c) for c in source.cells if nbt.is_grade(c)} - {None}
+    if not graded & {nbt.grade_id(c) for c in nb.cells}:
+        return None
+    for cell in source.cells:
+        if nbt.is_test_cell(cell):
+            cell.source = nbt.strip_hidden(nbt.cell_source(cell))
+    return source
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -265,13 +298,20 @@ def check_notebook(
     path,
     cell_timeout: float = DEFAULT_CELL_TIMEOUT,
     total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
+    solutions: Optional[Path] = SOLUTIONS,
 ) -> CheckReport:
-    """Execute the notebook at ``path`` (a copy in memory) and score its steps."""
+    """Execute the notebook at ``path`` (a copy in memory) and score its steps. A learner's copy
+    of a course notebook gets its released test cells back first (see :func:`released_copy`;
+    ``solutions=None`` checks the notebook exactly as it is)."""
     path = Path(path)
     nb = read_notebook(path)
+    notes: List[str] = []
+    source = released_copy(path, nb, solutions) if solutions is not None else None
+    if source is not None:
+        nb, notes = nbt.restore(nb, source)
     started = time.monotonic()
     summary = execute(nb, path.resolve().parent, cell_timeout, total_timeout)
-    report = CheckReport(notebook=str(path))
+    report = CheckReport(notebook=str(path), notes=notes)
     report.executed = nb
     report.stopped_early = summary["stopped"]
     report.steps = score_notebook(nb, summary["ran"], summary["stopped"])
@@ -299,6 +339,10 @@ def _symbols():
 def format_table(report: CheckReport) -> str:
     ok, bad = _symbols()
     lines = [f"Self-check of {report.notebook}", ""]
+    for note in report.notes:
+        lines.append(f"Note: {note}")
+    if report.notes:
+        lines.append("")
     if not report.steps:
         lines.append("This notebook has no graded steps.")
     width = max([len(s.id) for s in report.steps] + [4])

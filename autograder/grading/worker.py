@@ -18,7 +18,6 @@ The grading run (:mod:`autograder.grading.autograde`) starts one of these per su
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 if __name__ == "__main__" and not __package__:
     # Run as a script: make `autograder.grading` importable without running autograder/__init__
@@ -61,106 +60,6 @@ STATUSES = {
     "missing": "no notebook was submitted",
     "grader-error": "the grader failed on this submission (not the student's fault)",
 }
-
-
-# --------------------------------------------------------------------------- restoring cells
-
-
-def strip_hidden(source: str) -> str:
-    """A test cell's source as the student sees it: hidden-test regions removed, as nbgrader's
-    ClearHiddenTests does."""
-    out, hidden = [], False
-    for line in source.splitlines():
-        if "BEGIN HIDDEN TESTS" in line:
-            hidden = True
-        elif "END HIDDEN TESTS" in line:
-            hidden = False
-        elif not hidden:
-            out.append(line)
-    return "\n".join(out)
-
-
-def _locked_only(cell) -> bool:
-    m = nbt.nbgrader_meta(cell)
-    return bool(m.get("locked")) and not m.get("solution") and not m.get("grade")
-
-
-def restore(nb, source) -> Tuple[Any, List[str]]:
-    """The submission with every cell the student may not change taken from ``source``.
-    Returns the notebook (changed in place) and notes on what was restored."""
-    from nbformat import NotebookNode
-
-    notes: List[str] = []
-    src_cells = list(source.cells)
-    src_by_id = {}
-    for i, c in enumerate(src_cells):
-        gid = nbt.grade_id(c)
-        if gid and nbt.nbgrader_meta(c):
-            src_by_id[gid] = (i, c)
-    seen = set()
-    out = []
-    for cell in nb.cells:
-        meta = nbt.nbgrader_meta(cell)
-        gid = meta.get("grade_id") if meta else None
-        if meta and (gid not in src_by_id or gid in seen):
-            # A grade cell the instructor never wrote (or a copy of one): an ordinary cell now.
-            if meta.get("grade") or meta.get("solution"):
-                notes.append(f"cell {gid!r} is not one of the assignment's graded cells (or a duplicate); it is not graded")
-            del cell.metadata["nbgrader"]
-            out.append(cell)
-            continue
-        if not meta:
-            out.append(cell)
-            continue
-        seen.add(gid)
-        s = src_by_id[gid][1]
-        if nbt.is_test_cell(s) or _locked_only(s):
-            if nbt.is_test_cell(s) and strip_hidden(nbt.cell_source(cell)).strip() != strip_hidden(nbt.cell_source(s)).strip():
-                notes.append(f"test cell {gid!r} was edited; it was graded as the instructor wrote it")
-            if nbt.is_grade(s) and nbt.max_points(cell) != nbt.max_points(s):
-                notes.append(f"the points of {gid!r} were changed to {nbt.max_points(cell):g}; "
-                             f"it is worth {nbt.max_points(s):g}")
-            new = copy.deepcopy(s)
-            if new.cell_type == "code":
-                new.outputs = []
-                new.execution_count = None
-            out.append(new)
-        else:
-            if nbt.is_grade(s) and nbt.max_points(cell) != nbt.max_points(s):
-                notes.append(f"the points of {gid!r} were changed to {nbt.max_points(cell):g}; "
-                             f"it is worth {nbt.max_points(s):g}")
-            cell.metadata["nbgrader"] = copy.deepcopy(s.metadata["nbgrader"])
-            if cell.cell_type != s.cell_type:
-                notes.append(f"cell {gid!r} was turned into a {cell.cell_type} cell; it is graded as {s.cell_type}")
-                cell = NotebookNode(copy.deepcopy(dict(s, source=nbt.cell_source(cell))))
-            out.append(cell)
-    # Test cells the student deleted go back after the nearest preceding graded cell.
-    for i, s in enumerate(src_cells):
-        gid = nbt.grade_id(s)
-        if not gid or gid in seen or not nbt.is_test_cell(s):
-            continue
-        before = {nbt.grade_id(c) for c in src_cells[:i] if nbt.grade_id(c)}
-        pos = 0
-        for j, c in enumerate(out):
-            if nbt.grade_id(c) in before:
-                pos = j + 1
-        new = copy.deepcopy(s)
-        new.outputs = []
-        new.execution_count = None
-        out.insert(pos, new)
-        seen.add(gid)
-        notes.append(f"test cell {gid!r} was missing; it was put back from the instructor's copy")
-    for cell in out:
-        if cell.get("cell_type") == "code":
-            cell.outputs = []
-            cell.execution_count = None
-    nb.cells = out
-    spec = nb.metadata.get("kernelspec", {})
-    if not isinstance(spec, dict) or spec.get("name") != nbt.KERNEL_NAME:
-        name = spec.get("name") if isinstance(spec, dict) else spec
-        notes.append(f"kernelspec {name!r} replaced by {nbt.KERNEL_NAME!r}")
-    nb.metadata["kernelspec"] = dict(nbt.KERNELSPEC)
-    return nb, notes
 
 
 # --------------------------------------------------------------------------- pictures
@@ -369,7 +268,7 @@ def grade(job: Dict[str, Any]) -> Dict[str, Any]:
                   " (it has no graded cells at all)"))
         return finish("wrong-assignment", msg, zero_steps(source, msg))
 
-    nb, restored = restore(nb, source)
+    nb, restored = nbt.restore(nb, source)
     notes.extend(restored)
     test_cells = {i for i, c in enumerate(nb.cells) if nbt.is_test_cell(c)}
     findings = tamper.scan((i, nbt.cell_source(c)) for i, c in enumerate(nb.cells)
