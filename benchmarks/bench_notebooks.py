@@ -5,7 +5,13 @@ kernel of this interpreter, started inside the timing, every cell in order, then
 steps scored. The notebooks run one after another, never in parallel, so they do not slow
 each other down.
 
-Goals: at most 60 s per notebook, 180 s for the capstone (07), the whole course under 8 minutes.
+Also the time of each step check inside the kernel: the wall time of each graded test cell (the
+check on the public case and, in these instructor notebooks, the hidden cases too, as at grading
+time), measured around the cell's execution, so the kernel's round trip of a few milliseconds is
+included.
+
+Goals: at most 60 s per notebook, 180 s for the capstone (07), the whole course under 8 minutes,
+each step check under 1 s.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ SOLUTIONS = bc.ROOT / "solutions"
 NOTEBOOK_GOAL_S = 60.0
 CAPSTONE_GOAL_S = 180.0
 COURSE_GOAL_S = 8 * 60.0
+STEP_GOAL_S = 1.0
 CAPSTONE_PREFIX = "07"
 
 
@@ -50,7 +57,7 @@ def time_notebook(path: Path, cell_timeout: float = 300, total_timeout: float = 
     return {
         "notebook": path.name, "seconds": seconds, "goal_s": goal_for(path), "status": status,
         "score": report.score, "max_score": report.max_score, "cell_errors": [list(e) for e in report.errors],
-        "failed_steps": failed, "stopped_early": report.stopped_early,
+        "failed_steps": failed, "stopped_early": report.stopped_early, "step_seconds": dict(report.step_seconds),
     }
 
 
@@ -78,6 +85,15 @@ def run_notebooks(paths: Sequence[Path], course_goal_s: Optional[float] = COURSE
         names = ", ".join(r["notebook"][:2] for r in rows)
         goals.append(bc.goal("whole course seconds / 8 minutes", total / course_goal_s, "<=", 1.0,
                              f"notebooks {names} ({len(rows)} found)"))
+    steps = sorted(((t, r["notebook"], gid) for r in rows for gid, t in r.get("step_seconds", {}).items()),
+                   reverse=True)
+    if steps:
+        print(f"\n  step checks, in-kernel seconds (the slowest 8 of {len(steps)}; goal: each under {STEP_GOAL_S:g} s):")
+        bc.print_table(["step", "notebook", "seconds"], [[gid, nb, f"{t:.3f}"] for t, nb, gid in steps[:8]],
+                       indent="    ")
+        slowest, nb, gid = steps[0]
+        goals.append(bc.goal("slowest step check seconds / 1 s", slowest / STEP_GOAL_S, "<=", 1.0,
+                             f"{gid} in {nb}; {len(steps)} step checks"))
     bc.print_goals(goals)
     return {"rows": rows, "total_s": total, "goals": goals}
 

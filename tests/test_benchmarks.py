@@ -327,11 +327,19 @@ def test_memory_counter_counts_new_storage_not_views():
 @pytest.mark.slow
 def test_notebook_timing_table(tmp_path):
     nbs = _load("bench_notebooks")
-    path = write(notebook([graded_cell("check_one", 1, "print('ok')\n1.0\n")]), tmp_path / "07_capstone.ipynb")
+    path = write(notebook([graded_cell("check_one", 1, "print('ok')\n1.0\n"),
+                           graded_cell("check_slow", 1, "import time\ntime.sleep(0.4)\n1.0\n")]),
+                 tmp_path / "07_capstone.ipynb")
     result = nbs.run_notebooks([path])
     (row,) = result["rows"]
     assert row["notebook"] == "07_capstone.ipynb" and row["goal_s"] == 180
-    assert row["status"] == "ok" and row["score"] == row["max_score"] == 1
+    assert row["status"] == "ok" and row["score"] == row["max_score"] == 2
     assert row["seconds"] > 0 and result["total_s"] == row["seconds"]
-    assert [g["target"] for g in result["goals"]] == [1.0, 1.0]
+    steps = row["step_seconds"]
+    assert set(steps) == {"check_one", "check_slow"}
+    assert 0 < steps["check_one"] < steps["check_slow"] and steps["check_slow"] >= 0.4
+    assert [g["target"] for g in result["goals"]] == [1.0, 1.0, 1.0]
+    slowest = result["goals"][-1]
+    assert slowest["name"] == "slowest step check seconds / 1 s" and "check_slow" in slowest["where"]
+    assert slowest["measured"] == pytest.approx(steps["check_slow"])
     assert [p.name for p in nbs.discover()] == sorted(p.name for p in (ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))

@@ -58,6 +58,8 @@ class CheckReport:
     stopped_early: Optional[str] = None
     #: What was put back before the run (edited or deleted test cells, a changed kernel).
     notes: List[str] = field(default_factory=list)
+    #: Seconds each step's test cell took to run (grade id -> seconds), for the benchmarks.
+    step_seconds: Dict[str, float] = field(default_factory=dict)
 
     @property
     def score(self) -> float:
@@ -153,7 +155,8 @@ def _one_line(text: str, limit: int = 200) -> str:
 def execute(nb, cwd: Path, cell_timeout: float, total_timeout: float) -> Dict[str, Any]:
     """Execute ``nb`` in place, cell by cell, like nbgrader's Execute preprocessor (errors
     allowed, a timed-out cell is interrupted and gets an error output). Returns a summary:
-    ``ran`` (indices of the code cells that ran) and ``stopped`` (why it stopped early, or None)."""
+    ``ran`` (indices of the code cells that ran), ``seconds`` (cell index -> wall time of running
+    it, the kernel's round trip included) and ``stopped`` (why it stopped early, or None)."""
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
     from nbformat import NotebookNode
@@ -192,6 +195,7 @@ def execute(nb, cwd: Path, cell_timeout: float, total_timeout: float) -> Dict[st
     )
     deadline = time.monotonic() + total_timeout
     ran: List[int] = []
+    seconds: Dict[int, float] = {}
     stopped: Optional[str] = None
     # The kernel process's own stderr (start-up chatter such as ipykernel's transport warning)
     # goes to a file: it is no output of the notebook's, and its tail explains a failed start.
@@ -213,6 +217,7 @@ def execute(nb, cwd: Path, cell_timeout: float, total_timeout: float) -> Dict[st
                         + ("" if cell_timeout <= remaining else " (the limit for the whole notebook)"),
                         "traceback": [],
                     }
+                    started = time.perf_counter()
                     try:
                         client.execute_cell(cell, index)
                     except DeadKernelError:
@@ -223,6 +228,8 @@ def execute(nb, cwd: Path, cell_timeout: float, total_timeout: float) -> Dict[st
                         )
                         stopped = f"the kernel died in cell {index} (out of memory, or the process exited)"
                         break
+                    finally:
+                        seconds[index] = time.perf_counter() - started
                     ran.append(index)
         except DeadKernelError as e:
             stopped = stopped or f"the kernel died ({e})"
@@ -233,7 +240,7 @@ def execute(nb, cwd: Path, cell_timeout: float, total_timeout: float) -> Dict[st
                 why = f"{type(e).__name__}: {_one_line(str(e))}" + (f" ({_one_line(tail[0])})" if tail else "")
                 raise NotebookUnusable(f"cannot run a Python kernel: {why}")
             stopped = stopped or f"execution stopped: {type(e).__name__}: {_one_line(str(e))}"
-    return {"ran": ran, "stopped": stopped}
+    return {"ran": ran, "seconds": seconds, "stopped": stopped}
 
 
 # --------------------------------------------------------------------------- scoring
@@ -315,6 +322,8 @@ def check_notebook(
     report.executed = nb
     report.stopped_early = summary["stopped"]
     report.steps = score_notebook(nb, summary["ran"], summary["stopped"])
+    report.step_seconds = {nbt.grade_id(nb.cells[i]): t for i, t in summary["seconds"].items()
+                           if nbt.is_test_cell(nb.cells[i])}
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code" and not nbt.is_test_cell(cell):
             err = _first_error(cell)
