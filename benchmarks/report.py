@@ -146,6 +146,14 @@ def notebooks(group) -> list:
         score = f"{r['score']:g}/{r['max_score']:g}" if "score" in r else r.get("reason", "-")
         out.append(f"| {r['notebook']} | {r['seconds']:.1f} | {r['goal_s']:.0f} | {r['seconds'] / r['goal_s']:.2f} | {score} |")
     out.append(f"| whole course | {group['total_s']:.1f} | 480 | {group['total_s'] / 480:.2f} | |")
+    steps = sorted(((t, r["notebook"], gid) for r in group["rows"] for gid, t in r.get("step_seconds", {}).items()),
+                   reverse=True)
+    if steps:
+        out.append(f"\nStep checks, in-kernel seconds (each graded test cell, hidden cases included; "
+                   f"the slowest 10 of {len(steps)}; goal: each under 1 s):\n")
+        out.append("| step | notebook | seconds |")
+        out.append("|---|---|---:|")
+        out.extend(f"| {gid} | {nb} | {t:.3f} |" for t, nb, gid in steps[:10])
     return out
 
 
