@@ -13,7 +13,15 @@ import os
 import pytest
 import torch
 
-from mhsa_lib import GroupedQueryAttention, KVCache, MultiHeadAttention, TransformerBlock
+from mhsa_lib import (
+    FusedMultiHeadAttention,
+    GroupedQueryAttention,
+    KVCache,
+    MultiHeadAttention,
+    StaticKVCache,
+    TransformerBlock,
+    padding_mask,
+)
 
 HAS_MPS = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 DEVICES = [
@@ -29,8 +37,10 @@ FUDGE = 4.0  # allowed ratio of fast-path error to same-dtype naive error
 
 def modules(seed=0):
     torch.manual_seed(seed)
+    mha = MultiHeadAttention(D, H).eval()
     return {
-        "mha": MultiHeadAttention(D, H).eval(),
+        "mha": mha,
+        "fused": FusedMultiHeadAttention.from_separate(mha).eval(),
         "gqa": GroupedQueryAttention(D, H, G, bias=True).eval(),
         "pre": TransformerBlock(D, H, FF, "pre", activation="gelu").eval(),
         "post": TransformerBlock(D, H, FF, "post").eval(),
@@ -43,8 +53,14 @@ def run(module, x, backend):
         return module(x, causal=True)
 
 
+def run_with(module, backend, x, **kwargs):
+    module.backend = backend
+    with torch.no_grad():
+        return module(x, **kwargs)
+
+
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", ["mha", "gqa", "pre", "post"])
+@pytest.mark.parametrize("name", ["mha", "fused", "gqa", "pre", "post"])
 @pytest.mark.parametrize("backend", ["reference", "fast"])
 def test_float32_on_device_matches_cpu_float64(device, name, backend):
     module = modules()[name]
@@ -100,3 +116,54 @@ def test_gradients_on_device_match_cpu(device):
         grads.append((xd.grad.cpu(), block.attn.q_proj.weight.grad.cpu()))
     for a, b in zip(*grads):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_static_cache_decoding_on_device(device):
+    """The pre-allocated cache lives on the device, and decoding with it equals full attention."""
+    gqa = modules()["gqa"].to(device)
+    gqa.backend = "fast"
+    x = torch.randn(B, T, D, device=device)
+    cache = StaticKVCache(B, G, T, D // H, device=device, dtype=torch.float32)
+    with torch.no_grad():
+        full = gqa(x, causal=True)
+        steps = [gqa(x[:, :7], cache=cache, causal=True)]
+        steps += [gqa(x[:, t:t + 2], cache=cache, causal=True) for t in range(7, T, 2)]
+    assert cache.k.device.type == device and len(cache) == T
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_padding_and_cross_attention_on_device(device):
+    """A padding mask built on the device, fully masked rows (no NaN) and cross-attention: fast
+    path on the device against the reference path on the CPU in float64."""
+    mha = modules()["mha"]
+    x, memory = torch.randn(B, T, D), torch.randn(B, 5, D)
+    lengths = [T, 0]  # the second sequence is all padding: every row of it is fully masked
+    expected = {
+        "pad": run_with(mha.double(), "reference", x.double(), mask=padding_mask(lengths, T)),
+        "cross": run_with(mha, "reference", x.double(), kv=memory.double()),
+    }
+    mha.float().to(device)
+    got = {
+        "pad": run_with(mha, "fast", x.to(device), mask=padding_mask(torch.tensor(lengths, device=device), T)),
+        "cross": run_with(mha, "fast", x.to(device), kv=memory.to(device)),
+    }
+    for key in expected:
+        assert got[key].device.type == device and not torch.isnan(got[key]).any(), key
+        torch.testing.assert_close(got[key].cpu().double(), expected[key], atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_weights_from_the_device_draw(device):
+    matplotlib = pytest.importorskip("matplotlib", reason="matplotlib is not installed here")
+    matplotlib.use("Agg")
+    from mhsa_lib.viz import attention_heatmap, difference_map
+
+    mha = modules()["mha"].to(device)
+    with torch.no_grad():
+        _, weights = mha(torch.randn(1, 6, D, device=device), return_weights=True, causal=True)
+    assert weights.device.type == device
+    fig = attention_heatmap(weights, head=1)
+    assert len(fig.axes) >= 1
+    assert len(difference_map(weights, weights.cpu()).axes) >= 3
