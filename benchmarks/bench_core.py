@@ -43,7 +43,7 @@ Shape = Tuple[int, int, int, int]  # (B, H, T, Dh)
 CPU_SHAPES: List[Shape] = [(8, 8, 128, 64), (4, 12, 512, 64), (1, 16, 2048, 64)]
 GPU_SHAPES: List[Shape] = CPU_SHAPES + [(8, 16, 1024, 64), (4, 16, 4096, 128)]
 SMOKE_SHAPES: List[Shape] = [(2, 2, 16, 8)]
-#: Quick mode on CPU: the small shapes only; the goal shape runs separately at T=1024.
+#: Quick mode on CPU: the small shapes only; the goal comparison runs separately at the goal shape.
 QUICK_CPU_CASES = [((8, 8, 128, 64), False), ((8, 8, 128, 64), True), ((4, 12, 512, 64), False)]
 
 CPU_GOAL_SHAPE: Shape = (1, 16, 2048, 64)
@@ -316,14 +316,15 @@ def print_case(rows: List[dict], config: bc.Config) -> None:
 
 def cpu_goal_rows(config: bc.Config, rows: List[dict]) -> Tuple[Shape, Dict[Tuple[str, str], float]]:
     """Times of the goal comparison: from the module table when it holds the goal shape at two
-    threads (full mode), else from a run of its own (quick: T = 1024; smoke: tiny)."""
+    threads (full mode), else from a run of its own at the goal shape (only the four modules the
+    goals compare; smoke mode: a tiny shape)."""
     shape = CPU_GOAL_SHAPE
     found = {(r["impl"], r["pass"]): r["median_s"] for r in rows
              if r["table"] == "module" and (r["B"], r["H"], r["T"], r["Dh"]) == shape
              and not r["causal"] and r["threads"] == 2 and r["device"] == "cpu"}
     if found:
         return shape, found
-    shape = SMOKE_SHAPES[0] if config.mode == "smoke" else (1, 16, 1024, 64)
+    shape = SMOKE_SHAPES[0] if config.mode == "smoke" else CPU_GOAL_SHAPE
     bc.set_threads(2)
     fwd, fwd_bwd, _ = module_candidates(shape, False, torch.float32, "cpu")
     keep = ["mhsa_lib MHA fast", "mhsa_lib fused-QKV fast", TORCH_MHA, TORCH_MHA_NW]
@@ -339,7 +340,7 @@ def cpu_goals(config: bc.Config, rows: List[dict]) -> List[dict]:
     shape, t = cpu_goal_rows(config, rows)
     where = f"CPU float32, 2 threads, (B, H, T, Dh) = {shape}"
     if shape != CPU_GOAL_SHAPE:
-        where += f"; the goal is set at {CPU_GOAL_SHAPE}, run --full for it"
+        where += f"; the goal is set at {CPU_GOAL_SHAPE} (smoke mode: a tiny shape, numbers mean nothing)"
     print(f"\nCPU goals: {where}")
     bc.print_table(["", "fwd ms", "fwd+bwd ms"], [
         [n, bc.fmt_ms(t.get((n, "fwd"))), bc.fmt_ms(t.get((n, "fwd+bwd")))]

@@ -1,6 +1,6 @@
 """Run the course's benchmarks and print side-by-side tables with ratios against the goals.
 
-    python benchmarks/run.py                         # quick: core + decoding + memory, about 90 s on 2 shared cores
+    python benchmarks/run.py                         # quick: core + decoding + memory, under a minute on 2 cores
     python benchmarks/run.py --full                  # every group, every CPU shape causal and not, 1 and 2 threads (tens of minutes)
     python benchmarks/run.py --groups notebooks      # one group (comma-separated list)
     python benchmarks/run.py --threads 1,2 --out results.json
