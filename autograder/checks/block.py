@@ -27,15 +27,13 @@ from ..core import (
     compare,
     describe_failures,
     distinct_sizes,
-    draw_seed,
     find_shortcuts,
-    finish,
     randn,
 )
 from ..mistakes import block as M
 from .fallback import isolating
 from .heads import HARD_CODED
-from .modules import build, copy_parameters, diagnose_modules, guarded, not_implemented, reference, run, tokens
+from .modules import build, copy_parameters, diagnose_modules, not_implemented, reference, run, run_module_check, tokens
 
 LAYER_NORM_POINTS = 3.0
 FEED_FORWARD_POINTS = 2.0
@@ -68,12 +66,7 @@ def _ln_reference(d: int, eps: float, weight: Tensor, bias: Tensor) -> nn.Module
 
 def check_layer_norm(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
     """Check a learner's ``LayerNorm(d_model, eps=1e-5)`` class (pass the class itself) (max 3)."""
-    seed = draw_seed("LayerNorm", seed, hidden)
-    result = CheckResult("LayerNorm", LAYER_NORM_POINTS, seed=seed, hidden=hidden, fn_id=id(cls))
-    gen = torch.Generator().manual_seed(seed)
-    with guarded():
-        _layer_norm_parts(cls, result, gen, hidden)
-    return finish(result, quiet)
+    return run_module_check("LayerNorm", LAYER_NORM_POINTS, cls, _layer_norm_parts, seed, hidden, quiet)
 
 
 def _layer_norm_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
@@ -235,12 +228,7 @@ def _ffn_reference(d: int, f: int, activation: str, gen: torch.Generator) -> nn.
 
 def check_feed_forward(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
     """Check a learner's ``FeedForward(d_model, d_ff, activation="relu")`` class (max 2)."""
-    seed = draw_seed("FeedForward", seed, hidden)
-    result = CheckResult("FeedForward", FEED_FORWARD_POINTS, seed=seed, hidden=hidden, fn_id=id(cls))
-    gen = torch.Generator().manual_seed(seed)
-    with guarded():
-        _feed_forward_parts(cls, result, gen, hidden)
-    return finish(result, quiet)
+    return run_module_check("FeedForward", FEED_FORWARD_POINTS, cls, _feed_forward_parts, seed, hidden, quiet)
 
 
 def _feed_forward_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
@@ -402,12 +390,7 @@ def check_transformer_block(cls: Callable, *, hidden: bool = False, seed: Option
                             quiet: bool = False) -> float:
     """Check a learner's ``TransformerBlock(d_model, num_heads, d_ff, norm_placement="pre", dropout=0.0)``
     class in both placements, in eval mode (max 5)."""
-    seed = draw_seed("TransformerBlock", seed, hidden)
-    result = CheckResult("TransformerBlock", BLOCK_POINTS, seed=seed, hidden=hidden, fn_id=id(cls))
-    gen = torch.Generator().manual_seed(seed)
-    with guarded():
-        _block_parts(cls, result, gen, hidden)
-    return finish(result, quiet)
+    return run_module_check("TransformerBlock", BLOCK_POINTS, cls, _block_parts, seed, hidden, quiet)
 
 
 def _block_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:

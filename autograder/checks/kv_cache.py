@@ -38,7 +38,7 @@ from ..core import (
     randn,
 )
 from ..mistakes import kv_cache as M
-from .modules import build, copy_parameters, diagnose_modules, guarded, not_implemented, reference
+from .modules import build, copy_parameters, diagnose_modules, not_implemented, reference, run_module_check
 from .fallback import isolating
 from .heads import HARD_CODED, _diagnose
 
@@ -207,12 +207,7 @@ def check_grouped_query_attention(cls: Callable, *, hidden: bool = False, seed: 
                                   quiet: bool = False) -> float:
     """Check a learner's ``GroupedQueryAttention(d_model, num_heads, num_kv_heads, bias=False)`` with
     ``forward(x, mask=None, cache=None, *, causal=False)`` (max 5)."""
-    seed = draw_seed("GroupedQueryAttention", seed, hidden)
-    result = CheckResult("GroupedQueryAttention", GQA_POINTS, seed=seed, hidden=hidden, fn_id=id(cls))
-    gen = torch.Generator().manual_seed(seed)
-    with guarded():
-        _gqa_parts(cls, result, gen, hidden)
-    return finish(result, quiet)
+    return run_module_check("GroupedQueryAttention", GQA_POINTS, cls, _gqa_parts, seed, hidden, quiet)
 
 
 def _gqa_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
@@ -435,12 +430,7 @@ def _pair_problem(got: Any, k: Tensor, v: Tensor) -> Optional[str]:
 def check_kv_cache(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
     """Check a learner's ``KVCache()`` class: ``update(k, v) -> (k, v)`` (everything cached, oldest
     first, (B, G, S, Dh)), ``len(cache)`` = S, ``reset()`` (max 3)."""
-    seed = draw_seed("KVCache", seed, hidden)
-    result = CheckResult("KVCache", KV_CACHE_POINTS, seed=seed, hidden=hidden, fn_id=id(cls))
-    gen = torch.Generator().manual_seed(seed)
-    with guarded():
-        _kv_cache_parts(cls, result, gen, hidden)
-    return finish(result, quiet)
+    return run_module_check("KVCache", KV_CACHE_POINTS, cls, _kv_cache_parts, seed, hidden, quiet)
 
 
 def _kv_cache_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:

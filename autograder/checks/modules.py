@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..core import CheckResult, LearnerError, attempt, close, matches, randn
+from ..core import CheckResult, LearnerError, attempt, close, draw_seed, finish, matches, randn
 
 
 @contextlib.contextmanager
@@ -29,6 +29,19 @@ def guarded():
             yield
     finally:
         torch.set_rng_state(rng_state)
+
+
+def run_module_check(step: str, points: float, cls: Any,
+                     parts: Callable[[Any, CheckResult, torch.Generator, bool], None],
+                     seed: Optional[int], hidden: bool, quiet: bool) -> float:
+    """The frame of a module check: draw the seed, run ``parts(cls, result, gen, hidden)`` under
+    :func:`guarded`, then report and return the points."""
+    seed = draw_seed(step, seed, hidden)
+    result = CheckResult(step, points, seed=seed, hidden=hidden, fn_id=id(cls))
+    gen = torch.Generator().manual_seed(seed)
+    with guarded():
+        parts(cls, result, gen, hidden)
+    return finish(result, quiet)
 
 
 def _name(cls: Any) -> str:

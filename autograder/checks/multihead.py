@@ -33,7 +33,7 @@ from ..core import (
 from ..mistakes import multihead as M
 from .fallback import isolating
 from .heads import HARD_CODED, _diagnose
-from .modules import build, copy_parameters, guarded
+from .modules import build, copy_parameters, run_module_check
 
 HEADS_POINTS = 3.0
 MHA_POINTS = 6.0
@@ -211,12 +211,7 @@ def _forward(module, x, mask=None, return_weights=False):
 @isolating("split_heads", "merge_heads", "scaled_dot_product_attention", "softmax")
 def check_multi_head_attention(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
     """Check a learner's ``MultiHeadAttention`` class (pass the class itself) (max 6)."""
-    seed = draw_seed("MultiHeadAttention", seed, hidden)
-    result = CheckResult("MultiHeadAttention", MHA_POINTS, seed=seed, hidden=hidden, fn_id=id(cls))
-    gen = torch.Generator().manual_seed(seed)
-    with guarded():  # the learner's own random stream is left as it was
-        _mha_parts(cls, result, gen, hidden)
-    return finish(result, quiet)
+    return run_module_check("MultiHeadAttention", MHA_POINTS, cls, _mha_parts, seed, hidden, quiet)
 
 
 def _mha_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
