@@ -145,9 +145,51 @@ def cpu_matmul_supports(dtype) -> bool:
 
 def run_check(check, obj, capsys, **kwargs):
     """Run a step check the way a test cell does; return (points, report with its line wraps
-    undone), asserting the check wrote nothing to stderr and returned a plain float."""
+    undone), asserting the check wrote nothing to stderr and returned a plain float.
+
+    The same check then runs split in two, as class grading runs it: its probe half in a child
+    process (forked, so the learner's object needs no pickling) that saves the observations to
+    a file, and its judge half here, from that file alone. Both must give the same points and the
+    same report as the check run in one go."""
+    step = getattr(check, "step", None)
+    if step is not None and kwargs.get("seed") is None:
+        from autograder.frame.cases import draw_seed
+
+        kwargs["seed"] = draw_seed(step.name, None, kwargs.get("hidden", False))
     points = check(obj, **kwargs)
     captured = capsys.readouterr()
     assert captured.err == "", f"the check wrote to stderr: {captured.err!r}"
     assert type(points) is float
+    if step is not None and not kwargs.get("quiet"):
+        judged = probe_apart_then_judge(step, obj, kwargs["seed"], kwargs.get("hidden", False))
+        assert judged.report() == captured.out.rstrip("\n"), "the split check's report differs"
+        assert judged.points == points
     return points, " ".join(captured.out.split())
+
+
+def probe_apart_then_judge(step, obj, seed, hidden):
+    """The probe in a forked child process (observations saved to a file), the judge here."""
+    import os
+    import tempfile
+
+    from autograder.frame.observe import Observations
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "observations.zip")
+        pid = os.fork()
+        if pid == 0:  # the child: probe only, then leave without running any of pytest's exit code
+            code = 1
+            try:
+                import torch
+
+                torch.set_num_threads(1)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                step.probe(obj, seed=seed, hidden=hidden).save(path)
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the probe failed in its own process"
+        observations = Observations.load(path)
+    return step.judge(observations, seed=seed, hidden=hidden, strict=True)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import mhsa_lib
-from autograder import check_merge_heads, check_split_heads
+from autograder import check_merge_heads, check_repeat_kv, check_split_heads
 from autograder.checks import heads as C
 from autograder.mistakes import heads as M
 from conftest import run_check
@@ -105,3 +105,64 @@ def test_every_heads_mistake_is_caught(capsys):
         assert run(check_split_heads, m.fn, capsys, seed=8)[0] < 3.0, m.id
     for m in M.MERGE_HEADS_MISTAKES:
         assert run(check_merge_heads, m.fn, capsys, seed=8)[0] < 2.0, m.id
+
+
+# --------------------------------------------------------------------------- repeat_kv
+
+
+def repeat_kv_interleave(x, n_rep):
+    return x.repeat_interleave(n_rep, dim=1)
+
+
+def repeat_kv_expand(x, n_rep):
+    if n_rep == 1:
+        return x
+    b, g, s, dh = x.shape
+    return x[:, :, None, :, :].expand(b, g, n_rep, s, dh).reshape(b, g * n_rep, s, dh)
+
+
+def repeat_kv_loop(x, n_rep):
+    return torch.cat([x[:, j // n_rep : j // n_rep + 1] for j in range(x.shape[1] * n_rep)], dim=1)
+
+
+def repeat_kv_index(x, n_rep):
+    index = torch.arange(x.shape[1] * n_rep, device=x.device) // n_rep
+    return x.index_select(1, index)
+
+
+@pytest.mark.parametrize("fn", [repeat_kv_interleave, repeat_kv_expand, repeat_kv_loop, repeat_kv_index])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_repeat_kv_full_marks_for_correct_solutions(fn, seed, capsys):
+    points, report = run(check_repeat_kv, fn, capsys, seed=seed)
+    assert points == 2.0, report
+
+
+_REPEAT_PUBLIC_ANSWER = mhsa_lib.repeat_kv(C.REPEAT_PUBLIC_X, C.REPEAT_PUBLIC_N)
+
+
+@pytest.mark.parametrize("fn,words", [
+    (M.repeat_kv_tiled, "query head j then uses K/V head j % G"),
+    (M.repeat_kv_tiled, "your heads hold K/V heads [0, 1, 0, 1, 0, 1], expected [0, 0, 0, 1, 1, 1]"),
+    (M.repeat_kv_sequence_axis, "repeat along the positions (dim=2)"),
+    (M.repeat_kv_no_reshape, "you return (B, G, n_rep, S, Dh)"),
+    (M.repeat_kv_calls_library, "calls mhsa_lib (repeat_kv)"),
+    (lambda x, n_rep: _REPEAT_PUBLIC_ANSWER.clone(), "hard-coded"),
+])
+def test_repeat_kv_mistakes_lose_points_and_are_named(fn, words, capsys):
+    points, report = run(check_repeat_kv, fn, capsys, seed=3)
+    assert points < 2.0, report
+    assert words in report, report
+
+
+def _not_yet(*args, **kw):
+    raise NotImplementedError()
+
+
+@pytest.mark.parametrize("obj,words", [
+    (_not_yet, "not implemented yet"),
+    (lambda x, n_rep: None, "NoneType"),
+    (42, "expected a function"),
+])
+def test_repeat_kv_unfinished_or_broken_answers(obj, words, capsys):
+    points, report = run(check_repeat_kv, obj, capsys, seed=0)
+    assert points == 0.0 and words in report, report

@@ -26,54 +26,12 @@ from conftest import run_check
 run = run_check
 
 
-# --------------------------------------------------------------------------- repeat_kv
-
-
-def repeat_kv_interleave(x, n_rep):
-    return x.repeat_interleave(n_rep, dim=1)
+# --------------------------------------------------------------------------- GroupedQueryAttention
 
 
 def repeat_kv_expand(x, n_rep):
-    if n_rep == 1:
-        return x
     b, g, s, dh = x.shape
-    return x[:, :, None, :, :].expand(b, g, n_rep, s, dh).reshape(b, g * n_rep, s, dh)
-
-
-def repeat_kv_loop(x, n_rep):
-    return torch.cat([x[:, j // n_rep : j // n_rep + 1] for j in range(x.shape[1] * n_rep)], dim=1)
-
-
-def repeat_kv_index(x, n_rep):
-    index = torch.arange(x.shape[1] * n_rep, device=x.device) // n_rep
-    return x.index_select(1, index)
-
-
-@pytest.mark.parametrize("fn", [repeat_kv_interleave, repeat_kv_expand, repeat_kv_loop, repeat_kv_index])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_repeat_kv_full_marks_for_correct_solutions(fn, seed, capsys):
-    points, report = run(check_repeat_kv, fn, capsys, seed=seed)
-    assert points == 2.0, report
-
-
-_REPEAT_PUBLIC_ANSWER = mhsa_lib.repeat_kv(C.REPEAT_PUBLIC_X, C.REPEAT_PUBLIC_N)
-
-
-@pytest.mark.parametrize("fn,words", [
-    (M.repeat_kv_tiled, "query head j then uses K/V head j % G"),
-    (M.repeat_kv_tiled, "your heads hold K/V heads [0, 1, 0, 1, 0, 1], expected [0, 0, 0, 1, 1, 1]"),
-    (M.repeat_kv_sequence_axis, "repeat along the positions (dim=2)"),
-    (M.repeat_kv_no_reshape, "you return (B, G, n_rep, S, Dh)"),
-    (M.repeat_kv_calls_library, "calls mhsa_lib (repeat_kv)"),
-    (lambda x, n_rep: _REPEAT_PUBLIC_ANSWER.clone(), "hard-coded"),
-])
-def test_repeat_kv_mistakes_lose_points_and_are_named(fn, words, capsys):
-    points, report = run(check_repeat_kv, fn, capsys, seed=3)
-    assert points < 2.0, report
-    assert words in report, report
-
-
-# --------------------------------------------------------------------------- GroupedQueryAttention
+    return x[:, :, None].expand(b, g, n_rep, s, dh).reshape(b, g * n_rep, s, dh)
 
 
 class GQAExpand(nn.Module):
@@ -344,13 +302,12 @@ def test_kv_cache_bytes_mistakes_lose_points_and_are_named(fn, words, capsys):
 def test_every_mistake_in_the_module_is_tested_above():
     """Each buggy variant in autograder.mistakes.kv_cache is in a test that asserts it loses points."""
     tested = set()
-    for name, arg in (("test_repeat_kv_mistakes_lose_points_and_are_named", "fn,words"),
-                      ("test_gqa_mistakes_lose_points_and_are_named", "cls,words"),
+    for name, arg in (("test_gqa_mistakes_lose_points_and_are_named", "cls,words"),
                       ("test_kv_cache_mistakes_lose_points_and_are_named", "cls,words"),
                       ("test_kv_cache_bytes_mistakes_lose_points_and_are_named", "fn,words")):
         marks = [m for m in globals()[name].pytestmark if m.name == "parametrize" and m.args[0] == arg]
         tested |= {obj for obj, _ in marks[0].args[1]}
-    for mistake in M.REPEAT_KV_MISTAKES + M.GQA_MISTAKES + M.KV_CACHE_MISTAKES + M.KV_CACHE_BYTES_MISTAKES:
+    for mistake in M.GQA_MISTAKES + M.KV_CACHE_MISTAKES + M.KV_CACHE_BYTES_MISTAKES:
         assert mistake.fn in tested, mistake.id
 
 
@@ -374,9 +331,6 @@ def _not_yet(*args, **kw):
 
 
 @pytest.mark.parametrize("check,obj,words", [
-    (check_repeat_kv, _not_yet, "not implemented yet"),
-    (check_repeat_kv, lambda x, n_rep: None, "NoneType"),
-    (check_repeat_kv, 42, "expected a function"),
     (check_grouped_query_attention, _NotYet, "not implemented yet"),
     (check_grouped_query_attention, _GQAForwardNotYet, "not implemented yet"),
     (check_grouped_query_attention, lambda *a: None, "expected an nn.Module"),

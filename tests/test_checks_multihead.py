@@ -13,7 +13,6 @@ import mhsa_lib
 from autograder import (
     check_attention_heads,
     check_attention_heads_loop,
-    check_load_mha_from_torch,
     check_multi_head_attention,
 )
 from autograder.mistakes import multihead as M
@@ -228,48 +227,3 @@ def test_mha_check_leaves_the_global_random_state_alone():
     torch.manual_seed(123)
     check_multi_head_attention(MHALoop, seed=0, quiet=True)
     assert torch.equal(torch.rand(3), expected)
-
-
-# --------------------------------------------------------------------------- notebook 03: loading
-
-
-def load_chunks(module, torch_mha):
-    wq, wk, wv = torch_mha.in_proj_weight.chunk(3)
-    bq, bk, bv = torch_mha.in_proj_bias.chunk(3)
-    with torch.no_grad():
-        for layer, w, b in ((module.q_proj, wq, bq), (module.k_proj, wk, bk), (module.v_proj, wv, bv)):
-            layer.weight.copy_(w)
-            layer.bias.copy_(b)
-        module.out_proj.load_state_dict(torch_mha.out_proj.state_dict())
-    return module
-
-
-def load_state_dict_style(module, torch_mha):
-    d = torch_mha.embed_dim
-    sd = torch_mha.state_dict()
-    new = {}
-    for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
-        new[f"{name}.weight"] = sd["in_proj_weight"][i * d : (i + 1) * d]
-        new[f"{name}.bias"] = sd["in_proj_bias"][i * d : (i + 1) * d]
-    new["out_proj.weight"], new["out_proj.bias"] = sd["out_proj.weight"], sd["out_proj.bias"]
-    module.load_state_dict(new)  # returns nothing useful: the module is changed in place
-
-
-@pytest.mark.parametrize("fn", [load_chunks, load_state_dict_style])
-def test_load_full_marks_for_correct_solutions(fn, capsys):
-    points, report = run(check_load_mha_from_torch, fn, capsys, seed=0)
-    assert points == 2.0, report
-
-
-@pytest.mark.parametrize("fn,words", [
-    (M.load_qkv_order_swapped, "holds W_k"),
-    (M.load_transposed, "transposed"),
-    (M.load_without_biases, "biases were not copied"),
-    (M.load_without_out_proj, "out_proj.weight was not copied"),
-    (lambda module, torch_mha: mhsa_lib.interop.load_mha_from_torch(module, torch_mha), "2 / 2"),
-])
-def test_load_mistakes(fn, words, capsys):
-    points, report = run(check_load_mha_from_torch, fn, capsys, seed=0)
-    assert words in report, report
-    if words != "2 / 2":
-        assert points < 2.0

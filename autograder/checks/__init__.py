@@ -1,53 +1,22 @@
-"""Step checks, one module per ``mhsa_lib`` module (same names), plus the checkpoints."""
+"""The course's steps. Each module declares the steps of one ``mhsa_lib`` module (same names)
+in the step registry (:mod:`autograder.frame.registry`); the warm-ups, the debugging repairs
+and the checkpoints have modules of their own. Importing this package registers every step.
 
-from .attention import check_causal_mask, check_scaled_dot_product_attention, check_softmax
-from .capstone import check_capstone
-from .block import check_feed_forward, check_layer_norm, check_transformer_block
+Every public name here comes from the registry: each step's ``check_*`` function, plus
+``check_concept`` (the checkpoints) and ``fallback``.
+"""
+
+import sys
+
+from ..frame.fallback import fallback
+from ..frame.registry import steps as _steps
+from . import attention, block, concepts, debugging, heads, interop, kv_cache, model, multihead, positional, warmups
 from .concepts import check_concept
-from .debugging import (
-    check_fast_causal_attention,
-    check_fixed_attention,
-    check_fixed_block,
-    check_head_probe,
-    check_stable_encoder,
-)
-from .fallback import fallback
-from .heads import check_merge_heads, check_split_heads
-from .kv_cache import check_grouped_query_attention, check_kv_cache, check_kv_cache_bytes, check_repeat_kv
-from .positional import check_sinusoidal_positional_encoding
-from .multihead import (
-    check_attention_heads,
-    check_attention_heads_loop,
-    check_load_mha_from_torch,
-    check_multi_head_attention,
-)
-from .warmups import check_pairwise_scores
 
-__all__ = [
-    "check_capstone",
-    "check_attention_heads",
-    "check_attention_heads_loop",
-    "check_causal_mask",
-    "check_concept",
-    "check_fast_causal_attention",
-    "check_fixed_attention",
-    "check_fixed_block",
-    "check_head_probe",
-    "check_stable_encoder",
-    "check_feed_forward",
-    "check_grouped_query_attention",
-    "check_kv_cache",
-    "check_kv_cache_bytes",
-    "check_layer_norm",
-    "check_load_mha_from_torch",
-    "check_merge_heads",
-    "check_multi_head_attention",
-    "check_pairwise_scores",
-    "check_repeat_kv",
-    "check_scaled_dot_product_attention",
-    "check_sinusoidal_positional_encoding",
-    "check_softmax",
-    "check_split_heads",
-    "check_transformer_block",
-    "fallback",
-]
+_MODULES = (attention, block, concepts, debugging, heads, interop, kv_cache, model, multihead, positional, warmups)
+
+_checks = {s.check_name: getattr(sys.modules[s.check_module], s.check_name)
+           for s in _steps() if s.kind != "checkpoint"}
+globals().update(_checks)
+
+__all__ = sorted(_checks) + ["check_concept", "fallback"]

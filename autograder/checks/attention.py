@@ -16,7 +16,8 @@ from torch import Tensor
 
 import mhsa_lib
 
-from ..core import (
+from ..frame.registry import step
+from ..frame import (
     CheckResult,
     attempt,
     LearnerError,
@@ -27,25 +28,26 @@ from ..core import (
     draw_seed,
     distinct_sizes,
     find_shortcuts,
-    finish,
     matches,
     randn,
 )
 from ..mistakes import attention as M
-from .fallback import isolating
 
 # --------------------------------------------------------------------------- softmax
 
 SOFTMAX_POINTS = 3.0
+#: "Yours vs expected" in the feedback: code that sets ``yours`` and ``ref`` from ``fn`` (see grading).
+SOFTMAX_PICTURE = (
+    'x = torch.randn(5, 6, generator=g) * 3\n'
+    'yours = fn(x, dim=-1); ref = torch.softmax(x, dim=-1)'
+)
 SOFTMAX_FORBIDDEN = ("softmax", "_softmax", "log_softmax", "special_softmax", "softmin")
 SOFTMAX_PUBLIC_X = torch.tensor([[1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 2.0, 2.0], [-1.0, 0.0, 5.0, 1.0]])
 
 
-def check_softmax(fn: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+@step("softmax", points=SOFTMAX_POINTS, notebook="01_scaled_dot_product_attention", home="attention", reference=mhsa_lib.softmax, picture=SOFTMAX_PICTURE)
+def check_softmax(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``softmax(x, dim=-1)``; print the report, return the points (max 3)."""
-    seed = draw_seed("softmax", seed, hidden)
-    result = CheckResult("softmax", SOFTMAX_POINTS, seed=seed, hidden=hidden, fn_id=id(fn))
-    gen = torch.Generator().manual_seed(seed)
     x_pub = SOFTMAX_PUBLIC_X
     expected_pub = mhsa_lib.softmax(x_pub.double(), dim=-1)
 
@@ -54,7 +56,7 @@ def check_softmax(fn: Callable, *, hidden: bool = False, seed: Optional[int] = N
         y_pub = call(fn, x_pub.clone())
     except LearnerError as e:
         result.zero_reason = f"softmax(x) {e}"
-        return finish(result, quiet)
+        return
     c_pub = compare(y_pub, expected_pub, what="softmax(x)")
     result.add("public case: softmax of a (3, 4) tensor over the last axis", 1.0, c_pub.ok, c_pub.detail)
 
@@ -105,7 +107,7 @@ def check_softmax(fn: Callable, *, hidden: bool = False, seed: Optional[int] = N
             f"your softmax calls {', '.join(shortcuts)}: this step asks you to write softmax "
             "yourself from exp, max and sum (torch.softmax is fine in later steps)"
         )
-    return finish(result, quiet)
+    return
 
 
 def _softmax_invariants(fn: Callable, x: Tensor, dim: int) -> List[str]:
@@ -133,7 +135,7 @@ def _diagnose_softmax(fn, result: CheckResult, first_bad, seen, big, public_ok_r
         if isinstance(y, Tensor) and y.shape == x.shape:
             for mistake in (M.SOFTMAX_MISTAKES[1], M.SOFTMAX_MISTAKES[0], M.SOFTMAX_MISTAKES[4]):
                 if all(matches(yy, mistake.fn(xx.double(), dim=d)) for xx, d, yy in seen):
-                    result.diagnose(_SOFTMAX_ADVICE[mistake.id].format(dim=dim))
+                    result.diagnose(mistake.advice.format(dim=dim))
                     break
             else:
                 sums = [y.detach().double().sum(a) for a in range(x.ndim)]
@@ -153,9 +155,9 @@ def _diagnose_softmax(fn, result: CheckResult, first_bad, seen, big, public_ok_r
     ):
         # Run the mistakes in float32, as the learner's code ran, so NaN lands where theirs does.
         if matches(y_big, M.softmax_no_max_subtraction(x_big, dim=-1), atol=2e-3, rtol=2e-3):
-            result.diagnose(_SOFTMAX_ADVICE["softmax-no-max"])
+            result.diagnose(M.CATALOGUE["softmax-no-max"].advice)
         elif matches(y_big, M.softmax_global_max(x_big, dim=-1), atol=2e-3, rtol=2e-3):
-            result.diagnose(_SOFTMAX_ADVICE["softmax-global-max"])
+            result.diagnose(M.CATALOGUE["softmax-global-max"].advice)
         elif not bool(torch.isfinite(y_big).all()):
             result.diagnose("your output has NaN or inf for large logits: subtract the maximum of "
                             "each slice along `dim` before exp (x.amax(dim, keepdim=True)).")
@@ -165,19 +167,6 @@ def _diagnose_softmax(fn, result: CheckResult, first_bad, seen, big, public_ok_r
             result.diagnose(_HARD_CODED)
 
 
-_SOFTMAX_ADVICE = {
-    "softmax-wrong-axis": "you normalise over the wrong axis: with dim={dim}, every slice along "
-    "axis {dim} must sum to 1. Use dim in both the max and the sum (with keepdim=True).",
-    "softmax-ignores-dim": "you always normalise over the last axis and ignore the `dim` "
-    "argument: softmax(x, dim={dim}) must normalise along axis {dim}.",
-    "softmax-global-sum": "you divide by the sum over the whole tensor; divide by the sum along "
-    "`dim` (keepdim=True), so that each slice sums to 1.",
-    "softmax-no-max": "no max-subtraction: on large logits exp(x) overflows to inf and inf/inf "
-    "gives NaN. Subtract x.amax(dim, keepdim=True) before exp: softmax(x) = softmax(x - c).",
-    "softmax-global-max": "you subtract the maximum of the whole tensor; a row far below it "
-    "underflows to exp(...) = 0 everywhere and 0/0 gives NaN. Subtract the maximum of each slice "
-    "along `dim` (x.amax(dim, keepdim=True)).",
-}
 
 _HARD_CODED = (
     "your function returns the public case's expected output whatever the input: the answer "
@@ -190,19 +179,21 @@ _HARD_CODED = (
 # --------------------------------------------------------------------------- causal mask
 
 CAUSAL_MASK_POINTS = 2.0
+#: "Yours vs expected" in the feedback: code that sets ``yours`` and ``ref`` from ``fn`` (see grading).
+CAUSAL_MASK_PICTURE = (
+    'yours = fn(5, 7); ref = mhsa_lib.causal_mask(5, 7)'
+)
 
 
-def check_causal_mask(fn: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+@step("causal_mask", points=CAUSAL_MASK_POINTS, notebook="01_scaled_dot_product_attention", home="attention", reference=mhsa_lib.causal_mask, picture=CAUSAL_MASK_PICTURE)
+def check_causal_mask(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``causal_mask(seq_len_q, seq_len_k=None)``; print the report, return the points (max 2)."""
-    seed = draw_seed("causal_mask", seed, hidden)
-    result = CheckResult("causal_mask", CAUSAL_MASK_POINTS, seed=seed, hidden=hidden, fn_id=id(fn))
-    gen = torch.Generator().manual_seed(seed)
 
     try:
         m_pub = call(fn, 4, 4)
     except LearnerError as e:
         result.zero_reason = f"causal_mask(4, 4) {e}"
-        return finish(result, quiet)
+        return
     ok, detail = _mask_matches(m_pub, mhsa_lib.causal_mask(4, 4))
     result.add("public case: causal_mask(4, 4) is the lower triangle, diagonal included", 1.0, ok, detail)
 
@@ -233,7 +224,7 @@ def check_causal_mask(fn: Callable, *, hidden: bool = False, seed: Optional[int]
     shortcuts = find_shortcuts(fn, (3, 5), ())
     if shortcuts:
         result.zero_reason = f"your causal_mask calls {', '.join(shortcuts)}: build the mask yourself (torch.tril or arange comparisons)"
-    return finish(result, quiet)
+    return
 
 
 def _as_bool_mask(m: Any) -> Optional[Tensor]:
@@ -270,37 +261,27 @@ def _diagnose_causal(fn, result: CheckResult) -> None:
     raw = attempt(fn, t, s)
     if isinstance(raw, Tensor) and raw.dtype != torch.bool:
         if raw.dtype.is_floating_point and bool(torch.isinf(raw).any()):
-            result.diagnose(_CAUSAL_ADVICE["causal-additive"])
+            result.diagnose(M.CATALOGUE["causal-additive"].advice)
         else:
-            result.diagnose(_CAUSAL_ADVICE["causal-float"])
+            result.diagnose(M.CATALOGUE["causal-float"].advice)
     if got is None or got.shape != (t, s):
         return
     for mistake in M.CAUSAL_MASK_MISTAKES[:4]:
         if torch.equal(got.cpu(), mistake.fn(t, s)):
-            result.diagnose(_CAUSAL_ADVICE[mistake.id])
+            result.diagnose(mistake.advice)
             return
 
 
-_CAUSAL_ADVICE = {
-    "causal-diagonal-blocked": "off by one: your mask blocks the diagonal, but each query may "
-    "attend to its own position (use <=, or torch.tril with diagonal=0).",
-    "causal-one-ahead": "off by one: each query may also see the next position, so the future "
-    "leaks in. Query i may see keys up to its own position only.",
-    "causal-upper-left": "aligned to the upper left when S > T: with a cache, query i sits at "
-    "absolute position S - T + i, so the last query must see every key "
-    "(torch.tril(..., diagonal=S - T)).",
-    "causal-inverted": "polarity inverted: in this course True means 'may attend', so the lower "
-    "triangle must be True (torch.nn.MultiheadAttention uses the opposite convention).",
-    "causal-float": "return a bool tensor (True = may attend), not 0/1 numbers: masked_fill and "
-    "F.scaled_dot_product_attention read a float mask as values to add to the scores.",
-    "causal-additive": "you return an additive 0/-inf mask; this course's masks are bool "
-    "(True = may attend). Return the comparison itself, e.g. j <= i + (S - T).",
-}
 
 
 # --------------------------------------------------------------------------- attention
 
 ATTENTION_POINTS = 5.0
+#: "Yours vs expected" in the feedback: code that sets ``yours`` and ``ref`` from ``fn`` (see grading).
+ATTENTION_PICTURE = (
+    'q = torch.randn(5, 4, generator=g); k = torch.randn(6, 4, generator=g); v = torch.randn(6, 3, generator=g)\n'
+    'yours = fn(q, k, v)[1]; ref = mhsa_lib.scaled_dot_product_attention(q, k, v)[1]'
+)
 ATTENTION_FORBIDDEN = (
     "scaled_dot_product_attention",
     "_scaled_dot_product_attention_math",
@@ -320,14 +301,9 @@ ATTN_PUBLIC_K = torch.tensor([[[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0], [1.0,
 ATTN_PUBLIC_V = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [2.0, 3.0]]])
 
 
-@isolating("softmax")
-def check_scaled_dot_product_attention(
-    fn: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False
-) -> float:
+@step("scaled_dot_product_attention", points=ATTENTION_POINTS, notebook="01_scaled_dot_product_attention", home="attention", reference=mhsa_lib.scaled_dot_product_attention, picture=ATTENTION_PICTURE, isolate=("softmax",))
+def check_scaled_dot_product_attention(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``scaled_dot_product_attention(q, k, v, mask=None) -> (out, weights)`` (max 5)."""
-    seed = draw_seed("scaled_dot_product_attention", seed, hidden)
-    result = CheckResult("scaled_dot_product_attention", ATTENTION_POINTS, seed=seed, hidden=hidden, fn_id=id(fn))
-    gen = torch.Generator().manual_seed(seed)
 
     q, k, v = ATTN_PUBLIC_Q, ATTN_PUBLIC_K, ATTN_PUBLIC_V
     ref_pub = _reference(q, k, v, None)
@@ -335,7 +311,7 @@ def check_scaled_dot_product_attention(
         got_pub = call(fn, q.clone(), k.clone(), v.clone())
     except LearnerError as e:
         result.zero_reason = f"scaled_dot_product_attention(q, k, v) {e}"
-        return finish(result, quiet)
+        return
     ok, detail = _pair_matches(got_pub, ref_pub)
     result.add("public case: T=2 queries, S=3 keys, d_k=4, no mask", 1.0, ok, detail)
     public_ok = ok
@@ -405,7 +381,7 @@ def check_scaled_dot_product_attention(
             f"your function calls {', '.join(shortcuts)}: this step asks you to write attention "
             "yourself (torch.softmax or your own softmax are fine)"
         )
-    return finish(result, quiet)
+    return
 
 
 def _reference(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
@@ -522,16 +498,16 @@ def _diagnose_attention(fn, result: CheckResult, probe, mask_probe, empty_probe,
                 if mistake.id in _MASK_MISTAKE_IDS:
                     m_out, m_w = mistake.fn(q.double(), k.double(), v.double(), mask)
                     if close(w, m_w) and close(out, m_out):
-                        result.diagnose(_ATTENTION_ADVICE[mistake.id])
+                        result.diagnose(mistake.advice)
                         break
     q, k, v, mask, got = empty_probe
     out, w, err = _unpack(got)
     if not err and isinstance(out, Tensor) and isinstance(w, Tensor) and out.shape[-2] > 1 and w.shape[-1] == mask.shape[-1]:
         row_out, row_w = out[..., 1, :].detach(), w[..., 1, :].detach()
         if not bool(torch.isfinite(row_out).all()) or not bool(torch.isfinite(row_w).all()):
-            result.diagnose(_ATTENTION_ADVICE["attention-masked-row-nan"])
+            result.diagnose(M.CATALOGUE["attention-masked-row-nan"].advice)
         elif torch.allclose(row_w.double(), torch.full_like(row_w.double(), 1.0 / w.shape[-1]), atol=1e-4):
-            result.diagnose(_ATTENTION_ADVICE["attention-large-negative-fill"])
+            result.diagnose(M.CATALOGUE["attention-large-negative-fill"].advice)
     if public_ok_random_bad:
         q = randn(gen, *ATTN_PUBLIC_Q.shape)
         out, w, err = _unpack(attempt(fn, q, randn(gen, *ATTN_PUBLIC_K.shape), randn(gen, *ATTN_PUBLIC_V.shape)))
@@ -554,7 +530,7 @@ def _diagnose_scores(result: CheckResult, q, k, v, out, w, ref) -> None:
     if torch.allclose(col_sums, torch.ones_like(col_sums), atol=1e-4) and not torch.allclose(
         row_sums, torch.ones_like(row_sums), atol=1e-4
     ):
-        result.diagnose(_ATTENTION_ADVICE["attention-softmax-queries"])
+        result.diagnose(M.CATALOGUE["attention-softmax-queries"].advice)
         return
     if not torch.allclose(row_sums, torch.ones_like(row_sums), atol=1e-4):
         result.diagnose("the rows of your weights do not sum to 1 over the keys: apply softmax to the scores over the last axis (dim=-1).")
@@ -571,7 +547,7 @@ def _diagnose_scores(result: CheckResult, q, k, v, out, w, ref) -> None:
         candidates.append((1.0 / math.sqrt(q.shape[-3] * dk), "attention-scale-model-width"))
     for value, mid in candidates:
         if abs(scale - value) <= 0.02 * value:
-            result.diagnose(_ATTENTION_ADVICE[mid].format(dk=dk, scale=scale, heads=q.shape[-3] if q.ndim >= 4 else 1,
+            result.diagnose(M.CATALOGUE[mid].advice.format(dk=dk, scale=scale, heads=q.shape[-3] if q.ndim >= 4 else 1,
                                                           D=(q.shape[-3] if q.ndim >= 4 else 1) * dk))
             return
     named = {
@@ -606,26 +582,3 @@ def _fitted_scale(q: Tensor, k: Tensor, w: Tensor) -> Optional[float]:
 
 _MASK_MISTAKE_IDS = ("attention-mask-inverted", "attention-mask-after-softmax", "attention-ignores-mask")
 
-_ATTENTION_ADVICE = {
-    "attention-no-scale": "no 1/√d_k scale: your weights are softmax(QKᵀ). Divide the scores by "
-    "√d_k = √{dk}, or the softmax saturates as d_k grows.",
-    "attention-scale-dk": "you scale by 1/d_k = 1/{dk}; the scale is 1/√d_k = 1/√{dk}. It keeps "
-    "the scores' variance near 1 when q and k have unit variance.",
-    "attention-scale-model-width": "you scale by 1/√D = 1/√{D} (the model width H·Dh = {heads}·{dk}); "
-    "each head scales by its own width: 1/√Dh = 1/√{dk} = 1/√q.shape[-1].",
-    "attention-softmax-queries": "your weights sum to 1 over the queries, not the keys: softmax "
-    "over dim=-1 (each query's row of weights sums to 1).",
-    "attention-mask-inverted": "mask polarity inverted: True means 'may attend', so block the "
-    "positions where the mask is False (masked_fill(~mask, -inf)). torch.nn.MultiheadAttention "
-    "uses the opposite convention.",
-    "attention-mask-after-softmax": "the mask is applied after the softmax: the blocked weights "
-    "are zeroed but the rows no longer sum to 1. Fill the blocked scores with -inf before the softmax.",
-    "attention-ignores-mask": "your output is what attention gives with no mask at all: the mask "
-    "argument is not used.",
-    "attention-masked-row-nan": "a fully masked row gives NaN: softmax of a row of -inf is 0/0. "
-    "A query with no allowed key must give weights 0 and output 0 (e.g. torch.nan_to_num on the "
-    "weights, or zero the rows where mask.any(-1) is False).",
-    "attention-large-negative-fill": "a fully masked row gives uniform weights (the mean of all "
-    "values) instead of 0: filling with a large negative number instead of -inf makes a row with "
-    "no allowed key attend everywhere. Such a row must give weights 0 and output 0.",
-}

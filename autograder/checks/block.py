@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 import mhsa_lib
 
-from ..core import (
+from ..frame.registry import step
+from ..frame import (
     CheckResult,
     LearnerError,
     attempt,
@@ -31,9 +32,8 @@ from ..core import (
     randn,
 )
 from ..mistakes import block as M
-from .fallback import isolating
 from .heads import HARD_CODED
-from .modules import build, copy_parameters, diagnose_modules, not_implemented, reference, run, run_module_check, tokens
+from ..frame.modules import build, copy_parameters, diagnose_modules, not_implemented, reference, run, tokens
 
 LAYER_NORM_POINTS = 3.0
 FEED_FORWARD_POINTS = 2.0
@@ -64,12 +64,9 @@ def _ln_reference(d: int, eps: float, weight: Tensor, bias: Tensor) -> nn.Module
     return ref
 
 
-def check_layer_norm(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+@step("LayerNorm", points=LAYER_NORM_POINTS, notebook="04_transformer_block", home="block", kind="module", reference=mhsa_lib.LayerNorm)
+def check_layer_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``LayerNorm(d_model, eps=1e-5)`` class (pass the class itself) (max 3)."""
-    return run_module_check("LayerNorm", LAYER_NORM_POINTS, cls, _layer_norm_parts, seed, hidden, quiet)
-
-
-def _layer_norm_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     module = attempt(cls, 7)
     if isinstance(module, LearnerError):
         result.zero_reason = f"LayerNorm(7) {module}"
@@ -133,7 +130,7 @@ def _layer_norm_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bo
             x, d, eps, w, bias = case
             return _ln_reference_into(mistake.fn(d, eps), w, bias)(x)
 
-        diagnose_modules(result, seen, M.LAYER_NORM_MISTAKES, _LN_ADVICE, mistake_output)
+        diagnose_modules(result, seen, M.LAYER_NORM_MISTAKES, None, mistake_output)
         if public_ok and fails:
             ref = _ln_reference(4, 1e-5, LN_PUBLIC_WEIGHT, LN_PUBLIC_BIAS)
             mod = build(cls, (4,), {}, ref)
@@ -204,19 +201,6 @@ def _ln_probes(cls, gen: torch.Generator) -> List[str]:
     return problems
 
 
-_LN_ADVICE = {
-    "ln-wrong-axis": "you normalise over the positions (dim=-2), not over each token's features: "
-    "the mean and variance of a token are taken over the last axis, dim=-1 (keepdim=True).",
-    "ln-unbiased": "you use the unbiased variance (dividing by D - 1; torch.var's default): "
-    "LayerNorm divides by D, x.var(dim=-1, unbiased=False, keepdim=True) or "
-    "((x - mean) ** 2).mean(dim=-1, keepdim=True).",
-    "ln-eps-outside-sqrt": "you add eps to the standard deviation, (x - mean) / (sqrt(var) + eps): "
-    "eps goes inside the square root, (x - mean) / sqrt(var + eps).",
-    "ln-no-eps": "eps is not used: divide by sqrt(var + eps), so that a token with (almost) constant "
-    "features does not divide by (almost) zero.",
-    "ln-no-affine": "the normalisation is right, but weight and bias are not applied: return "
-    "normalised * self.weight + self.bias.",
-}
 
 
 # --------------------------------------------------------------------------- FeedForward
@@ -226,12 +210,9 @@ def _ffn_reference(d: int, f: int, activation: str, gen: torch.Generator) -> nn.
     return reference(mhsa_lib.FeedForward(d, f, activation), gen)
 
 
-def check_feed_forward(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+@step("FeedForward", points=FEED_FORWARD_POINTS, notebook="04_transformer_block", home="block", kind="module", reference=mhsa_lib.FeedForward)
+def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``FeedForward(d_model, d_ff, activation="relu")`` class (max 2)."""
-    return run_module_check("FeedForward", FEED_FORWARD_POINTS, cls, _feed_forward_parts, seed, hidden, quiet)
-
-
-def _feed_forward_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     module = attempt(cls, 5, 8)
     if isinstance(module, LearnerError):
         result.zero_reason = f"FeedForward(5, 8) {module}"
@@ -289,7 +270,7 @@ def _feed_forward_parts(cls, result: CheckResult, gen: torch.Generator, hidden: 
 
         for activation in ("relu", "gelu"):
             group = [s for s in seen if s[0][3] == activation]
-            diagnose_modules(result, group, M.FEED_FORWARD_MISTAKES, _FFN_ADVICE, mistake_output,
+            diagnose_modules(result, group, M.FEED_FORWARD_MISTAKES, None, mistake_output,
                              prefix="" if activation == "relu" else "with activation='gelu', ")
         if public_ok and fails["relu"]:
             pub_gen = torch.Generator().manual_seed(2024)
@@ -352,18 +333,6 @@ def _ffn_probes(cls, gen: torch.Generator) -> List[str]:
     return problems
 
 
-_FFN_ADVICE = {
-    "ffn-no-activation": "there is no non-linearity between fc1 and fc2: two linear maps in a row "
-    "are just one linear map, fc2(fc1(x)) = x·(W2·W1)ᵀ + b. Apply the activation to fc1's output: "
-    "fc2(act(fc1(x))).",
-    "ffn-activation-after-output": "you apply the activation after fc2 as well: the FFN is "
-    "fc2(act(fc1(x))), with fc2's output left as it is (it goes into the residual sum).",
-    "ffn-gelu-tanh": "you use the tanh approximation of GELU; the course's (and "
-    "nn.TransformerEncoderLayer's) GELU is the exact one: x·Φ(x) = 0.5·x·(1 + erf(x/√2)), "
-    "F.gelu(x) with its default approximate='none'.",
-    "ffn-ignores-activation": "you apply ReLU whatever `activation` says: use GELU when "
-    "activation='gelu' (store the choice in __init__).",
-}
 
 
 # --------------------------------------------------------------------------- TransformerBlock
@@ -385,15 +354,10 @@ def _block_sizes(gen: torch.Generator) -> Tuple[int, int, int, int, int]:
     return b, t, h, dh, f
 
 
-@isolating("LayerNorm", "FeedForward", "MultiHeadAttention")
-def check_transformer_block(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None,
-                            quiet: bool = False) -> float:
+@step("TransformerBlock", points=BLOCK_POINTS, notebook="04_transformer_block", home="block", kind="module", reference=mhsa_lib.TransformerBlock, isolate=("LayerNorm", "FeedForward", "MultiHeadAttention"))
+def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``TransformerBlock(d_model, num_heads, d_ff, norm_placement="pre", dropout=0.0)``
     class in both placements, in eval mode (max 5)."""
-    return run_module_check("TransformerBlock", BLOCK_POINTS, cls, _block_parts, seed, hidden, quiet)
-
-
-def _block_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     module = attempt(cls, 12, 3, 20)
     if isinstance(module, LearnerError):
         result.zero_reason = f"TransformerBlock(12, 3, 20) {module}"
@@ -477,11 +441,11 @@ def _block_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -
             return buggy(x, mask)
 
         if dropout_random:
-            result.diagnose(_BLOCK_ADVICE["block-dropout-in-eval"])
+            result.diagnose(M.CATALOGUE["block-dropout-in-eval"].advice)
         named = False
         for placement in ("pre", "post"):
             group = [s for s in seen if s[0][0] == placement]
-            named |= diagnose_modules(result, group, M.TRANSFORMER_BLOCK_MISTAKES, _BLOCK_ADVICE,
+            named |= diagnose_modules(result, group, M.TRANSFORMER_BLOCK_MISTAKES, None,
                                       mistake_output, prefix=f"norm_placement='{placement}': ")
         if not named and not dropout_random and dropout_fails and not any(fails.values()):
             result.diagnose("with dropout=0.5 your block in eval mode gives a different output than the "
@@ -610,22 +574,3 @@ def _block_shortcuts(cls, result: CheckResult, gen: torch.Generator) -> None:
         result.zero_reason = f"your TransformerBlock uses {', '.join(found)}. " + BLOCK_ALLOWED
 
 
-_BLOCK_ADVICE = {
-    "block-placement-swapped": "your block gives the other placement's output: pre-norm "
-    "normalises the input of each sub-layer, x + F(LN(x)); post-norm normalises after the "
-    "residual sum, LN(x + F(x)). Check which branch runs for each norm_placement.",
-    "block-norm-inside-residual": "your block computes x + LN(F(x)): the norm is applied to the "
-    "sub-layer's output inside the residual. Pre-norm is x + F(LN(x)) (norm before F); post-norm is "
-    "LN(x + F(x)) (norm after the sum).",
-    "block-normed-residual": "your block computes LN(x) + F(LN(x)): the residual adds the "
-    "normalised x. Keep the raw x on the residual path: h = LN(x); x = x + F(h).",
-    "block-no-residual": "the residual connection is missing: each sub-layer's output must be "
-    "added to its input (x + F(LN(x)) for pre-norm, LN(x + F(x)) for post-norm).",
-    "block-dropout-in-eval": "dropout is active in eval mode: the output changes from call to call "
-    "after .eval(). Use nn.Dropout modules (they switch off in eval mode), or "
-    "F.dropout(x, p, training=self.training) — F.dropout's training argument defaults to True.",
-    "block-mask-not-passed": "the mask is not passed to the attention: forward(x, mask) gives the "
-    "same output as forward(x). Call self.attn(h, mask).",
-    "block-shared-norm": "both sub-layers use norm1: the FFN sub-layer needs its own LayerNorm, "
-    "norm2, with its own weight and bias.",
-}

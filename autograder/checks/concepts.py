@@ -11,47 +11,39 @@ check rather than stopping the notebook.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from functools import partial
+from typing import Any, Callable, List, Optional
 
-from ..core import CheckResult, LearnerError, call, finish
+from ..frame import CheckResult, LearnerError, call
+from ..frame.registry import Step, get, register
+from .questions import QUESTIONS, Question
 
 
-@dataclass(frozen=True)
-class Question:
-    """One checkpoint.
-
-    kind "choice": ``options`` maps letters to short labels, ``answer`` is one letter.
-    kind "order": ``options`` maps letters to the items, ``answer`` is the string of letters in
-    the right order ("cab"); partial credit counts the pairs in the right relative order.
-    """
-
-    kind: str
-    options: Dict[str, str]
-    answer: str
-    explanation: str
-    feedback: Dict[str, str] = field(default_factory=dict)
-    points: float = 1.0
+NOTEBOOKS = {
+    "00": "00_orientation", "01": "01_scaled_dot_product_attention", "02": "02_multiple_heads",
+    "03": "03_concat_and_output_projection", "04": "04_transformer_block",
+    "05": "05_kv_cache_and_head_sharing", "06": "06_debugging_transformer_blocks",
+    "07": "07_capstone_tiny_transformer",
+}
 
 
 def check_concept(question_id: str, fn: Callable[[], object], *, quiet: bool = False, **_ignored) -> float:
     """Grade the answer that ``fn()`` returns to checkpoint ``question_id``; print feedback."""
-    from .questions import QUESTIONS
-
     if question_id not in QUESTIONS:
         raise ValueError(f"question_id: expected one of {sorted(QUESTIONS)}, got {question_id!r}")
-    q = QUESTIONS[question_id]
-    result = CheckResult(step=f"checkpoint {question_id}", max_points=q.points)
+    return get(question_id).check(fn, quiet=quiet)
+
+
+def _grade(q: Question, fn: Any, result: CheckResult, gen: Any, hidden: bool) -> None:
     try:
         given = call(fn)
     except LearnerError as e:
         result.zero_reason = f"your answer function {e}"
-        return finish(result, quiet)
+        return
     if q.kind == "choice":
         _grade_choice(q, given, result)
     else:
         _grade_order(q, given, result)
-    return finish(result, quiet)
 
 
 def _normalise_letter(given: object) -> Optional[str]:
@@ -70,7 +62,7 @@ def _grade_choice(q: Question, given: object, result: CheckResult) -> None:
     right = letter == q.answer
     result.add(f"you chose ({letter}) {q.options[letter]}", 1.0, right)
     if right:
-        result.notes.append(q.explanation)
+        result.note(q.explanation)
     else:
         result.diagnose(q.feedback.get(letter, "not quite: reread the section above and try again."))
 
@@ -99,4 +91,10 @@ def _grade_order(q: Question, given: object, result: CheckResult) -> None:
         listed = "; ".join(f"{q.options[a]} should come before {q.options[b]}" for a, b in wrong)
         result.add(f"{len(wrong)} of {len(pairs)} pairs the wrong way round", len(wrong), False, listed)
     else:
-        result.notes.append(q.explanation)
+        result.note(q.explanation)
+
+
+for _qid, _q in QUESTIONS.items():
+    register(Step(name=_qid, title=f"checkpoint {_qid}", points=_q.points, body=partial(_grade, _q),
+                  notebook=NOTEBOOKS[_qid[:2]], home=None, kind="checkpoint",
+                  check_name="check_concept", check_module=__name__))

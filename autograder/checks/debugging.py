@@ -20,7 +20,9 @@ from torch import Tensor, nn
 
 import mhsa_lib
 
-from ..core import (
+from ..frame.registry import step
+from ..frame import (
+    observe,
     CheckResult,
     LearnerError,
     attempt,
@@ -31,11 +33,10 @@ from ..core import (
     distinct_sizes,
     draw_seed,
     find_shortcuts,
-    finish,
     randn,
 )
 from ..mistakes import debugging as M
-from .modules import build, copy_parameters, diagnose_modules, guarded, randomise, run, tokens
+from ..frame.modules import build, copy_parameters, diagnose_modules, guarded, randomise, run, tokens
 
 BLOCK_POINTS = 3.0
 ATTENTION_POINTS = 2.0
@@ -111,76 +112,51 @@ def _compare_cases(step: str, cls, result: CheckResult, gen: torch.Generator, hi
 
 def _forbid(result: CheckResult, step: str, module: Any, args: Sequence[Any], library: Sequence[str],
             torch_modules: Sequence[type] = ()) -> None:
-    if not isinstance(module, nn.Module):
+    if isinstance(module, str):
         return
-    found = [f"torch's {type(m).__name__}" for m in module.modules() if isinstance(m, tuple(torch_modules))][:1]
+    try:
+        found = observe("torch modules", _torch_modules, module, tuple(m.__name__ for m in torch_modules))
+    except LearnerError:
+        found = []
     found += find_shortcuts(module, args, (), forbid_library=tuple(library))
     if found:
         result.zero_reason = f"your {step} uses {', '.join(found)}: repair the code you were given instead"
 
 
-# --------------------------------------------------------------------------- incident 1
+
+# --------------------------------------------------------------------------- the repairs' references
+# (what ``fallback`` hands out while a repair does not pass yet; written here, apart from the
+# broken versions in autograder.mistakes.debugging)
 
 
-def check_fixed_block(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
-    """Incident 1: ``FixedBlock(d_model, num_heads, d_ff)``, a pre-norm block (max 3)."""
-    step = "FixedBlock"
-    seed = draw_seed(step, seed, hidden)
-    result = CheckResult(step, BLOCK_POINTS, seed=seed, hidden=hidden, fn_id=id(cls))
-    gen = torch.Generator().manual_seed(seed)
-    with guarded():
-        ok = _compare_cases(step, cls, result, gen, hidden,
-                            make_ref=lambda s: mhsa_lib.TransformerBlock(s[2] * s[3], s[2], s[4], "pre"),
-                            ctor=lambda s: (s[2] * s[3], s[2], s[4]),
-                            call_args=lambda s, x: (x,), mistakes=M.BLOCK_MISTAKES, advice=_BLOCK_ADVICE,
-                            public_label="public case: B=1, T=3, D=4, H=2, F=6")
-        if ok:
-            problems = _identity_probe(cls, gen)
-            result.add("probe: with attn.out_proj and ffn.fc2 zeroed the block returns its input "
-                       "(pre-norm keeps a clean residual path)", 1.0, not problems, "; ".join(problems))
-            ref = randomise(mhsa_lib.TransformerBlock(6, 2, 10).double(), gen)
-            _forbid(result, step, build(cls, (6, 2, 10), {}, ref), (tokens(gen, 2, 4, 6),),
-                    ("TransformerBlock",), (nn.TransformerEncoderLayer,))
-    return finish(result, quiet)
+def _fixed_block_reference(d_model: int, num_heads: int, d_ff: int) -> nn.Module:
+    return mhsa_lib.TransformerBlock(d_model, num_heads, d_ff, "pre")
 
 
-def _identity_probe(cls, gen) -> List[str]:
-    ref = randomise(mhsa_lib.TransformerBlock(6, 2, 10).double(), gen)
-    mod = build(cls, (6, 2, 10), {}, ref)
-    if isinstance(mod, str):
-        return [mod]
-    try:
-        for layer in (mod.attn.out_proj, mod.ffn.fc2):
-            layer.weight.zero_()
-            if layer.bias is not None:
-                layer.bias.zero_()
-    except Exception:
-        return ["could not zero attn.out_proj and ffn.fc2"]
-    x = tokens(gen, 2, 5, 6)
-    y = run(mod, x)
-    if not (isinstance(y, Tensor) and close(y, x, atol=1e-10)):
-        return ["the output is not x: some norm still sits on the residual path (x is normalised on its way "
-                "through), so this is not x + F(LN(x)) in both sub-layers"]
-    return []
+def heads_probe_reference(module: nn.Module) -> bool:
+    """Notebook 06's probe: permuting the tokens must permute the output rows the same way."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 7, module.q_proj.in_features, generator=gen).to(module.q_proj.weight.dtype)
+    perm = torch.randperm(7, generator=gen)
+    with torch.no_grad():
+        return bool(torch.allclose(module(x[:, perm]), module(x)[:, perm], atol=1e-5))
 
 
-_BLOCK_ADVICE = {
-    "fix-block-refactored": "your block still does what the refactor shipped: attention pre-norm, "
-    "x + Attn(LN1(x)), but the FFN post-norm, LN2(x + FFN(x)). The spec is pre-norm in both "
-    "sub-layers: x = x + FFN(LN2(x)).",
-    "fix-block-mixed-other-way": "your block mixes the placements the other way: attention post-norm, "
-    "LN1(x + Attn(x)), FFN pre-norm. Both sub-layers are pre-norm: x = x + Attn(LN1(x)).",
-    "fix-block-post-norm": "your block is post-norm in both sub-layers, LN(x + F(x)); the spec is "
-    "pre-norm: x + F(LN(x)).",
-    "fix-block-norm-on-output": "your block computes x + LN(F(x)): the norm sits on the sub-layer's "
-    "output. Pre-norm normalises the sub-layer's input: x + F(LN(x)).",
-}
+class EncoderReference(nn.Module):
+    """The repaired stack of incident 3: pre-norm blocks in ``blocks`` and a final LayerNorm ``norm``."""
+
+    def __init__(self, d_model: int, num_heads: int, d_ff: int, num_layers: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(mhsa_lib.TransformerBlock(d_model, num_heads, d_ff, "pre") for _ in range(num_layers))
+        self.norm = mhsa_lib.LayerNorm(d_model)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x)
 
 
-# --------------------------------------------------------------------------- incident 2
-
-
-class _CausalRef(nn.Module):
+class CausalReference(nn.Module):
     """mhsa_lib's MultiHeadAttention called with a causal mask (the reference of incident 4)."""
 
     def __init__(self, d_model: int, num_heads: int):
@@ -194,40 +170,87 @@ class _CausalRef(nn.Module):
         return self.inner(x, mhsa_lib.causal_mask(x.shape[1], device=x.device))
 
 
-def check_fixed_attention(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+def _torch_modules(module: nn.Module, names: Tuple[str, ...]) -> List[str]:
+    """The first of torch's own modules named ``names`` inside ``module`` (a shortcut of a repair)."""
+    return [f"torch's {type(m).__name__}" for m in module.modules()
+            if type(m).__module__.startswith("torch.") and type(m).__name__ in names][:1]
+
+
+# --------------------------------------------------------------------------- incident 1
+
+
+@step("FixedBlock", points=BLOCK_POINTS, notebook="06_debugging_transformer_blocks", home=None, kind="repair", reference=_fixed_block_reference, reference_name="the spec's pre-norm block, mhsa_lib.TransformerBlock(..., 'pre')")
+def check_fixed_block(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
+    """Incident 1: ``FixedBlock(d_model, num_heads, d_ff)``, a pre-norm block (max 3)."""
+    step = "FixedBlock"
+    with guarded():
+        ok = _compare_cases(step, cls, result, gen, hidden,
+                            make_ref=lambda s: mhsa_lib.TransformerBlock(s[2] * s[3], s[2], s[4], "pre"),
+                            ctor=lambda s: (s[2] * s[3], s[2], s[4]),
+                            call_args=lambda s, x: (x,), mistakes=M.BLOCK_MISTAKES, advice=None,
+                            public_label="public case: B=1, T=3, D=4, H=2, F=6")
+        if ok:
+            problems = _identity_probe(cls, gen)
+            result.add("probe: with attn.out_proj and ffn.fc2 zeroed the block returns its input "
+                       "(pre-norm keeps a clean residual path)", 1.0, not problems, "; ".join(problems))
+            ref = randomise(mhsa_lib.TransformerBlock(6, 2, 10).double(), gen)
+            _forbid(result, step, build(cls, (6, 2, 10), {}, ref), (tokens(gen, 2, 4, 6),),
+                    ("TransformerBlock",), (nn.TransformerEncoderLayer,))
+    return
+
+
+def _identity_probe(cls, gen) -> List[str]:
+    ref = randomise(mhsa_lib.TransformerBlock(6, 2, 10).double(), gen)
+    mod = build(cls, (6, 2, 10), {}, ref)
+    if isinstance(mod, str):
+        return [mod]
+    try:
+        observe("zero the output layers", _zero_output_layers, mod)
+    except LearnerError:
+        return ["could not zero attn.out_proj and ffn.fc2"]
+    x = tokens(gen, 2, 5, 6)
+    y = run(mod, x)
+    if not (isinstance(y, Tensor) and close(y, x, atol=1e-10)):
+        return ["the output is not x: some norm still sits on the residual path (x is normalised on its way "
+                "through), so this is not x + F(LN(x)) in both sub-layers"]
+    return []
+
+
+def _zero_output_layers(mod: nn.Module) -> None:
+    for layer in (mod.attn.out_proj, mod.ffn.fc2):
+        layer.weight.zero_()
+        if layer.bias is not None:
+            layer.bias.zero_()
+
+
+
+
+# --------------------------------------------------------------------------- incident 2
+
+
+@step("FixedAttention", points=ATTENTION_POINTS, notebook="06_debugging_transformer_blocks", home=None, kind="repair", reference=mhsa_lib.MultiHeadAttention, reference_name="mhsa_lib.MultiHeadAttention")
+def check_fixed_attention(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Incident 2: ``FixedAttention(d_model, num_heads)``, multi-head attention with the merge repaired (max 2)."""
     step = "FixedAttention"
-    seed = draw_seed(step, seed, hidden)
-    result = CheckResult(step, ATTENTION_POINTS, seed=seed, hidden=hidden, fn_id=id(cls))
-    gen = torch.Generator().manual_seed(seed)
     with guarded():
         ok = _compare_cases(step, cls, result, gen, hidden,
                             make_ref=lambda s: mhsa_lib.MultiHeadAttention(s[2] * s[3], s[2]),
                             ctor=lambda s: (s[2] * s[3], s[2]),
-                            call_args=lambda s, x: (x,), mistakes=M.ATTENTION_MISTAKES, advice=_ATTN_ADVICE)
+                            call_args=lambda s, x: (x,), mistakes=M.ATTENTION_MISTAKES, advice=None)
         if ok:
             ref = randomise(mhsa_lib.MultiHeadAttention(6, 2).double(), gen)
             _forbid(result, step, build(cls, (6, 2), {}, ref), (tokens(gen, 2, 4, 6),),
                     ("MultiHeadAttention", "FusedMultiHeadAttention", "attend_heads"), (nn.MultiheadAttention,))
-    return finish(result, quiet)
+    return
 
 
-_ATTN_ADVICE = {
-    "fix-attn-merge-no-transpose": "the merge still reshapes (B, H, T, Dh) straight to (B, T, D): "
-    "token t then receives pieces of other tokens. Transpose back first: "
-    "out.transpose(1, 2).reshape(B, T, D).",
-    "fix-attn-split-no-transpose": "the merge is right now, but the split is broken the same way: "
-    "view (B, T, D) as (B, T, H, Dh), then transpose(1, 2).",
-}
 
 
-def check_head_probe(fn: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+@step("heads_look_right", points=PROBE_POINTS, notebook="06_debugging_transformer_blocks", home=None, kind="repair", reference=heads_probe_reference, reference_name="a reference permutation probe")
+def check_head_probe(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Incident 2: ``heads_look_right(module) -> bool``, True for a correct attention module,
     False for one whose heads are split or merged without the transpose (max 2)."""
     step = "heads_look_right"
-    seed = draw_seed(step, seed, hidden)
-    result = CheckResult(step, PROBE_POINTS, seed=seed, hidden=hidden, fn_id=id(fn))
-    gen = torch.Generator().manual_seed(seed)
     groups = (("says True for correct modules (several sizes)", 1.0, lambda d, h: mhsa_lib.MultiHeadAttention(d, h), True),
               ("says False for the merge bug of incident 2", 0.5, M.MHAMergeNoTranspose, False),
               ("says False for heads split without the transpose", 0.5, M.MHASplitNoTranspose, False))
@@ -241,7 +264,7 @@ def check_head_probe(fn: Callable, *, hidden: bool = False, seed: Optional[int] 
                 got = attempt(fn, module)
                 if isinstance(got, LearnerError) and got.kind == "not_implemented":
                     result.zero_reason = f"{step} {got}"
-                    return finish(result, quiet)
+                    return
                 if isinstance(got, LearnerError) or not isinstance(got, (bool, Tensor)) or bool(got) != expected:
                     wrong.append(f"D={h * dh}, H={h}: returned {got}" if not isinstance(got, LearnerError)
                                  else f"D={h * dh}, H={h}: {got}")
@@ -253,70 +276,53 @@ def check_head_probe(fn: Callable, *, hidden: bool = False, seed: Optional[int] 
         elif result.parts[0].passed and not all(p.passed for p in result.parts[1:]):
             result.diagnose("your probe accepts a broken module: the shape is right in both cases, so test a "
                             "property, e.g. permuting the tokens of x must permute the output rows the same way.")
-    return finish(result, quiet)
+    return
 
 
 # --------------------------------------------------------------------------- incident 3
 
 
-class _EncoderRef(M._Encoder):
-    """The repaired stack: pre-norm blocks and a final LayerNorm."""
-
-
-def check_stable_encoder(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+@step("StableEncoder", points=ENCODER_POINTS, notebook="06_debugging_transformer_blocks", home=None, kind="repair", reference=EncoderReference, reference_name="a reference stack of pre-norm mhsa_lib.TransformerBlocks with a final LayerNorm")
+def check_stable_encoder(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Incident 3: ``StableEncoder(d_model, num_heads, d_ff, num_layers)``: pre-norm blocks in
     ``blocks`` and a final LayerNorm ``norm`` (max 2)."""
     step = "StableEncoder"
-    seed = draw_seed(step, seed, hidden)
-    result = CheckResult(step, ENCODER_POINTS, seed=seed, hidden=hidden, fn_id=id(cls))
-    gen = torch.Generator().manual_seed(seed)
     layers = [3, 2, 4, 3, 2, 4]
     with guarded():
         _compare_cases(step, cls, result, gen, hidden,
-                       make_ref=lambda s: _EncoderRef(s[2] * s[3], s[2], s[4], layers[s[0] % len(layers)]),
+                       make_ref=lambda s: EncoderReference(s[2] * s[3], s[2], s[4], layers[s[0] % len(layers)]),
                        ctor=lambda s: (s[2] * s[3], s[2], s[4], layers[s[0] % len(layers)]),
-                       call_args=lambda s, x: (x,), mistakes=M.ENCODER_MISTAKES, advice=_ENCODER_ADVICE,
+                       call_args=lambda s, x: (x,), mistakes=M.ENCODER_MISTAKES, advice=None,
                        public_label="public case: B=1, T=3, D=4, H=2, F=6, L=3")
-    return finish(result, quiet)
+    return
 
 
-_ENCODER_ADVICE = {
-    "fix-encoder-post-norm": "your blocks are still post-norm, LN(x + F(x)): the norm sits on the residual "
-    "path, so in a deep stack the gradient reaching the first layers passes through every norm. Use "
-    "norm_placement='pre'.",
-    "fix-encoder-no-final-norm": "the blocks are pre-norm now, but the stack has no final LayerNorm: the "
-    "residual stream grows with depth and reaches the output unnormalised. Apply self.norm after the "
-    "last block.",
-}
 
 
 # --------------------------------------------------------------------------- incident 4
 
 
-def check_fast_causal_attention(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None,
-                                quiet: bool = False) -> float:
+@step("FastCausalAttention", points=SPEED_POINTS, notebook="06_debugging_transformer_blocks", home=None, kind="repair", reference=CausalReference, reference_name="mhsa_lib.MultiHeadAttention with a causal mask")
+def check_fast_causal_attention(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Incident 4: ``FastCausalAttention(d_model, num_heads)``: the same outputs as the slow version,
     at least 5 times faster than it in this run (max 3)."""
     step = "FastCausalAttention"
-    seed = draw_seed(step, seed, hidden)
-    result = CheckResult(step, SPEED_POINTS, seed=seed, hidden=hidden, fn_id=id(cls))
-    gen = torch.Generator().manual_seed(seed)
     with guarded():
         ok = _compare_cases(step, cls, result, gen, hidden,
-                            make_ref=lambda s: _CausalRef(s[2] * s[3], s[2]),
+                            make_ref=lambda s: CausalReference(s[2] * s[3], s[2]),
                             ctor=lambda s: (s[2] * s[3], s[2]),
-                            call_args=lambda s, x: (x,), mistakes=M.SPEED_MISTAKES, advice=_SPEED_ADVICE)
+                            call_args=lambda s, x: (x,), mistakes=M.SPEED_MISTAKES, advice=None)
         if not ok:
-            return finish(result, quiet)
+            return
         outputs_ok = result.passed
-        ratio, detail = _speed_ratio(cls) if outputs_ok else (None, "not timed: the outputs must equal the "
+        ratio, detail = _observed_speed(cls) if outputs_ok else (None, "not timed: the outputs must equal the "
                                                                "slow version's first (a fix keeps the outputs)")
         result.add(f"at least {SPEED_RATIO:g}x faster than the slow version (medians of 5 timings each, "
                    f"B, T, D, H = {SPEED_SIZE})", 1.0, ratio is not None and ratio >= SPEED_RATIO, detail)
-        ref = randomise(_CausalRef(6, 2).double(), gen)
+        ref = randomise(CausalReference(6, 2).double(), gen)
         _forbid(result, step, build(cls, (6, 2), {}, ref), (tokens(gen, 2, 4, 6),),
                 ("MultiHeadAttention", "FusedMultiHeadAttention", "attend_heads"), (nn.MultiheadAttention,))
-    return finish(result, quiet)
+    return
 
 
 def timed_median(module: nn.Module, x: Tensor, repeats: int = 5, sample_s: float = 0.025) -> float:
@@ -333,6 +339,15 @@ def timed_median(module: nn.Module, x: Tensor, repeats: int = 5, sample_s: float
             module(x)
         samples.append((time.perf_counter() - start) / calls)
     return statistics.median(samples)
+
+
+def _observed_speed(cls) -> Tuple[Optional[float], str]:
+    """The speed-up, measured side by side in the learner's process (one observation)."""
+    try:
+        ratio, detail = observe("speed", _speed_ratio, cls, time_limit=120)
+    except LearnerError as e:
+        return None, f"timing your module: {e}"
+    return (None if ratio is None else float(ratio)), str(detail)
 
 
 def _speed_ratio(cls) -> Tuple[Optional[float], str]:
@@ -363,10 +378,3 @@ def _speed_ratio(cls) -> Tuple[Optional[float], str]:
     return ratio, f"slow {slow_s * 1e3:.2f} ms, yours {fast_s * 1e3:.2f} ms: {ratio:.1f}x faster"
 
 
-_SPEED_ADVICE = {
-    "fix-speed-not-causal": "your module is fast but no longer causal: the mask went out with the loop. "
-    "Build it in one vectorised call on the input's device, e.g. "
-    "torch.ones(T, T, dtype=torch.bool, device=x.device).tril().",
-    "fix-speed-wrong-triangle": "your mask is the upper triangle (triu): each query then sees the future, "
-    "not the past. The causal mask keeps keys j <= i: .tril().",
-}

@@ -12,7 +12,8 @@ from torch import Tensor
 
 import mhsa_lib
 
-from ..core import (
+from ..frame.registry import step
+from ..frame import (
     CheckResult,
     LearnerError,
     attempt,
@@ -23,14 +24,25 @@ from ..core import (
     distinct_sizes,
     draw_seed,
     find_shortcuts,
-    finish,
     matches,
     randn,
 )
 from ..mistakes import heads as M
 
 SPLIT_POINTS = 3.0
+#: "Yours vs expected" in the feedback: code that sets ``yours`` and ``ref`` from ``fn`` (see grading).
+SPLIT_PICTURE = (
+    'x = torch.arange(24.0).reshape(1, 4, 6)\n'
+    'yours = fn(x, 2)[0].flatten(0, 1); ref = mhsa_lib.split_heads(x, 2)[0].flatten(0, 1)\n'
+    "axes = ('row (head, position)', 'feature')"
+)
 MERGE_POINTS = 2.0
+#: "Yours vs expected" in the feedback: code that sets ``yours`` and ``ref`` from ``fn`` (see grading).
+MERGE_PICTURE = (
+    'x = torch.arange(24.0).reshape(1, 2, 4, 3)\n'
+    'yours = fn(x)[0]; ref = mhsa_lib.merge_heads(x)[0]\n'
+    "axes = ('position', 'feature')"
+)
 HEADS_LIBRARY = ("split_heads", "merge_heads")
 
 # Public cases: numbers that show where each feature lands. (B=1, T=2, D=6), H=3.
@@ -45,16 +57,14 @@ def _bthd(gen: torch.Generator) -> Tuple[int, int, int, int]:
     return b, t, h, dh
 
 
-def check_split_heads(fn: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+@step("split_heads", points=SPLIT_POINTS, notebook="02_multiple_heads", home="heads", reference=mhsa_lib.split_heads, picture=SPLIT_PICTURE)
+def check_split_heads(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``split_heads(x, num_heads)``: (B, T, D) -> (B, H, T, D/H) (max 3)."""
-    seed = draw_seed("split_heads", seed, hidden)
-    result = CheckResult("split_heads", SPLIT_POINTS, seed=seed, hidden=hidden, fn_id=id(fn))
-    gen = torch.Generator().manual_seed(seed)
     try:
         got = call(fn, SPLIT_PUBLIC_X.clone(), SPLIT_PUBLIC_H)
     except LearnerError as e:
         result.zero_reason = f"split_heads(x, 3) {e}"
-        return finish(result, quiet)
+        return
     c_pub = compare(got, mhsa_lib.split_heads(SPLIT_PUBLIC_X, SPLIT_PUBLIC_H), what="split_heads(x, 3)")
     result.add("public case: x of shape (B=1, T=2, D=6) holding 0…11, H=3", 1.0, c_pub.ok,
                c_pub.detail + (f"\n      yours: {got.tolist()}" if not c_pub.ok and isinstance(got, Tensor) else ""))
@@ -88,25 +98,23 @@ def check_split_heads(fn: Callable, *, hidden: bool = False, seed: Optional[int]
                1.0, not problems, "; ".join(problems))
 
     if not result.passed:
-        _diagnose(result, seen, M.SPLIT_HEADS_MISTAKES, _SPLIT_ADVICE, lambda m, args: m.fn(*args))
+        _diagnose(result, seen, M.SPLIT_HEADS_MISTAKES, None, lambda m, args: m.fn(*args))
         if c_pub.ok and fails and close(attempt(fn, randn(gen, 1, 2, 6), 3), mhsa_lib.split_heads(SPLIT_PUBLIC_X, 3)):
             result.diagnose(HARD_CODED)
     shortcuts = find_shortcuts(fn, (randn(gen, 2, 3, 8), 4), (), forbid_library=HEADS_LIBRARY)
     if shortcuts:
         result.zero_reason = f"your split_heads calls {', '.join(shortcuts)}: write it with view/reshape and transpose"
-    return finish(result, quiet)
+    return
 
 
-def check_merge_heads(fn: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+@step("merge_heads", points=MERGE_POINTS, notebook="03_concat_and_output_projection", home="heads", reference=mhsa_lib.merge_heads, picture=MERGE_PICTURE)
+def check_merge_heads(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``merge_heads(x)``: (B, H, T, Dh) -> (B, T, H·Dh), the inverse of split_heads (max 2)."""
-    seed = draw_seed("merge_heads", seed, hidden)
-    result = CheckResult("merge_heads", MERGE_POINTS, seed=seed, hidden=hidden, fn_id=id(fn))
-    gen = torch.Generator().manual_seed(seed)
     try:
         got = call(fn, MERGE_PUBLIC_X.clone())
     except LearnerError as e:
         result.zero_reason = f"merge_heads(x) {e}"
-        return finish(result, quiet)
+        return
     c_pub = compare(got, mhsa_lib.merge_heads(MERGE_PUBLIC_X), what="merge_heads(x)")
     result.add("public case: x of shape (B=1, H=3, T=2, Dh=2) holding 0…11", 1.0, c_pub.ok,
                c_pub.detail + (f"\n      yours: {got.tolist()}" if not c_pub.ok and isinstance(got, Tensor) else ""))
@@ -131,13 +139,13 @@ def check_merge_heads(fn: Callable, *, hidden: bool = False, seed: Optional[int]
                "" if ok else f"got {_describe(y)} back, not x")
 
     if not result.passed:
-        _diagnose(result, seen, M.MERGE_HEADS_MISTAKES, _MERGE_ADVICE, lambda m, args: m.fn(*args))
+        _diagnose(result, seen, M.MERGE_HEADS_MISTAKES, None, lambda m, args: m.fn(*args))
         if c_pub.ok and fails and close(attempt(fn, randn(gen, 1, 3, 2, 2)), mhsa_lib.merge_heads(MERGE_PUBLIC_X)):
             result.diagnose(HARD_CODED)
     shortcuts = find_shortcuts(fn, (randn(gen, 2, 4, 3, 5),), (), forbid_library=HEADS_LIBRARY)
     if shortcuts:
         result.zero_reason = f"your merge_heads calls {', '.join(shortcuts)}: write it with transpose and reshape"
-    return finish(result, quiet)
+    return
 
 
 def _describe(y: Any) -> str:
@@ -160,7 +168,7 @@ def _diagnose(result: CheckResult, seen, mistakes, advice, run_mistake: Callable
     for mistake in mistakes:
         try:
             if all(matches(y, run_mistake(mistake, args), atol=1e-4) for args, y in outputs):
-                result.diagnose(advice[mistake.id])
+                result.diagnose(mistake.advice)
                 return
         except Exception:
             continue
@@ -171,23 +179,108 @@ HARD_CODED = (
     "Compute it from the input."
 )
 
-_SPLIT_ADVICE = {
-    "split-view-no-transpose": "you reshaped (B, T, D) straight to (B, H, T, Dh): the shape is "
-    "right but each 'head' now mixes features of different positions. Reshape to (B, T, H, Dh) "
-    "first, then swap the T and H axes: x.view(B, T, H, Dh).transpose(1, 2).",
-    "split-no-transpose": "your output is (B, T, H, Dh): the heads must come before the positions, "
-    "(B, H, T, Dh). Add .transpose(1, 2) after the reshape.",
-    "split-interleaved": "head h takes every H-th feature; it must own the contiguous block "
-    "[h·Dh, (h+1)·Dh). Reshape to (B, T, H, Dh) (H before Dh), not (B, T, Dh, H).",
-}
 
-_MERGE_ADVICE = {
-    "merge-no-transpose": "you reshaped (B, H, T, Dh) to (B, T, D) without transposing back: the "
-    "shape is right but positions and heads are mixed. Swap H and T first: "
-    "x.transpose(1, 2).reshape(B, T, H * Dh) (reshape, or .contiguous().view, since the transpose "
-    "makes the tensor non-contiguous).",
-    "merge-interleaved": "your features come out ordered (Dh, H): head h's features must land in "
-    "the contiguous block [h·Dh, (h+1)·Dh). Transpose to (B, T, H, Dh), then reshape.",
-    "merge-sum": "you added the heads together: merging concatenates them, (B, T, H·Dh); the "
-    "output projection W^O mixes them afterwards.",
-}
+
+
+REPEAT_KV_POINTS = 2.0
+#: "Yours vs expected" in the feedback: code that sets ``yours`` and ``ref`` from ``fn`` (see grading).
+REPEAT_PICTURE = (
+    'x = torch.arange(24.0).reshape(1, 2, 4, 3)\n'
+    'yours = fn(x, 2)[0].flatten(0, 1); ref = mhsa_lib.repeat_kv(x, 2)[0].flatten(0, 1)\n'
+    "axes = ('row (head, position)', 'feature')"
+)
+REPEAT_KV_LIBRARY = ("repeat_kv", "attend_heads")
+
+
+# --------------------------------------------------------------------------- repeat_kv
+
+# Public case: (B=1, G=2, S=3, Dh=2) holding 0…11, n_rep=3: heads [0, 0, 0, 1, 1, 1].
+REPEAT_PUBLIC_X = torch.arange(12, dtype=torch.float32).reshape(1, 2, 3, 2)
+REPEAT_PUBLIC_N = 3
+
+
+@step("repeat_kv", points=REPEAT_KV_POINTS, notebook="05_kv_cache_and_head_sharing", home="heads", reference=mhsa_lib.repeat_kv, picture=REPEAT_PICTURE)
+def check_repeat_kv(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
+    """Check ``repeat_kv(x, n_rep)``: (B, G, S, Dh) -> (B, G·n_rep, S, Dh), head j = K/V head j // n_rep (max 2)."""
+    try:
+        got = call(fn, REPEAT_PUBLIC_X.clone(), REPEAT_PUBLIC_N)
+    except LearnerError as e:
+        result.zero_reason = f"repeat_kv(x, 3) {e}"
+        return
+    c_pub = compare(got, mhsa_lib.repeat_kv(REPEAT_PUBLIC_X, REPEAT_PUBLIC_N), what="repeat_kv(x, 3)")
+    result.add("public case: x (B=1, G=2, S=3, Dh=2) holding 0…11, n_rep=3 gives heads [0, 0, 0, 1, 1, 1]",
+               0.5, c_pub.ok, c_pub.detail + _head_map(got, REPEAT_PUBLIC_X, REPEAT_PUBLIC_N))
+    seen: List[Tuple[Tuple, Any]] = [((REPEAT_PUBLIC_X, REPEAT_PUBLIC_N), got)]
+
+    fails = []
+    for _ in range(6 if hidden else 3):
+        b, g, s, dh = distinct_sizes(gen, 4, 2, 7)
+        n_rep = int(torch.randint(2, 5, (1,), generator=gen))
+        x = randn(gen, b, g, s, dh)
+        y = attempt(fn, x.clone(), n_rep)
+        seen.append(((x, n_rep), y))
+        c = compare(y, mhsa_lib.repeat_kv(x, n_rep), what="output")
+        if not c.ok:
+            fails.append(f"x (B={b}, G={g}, S={s}, Dh={dh}), n_rep={n_rep}: {c.detail}")
+    result.add("random cases (B, G, S, Dh all different, n_rep from 2 to 4)", 0.75, not fails,
+               describe_failures(fails, 1))
+
+    x = randn(gen, 2, 3, 4, 5)
+    y = attempt(fn, x.clone(), 1)
+    ok = isinstance(y, Tensor) and tuple(y.shape) == tuple(x.shape) and torch.equal(y, x)
+    result.add("n_rep=1 returns x unchanged", 0.25, ok,
+               "" if ok else f"got {y if isinstance(y, LearnerError) else _describe(y)}, expected x itself")
+
+    b, g, s, dh = distinct_sizes(gen, 4, 2, 7)
+    x = randn(gen, b, g, s, dh, dtype=torch.float64)
+    y = attempt(fn, x.clone(), 3)
+    problems = []
+    if isinstance(y, Tensor) and tuple(y.shape) == (b, 3 * g, s, dh):
+        for j in range(3 * g):
+            if not torch.equal(y[:, j], x[:, j // 3]):
+                problems.append(f"query head {j} should hold K/V head {j} // 3 = {j // 3}"
+                                + _which_head(y[:, j], x))
+                break
+    else:
+        problems.append(f"expected (B, G·n_rep, S, Dh) = {(b, 3 * g, s, dh)}, got {_describe(y)}")
+    result.add("invariant: query head j holds K/V head j // n_rep exactly (float64, n_rep=3)", 0.5,
+               not problems, "; ".join(problems))
+
+    if not result.passed:
+        _diagnose(result, seen, M.REPEAT_KV_MISTAKES, None, lambda m, args: m.fn(*args))
+        if c_pub.ok and fails and close(attempt(fn, randn(gen, 1, 2, 3, 2), 3), got):
+            result.diagnose(HARD_CODED)
+    shortcuts = find_shortcuts(fn, (randn(gen, 2, 3, 4, 5), 2), (), forbid_library=REPEAT_KV_LIBRARY)
+    if shortcuts:
+        result.zero_reason = (f"your repeat_kv calls {', '.join(shortcuts)}: write it with "
+                              "repeat_interleave, or expand and reshape")
+    return
+
+
+def _describe(y: Any) -> str:
+    if isinstance(y, Tensor):
+        return f"a tensor of shape {tuple(y.shape)}"
+    if isinstance(y, LearnerError):
+        return f"an error ({y})"
+    return type(y).__name__
+
+
+def _which_head(head: Tensor, x: Tensor) -> str:
+    for i in range(x.shape[1]):
+        if torch.equal(head, x[:, i]):
+            return f", yours holds K/V head {i}"
+    return ", yours holds none of them"
+
+
+def _head_map(y: Any, x: Tensor, n_rep: int) -> str:
+    """For the public case: which K/V head each of the learner's query heads holds."""
+    if not isinstance(y, Tensor) or y.ndim != 4 or tuple(y.shape[2:]) != tuple(x.shape[2:]):
+        return ""
+    heads = []
+    for j in range(y.shape[1]):
+        found = [i for i in range(x.shape[1]) if torch.equal(y[:, j].float(), x[:, i])]
+        heads.append(str(found[0]) if found else "?")
+    expected = [str(j // n_rep) for j in range(x.shape[1] * n_rep)]
+    return "" if heads == expected else f"\n      your heads hold K/V heads [{', '.join(heads)}], expected [{', '.join(expected)}]"
+
+

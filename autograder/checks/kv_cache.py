@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 import mhsa_lib
 
-from ..core import (
+from ..frame.registry import step
+from ..frame import (
     CheckResult,
     LearnerError,
     attempt,
@@ -33,133 +34,23 @@ from ..core import (
     distinct_sizes,
     draw_seed,
     find_shortcuts,
-    finish,
     matches,
     randn,
 )
 from ..mistakes import kv_cache as M
-from .modules import build, copy_parameters, diagnose_modules, not_implemented, reference, run_module_check
-from .fallback import isolating
+from ..frame.modules import build, copy_parameters, diagnose_modules, not_implemented, reference
 from .heads import HARD_CODED, _diagnose
 
-REPEAT_KV_POINTS = 2.0
 GQA_POINTS = 5.0
 KV_CACHE_POINTS = 3.0
 KV_CACHE_BYTES_POINTS = 2.0
 
-REPEAT_KV_LIBRARY = ("repeat_kv", "attend_heads")
 GQA_LIBRARY = ("GroupedQueryAttention", "attend_heads", "MultiHeadAttention", "_MultiHeadBase")
 GQA_TORCH = ("multi_head_attention_forward",)
 KV_CACHE_LIBRARY = ("KVCache", "StaticKVCache")
 
 # (H, G) pairs with 1 < G < H, where repeat and repeat_interleave pair heads differently.
 _GROUPED = ((4, 2), (6, 2), (6, 3), (8, 2), (8, 4))
-
-
-# --------------------------------------------------------------------------- repeat_kv
-
-# Public case: (B=1, G=2, S=3, Dh=2) holding 0…11, n_rep=3: heads [0, 0, 0, 1, 1, 1].
-REPEAT_PUBLIC_X = torch.arange(12, dtype=torch.float32).reshape(1, 2, 3, 2)
-REPEAT_PUBLIC_N = 3
-
-
-def check_repeat_kv(fn: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
-    """Check ``repeat_kv(x, n_rep)``: (B, G, S, Dh) -> (B, G·n_rep, S, Dh), head j = K/V head j // n_rep (max 2)."""
-    seed = draw_seed("repeat_kv", seed, hidden)
-    result = CheckResult("repeat_kv", REPEAT_KV_POINTS, seed=seed, hidden=hidden, fn_id=id(fn))
-    gen = torch.Generator().manual_seed(seed)
-    try:
-        got = call(fn, REPEAT_PUBLIC_X.clone(), REPEAT_PUBLIC_N)
-    except LearnerError as e:
-        result.zero_reason = f"repeat_kv(x, 3) {e}"
-        return finish(result, quiet)
-    c_pub = compare(got, mhsa_lib.repeat_kv(REPEAT_PUBLIC_X, REPEAT_PUBLIC_N), what="repeat_kv(x, 3)")
-    result.add("public case: x (B=1, G=2, S=3, Dh=2) holding 0…11, n_rep=3 gives heads [0, 0, 0, 1, 1, 1]",
-               0.5, c_pub.ok, c_pub.detail + _head_map(got, REPEAT_PUBLIC_X, REPEAT_PUBLIC_N))
-    seen: List[Tuple[Tuple, Any]] = [((REPEAT_PUBLIC_X, REPEAT_PUBLIC_N), got)]
-
-    fails = []
-    for _ in range(6 if hidden else 3):
-        b, g, s, dh = distinct_sizes(gen, 4, 2, 7)
-        n_rep = int(torch.randint(2, 5, (1,), generator=gen))
-        x = randn(gen, b, g, s, dh)
-        y = attempt(fn, x.clone(), n_rep)
-        seen.append(((x, n_rep), y))
-        c = compare(y, mhsa_lib.repeat_kv(x, n_rep), what="output")
-        if not c.ok:
-            fails.append(f"x (B={b}, G={g}, S={s}, Dh={dh}), n_rep={n_rep}: {c.detail}")
-    result.add("random cases (B, G, S, Dh all different, n_rep from 2 to 4)", 0.75, not fails,
-               describe_failures(fails, 1))
-
-    x = randn(gen, 2, 3, 4, 5)
-    y = attempt(fn, x.clone(), 1)
-    ok = isinstance(y, Tensor) and tuple(y.shape) == tuple(x.shape) and torch.equal(y, x)
-    result.add("n_rep=1 returns x unchanged", 0.25, ok,
-               "" if ok else f"got {y if isinstance(y, LearnerError) else _describe(y)}, expected x itself")
-
-    b, g, s, dh = distinct_sizes(gen, 4, 2, 7)
-    x = randn(gen, b, g, s, dh, dtype=torch.float64)
-    y = attempt(fn, x.clone(), 3)
-    problems = []
-    if isinstance(y, Tensor) and tuple(y.shape) == (b, 3 * g, s, dh):
-        for j in range(3 * g):
-            if not torch.equal(y[:, j], x[:, j // 3]):
-                problems.append(f"query head {j} should hold K/V head {j} // 3 = {j // 3}"
-                                + _which_head(y[:, j], x))
-                break
-    else:
-        problems.append(f"expected (B, G·n_rep, S, Dh) = {(b, 3 * g, s, dh)}, got {_describe(y)}")
-    result.add("invariant: query head j holds K/V head j // n_rep exactly (float64, n_rep=3)", 0.5,
-               not problems, "; ".join(problems))
-
-    if not result.passed:
-        _diagnose(result, seen, M.REPEAT_KV_MISTAKES, _REPEAT_ADVICE, lambda m, args: m.fn(*args))
-        if c_pub.ok and fails and close(attempt(fn, randn(gen, 1, 2, 3, 2), 3), got):
-            result.diagnose(HARD_CODED)
-    shortcuts = find_shortcuts(fn, (randn(gen, 2, 3, 4, 5), 2), (), forbid_library=REPEAT_KV_LIBRARY)
-    if shortcuts:
-        result.zero_reason = (f"your repeat_kv calls {', '.join(shortcuts)}: write it with "
-                              "repeat_interleave, or expand and reshape")
-    return finish(result, quiet)
-
-
-def _describe(y: Any) -> str:
-    if isinstance(y, Tensor):
-        return f"a tensor of shape {tuple(y.shape)}"
-    if isinstance(y, LearnerError):
-        return f"an error ({y})"
-    return type(y).__name__
-
-
-def _which_head(head: Tensor, x: Tensor) -> str:
-    for i in range(x.shape[1]):
-        if torch.equal(head, x[:, i]):
-            return f", yours holds K/V head {i}"
-    return ", yours holds none of them"
-
-
-def _head_map(y: Any, x: Tensor, n_rep: int) -> str:
-    """For the public case: which K/V head each of the learner's query heads holds."""
-    if not isinstance(y, Tensor) or y.ndim != 4 or tuple(y.shape[2:]) != tuple(x.shape[2:]):
-        return ""
-    heads = []
-    for j in range(y.shape[1]):
-        found = [i for i in range(x.shape[1]) if torch.equal(y[:, j].float(), x[:, i])]
-        heads.append(str(found[0]) if found else "?")
-    expected = [str(j // n_rep) for j in range(x.shape[1] * n_rep)]
-    return "" if heads == expected else f"\n      your heads hold K/V heads [{', '.join(heads)}], expected [{', '.join(expected)}]"
-
-
-_REPEAT_ADVICE = {
-    "repeat-kv-tiled": "you tile the whole set of heads (x.repeat(1, n_rep, 1, 1) gives heads "
-    "0, 1, …, 0, 1, …): query head j then uses K/V head j % G. The copies of one K/V head must sit "
-    "next to each other, so that query head j uses head j // n_rep: "
-    "x.repeat_interleave(n_rep, dim=1).",
-    "repeat-kv-sequence-axis": "you repeat along the positions (dim=2), which makes the sequence "
-    "longer: repeat along the heads, dim=1.",
-    "repeat-kv-no-reshape": "you return (B, G, n_rep, S, Dh): after the expand, reshape to "
-    "(B, G·n_rep, S, Dh).",
-}
 
 
 # --------------------------------------------------------------------------- GroupedQueryAttention
@@ -202,15 +93,10 @@ def decode(module: Any, x: Tensor, chunks: Sequence[int], cache: Any) -> Any:
     return torch.cat(outs, dim=1)
 
 
-@isolating("repeat_kv", "split_heads", "merge_heads", "scaled_dot_product_attention", "softmax")
-def check_grouped_query_attention(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None,
-                                  quiet: bool = False) -> float:
+@step("GroupedQueryAttention", points=GQA_POINTS, notebook="05_kv_cache_and_head_sharing", home="kv_cache", kind="module", reference=mhsa_lib.GroupedQueryAttention, isolate=("repeat_kv", "split_heads", "merge_heads", "scaled_dot_product_attention", "softmax"))
+def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``GroupedQueryAttention(d_model, num_heads, num_kv_heads, bias=False)`` with
     ``forward(x, mask=None, cache=None, *, causal=False)`` (max 5)."""
-    return run_module_check("GroupedQueryAttention", GQA_POINTS, cls, _gqa_parts, seed, hidden, quiet)
-
-
-def _gqa_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     module = attempt(cls, 12, 6, 2)
     if isinstance(module, LearnerError):
         result.zero_reason = f"GroupedQueryAttention(12, 6, 2) {module}"
@@ -305,7 +191,7 @@ def _gqa_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> 
         # Ignoring the cache and masking every cached key give the same outputs: the cache tells.
         skip = "gqa-causal-blocks-cache" if cache_unused else "gqa-ignores-cache"
         mistakes = [m for m in M.GQA_MISTAKES if m.id != skip]
-        diagnose_modules(result, seen, mistakes, _GQA_ADVICE, mistake_output)
+        diagnose_modules(result, seen, mistakes, None, mistake_output)
         if public_ok and fails:
             mod = build(cls, (8, 4, 2), {}, _gqa_reference(8, 4, 2, torch.Generator().manual_seed(2024)))
             if not isinstance(mod, str) and close(attempt(mod, randn(gen, 1, 3, 8, dtype=torch.float64)),
@@ -369,20 +255,6 @@ def _gqa_mha_mqa(cls, gen: torch.Generator) -> List[str]:
     return problems
 
 
-_GQA_ADVICE = {
-    "gqa-tiled": "query head j is paired with K/V head j % G: you tile the K/V heads (.repeat). "
-    "Query head j uses K/V head j // (H / G): repeat_interleave(H // G, dim=1), or your repeat_kv. "
-    "(With G = H or G = 1 both give the same result, which is why the bug hides there.)",
-    "gqa-causal-upper-left": "your causal mask is aligned to the upper left: with a cache, the T new "
-    "queries sit at absolute positions S - T … S - 1, so query i may see keys 0 … S - T + i. Build "
-    "tril(diagonal=S - T) on the (T, S) scores (mhsa_lib.causal_mask(T, S)); "
-    "F.scaled_dot_product_attention(is_causal=True) aligns to the upper left and is wrong here.",
-    "gqa-causal-blocks-cache": "with a cache your new queries do not see the cached keys: the causal "
-    "mask must allow every cached position (they are all in the past), tril(diagonal=S - T) on "
-    "(T, S).",
-    "gqa-ignores-cache": "the cache is not used: append the new keys and values with "
-    "k, v = cache.update(k, v) and attend over everything it returns.",
-}
 
 
 # --------------------------------------------------------------------------- KVCache
@@ -427,13 +299,10 @@ def _pair_problem(got: Any, k: Tensor, v: Tensor) -> Optional[str]:
     return None
 
 
-def check_kv_cache(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+@step("KVCache", points=KV_CACHE_POINTS, notebook="05_kv_cache_and_head_sharing", home="kv_cache", kind="module", reference=mhsa_lib.KVCache)
+def check_kv_cache(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``KVCache()`` class: ``update(k, v) -> (k, v)`` (everything cached, oldest
     first, (B, G, S, Dh)), ``len(cache)`` = S, ``reset()`` (max 3)."""
-    return run_module_check("KVCache", KV_CACHE_POINTS, cls, _kv_cache_parts, seed, hidden, quiet)
-
-
-def _kv_cache_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     cache = attempt(cls)
     if isinstance(cache, LearnerError):
         result.zero_reason = f"KVCache() {cache}"
@@ -570,7 +439,7 @@ def _diagnose_kv_cache(result: CheckResult, seen, probe_problems: List[str]) -> 
         for _, got in seen:
             if isinstance(got, LearnerError):
                 if "must match except in dimension 1" in str(got) or "must match except in dimension 0" in str(got):
-                    result.diagnose(_KV_CACHE_ADVICE["kv-cache-head-axis"])
+                    result.diagnose(M.CATALOGUE["kv-cache-head-axis"].advice)
                 else:
                     result.diagnose(f"your cache {str(got).rstrip('.')}.")
                 return
@@ -590,7 +459,7 @@ def _diagnose_kv_cache(result: CheckResult, seen, probe_problems: List[str]) -> 
             if not ok:
                 break
         if ok and outputs:
-            result.diagnose(_KV_CACHE_ADVICE[mistake.id])
+            result.diagnose(mistake.advice)
             return
     for problem in probe_problems:
         if "decoded output" in problem:
@@ -599,14 +468,6 @@ def _diagnose_kv_cache(result: CheckResult, seen, probe_problems: List[str]) -> 
             return
 
 
-_KV_CACHE_ADVICE = {
-    "kv-cache-prepends": "you put the new keys/values before the cached ones: the cache must stay in "
-    "time order, oldest first: torch.cat([self.k, k], dim=-2).",
-    "kv-cache-head-axis": "you concatenate along the heads (dim=1): the cache grows along the "
-    "sequence axis, dim=-2 of (B, G, S, Dh).",
-    "kv-cache-returns-new": "update returns only the new keys/values: it must return everything "
-    "cached so far (old and new), which is what the attention attends over.",
-}
 
 
 # --------------------------------------------------------------------------- kv_cache_bytes
@@ -628,17 +489,15 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def check_kv_cache_bytes(fn: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+@step("kv_cache_bytes", points=KV_CACHE_BYTES_POINTS, notebook="05_kv_cache_and_head_sharing", home="kv_cache", reference=mhsa_lib.kv_cache_bytes)
+def check_kv_cache_bytes(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``kv_cache_bytes(batch_size, seq_len, num_layers, num_kv_heads, head_dim,
     bytes_per_element=2) -> int`` (max 2)."""
-    seed = draw_seed("kv_cache_bytes", seed, hidden)
-    result = CheckResult("kv_cache_bytes", KV_CACHE_BYTES_POINTS, seed=seed, hidden=hidden, fn_id=id(fn))
-    gen = torch.Generator().manual_seed(seed)
     try:
         got = call(fn, *BYTES_PUBLIC_ARGS)
     except LearnerError as e:
         result.zero_reason = f"kv_cache_bytes{BYTES_PUBLIC_ARGS} {e}"
-        return finish(result, quiet)
+        return
     public_ok = _number(got) == BYTES_PUBLIC_ANSWER
     result.add("public case: B=1, S=4096, 32 layers, G=8, Dh=128, default 2 bytes (bf16): 536870912 bytes "
                "(512 MiB)", 0.5, public_ok, "" if public_ok else f"got {got!r}")
@@ -670,7 +529,7 @@ def check_kv_cache_bytes(fn: Callable, *, hidden: bool = False, seed: Optional[i
     shortcuts = find_shortcuts(fn, (2, 16, 3, 4, 8, 2), (), forbid_library=("kv_cache_bytes",))
     if shortcuts:
         result.zero_reason = f"your kv_cache_bytes calls {', '.join(shortcuts)}: compute the product yourself"
-    return finish(result, quiet)
+    return
 
 
 def _diagnose_bytes(result: CheckResult, seen, not_int) -> None:
@@ -681,9 +540,9 @@ def _diagnose_bytes(result: CheckResult, seen, not_int) -> None:
     values = [(args, _number(y)) for args, y in seen]
     if all(v is not None for _, v in values):
         for mistake in M.KV_CACHE_BYTES_MISTAKES:
-            if mistake.id in _BYTES_ADVICE and all(
+            if mistake.by_output and all(
                     float(_number(mistake.fn(*args))) == v for args, v in values):
-                result.diagnose(_BYTES_ADVICE[mistake.id])
+                result.diagnose(mistake.advice)
                 break
     if not_int:
         y = not_int[0][1]
@@ -697,13 +556,3 @@ def _diagnose_bytes(result: CheckResult, seen, not_int) -> None:
             result.diagnose(f"you return a {type(y).__name__}: return a Python int.")
 
 
-_BYTES_ADVICE = {
-    "bytes-keys-only": "your result is half the right one: the cache stores keys AND values, so count "
-    "2 · B · S · layers · G · Dh · bytes_per_element.",
-    "bytes-one-layer": "your result is the size of one layer's cache: every layer keeps its own keys and "
-    "values, so multiply by num_layers.",
-    "bytes-fixed-two": "you assume 2 bytes per element: use the bytes_per_element argument (4 for "
-    "float32, 1 for int8).",
-    "bytes-counts-elements": "you count elements, not bytes: multiply by bytes_per_element.",
-    "bytes-no-batch": "your result leaves out batch_size: each sequence in the batch has its own cache.",
-}

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 import mhsa_lib
 
-from ..core import (
+from ..frame.registry import step
+from ..frame import (
     CheckResult,
     LearnerError,
     attempt,
@@ -26,16 +27,29 @@ from ..core import (
     distinct_sizes,
     draw_seed,
     find_shortcuts,
-    finish,
     matches,
     randn,
 )
 from ..mistakes import multihead as M
-from .fallback import isolating
 from .heads import HARD_CODED, _diagnose
-from .modules import build, copy_parameters, run_module_check
+from ..frame.modules import build, copy_parameters
 
 HEADS_POINTS = 3.0
+#: "Yours vs expected" in the feedback: code that sets ``yours`` and ``ref`` from ``fn`` (see grading).
+HEADS_LOOP_PICTURE = (
+    'x = torch.randn(1, 5, 8, generator=g)\n'
+    'w = [[torch.randn(4, 8, generator=g) / 3 for _ in range(2)] for _ in range(3)]\n'
+    'yours = fn(x, *w)[0, 0]\n'
+    'ref = mhsa_lib.scaled_dot_product_attention(*(x @ wi[0].T for wi in w))[0][0]\n'
+    "axes = ('position', 'feature of head 0')"
+)
+#: "Yours vs expected" in the feedback: code that sets ``yours`` and ``ref`` from ``fn`` (see grading).
+HEADS_PICTURE = (
+    'x = torch.randn(1, 5, 8, generator=g); w = [torch.randn(8, 8, generator=g) / 3 for _ in range(3)]\n'
+    'yours = fn(x, *w, 2)[0, 0]\n'
+    'ref = mhsa_lib.attend_heads(*(mhsa_lib.split_heads(x @ wi.T, 2) for wi in w))[0][0, 0]\n'
+    "axes = ('position', 'feature of head 0')"
+)
 MHA_POINTS = 6.0
 LOAD_POINTS = 2.0
 MHA_LIBRARY = ("MultiHeadAttention", "FusedMultiHeadAttention", "_MultiHeadBase", "attend_heads",
@@ -53,6 +67,15 @@ def _heads_reference(x: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor, num_heads
     return mhsa_lib.scaled_dot_product_attention(q, k, v, mask)[0]
 
 
+def _vector_reference(x, w_q, w_k, w_v, num_heads, mask=None):
+    q, k, v = (mhsa_lib.split_heads(x @ w.T, num_heads) for w in (w_q, w_k, w_v))  # (B, H, T, Dh)
+    return mhsa_lib.scaled_dot_product_attention(q, k, v, mask)[0]
+
+
+def _loop_reference(x, w_q, w_k, w_v, mask=None):
+    return _vector_reference(x, *(torch.cat(list(w), dim=0) for w in (w_q, w_k, w_v)), len(w_q), mask)
+
+
 def _heads_case(gen: torch.Generator, b: int, t: int, h: int, dh: int, dtype=torch.float32):
     d = h * dh
     x = randn(gen, b, t, d, dtype=dtype)
@@ -64,11 +87,8 @@ def _per_head(w: Tensor, h: int) -> List[Tensor]:
     return list(w.chunk(h, dim=0))  # (D, D) -> H x (Dh, D): head h's rows
 
 
-def _heads_check(fn: Callable, step: str, loop: bool, hidden: bool, seed: Optional[int], quiet: bool) -> float:
-    seed = draw_seed(step, seed, hidden)
-    result = CheckResult(step, HEADS_POINTS, seed=seed, hidden=hidden, fn_id=id(fn))
-    gen = torch.Generator().manual_seed(seed)
-
+def _heads_parts(fn: Callable, result: CheckResult, gen: torch.Generator, hidden: bool, loop: bool) -> None:
+    step = result.step
     def run(x, ws, h, mask=None):
         args = ((x.clone(), *(_per_head(w, h) for w in ws)) if loop else (x.clone(), *ws, h))
         return attempt(fn, *args, mask) if mask is not None else attempt(fn, *args)
@@ -85,7 +105,7 @@ def _heads_check(fn: Callable, step: str, loop: bool, hidden: bool, seed: Option
     got = run(x, ws, 2)
     if isinstance(got, LearnerError) and got.kind == "not_implemented":
         result.zero_reason = f"{step} {got}"
-        return finish(result, quiet)
+        return
     c_pub = compare(got, _heads_reference(x, *ws, 2, None), what="output")
     result.add("public case: B=1, T=3, D=4, H=2", 1.0, c_pub.ok, c_pub.detail)
     seen = [((x, ws, 2, None), got)]
@@ -115,7 +135,7 @@ def _heads_check(fn: Callable, step: str, loop: bool, hidden: bool, seed: Option
 
     if not result.passed:
         mistakes = M.HEADS_LOOP_MISTAKES if loop else M.HEADS_ATTENTION_MISTAKES
-        _diagnose(result, seen, mistakes, _HEADS_ADVICE, mistake_out)
+        _diagnose(result, seen, mistakes, None, mistake_out)
         if c_pub.ok and fails and _returns_public(run, seen[0]):
             result.diagnose(HARD_CODED)
     x, ws = _heads_case(gen, 2, 3, 2, 3)
@@ -123,7 +143,7 @@ def _heads_check(fn: Callable, step: str, loop: bool, hidden: bool, seed: Option
     shortcuts = find_shortcuts(fn, shortcut_args, MHA_TORCH, forbid_library=MHA_LIBRARY)
     if shortcuts:
         result.zero_reason = f"your {step} calls {', '.join(shortcuts)}: this step asks you to build the heads yourself"
-    return finish(result, quiet)
+    return
 
 
 def _returns_public(run: Callable, public) -> bool:
@@ -156,34 +176,20 @@ def _heads_probes(run: Callable, gen: torch.Generator) -> List[str]:
     return problems
 
 
-def check_attention_heads_loop(fn: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+@step("attention_heads_loop", points=HEADS_POINTS, notebook="02_multiple_heads", home="multihead",
+      reference=_loop_reference, picture=HEADS_LOOP_PICTURE)
+def check_attention_heads_loop(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``attention_heads_loop(x, w_q, w_k, w_v, mask=None)`` with lists of per-head (Dh, D) weights (max 3)."""
-    return _heads_check(fn, "attention_heads_loop", True, hidden, seed, quiet)
+    _heads_parts(fn, result, gen, hidden, loop=True)
 
 
-@isolating("split_heads")
-def check_attention_heads(fn: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+@step("attention_heads", points=HEADS_POINTS, notebook="02_multiple_heads", home="multihead",
+      reference=_vector_reference, picture=HEADS_PICTURE, isolate=("split_heads",))
+def check_attention_heads(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``attention_heads(x, w_q, w_k, w_v, num_heads, mask=None)`` with (D, D) weights (max 3)."""
-    return _heads_check(fn, "attention_heads", False, hidden, seed, quiet)
+    _heads_parts(fn, result, gen, hidden, loop=False)
 
 
-_HEADS_ADVICE = {
-    "heads-scale-model-width": "you scale by 1/√D, the model width; each head scales by its own "
-    "width: 1/√Dh = 1/√(D / H). (With GPT-2-like small weights this bug hides inside loose "
-    "tolerances; it makes every head's softmax too flat.)",
-    "loop-scale-model-width": "you scale by 1/√D, the model width; each head scales by its own "
-    "width: 1/√Dh, the width of q_h (q_h.shape[-1]).",
-    "heads-split-no-transpose": "your split reshapes (B, T, D) straight to (B, H, T, Dh): each "
-    "'head' then mixes features of different positions. Reshape to (B, T, H, Dh), then transpose(1, 2).",
-    "heads-weights-transposed": "you computed x @ W; weights follow nn.Linear's layout (out, in), "
-    "so a projection is x @ W.T (rows of W are output features; head h owns rows [h·Dh, (h+1)·Dh)).",
-    "heads-ignores-mask": "the mask is not passed on to the attention: with a causal mask, "
-    "queries still see the future.",
-    "loop-shared-weights": "every head uses the same weights (head 0's): each head h must use "
-    "its own w_q[h], w_k[h], w_v[h].",
-    "loop-concatenated": "you return the heads already concatenated, (B, T, H·Dh); this step "
-    "returns them stacked, (B, H, T, Dh): torch.stack(outputs, dim=1).",
-}
 
 
 # --------------------------------------------------------------------------- notebook 03: the module
@@ -208,13 +214,9 @@ def _forward(module, x, mask=None, return_weights=False):
     return attempt(module, x.clone(), mask, **kwargs) if mask is not None or return_weights else attempt(module, x.clone())
 
 
-@isolating("split_heads", "merge_heads", "scaled_dot_product_attention", "softmax")
-def check_multi_head_attention(cls: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+@step("MultiHeadAttention", points=MHA_POINTS, notebook="03_concat_and_output_projection", home="multihead", kind="module", reference=mhsa_lib.MultiHeadAttention, isolate=("split_heads", "merge_heads", "scaled_dot_product_attention", "softmax"))
+def check_multi_head_attention(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``MultiHeadAttention`` class (pass the class itself) (max 6)."""
-    return run_module_check("MultiHeadAttention", MHA_POINTS, cls, _mha_parts, seed, hidden, quiet)
-
-
-def _mha_parts(cls, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     # Structure: four nn.Linear(D, D), biases on request, ValueError when D % H != 0.
     module = attempt(cls, 12, 3)
     if isinstance(module, LearnerError):
@@ -381,130 +383,7 @@ def _diagnose_mha(result: CheckResult, seen) -> None:
                 ok = False
                 break
         if ok:
-            result.diagnose(_MHA_ADVICE[mistake.id])
+            result.diagnose(mistake.advice)
             return
 
 
-_MHA_ADVICE = {
-    "mha-no-out-proj": "the output projection is missing: after merging the heads, apply "
-    "self.out_proj (W^O), which mixes what the heads found.",
-    "mha-mask-not-passed": "the mask is not passed through to the attention: forward(x, mask) "
-    "gives the same output as forward(x).",
-    "mha-scale-model-width": "you scale by 1/√D (the model width); each head scales by "
-    "1/√Dh = 1/√(D / H), its own width.",
-    "mha-split-no-transpose": "your split reshapes (B, T, D) straight to (B, H, T, Dh): reshape to "
-    "(B, T, H, Dh) then transpose(1, 2).",
-    "mha-merge-no-transpose": "your merge reshapes (B, H, T, Dh) to (B, T, D) without transposing "
-    "back: transpose(1, 2) first, then reshape.",
-    "mha-calls-torch": "calls torch's multi-head attention.",
-}
-
-
-# --------------------------------------------------------------------------- notebook 03: loading weights
-
-
-def check_load_mha_from_torch(fn: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
-    """Check ``load_mha_from_torch(module, torch_mha)`` (max 2).
-
-    The module is mhsa_lib's MultiHeadAttention, so this step does not depend on the learner's class.
-    """
-    seed = draw_seed("load_mha_from_torch", seed, hidden)
-    result = CheckResult("load_mha_from_torch", LOAD_POINTS, seed=seed, hidden=hidden, fn_id=id(fn))
-    gen = torch.Generator().manual_seed(seed)
-    rng_state = torch.get_rng_state()
-    try:  # not under no_grad: the learner's loading code must work as it would in the notebook
-        _load_parts(fn, result, gen, hidden)
-    finally:
-        torch.set_rng_state(rng_state)
-    return finish(result, quiet)
-
-
-def _torch_pair(d: int, h: int, seed: int):
-    torch.manual_seed(seed)
-    torch_mha = nn.MultiheadAttention(d, h, batch_first=True).double().eval()
-    with torch.no_grad():
-        torch_mha.in_proj_bias.normal_()
-        torch_mha.out_proj.bias.normal_()
-    return torch_mha, mhsa_lib.MultiHeadAttention(d, h).double().eval()
-
-
-def _load_parts(fn, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
-    torch_mha, module = _torch_pair(4, 2, 2024)
-    got = attempt(fn, module, torch_mha)
-    if isinstance(got, LearnerError):
-        result.zero_reason = f"load_mha_from_torch(module, torch_mha) {got}"
-        return
-    loaded = got if isinstance(got, nn.Module) else module
-    problems = _param_problems(loaded, torch_mha)
-    result.add("public case (D=4, H=2): W_q, W_k, W_v and their biases from in_proj_weight / "
-               "in_proj_bias, W^O from out_proj", 1.0, not problems, "; ".join(problems))
-    _diagnose_load(result, loaded, torch_mha)
-
-    fails = []
-    for _ in range(4 if hidden else 2):
-        h, dh, b, t = distinct_sizes(gen, 4, 2, 7)
-        d = h * dh
-        torch_mha, module = _torch_pair(d, h, int(torch.randint(0, 2**30, (1,), generator=gen)))
-        got = attempt(fn, module, torch_mha)
-        if isinstance(got, LearnerError):
-            fails.append(f"D={d}, H={h}: {got}")
-            continue
-        loaded = got if isinstance(got, nn.Module) else module
-        x = randn(gen, b, t, d, dtype=torch.float64)
-        mask = mhsa_lib.causal_mask(t)
-        expected, _ = torch_mha(x, x, x, attn_mask=mhsa_lib.interop.mask_to_torch(mask), need_weights=False)
-        c = compare(attempt(loaded, x, mask), expected, what="output", atol=1e-8, rtol=1e-7)
-        if not c.ok:
-            fails.append(f"D={d}, H={h}: {c.detail}")
-    result.add("random sizes: the loaded module's output equals nn.MultiheadAttention's (causal mask, "
-               "converted to torch's polarity)", 1.0, not fails, describe_failures(fails, 1))
-
-
-def _param_problems(module, torch_mha) -> List[str]:
-    d = torch_mha.embed_dim
-    expected = {
-        "q_proj": (torch_mha.in_proj_weight[:d], torch_mha.in_proj_bias[:d]),
-        "k_proj": (torch_mha.in_proj_weight[d : 2 * d], torch_mha.in_proj_bias[d : 2 * d]),
-        "v_proj": (torch_mha.in_proj_weight[2 * d :], torch_mha.in_proj_bias[2 * d :]),
-        "out_proj": (torch_mha.out_proj.weight, torch_mha.out_proj.bias),
-    }
-    problems = []
-    for name, (w, b) in expected.items():
-        layer = getattr(module, name, None)
-        if layer is None:
-            problems.append(f"the module has no {name}")
-            continue
-        if not torch.equal(layer.weight.detach(), w.detach()):
-            problems.append(f"{name}.weight is not what it should be")
-        if layer.bias is not None and not torch.equal(layer.bias.detach(), b.detach()):
-            problems.append(f"{name}.bias is not what it should be")
-    return problems
-
-
-def _diagnose_load(result: CheckResult, module, torch_mha) -> None:
-    d = torch_mha.embed_dim
-    w = torch_mha.in_proj_weight.detach()
-    blocks = {"W_q": w[:d], "W_k": w[d : 2 * d], "W_v": w[2 * d :]}
-    for name, should in (("q_proj", "W_q"), ("k_proj", "W_k"), ("v_proj", "W_v")):
-        got = getattr(module, name).weight.detach()
-        if torch.equal(got, blocks[should]):
-            continue
-        if torch.equal(got, blocks[should].T):
-            result.diagnose(f"{name}.weight is transposed: in_proj_weight already has nn.Linear's (out, in) "
-                            "layout, so copy its block as it is, without .T.")
-            return
-        for other, block in blocks.items():
-            if other != should and torch.equal(got, block):
-                result.diagnose(f"{name}.weight holds {other}: in_proj_weight stacks [W_q; W_k; W_v] along "
-                                f"dim 0, so {should} is rows [{list(blocks).index(should)}·D, "
-                                f"{list(blocks).index(should) + 1}·D).")
-                return
-        result.diagnose(f"{name}.weight was not copied from in_proj_weight (rows [{list(blocks).index(should)}·D, "
-                        f"{list(blocks).index(should) + 1}·D)).")
-        return
-    if not torch.equal(module.out_proj.weight.detach(), torch_mha.out_proj.weight.detach()):
-        result.diagnose("out_proj.weight was not copied: nn.MultiheadAttention keeps W^O in its own out_proj.")
-        return
-    if not torch.equal(module.q_proj.bias.detach(), torch_mha.in_proj_bias[:d].detach()):
-        result.diagnose("the biases were not copied: in_proj_bias stacks the three biases like the weights, "
-                        "and out_proj has its own bias.")

@@ -18,7 +18,8 @@ from torch import Tensor
 
 import mhsa_lib
 
-from ..core import (
+from ..frame.registry import step
+from ..frame import (
     CheckResult,
     LearnerError,
     attempt,
@@ -26,13 +27,17 @@ from ..core import (
     describe_failures,
     draw_seed,
     find_shortcuts,
-    finish,
     matches,
 )
 from ..mistakes import positional as M
 from .heads import HARD_CODED
 
 PE_POINTS = 4.0
+#: "Yours vs expected" in the feedback: code that sets ``yours`` and ``ref`` from ``fn`` (see grading).
+PE_PICTURE = (
+    'yours = fn(16, 12); ref = mhsa_lib.sinusoidal_positional_encoding(16, 12)\n'
+    "axes = ('position', 'feature')"
+)
 PE_LIBRARY = ("sinusoidal_positional_encoding", "shift_matrix", "_frequencies", "TinyTransformer")
 PUBLIC = (4, 6)  # T=4 positions, D=6 features
 ATOL = 1e-4  # float32 sines of angles up to ~60 are good to a few 1e-6
@@ -51,19 +56,16 @@ def _sizes(gen: torch.Generator) -> Tuple[int, int]:
             return t, d
 
 
-def check_sinusoidal_positional_encoding(fn: Callable, *, hidden: bool = False, seed: Optional[int] = None,
-                                         quiet: bool = False) -> float:
+@step("sinusoidal_positional_encoding", points=PE_POINTS, notebook="07_capstone_tiny_transformer", home="positional", reference=mhsa_lib.sinusoidal_positional_encoding, picture=PE_PICTURE)
+def check_sinusoidal_positional_encoding(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``sinusoidal_positional_encoding(seq_len, d_model) -> (T, D)`` (max 4)."""
     step = "sinusoidal_positional_encoding"
-    seed = draw_seed(step, seed, hidden)
-    result = CheckResult(step, PE_POINTS, seed=seed, hidden=hidden, fn_id=id(fn))
-    gen = torch.Generator().manual_seed(seed)
     seen: List[Tuple[Tuple[int, int], Any]] = []
 
     got = attempt(fn, *PUBLIC)
     if isinstance(got, LearnerError) and got.kind == "not_implemented":
         result.zero_reason = f"{step} {got}"
-        return finish(result, quiet)
+        return
     seen.append((PUBLIC, got))
     c_pub = compare(got, _reference(*PUBLIC), what=f"{step}(4, 6)", atol=ATOL)
     detail = c_pub.detail if not isinstance(got, LearnerError) else f"{step}(4, 6) {got}"
@@ -98,7 +100,7 @@ def check_sinusoidal_positional_encoding(fn: Callable, *, hidden: bool = False, 
     if shortcuts:
         result.zero_reason = (f"your {step} calls {', '.join(shortcuts)}: this step asks you to build "
                               "the encoding yourself (torch.arange, torch.sin, torch.cos)")
-    return finish(result, quiet)
+    return
 
 
 def _as_float64(y: Any) -> Optional[Tensor]:
@@ -164,23 +166,9 @@ def _diagnose(result: CheckResult, seen) -> None:
             continue
         try:
             if all(matches(y, mistake.fn(*args), atol=ATOL) for args, y in outputs):
-                result.diagnose(_ADVICE[mistake.id])
+                result.diagnose(mistake.advice)
                 return
         except Exception:
             continue
 
 
-_ADVICE = {
-    "pe-sin-cos-swapped": "sin and cos are swapped: even features (0, 2, 4, …) hold the sine, odd "
-    "features the cosine, so position 0 is [0, 1, 0, 1, …].",
-    "pe-exponent-per-feature": "feature j uses the frequency 1/10000^(j/D): each feature gets its own "
-    "frequency. Features 2i and 2i+1 share one, 1/10000^(2i/D) (use j // 2, or torch.arange(0, D, 2)), "
-    "so that each (sin, cos) pair is a point on one circle.",
-    "pe-frequency-not-inverted": "you multiply the position by 10000^(2i/D): the frequencies must "
-    "fall from 1 to about 1/10000, so divide: p / 10000^(2i/D).",
-    "pe-positions-from-one": "your positions start at 1: the first token is position 0, so row 0 "
-    "is [0, 1, 0, 1, …] (torch.arange(seq_len)).",
-    "pe-concatenated-halves": "you put all the sines first and all the cosines after "
-    "([sin | cos]); the course (and the paper) interleave them: feature 2i is sin, 2i+1 is cos.",
-    "pe-transposed": "your output is (D, T): rows are positions, columns features, (T, D).",
-}

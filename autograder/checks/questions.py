@@ -11,9 +11,25 @@ round, and partial credit counts the pairs in the right relative order.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Dict
 
-from .concepts import Question
+
+@dataclass(frozen=True)
+class Question:
+    """One checkpoint.
+
+    kind "choice": ``options`` maps letters to short labels, ``answer`` is one letter.
+    kind "order": ``options`` maps letters to the items, ``answer`` is the string of letters in
+    the right order ("cab"); partial credit counts the pairs in the right relative order.
+    """
+
+    kind: str
+    options: Dict[str, str]
+    answer: str
+    explanation: str
+    feedback: Dict[str, str] = field(default_factory=dict)
+    points: float = 1.0
 
 QUESTIONS: Dict[str, Question] = {
     # ------------------------------------------------------------------ 00_orientation

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 import torch
 
-from ..core import CheckResult, LearnerError, call, close, compare, describe_failures, distinct_sizes, draw_seed, finish, randn
+from ..frame.registry import step
+from ..frame import CheckResult, LearnerError, call, close, compare, describe_failures, distinct_sizes, draw_seed, randn
 from ..mistakes import warmups as M
 
 PAIRWISE_POINTS = 2.0
+#: "Yours vs expected" in the feedback: code that sets ``yours`` and ``ref`` from ``fn`` (see grading).
+PAIRWISE_PICTURE = (
+    'q = torch.randn(1, 5, 3, generator=g); k = torch.randn(1, 6, 3, generator=g)\n'
+    'yours = fn(q, k); ref = q @ k.transpose(-2, -1)'
+)
 # The public case: B=1, T=2 queries, S=3 keys, D=2.
 PAIRWISE_PUBLIC_Q = torch.tensor([[[1.0, 2.0], [0.0, -1.0]]])
 PAIRWISE_PUBLIC_K = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [3.0, 1.0]]])
@@ -19,17 +25,15 @@ def _expected(q, k):
     return q.double() @ k.double().transpose(-2, -1)  # (B, T, D) @ (B, D, S) -> (B, T, S)
 
 
-def check_pairwise_scores(fn: Callable, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
+@step("pairwise_scores", points=PAIRWISE_POINTS, notebook="00_orientation", home=None, kind="warmup", reference=_expected, reference_name="the reference q @ k.transpose(-2, -1)", picture=PAIRWISE_PICTURE)
+def check_pairwise_scores(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``pairwise_scores(q, k)``: q (B, T, D), k (B, S, D) -> (B, T, S) dot products (max 2)."""
-    seed = draw_seed("pairwise_scores", seed, hidden)
-    result = CheckResult("pairwise_scores", PAIRWISE_POINTS, seed=seed, hidden=hidden, fn_id=id(fn))
-    gen = torch.Generator().manual_seed(seed)
     try:
         got = call(fn, PAIRWISE_PUBLIC_Q.clone(), PAIRWISE_PUBLIC_K.clone())
     except LearnerError as e:
         result.zero_reason = f"pairwise_scores(q, k) {e}"
         _diagnose_error(fn, result)
-        return finish(result, quiet)
+        return
     c = compare(got, _expected(PAIRWISE_PUBLIC_Q, PAIRWISE_PUBLIC_K), what="scores")
     result.add("public case: B=1, T=2, S=3, D=2", 1.0, c.ok, c.detail)
     public_ok = c.ok
@@ -66,12 +70,12 @@ def check_pairwise_scores(fn: Callable, *, hidden: bool = False, seed: Optional[
             except Exception:
                 continue
             if close(got, wrong):
-                result.diagnose(_ADVICE[mistake.id])
+                result.diagnose(mistake.advice)
                 break
         else:
             if public_ok and close(got, _expected(PAIRWISE_PUBLIC_Q, PAIRWISE_PUBLIC_K)):
-                result.diagnose(_ADVICE["pairwise-hard-coded"])
-    return finish(result, quiet)
+                result.diagnose(M.CATALOGUE["pairwise-hard-coded"].advice)
+    return
 
 
 def _diagnose_error(fn: Callable, result: CheckResult) -> None:
@@ -82,7 +86,7 @@ def _diagnose_error(fn: Callable, result: CheckResult) -> None:
     except LearnerError:
         got = None
     if got is not None and close(got, M.pairwise_scores_elementwise(q, k)):
-        result.diagnose(_ADVICE["pairwise-elementwise"])
+        result.diagnose(M.CATALOGUE["pairwise-elementwise"].advice)
         return
     q, k = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, 4, 4, dtype=torch.float64)  # S == D
     try:
@@ -90,16 +94,7 @@ def _diagnose_error(fn: Callable, result: CheckResult) -> None:
     except LearnerError:
         return
     if close(got, q @ k):
-        result.diagnose(_ADVICE["pairwise-no-transpose"])
+        result.diagnose(_NO_TRANSPOSE)
 
 
-_ADVICE = {
-    "pairwise-no-transpose": "q @ k multiplies (B, T, D) by (B, S, D): the inner sizes D and S do "
-    "not match. Transpose the last two axes of k first: q @ k.transpose(-2, -1).",
-    "pairwise-swapped": "you computed K Qᵀ, whose entry [b, j, i] pairs key j with query i: the "
-    "scores must be (B, T, S), query rows and key columns: q @ k.transpose(-2, -1).",
-    "pairwise-elementwise": "you multiplied q and k elementwise, which pairs query i only with key i; "
-    "every query must meet every key: q @ k.transpose(-2, -1), or einsum('btd,bsd->bts', q, k).",
-    "pairwise-hard-coded": "your function returns the public case's answer whatever the input: it "
-    "seems hard-coded. Compute it from q and k.",
-}
+_NO_TRANSPOSE = 'q @ k multiplies (B, T, D) by (B, S, D): the inner sizes D and S do not match. Transpose the last two axes of k first: q @ k.transpose(-2, -1).'

@@ -15,15 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..frame.mistakes import SAME_OUTPUT, catalogue, mistake
 
-@dataclass(frozen=True)
-class Mistake:
-    """A buggy implementation, the MISTAKES.md row it stands for, and the words its diagnosis uses."""
 
-    id: str
-    fn: Callable
-    row: Optional[int]
-    message: str
 
 
 # --------------------------------------------------------------------------- softmax
@@ -60,18 +54,18 @@ def softmax_calls_torch(x: Tensor, dim: int = -1) -> Tensor:
 
 
 SOFTMAX_MISTAKES = [
-    Mistake("softmax-wrong-axis", softmax_wrong_axis, 1,
-            "you normalise over the wrong axis: each slice along `dim` must sum to 1"),
-    Mistake("softmax-ignores-dim", softmax_ignores_dim, 1,
-            "you always normalise over the last axis and ignore the `dim` argument"),
-    Mistake("softmax-no-max", softmax_no_max_subtraction, 2,
-            "no max-subtraction: exp overflows to inf on large logits and inf/inf gives NaN"),
-    Mistake("softmax-global-max", softmax_global_max, None,
-            "you subtract the maximum of the whole tensor, not of each slice"),
-    Mistake("softmax-global-sum", softmax_global_sum, 1,
-            "you divide by the sum of the whole tensor, not of each slice along `dim`"),
-    Mistake("softmax-calls-torch", softmax_calls_torch, 21,
-            "calls torch's softmax, which this step asks you to write yourself"),
+    mistake('softmax-wrong-axis', softmax_wrong_axis,
+            'you normalise over the wrong axis: with dim={dim}, every slice along axis {dim} must sum to 1. Use dim in both the max and the sum (with keepdim=True).'),
+    mistake('softmax-ignores-dim', softmax_ignores_dim,
+            'you always normalise over the last axis and ignore the `dim` argument: softmax(x, dim={dim}) must normalise along axis {dim}.'),
+    mistake('softmax-no-max', softmax_no_max_subtraction,
+            'no max-subtraction: on large logits exp(x) overflows to inf and inf/inf gives NaN. Subtract x.amax(dim, keepdim=True) before exp: softmax(x) = softmax(x - c).'),
+    mistake('softmax-global-max', softmax_global_max,
+            'you subtract the maximum of the whole tensor; a row far below it underflows to exp(...) = 0 everywhere and 0/0 gives NaN. Subtract the maximum of each slice along `dim` (x.amax(dim, keepdim=True)).'),
+    mistake('softmax-global-sum', softmax_global_sum,
+            'you divide by the sum over the whole tensor; divide by the sum along `dim` (keepdim=True), so that each slice sums to 1.'),
+    mistake('softmax-calls-torch', softmax_calls_torch,
+            "Calls torch's softmax, which this step asks you to write yourself.", flags=[SAME_OUTPUT]),
 ]
 
 
@@ -118,17 +112,18 @@ def causal_mask_additive(seq_len_q: int, seq_len_k: Optional[int] = None) -> Ten
 
 
 CAUSAL_MASK_MISTAKES = [
-    Mistake("causal-diagonal-blocked", causal_mask_diagonal_blocked, 9,
-            "off by one: each query must also see its own position (the diagonal)"),
-    Mistake("causal-one-ahead", causal_mask_one_ahead, 9,
-            "off by one: each query sees one future position"),
-    Mistake("causal-upper-left", causal_mask_upper_left, 9,
-            "aligned to the upper left when S > T"),
-    Mistake("causal-inverted", causal_mask_inverted, 6,
-            "polarity inverted: True must mean 'may attend'"),
-    Mistake("causal-float", causal_mask_float, None, "returns a float 0/1 mask instead of a bool mask"),
-    Mistake("causal-additive", causal_mask_additive, None,
-            "returns an additive 0/-inf mask instead of a bool mask"),
+    mistake('causal-diagonal-blocked', causal_mask_diagonal_blocked,
+            'off by one: your mask blocks the diagonal, but each query may attend to its own position (use <=, or torch.tril with diagonal=0).'),
+    mistake('causal-one-ahead', causal_mask_one_ahead,
+            'off by one: each query may also see the next position, so the future leaks in. Query i may see keys up to its own position only.'),
+    mistake('causal-upper-left', causal_mask_upper_left,
+            'aligned to the upper left when S > T: with a cache, query i sits at absolute position S - T + i, so the last query must see every key (torch.tril(..., diagonal=S - T)).'),
+    mistake('causal-inverted', causal_mask_inverted,
+            "polarity inverted: in this course True means 'may attend', so the lower triangle must be True (torch.nn.MultiheadAttention uses the opposite convention)."),
+    mistake('causal-float', causal_mask_float,
+            'return a bool tensor (True = may attend), not 0/1 numbers: masked_fill and F.scaled_dot_product_attention read a float mask as values to add to the scores.'),
+    mistake('causal-additive', causal_mask_additive,
+            "you return an additive 0/-inf mask; this course's masks are bool (True = may attend). Return the comparison itself, e.g. j <= i + (S - T)."),
 ]
 
 
@@ -194,19 +189,28 @@ def attention_calls_sdpa(q, k, v, mask=None):
 
 
 ATTENTION_MISTAKES = [
-    Mistake("attention-no-scale", attention_no_scale, 3, "no 1/√d_k scale"),
-    Mistake("attention-scale-dk", attention_scale_by_dk, 4, "scaled by 1/d_k instead of 1/√d_k"),
-    Mistake("attention-scale-model-width", attention_scale_by_model_width, 5,
-            "scaled by 1/√D (the model width H·Dh) instead of 1/√Dh"),
-    Mistake("attention-softmax-queries", attention_softmax_over_queries, 1,
-            "softmax over the queries instead of the keys"),
-    Mistake("attention-mask-inverted", attention_mask_inverted, 6, "mask polarity inverted"),
-    Mistake("attention-mask-after-softmax", attention_mask_after_softmax, 7,
-            "mask applied after the softmax"),
-    Mistake("attention-masked-row-nan", attention_masked_row_nan, 8, "a fully masked row gives NaN"),
-    Mistake("attention-large-negative-fill", attention_large_negative_fill, 8,
-            "a fully masked row gives uniform weights instead of 0"),
-    Mistake("attention-ignores-mask", attention_ignores_mask, None, "the mask is ignored"),
-    Mistake("attention-calls-sdpa", attention_calls_sdpa, 21,
-            "calls F.scaled_dot_product_attention"),
+    mistake('attention-no-scale', attention_no_scale,
+            'no 1/√d_k scale: your weights are softmax(QKᵀ). Divide the scores by √d_k = √{dk}, or the softmax saturates as d_k grows.'),
+    mistake('attention-scale-dk', attention_scale_by_dk,
+            "you scale by 1/d_k = 1/{dk}; the scale is 1/√d_k = 1/√{dk}. It keeps the scores' variance near 1 when q and k have unit variance."),
+    mistake('attention-scale-model-width', attention_scale_by_model_width,
+            'you scale by 1/√D = 1/√{D} (the model width H·Dh = {heads}·{dk}); each head scales by its own width: 1/√Dh = 1/√{dk} = 1/√q.shape[-1].'),
+    mistake('attention-softmax-queries', attention_softmax_over_queries,
+            "your weights sum to 1 over the queries, not the keys: softmax over dim=-1 (each query's row of weights sums to 1)."),
+    mistake('attention-mask-inverted', attention_mask_inverted,
+            "mask polarity inverted: True means 'may attend', so block the positions where the mask is False (masked_fill(~mask, -inf)). torch.nn.MultiheadAttention uses the opposite convention."),
+    mistake('attention-mask-after-softmax', attention_mask_after_softmax,
+            'the mask is applied after the softmax: the blocked weights are zeroed but the rows no longer sum to 1. Fill the blocked scores with -inf before the softmax.'),
+    mistake('attention-masked-row-nan', attention_masked_row_nan,
+            'a fully masked row gives NaN: softmax of a row of -inf is 0/0. A query with no allowed key must give weights 0 and output 0 (e.g. torch.nan_to_num on the weights, or zero the rows where mask.any(-1) is False).'),
+    mistake('attention-large-negative-fill', attention_large_negative_fill,
+            'a fully masked row gives uniform weights (the mean of all values) instead of 0: filling with a large negative number instead of -inf makes a row with no allowed key attend everywhere. Such a row must give weights 0 and output 0.'),
+    mistake('attention-ignores-mask', attention_ignores_mask,
+            'your output is what attention gives with no mask at all: the mask argument is not used.'),
+    mistake('attention-calls-sdpa', attention_calls_sdpa,
+            'Calls F.scaled_dot_product_attention.', flags=[SAME_OUTPUT]),
 ]
+
+
+#: Every mistake of this module by id.
+CATALOGUE = catalogue(SOFTMAX_MISTAKES, CAUSAL_MASK_MISTAKES, ATTENTION_MISTAKES)

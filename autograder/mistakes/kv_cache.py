@@ -15,36 +15,7 @@ from torch import Tensor, nn
 
 import mhsa_lib
 
-from .attention import Mistake
-
-# --------------------------------------------------------------------------- repeat_kv
-
-
-def repeat_kv_tiled(x: Tensor, n_rep: int) -> Tensor:
-    """``repeat`` tiles the whole set of heads: query head j gets K/V head j % G, not j // n_rep."""
-    return x.repeat(1, n_rep, 1, 1)
-
-
-def repeat_kv_sequence_axis(x: Tensor, n_rep: int) -> Tensor:
-    return x.repeat_interleave(n_rep, dim=2)  # (B, G, S·n_rep, Dh): copies along the positions
-
-
-def repeat_kv_no_reshape(x: Tensor, n_rep: int) -> Tensor:
-    b, g, s, dh = x.shape
-    return x[:, :, None].expand(b, g, n_rep, s, dh)  # (B, G, n_rep, S, Dh): the reshape forgotten
-
-
-def repeat_kv_calls_library(x: Tensor, n_rep: int) -> Tensor:
-    return mhsa_lib.repeat_kv(x, n_rep)
-
-
-REPEAT_KV_MISTAKES = [
-    Mistake("repeat-kv-tiled", repeat_kv_tiled, 19, "repeat instead of repeat_interleave"),
-    Mistake("repeat-kv-sequence-axis", repeat_kv_sequence_axis, None, "repeats along the positions"),
-    Mistake("repeat-kv-no-reshape", repeat_kv_no_reshape, None, "returns (B, G, n_rep, S, Dh)"),
-    Mistake("repeat-kv-calls-library", repeat_kv_calls_library, 21, "calls mhsa_lib.repeat_kv"),
-]
-
+from ..frame.mistakes import SAME_OUTPUT, catalogue, mistake
 
 # --------------------------------------------------------------------------- GroupedQueryAttention
 
@@ -128,11 +99,16 @@ class GQACallsLibrary(BuggyGroupedQueryAttention):
 
 
 GQA_MISTAKES = [
-    Mistake("gqa-tiled", GQATiled, 19, "repeat instead of repeat_interleave"),
-    Mistake("gqa-causal-upper-left", GQACausalUpperLeft, 20, "causal mask not offset by the cache length"),
-    Mistake("gqa-causal-blocks-cache", GQACausalBlocksCache, 20, "new queries cannot see the cached keys"),
-    Mistake("gqa-ignores-cache", GQAIgnoresCache, 20, "the cache is not used"),
-    Mistake("gqa-calls-library", GQACallsLibrary, 21, "calls mhsa_lib's attend_heads"),
+    mistake('gqa-tiled', GQATiled,
+            'query head j is paired with K/V head j % G: you tile the K/V heads (.repeat). Query head j uses K/V head j // (H / G): repeat_interleave(H // G, dim=1), or your repeat_kv. (With G = H or G = 1 both give the same result, which is why the bug hides there.)'),
+    mistake('gqa-causal-upper-left', GQACausalUpperLeft,
+            'your causal mask is aligned to the upper left: with a cache, the T new queries sit at absolute positions S - T … S - 1, so query i may see keys 0 … S - T + i. Build tril(diagonal=S - T) on the (T, S) scores (mhsa_lib.causal_mask(T, S)); F.scaled_dot_product_attention(is_causal=True) aligns to the upper left and is wrong here.'),
+    mistake('gqa-causal-blocks-cache', GQACausalBlocksCache,
+            'with a cache your new queries do not see the cached keys: the causal mask must allow every cached position (they are all in the past), tril(diagonal=S - T) on (T, S).'),
+    mistake('gqa-ignores-cache', GQAIgnoresCache,
+            'the cache is not used: append the new keys and values with k, v = cache.update(k, v) and attend over everything it returns.'),
+    mistake('gqa-calls-library', GQACallsLibrary,
+            "Calls mhsa_lib's attend_heads.", flags=[SAME_OUTPUT]),
 ]
 
 
@@ -223,12 +199,18 @@ class KVCacheCallsLibrary(mhsa_lib.KVCache):
 
 
 KV_CACHE_MISTAKES = [
-    Mistake("kv-cache-prepends", KVCachePrepends, 20, "new keys/values placed before the cached ones"),
-    Mistake("kv-cache-head-axis", KVCacheHeadAxis, 20, "concatenated along the heads, not the positions"),
-    Mistake("kv-cache-returns-new", KVCacheReturnsNew, 20, "update returns only the new keys/values"),
-    Mistake("kv-cache-len-counts-updates", KVCacheLenCountsUpdates, None, "len counts update calls"),
-    Mistake("kv-cache-shared-state", KVCacheSharedState, None, "every cache shares class-level lists"),
-    Mistake("kv-cache-calls-library", KVCacheCallsLibrary, 21, "is mhsa_lib.KVCache"),
+    mistake('kv-cache-prepends', KVCachePrepends,
+            'you put the new keys/values before the cached ones: the cache must stay in time order, oldest first: torch.cat([self.k, k], dim=-2).'),
+    mistake('kv-cache-head-axis', KVCacheHeadAxis,
+            'you concatenate along the heads (dim=1): the cache grows along the sequence axis, dim=-2 of (B, G, S, Dh).'),
+    mistake('kv-cache-returns-new', KVCacheReturnsNew,
+            'update returns only the new keys/values: it must return everything cached so far (old and new), which is what the attention attends over.'),
+    mistake('kv-cache-len-counts-updates', KVCacheLenCountsUpdates,
+            'Len counts update calls.'),
+    mistake('kv-cache-shared-state', KVCacheSharedState,
+            'Every cache shares class-level lists.'),
+    mistake('kv-cache-calls-library', KVCacheCallsLibrary,
+            'Is mhsa_lib.KVCache.', flags=[SAME_OUTPUT]),
 ]
 
 
@@ -269,12 +251,24 @@ def kv_cache_bytes_calls_library(batch_size, seq_len, num_layers, num_kv_heads, 
 
 
 KV_CACHE_BYTES_MISTAKES = [
-    Mistake("bytes-keys-only", kv_cache_bytes_keys_only, None, "the factor 2 (K and V) missing"),
-    Mistake("bytes-one-layer", kv_cache_bytes_one_layer, None, "num_layers missing"),
-    Mistake("bytes-fixed-two", kv_cache_bytes_fixed_two_bytes, None, "bytes_per_element ignored (2 assumed)"),
-    Mistake("bytes-counts-elements", kv_cache_bytes_counts_elements, None, "counts elements, not bytes"),
-    Mistake("bytes-no-batch", kv_cache_bytes_no_batch, None, "batch_size missing"),
-    Mistake("bytes-float", kv_cache_bytes_float, None, "returns a float"),
-    Mistake("bytes-tensor", kv_cache_bytes_tensor, None, "returns a tensor"),
-    Mistake("bytes-calls-library", kv_cache_bytes_calls_library, 21, "calls mhsa_lib.kv_cache_bytes"),
+    mistake('bytes-keys-only', kv_cache_bytes_keys_only,
+            'your result is half the right one: the cache stores keys AND values, so count 2 · B · S · layers · G · Dh · bytes_per_element.'),
+    mistake('bytes-one-layer', kv_cache_bytes_one_layer,
+            "your result is the size of one layer's cache: every layer keeps its own keys and values, so multiply by num_layers."),
+    mistake('bytes-fixed-two', kv_cache_bytes_fixed_two_bytes,
+            'you assume 2 bytes per element: use the bytes_per_element argument (4 for float32, 1 for int8).'),
+    mistake('bytes-counts-elements', kv_cache_bytes_counts_elements,
+            'you count elements, not bytes: multiply by bytes_per_element.'),
+    mistake('bytes-no-batch', kv_cache_bytes_no_batch,
+            'your result leaves out batch_size: each sequence in the batch has its own cache.'),
+    mistake('bytes-float', kv_cache_bytes_float,
+            'Returns a float.', flags=[SAME_OUTPUT]),
+    mistake('bytes-tensor', kv_cache_bytes_tensor,
+            'Returns a tensor.', flags=[SAME_OUTPUT]),
+    mistake('bytes-calls-library', kv_cache_bytes_calls_library,
+            'Calls mhsa_lib.kv_cache_bytes.', flags=[SAME_OUTPUT]),
 ]
+
+
+#: Every mistake of this module by id.
+CATALOGUE = catalogue(GQA_MISTAKES, KV_CACHE_MISTAKES, KV_CACHE_BYTES_MISTAKES)

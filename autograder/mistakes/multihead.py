@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import Mistake
+from ..frame.mistakes import SAME_OUTPUT, catalogue, mistake
 from .heads import merge_heads_no_transpose, split_heads_view_no_transpose
 
 
@@ -90,16 +90,23 @@ def heads_loop_concatenated(x, w_q, w_k, w_v, mask=None):
 
 
 HEADS_ATTENTION_MISTAKES = [
-    Mistake("heads-scale-model-width", heads_attention_scale_by_model_width, 5, "scales by 1/√D"),
-    Mistake("heads-split-no-transpose", heads_attention_split_no_transpose, 10, "split without transpose"),
-    Mistake("heads-weights-transposed", heads_attention_weights_transposed, None, "x W instead of x Wᵀ"),
-    Mistake("heads-ignores-mask", heads_attention_ignores_mask, 13, "mask not used"),
+    mistake('heads-scale-model-width', heads_attention_scale_by_model_width,
+            "you scale by 1/√D, the model width; each head scales by its own width: 1/√Dh = 1/√(D / H). (With GPT-2-like small weights this bug hides inside loose tolerances; it makes every head's softmax too flat.)"),
+    mistake('heads-split-no-transpose', heads_attention_split_no_transpose,
+            "your split reshapes (B, T, D) straight to (B, H, T, Dh): each 'head' then mixes features of different positions. Reshape to (B, T, H, Dh), then transpose(1, 2)."),
+    mistake('heads-weights-transposed', heads_attention_weights_transposed,
+            "you computed x @ W; weights follow nn.Linear's layout (out, in), so a projection is x @ W.T (rows of W are output features; head h owns rows [h·Dh, (h+1)·Dh))."),
+    mistake('heads-ignores-mask', heads_attention_ignores_mask,
+            'the mask is not passed on to the attention: with a causal mask, queries still see the future.'),
 ]
 
 HEADS_LOOP_MISTAKES = [
-    Mistake("loop-scale-model-width", heads_loop_scale_by_model_width, 5, "scales by 1/√D"),
-    Mistake("loop-shared-weights", heads_loop_shared_weights, None, "every head uses head 0's weights"),
-    Mistake("loop-concatenated", heads_loop_concatenated, None, "returns (B, T, D)"),
+    mistake('loop-scale-model-width', heads_loop_scale_by_model_width,
+            'you scale by 1/√D, the model width; each head scales by its own width: 1/√Dh, the width of q_h (q_h.shape[-1]).'),
+    mistake('loop-shared-weights', heads_loop_shared_weights,
+            "every head uses the same weights (head 0's): each head h must use its own w_q[h], w_k[h], w_v[h]."),
+    mistake('loop-concatenated', heads_loop_concatenated,
+            'you return the heads already concatenated, (B, T, H·Dh); this step returns them stacked, (B, H, T, Dh): torch.stack(outputs, dim=1).'),
 ]
 
 
@@ -173,72 +180,21 @@ class MHACallsTorch(BuggyMultiHeadAttention):
 
 
 MHA_MISTAKES = [
-    Mistake("mha-no-out-proj", MHANoOutputProjection, 12, "output projection missing"),
-    Mistake("mha-mask-not-passed", MHAMaskNotPassed, 13, "mask not passed to the attention"),
-    Mistake("mha-scale-model-width", MHAScaleByModelWidth, 5, "scales by 1/√D"),
-    Mistake("mha-split-no-transpose", MHASplitNoTranspose, 10, "split without transpose"),
-    Mistake("mha-merge-no-transpose", MHAMergeNoTranspose, 11, "merge without transpose"),
-    Mistake("mha-calls-torch", MHACallsTorch, 21, "calls torch's multi-head attention"),
+    mistake('mha-no-out-proj', MHANoOutputProjection,
+            'the output projection is missing: after merging the heads, apply self.out_proj (W^O), which mixes what the heads found.'),
+    mistake('mha-mask-not-passed', MHAMaskNotPassed,
+            'the mask is not passed through to the attention: forward(x, mask) gives the same output as forward(x).'),
+    mistake('mha-scale-model-width', MHAScaleByModelWidth,
+            'you scale by 1/√D (the model width); each head scales by 1/√Dh = 1/√(D / H), its own width.'),
+    mistake('mha-split-no-transpose', MHASplitNoTranspose,
+            'your split reshapes (B, T, D) straight to (B, H, T, Dh): reshape to (B, T, H, Dh) then transpose(1, 2).'),
+    mistake('mha-merge-no-transpose', MHAMergeNoTranspose,
+            'your merge reshapes (B, H, T, Dh) to (B, T, D) without transposing back: transpose(1, 2) first, then reshape.'),
+    mistake('mha-calls-torch', MHACallsTorch,
+            "calls torch's multi-head attention.", flags=[SAME_OUTPUT]),
 ]
 
 
-# --------------------------------------------------------------------------- loading weights
 
-
-def load_qkv_order_swapped(module, torch_mha):
-    d = torch_mha.embed_dim
-    w = torch_mha.in_proj_weight
-    with torch.no_grad():
-        module.k_proj.weight.copy_(w[:d])  # [W_q; W_k; W_v] read as [W_k; W_q; W_v]
-        module.q_proj.weight.copy_(w[d : 2 * d])
-        module.v_proj.weight.copy_(w[2 * d :])
-        _copy_biases(module, torch_mha)
-        module.out_proj.weight.copy_(torch_mha.out_proj.weight)
-    return module
-
-
-def load_transposed(module, torch_mha):
-    d = torch_mha.embed_dim
-    w = torch_mha.in_proj_weight
-    with torch.no_grad():
-        for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
-            getattr(module, name).weight.copy_(w[i * d : (i + 1) * d].T)
-        _copy_biases(module, torch_mha)
-        module.out_proj.weight.copy_(torch_mha.out_proj.weight.T)
-    return module
-
-
-def load_without_biases(module, torch_mha):
-    d = torch_mha.embed_dim
-    w = torch_mha.in_proj_weight
-    with torch.no_grad():
-        for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
-            getattr(module, name).weight.copy_(w[i * d : (i + 1) * d])
-        module.out_proj.weight.copy_(torch_mha.out_proj.weight)
-    return module
-
-
-def load_without_out_proj(module, torch_mha):
-    d = torch_mha.embed_dim
-    w = torch_mha.in_proj_weight
-    with torch.no_grad():
-        for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
-            getattr(module, name).weight.copy_(w[i * d : (i + 1) * d])
-        _copy_biases(module, torch_mha)
-    return module
-
-
-def _copy_biases(module, torch_mha):
-    d = torch_mha.embed_dim
-    if torch_mha.in_proj_bias is not None and module.q_proj.bias is not None:
-        for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
-            getattr(module, name).bias.copy_(torch_mha.in_proj_bias[i * d : (i + 1) * d])
-        module.out_proj.bias.copy_(torch_mha.out_proj.bias)
-
-
-LOAD_MISTAKES: List[Mistake] = [
-    Mistake("load-qkv-swapped", load_qkv_order_swapped, None, "in_proj_weight blocks in the wrong order"),
-    Mistake("load-transposed", load_transposed, None, "weights transposed"),
-    Mistake("load-no-biases", load_without_biases, None, "biases not copied"),
-    Mistake("load-no-out-proj", load_without_out_proj, 12, "out_proj not copied"),
-]
+#: Every mistake of this module by id.
+CATALOGUE = catalogue(HEADS_ATTENTION_MISTAKES, HEADS_LOOP_MISTAKES, MHA_MISTAKES)

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from .attention import Mistake
+from ..frame.mistakes import SAME_OUTPUT, catalogue, mistake
 
 
 def _angles(seq_len: int, d_model: int, *, exponent=lambda j, d: 2 * (j // 2) / d, start: int = 0,
@@ -70,11 +70,22 @@ def pe_calls_library(seq_len: int, d_model: int) -> Tensor:
 
 
 PE_MISTAKES = [
-    Mistake("pe-sin-cos-swapped", pe_sin_cos_swapped, None, "sin and cos swapped"),
-    Mistake("pe-exponent-per-feature", pe_exponent_per_feature, None, "exponent j/D instead of 2i/D"),
-    Mistake("pe-frequency-not-inverted", pe_frequency_not_inverted, None, "multiplies by 10000^(2i/D)"),
-    Mistake("pe-positions-from-one", pe_positions_from_one, None, "positions start at 1"),
-    Mistake("pe-concatenated-halves", pe_concatenated_halves, None, "sin half then cos half"),
-    Mistake("pe-transposed", pe_transposed, None, "returns (D, T)"),
-    Mistake("pe-calls-library", pe_calls_library, 21, "calls mhsa_lib"),
+    mistake('pe-sin-cos-swapped', pe_sin_cos_swapped,
+            'sin and cos are swapped: even features (0, 2, 4, …) hold the sine, odd features the cosine, so position 0 is [0, 1, 0, 1, …].'),
+    mistake('pe-exponent-per-feature', pe_exponent_per_feature,
+            'feature j uses the frequency 1/10000^(j/D): each feature gets its own frequency. Features 2i and 2i+1 share one, 1/10000^(2i/D) (use j // 2, or torch.arange(0, D, 2)), so that each (sin, cos) pair is a point on one circle.'),
+    mistake('pe-frequency-not-inverted', pe_frequency_not_inverted,
+            'you multiply the position by 10000^(2i/D): the frequencies must fall from 1 to about 1/10000, so divide: p / 10000^(2i/D).'),
+    mistake('pe-positions-from-one', pe_positions_from_one,
+            'your positions start at 1: the first token is position 0, so row 0 is [0, 1, 0, 1, …] (torch.arange(seq_len)).'),
+    mistake('pe-concatenated-halves', pe_concatenated_halves,
+            'you put all the sines first and all the cosines after ([sin | cos]); the course (and the paper) interleave them: feature 2i is sin, 2i+1 is cos.'),
+    mistake('pe-transposed', pe_transposed,
+            'your output is (D, T): rows are positions, columns features, (T, D).'),
+    mistake('pe-calls-library', pe_calls_library,
+            'Calls mhsa_lib.', flags=[SAME_OUTPUT]),
 ]
+
+
+#: Every mistake of this module by id.
+CATALOGUE = catalogue(PE_MISTAKES)

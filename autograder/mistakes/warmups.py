@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .attention import Mistake
+from ..frame.mistakes import SAME_OUTPUT, catalogue, mistake
 
 
 def pairwise_scores_swapped(q: Tensor, k: Tensor) -> Tensor:
@@ -22,8 +22,14 @@ def pairwise_scores_hard_coded(q: Tensor, k: Tensor) -> Tensor:
 
 
 PAIRWISE_MISTAKES = [
-    Mistake("pairwise-swapped", pairwise_scores_swapped, None, "computes K Qᵀ instead of Q Kᵀ"),
-    Mistake("pairwise-elementwise", pairwise_scores_elementwise, None,
-            "multiplies elementwise instead of all pairs"),
-    Mistake("pairwise-hard-coded", pairwise_scores_hard_coded, 22, "hard-codes the public answer"),
+    mistake('pairwise-swapped', pairwise_scores_swapped,
+            'you computed K Qᵀ, whose entry [b, j, i] pairs key j with query i: the scores must be (B, T, S), query rows and key columns: q @ k.transpose(-2, -1).'),
+    mistake('pairwise-elementwise', pairwise_scores_elementwise,
+            "you multiplied q and k elementwise, which pairs query i only with key i; every query must meet every key: q @ k.transpose(-2, -1), or einsum('btd,bsd->bts', q, k)."),
+    mistake('pairwise-hard-coded', pairwise_scores_hard_coded,
+            "your function returns the public case's answer whatever the input: it seems hard-coded. Compute it from q and k."),
 ]
+
+
+#: Every mistake of this module by id.
+CATALOGUE = catalogue(PAIRWISE_MISTAKES)

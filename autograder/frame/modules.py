@@ -1,6 +1,9 @@
-"""Helpers shared by the checks that take a learner's nn.Module class (notebooks 03 to 07):
-build it, copy reference parameters into it by name, run it safely, and name a known mistake
-from its outputs.
+"""Helpers for the checks that take a learner's nn.Module class: build it, copy reference
+parameters into it by name, run it safely, and name a known mistake from its outputs.
+
+Building and copying happen on the learner's objects, so each is one observation: in a judge
+the module is an :class:`~autograder.frame.observe.Opaque` stand-in that only :func:`run` and
+:func:`~autograder.frame.calls.observe` take.
 
 Shape letters: B batch, T length, D model width.
 """
@@ -10,12 +13,16 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..core import CheckResult, LearnerError, attempt, close, draw_seed, finish, matches, randn
+from .calls import attempt, observe, run_safely
+from .compare import close, matches
+from .errors import LearnerError
+from .results import CheckResult
+from .cases import randn
 
 
 @contextlib.contextmanager
@@ -31,26 +38,14 @@ def guarded():
         torch.set_rng_state(rng_state)
 
 
-def run_module_check(step: str, points: float, cls: Any,
-                     parts: Callable[[Any, CheckResult, torch.Generator, bool], None],
-                     seed: Optional[int], hidden: bool, quiet: bool) -> float:
-    """The frame of a module check: draw the seed, run ``parts(cls, result, gen, hidden)`` under
-    :func:`guarded`, then report and return the points."""
-    seed = draw_seed(step, seed, hidden)
-    result = CheckResult(step, points, seed=seed, hidden=hidden, fn_id=id(cls))
-    gen = torch.Generator().manual_seed(seed)
-    with guarded():
-        parts(cls, result, gen, hidden)
-    return finish(result, quiet)
+def class_name(cls: Any) -> str:
+    name = getattr(cls, "__name__", None)
+    return name if isinstance(name, str) else "your class"
 
 
-def _name(cls: Any) -> str:
-    return getattr(cls, "__name__", "your class")
-
-
-def _call_repr(cls: Any, args: Sequence[Any], kwargs: dict) -> str:
+def call_repr(cls: Any, args: Sequence[Any], kwargs: dict) -> str:
     shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
-    return f"{_name(cls)}({', '.join(shown)})"
+    return f"{class_name(cls)}({', '.join(shown)})"
 
 
 def randomise(module: nn.Module, gen: torch.Generator) -> nn.Module:
@@ -72,41 +67,74 @@ def reference(module: nn.Module, gen: torch.Generator) -> nn.Module:
     return randomise(module.double().eval(), gen)
 
 
-def copy_parameters(dst: nn.Module, src: nn.Module) -> Optional[str]:
-    """Copy every parameter of ``src`` into the parameter of ``dst`` with the same name; say what does not fit.
+def materialise(module: nn.Module, example: Optional[Tensor] = None) -> None:
+    """Give lazy layers (``nn.LazyLinear`` ...) their shapes, by one forward pass on ``example``."""
+    lazy = [m for m in module.modules() if isinstance(m, nn.modules.lazy.LazyModuleMixin)
+            and m.has_uninitialized_params()]
+    if lazy and example is not None:
+        with torch.no_grad():
+            module(example)
 
-    Shared parameters count under each name, so a module that reuses one LayerNorm for both
-    sub-layers gets the second one's values in both places (and its output shows it).
-    """
+
+def _copy_parameters(dst: nn.Module, src: nn.Module) -> Optional[str]:
     theirs = dict(dst.named_parameters(remove_duplicate=False))
     with torch.no_grad():
         for name, p in src.named_parameters():
             q = theirs.get(name)
             if q is None:
                 return f"your module has no parameter {name} of shape {tuple(p.shape)}"
+            if isinstance(q, nn.parameter.UninitializedParameter):
+                return f"{name} is a lazy parameter that has no shape yet"
             if tuple(q.shape) != tuple(p.shape):
                 return f"{name} has shape {tuple(q.shape)}, expected {tuple(p.shape)}"
             q.copy_(p)
     return None
 
 
-def build(cls: Callable, args: Sequence[Any], kwargs: dict, src: nn.Module):
-    """Build the learner's module, give it ``src``'s parameters, float64, eval mode; or a message."""
-    module = attempt(cls, *args, **kwargs)
-    if isinstance(module, LearnerError):
-        return f"{_call_repr(cls, args, kwargs)} {module}"
+def copy_parameters(dst: Any, src: nn.Module) -> Optional[str]:
+    """Copy every parameter of ``src`` into the parameter of ``dst`` with the same name; say what does not fit.
+
+    Shared parameters count under each name, so a module that reuses one LayerNorm for both
+    sub-layers gets the second one's values in both places (and its output shows it).
+    """
+    try:
+        return observe("copy_parameters", _copy_parameters, dst, src)
+    except LearnerError as e:
+        return f"copying the parameters into your module {e}"
+
+
+def _build(cls: Callable, args: tuple, kwargs: dict, src: nn.Module, example: Optional[Tensor]) -> Any:
+    try:
+        module = run_safely(cls, args, kwargs)
+    except LearnerError as e:
+        return f"{call_repr(cls, args, kwargs)} {e}"
     if not isinstance(module, nn.Module):
-        return f"{_call_repr(cls, args, kwargs)} built a {type(module).__name__}, expected an nn.Module"
-    problem = copy_parameters(module, src)
+        return f"{call_repr(cls, args, kwargs)} built a {type(module).__name__}, expected an nn.Module"
+    try:  # lazy layers start as float32 and learn their shapes from one forward pass
+        materialise(module, None if example is None else example.float())
+    except Exception as e:
+        return f"{call_repr(cls, args, kwargs)}: its lazy layers could not be initialised ({type(e).__name__}: {e})"
+    problem = _copy_parameters(module, src)
     if problem:
         return problem
     try:
         return module.double().eval()
     except Exception as e:  # a learner's odd module
-        return f"{_call_repr(cls, args, kwargs)}.double() raised {type(e).__name__}: {e}"
+        return f"{call_repr(cls, args, kwargs)}.double() raised {type(e).__name__}: {e}"
 
 
-def run(module: nn.Module, *args: Any) -> Any:
+def build(cls: Callable, args: Sequence[Any], kwargs: Dict[str, Any], src: nn.Module,
+          example: Optional[Tensor] = None) -> Any:
+    """Build the learner's module, give it ``src``'s parameters, float64, eval mode; or a message.
+
+    ``example``: an input for one forward pass that gives lazy layers their shapes first."""
+    try:
+        return observe("build", _build, cls, tuple(args), dict(kwargs), src, example)
+    except LearnerError as e:
+        return f"{call_repr(cls, args, kwargs)} {e}"
+
+
+def run(module: Any, *args: Any) -> Any:
     """Call the learner's module on copies of tensor arguments; trailing None arguments are left out."""
     args = list(args)
     while args and args[-1] is None:
@@ -114,12 +142,13 @@ def run(module: nn.Module, *args: Any) -> Any:
     return attempt(module, *(a.clone() if isinstance(a, Tensor) else a for a in args))
 
 
-def diagnose_modules(result: CheckResult, seen, mistakes, advice, mistake_output: Callable,
+def diagnose_modules(result: CheckResult, seen, mistakes, advice: Optional[Dict[str, str]], mistake_output: Callable,
                      prefix: str = "") -> bool:
     """Name the first known mistake whose outputs equal the learner's on every case seen.
 
     ``seen``: ``(case, learner output, expected output)``; a mistake is named only if the
     learner's output differs from the expected one somewhere (else it explains nothing).
+    ``advice`` (mistake id -> text) overrides the mistakes' own advice.
     """
     outputs = [(case, y, e) for case, y, e in seen if isinstance(y, Tensor)]
     if not outputs:
@@ -131,14 +160,14 @@ def diagnose_modules(result: CheckResult, seen, mistakes, advice, mistake_output
     if all(close(y, e, atol=1e-6) for _, y, e in outputs):
         return False
     for mistake in mistakes:
-        if mistake.row == 21:
-            continue  # same output as a correct module: the forbidden-call probe catches it
+        if not mistake.by_output:
+            continue  # same output as a correct module: another probe catches it
         try:
             ok = all(matches(y, mistake_output(mistake, case), atol=1e-6) for case, y, _ in outputs)
         except Exception:
             ok = False
         if ok:
-            result.diagnose(prefix + advice[mistake.id])
+            result.diagnose(prefix + (advice or {}).get(mistake.id, mistake.advice))
             return True
     return False
 

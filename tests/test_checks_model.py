@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import mhsa_lib
-from autograder.checks.capstone import CAPSTONE_POINTS, SEQ_LEN, THRESHOLD, VOCAB, accuracy, check_capstone
+from autograder.checks.model import CAPSTONE_POINTS, SEQ_LEN, THRESHOLD, VOCAB, accuracy, check_capstone
 from conftest import run_check
 
 

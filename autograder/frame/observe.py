@@ -1,0 +1,406 @@
+"""Observations: the plain data that passes from a check's probe half to its judge half.
+
+Every step check is written once, as a body that asks for observations of the learner's object
+(:func:`exchange`, reached through :func:`~autograder.frame.calls.call`,
+:func:`~autograder.frame.calls.observe` and the helpers built on them) and judges them. The
+same body runs in one of two modes:
+
+- **record** (the probe half): each observation is made for real on the learner's object, in the
+  learner's process, and written down as plain data. The body gets the *decoded copy* of what it
+  recorded (never the learner's own tensors), so what it judges is exactly what a judge in
+  another process will see.
+- **replay** (the judge half): nothing of the learner's runs. Each observation the body asks for
+  is read back from the record, in order, after checking that the body asked for the same thing
+  (same label, same kinds, shapes and values of the arguments it chose). Objects that are not
+  plain data (the learner's modules, caches, ...) come back as :class:`Opaque` stand-ins, which
+  can only be passed on to further observations.
+
+A notebook's check records and judges in one go. Class grading records in the sandboxed kernel,
+saves the record (:meth:`Observations.save`: JSON plus NumPy arrays, never pickle) and judges it
+in the grader's own process.
+
+The session of the check that is running is found through a context variable, set for the
+extent of one check and reset afterwards; nothing about a check outlives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import math
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import LearnerError
+
+FORMAT = "mhsa-observations/1"
+
+
+class Divergence(Exception):
+    """The judge asked for an observation that the probe did not record (a bug in a check, or a
+    record that was not made by this check)."""
+
+
+class Opaque:
+    """Stands in, in the judge, for an object of the learner's that is not plain data."""
+
+    __slots__ = ("_kind", "_name")
+
+    def __init__(self, kind: str, name: Optional[str] = None):
+        object.__setattr__(self, "_kind", kind)
+        object.__setattr__(self, "_name", name)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("__name__", "__qualname__") and self._name is not None:
+            return self._name
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Opaque(f"{self._kind}.{name}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        pass  # the learner's object lives in the probe's process: nothing to set here
+
+    def _refuse(self, *args: Any, **kwargs: Any):
+        raise Divergence(f"the judge used the learner's {self._kind} directly; observe it instead")
+
+    __call__ = __bool__ = __len__ = __iter__ = __getitem__ = __eq__ = __lt__ = __float__ = __int__ = _refuse
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return f"<the learner's {self._kind}>"
+
+
+# --------------------------------------------------------------------------- plain data
+
+
+_DTYPES = {str(d).replace("torch.", ""): d for d in (
+    torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128,
+    torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)}
+
+
+class _Encoder:
+    def __init__(self) -> None:
+        self.arrays: List[np.ndarray] = []
+        self.live: List[Any] = []
+
+    def array(self, a: np.ndarray) -> int:
+        self.arrays.append(np.ascontiguousarray(a))
+        return len(self.arrays) - 1
+
+    def encode(self, x: Any, depth: int = 0) -> Any:
+        if depth > 20:
+            return self.opaque(x)
+        if x is None or isinstance(x, (bool, str)):
+            return x
+        if isinstance(x, int) and type(x) in (int,):
+            return x
+        if isinstance(x, float) and type(x) is float:
+            return x if math.isfinite(x) else {"__t__": "float", "v": repr(x)}
+        if isinstance(x, (np.bool_, np.integer, np.floating)):
+            return self.encode(x.item(), depth)
+        if isinstance(x, LearnerError):
+            return {"__t__": "lerr", "msg": str(x), "kind": x.kind}
+        if isinstance(x, Tensor):
+            return self.tensor(x)
+        if isinstance(x, np.ndarray) and x.dtype != object:
+            return {"__t__": "ndarray", "a": self.array(x.copy())}
+        if isinstance(x, torch.dtype):
+            return {"__t__": "dtype", "v": str(x).replace("torch.", "")}
+        if isinstance(x, torch.device):
+            return {"__t__": "device", "v": str(x)}
+        if isinstance(x, torch.Size):
+            return {"__t__": "size", "v": [int(n) for n in x]}
+        if type(x) in (list, tuple):
+            return {"__t__": type(x).__name__, "v": [self.encode(v, depth + 1) for v in x]}
+        if type(x) is dict:
+            return {"__t__": "dict", "k": [self.encode(k, depth + 1) for k in x],
+                    "v": [self.encode(v, depth + 1) for v in x.values()]}
+        return self.opaque(x)
+
+    def tensor(self, t: Tensor) -> Any:
+        try:
+            if t.is_sparse or t.is_meta or getattr(t, "is_nested", False) or t.is_quantized:
+                return self.opaque(t)
+            dtype = str(t.dtype).replace("torch.", "")
+            if dtype not in _DTYPES:
+                return self.opaque(t)
+            plain = torch.Tensor.detach(t).to("cpu")
+            if type(plain) is not Tensor:
+                plain = plain.as_subclass(Tensor)
+            plain = plain.contiguous()
+            data = plain.view(torch.int16).numpy() if plain.dtype == torch.bfloat16 else plain.numpy()
+            return {"__t__": "tensor", "a": self.array(data.copy()), "dtype": dtype,
+                    "rg": bool(t.requires_grad), "dev": str(t.device)}
+        except Exception:
+            return self.opaque(t)
+
+    def opaque(self, x: Any) -> Any:
+        self.live.append(x)
+        try:
+            name = x.__name__ if isinstance(getattr(x, "__name__", None), str) else None
+        except Exception:
+            name = None
+        return {"__t__": "obj", "type": type(x).__name__, "name": name, "i": len(self.live) - 1}
+
+
+def _decode(x: Any, arrays: List[np.ndarray], live: Optional[List[Any]]) -> Any:
+    if not isinstance(x, dict):
+        if isinstance(x, list):  # (only inside the tagged containers below)
+            raise Divergence("a bare list in a record")
+        return x
+    tag = x.get("__t__")
+    if tag == "float":
+        return float(x["v"])
+    if tag == "lerr":
+        return LearnerError(str(x["msg"]), kind=str(x["kind"]))
+    if tag == "tensor":
+        a = arrays[int(x["a"])]
+        dtype = _DTYPES[x["dtype"]]
+        t = torch.from_numpy(a.copy())
+        if dtype == torch.bfloat16:
+            t = t.view(torch.bfloat16)
+        dev = str(x.get("dev", "cpu"))
+        if dev != "cpu":
+            try:
+                t = t.to(dev)
+            except Exception:
+                pass
+        if x.get("rg") and (dtype.is_floating_point or dtype.is_complex):
+            t.requires_grad_(True)
+        return t
+    if tag == "ndarray":
+        return arrays[int(x["a"])].copy()
+    if tag == "dtype":
+        return _DTYPES[x["v"]]
+    if tag == "device":
+        return torch.device(x["v"])
+    if tag == "size":
+        return torch.Size(x["v"])
+    if tag in ("list", "tuple"):
+        items = [_decode(v, arrays, live) for v in x["v"]]
+        return items if tag == "list" else tuple(items)
+    if tag == "dict":
+        return {_decode(k, arrays, live): _decode(v, arrays, live) for k, v in zip(x["k"], x["v"])}
+    if tag == "obj":
+        if live is not None:
+            return live[int(x["i"])]
+        return Opaque(str(x.get("type")), x.get("name"))
+    raise Divergence(f"unknown entry in a record: {tag!r}")
+
+
+def signature(args: Any) -> Any:
+    """What a call's arguments were, as plain data to compare: kinds, shapes, dtypes and exact
+    small values; tensors by shape, dtype and two sums (compared with a tolerance, so that a judge
+    with another thread count still matches)."""
+    if args is None or isinstance(args, (bool, str)):
+        return args
+    if isinstance(args, int) and type(args) is int:
+        return args
+    if isinstance(args, float):
+        return ["f", args if math.isfinite(args) else repr(args)]
+    if isinstance(args, Tensor):
+        try:
+            d = torch.Tensor.detach(args).to("cpu")
+            if d.dtype.is_floating_point or d.dtype.is_complex:
+                d64 = d.to(torch.complex128 if d.dtype.is_complex else torch.float64)
+                finite = torch.nan_to_num(d64.abs() if d.dtype.is_complex else d64, nan=0.0, posinf=0.0, neginf=0.0)
+                sums = [float(finite.sum()), float(finite.abs().sum())]
+            else:
+                d64 = d.to(torch.int64)
+                sums = [int(d64.sum()), int(d64.abs().sum())]
+            return ["T", list(d.shape), str(d.dtype), sums]
+        except Exception:
+            return ["obj"]
+    if isinstance(args, torch.dtype):
+        return ["dtype", str(args)]
+    if type(args) in (list, tuple) or isinstance(args, torch.Size):
+        return [type(args).__name__] + [signature(a) for a in args]
+    if type(args) is dict:
+        return ["dict"] + [[str(k), signature(v)] for k, v in args.items()]
+    return ["obj"]
+
+
+def same_signature(a: Any, b: Any) -> bool:
+    if isinstance(a, list) and isinstance(b, list):
+        if a[:1] == ["T"] and b[:1] == ["T"]:
+            if a[1:3] != b[1:3]:
+                return False
+            return all(_near(x, y) for x, y in zip(a[3], b[3]))
+        if a[:1] == ["f"] and b[:1] == ["f"]:
+            return _near(a[1], b[1])
+        return len(a) == len(b) and all(same_signature(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _near(x: Any, y: Any) -> bool:
+    if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+        return abs(x - y) <= 1e-6 * max(1.0, abs(x), abs(y))
+    return x == y
+
+
+# --------------------------------------------------------------------------- the record
+
+
+@dataclass
+class Entry:
+    label: str
+    signature: Any
+    value: Any  # encoded
+    raised: bool = False  # the observation raised a LearnerError (``value`` is it)
+
+
+@dataclass
+class Observations:
+    """Everything a probe observed, in order, as plain data (plus its arrays)."""
+
+    step: str
+    seed: int
+    hidden: bool
+    entries: List[Entry] = field(default_factory=list)
+    arrays: List[np.ndarray] = field(default_factory=list)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"format": FORMAT, "step": self.step, "seed": self.seed, "hidden": self.hidden,
+                "entries": [[e.label, e.signature, e.value, e.raised] for e in self.entries],
+                "n_arrays": len(self.arrays)}
+
+    def save(self, path: Path) -> Path:
+        """Write one file: a zip with ``observations.json`` and the arrays as ``.npy`` (no pickle)."""
+        path = Path(path)
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+            z.writestr("observations.json", json.dumps(self.to_json()))
+            for i, a in enumerate(self.arrays):
+                with z.open(f"a{i}.npy", "w") as f:
+                    np.save(f, a, allow_pickle=False)
+        return path
+
+    @classmethod
+    def load(cls, path: Path, max_bytes: int = 512 * 2**20) -> "Observations":
+        """Read a record written by :meth:`save`, refusing anything larger than ``max_bytes``
+        unpacked, any pickled array and any malformed entry."""
+        with zipfile.ZipFile(Path(path)) as z:
+            if sum(i.file_size for i in z.infolist()) > max_bytes:
+                raise ValueError(f"observations larger than {max_bytes} bytes")
+            data = json.loads(z.read("observations.json"))
+            if not isinstance(data, dict) or data.get("format") != FORMAT:
+                raise ValueError("not a record of observations")
+            n = int(data["n_arrays"])
+            arrays = []
+            for i in range(n):
+                with z.open(f"a{i}.npy") as f:
+                    a = np.load(f, allow_pickle=False)
+                if a.dtype == object:
+                    raise ValueError("object arrays are not allowed")
+                arrays.append(a)
+        entries = []
+        for item in data["entries"]:
+            label, sig, value, raised = item
+            entries.append(Entry(str(label), sig, value, bool(raised)))
+        return cls(str(data["step"]), int(data["seed"]), bool(data["hidden"]), entries, arrays)
+
+
+class Session:
+    """The observations of one run of one check, being recorded or replayed."""
+
+    def __init__(self, mode: str, observations: Observations, strict: bool = False):
+        if mode not in ("record", "replay"):
+            raise ValueError(f"mode: expected 'record' or 'replay', got {mode!r}")
+        self.mode = mode
+        self.observations = observations
+        self.strict = strict
+        self.position = 0
+        self.divergences: List[str] = []
+        self._encoder = _Encoder()
+        if mode == "record":
+            self._encoder.arrays = observations.arrays
+
+    def exchange(self, label: str, args: Any, produce: Callable[[], Any]) -> Any:
+        """Make one observation: ``produce()`` in record mode, read back in replay mode."""
+        sig = signature(args)
+        if self.mode == "record":
+            token = _ACTIVE.set(None)  # what ``produce`` observes itself belongs to no record
+            try:
+                value, raised = produce(), False
+            except LearnerError as e:
+                value, raised = e, True
+            finally:
+                _ACTIVE.reset(token)
+            encoded = self._encoder.encode(value)
+            self.observations.entries.append(Entry(label, sig, encoded, raised))
+            out = _decode(encoded, self.observations.arrays, self._encoder.live)
+        else:
+            entries = self.observations.entries
+            if self.position >= len(entries):
+                return self._diverged(f"{label}: the probe recorded nothing more", raised_kind=True)
+            entry = entries[self.position]
+            self.position += 1
+            if entry.label != label or not same_signature(entry.signature, sig):
+                return self._diverged(f"{label}: the probe recorded {entry.label} with other arguments",
+                                      raised_kind=True)
+            try:
+                out = _decode(entry.value, self.observations.arrays, None)
+            except (Divergence, KeyError, IndexError, TypeError, ValueError) as e:
+                return self._diverged(f"{label}: unreadable record ({e})", raised_kind=True)
+            raised = entry.raised
+        if raised:
+            if not isinstance(out, LearnerError):
+                return self._diverged(f"{label}: a raised observation that is not an error", raised_kind=True)
+            raise out
+        return out
+
+    def _diverged(self, message: str, raised_kind: bool) -> Any:
+        self.divergences.append(message)
+        if self.strict:
+            raise Divergence(message)
+        raise LearnerError("was not observed when your code ran (the grader has no record of this call)")
+
+    def finish(self) -> None:
+        """In replay mode: every recorded observation must have been asked for."""
+        if self.mode == "replay" and self.position != len(self.observations.entries):
+            message = f"the probe recorded {len(self.observations.entries) - self.position} more observations"
+            self.divergences.append(message)
+            if self.strict:
+                raise Divergence(message)
+
+
+_ACTIVE: contextvars.ContextVar[Optional[Session]] = contextvars.ContextVar("autograder_session", default=None)
+
+
+def active() -> Optional[Session]:
+    return _ACTIVE.get()
+
+
+@contextlib.contextmanager
+def session(s: Optional[Session]):
+    """Make ``s`` the running check's session for the extent of the block."""
+    token = _ACTIVE.set(s)
+    try:
+        yield s
+    finally:
+        _ACTIVE.reset(token)
+
+
+def exchange(label: str, args: Any, produce: Callable[[], Any]) -> Any:
+    """One observation through the running check's session; with none, just ``produce()``."""
+    s = _ACTIVE.get()
+    if s is None:
+        return produce()
+    return s.exchange(label, args, produce)
+
+
+def replaying() -> bool:
+    s = _ACTIVE.get()
+    return s is not None and s.mode == "replay"
+
+
+def plain(x: Any) -> Tuple[Any, List[np.ndarray]]:
+    """``x`` as plain data: (JSON-able tree, arrays); objects become opaque entries."""
+    enc = _Encoder()
+    return enc.encode(x), enc.arrays
