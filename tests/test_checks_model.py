@@ -9,6 +9,7 @@ from torch import nn
 
 import mhsa_lib
 from autograder.checks.model import CAPSTONE_POINTS, SEQ_LEN, THRESHOLD, VOCAB, accuracy, check_capstone
+from autograder.mistakes import model as M
 from conftest import run_check
 
 
@@ -35,11 +36,6 @@ class LearnerModel(nn.Module):
         for layer in self.layers:
             h = layer(h)
         return self.out(self.ln(h))
-
-
-class IdentityAttention(nn.Module):
-    def forward(self, x, mask=None, **kwargs):
-        return x
 
 
 def train(model, steps=400):
@@ -69,10 +65,7 @@ def trained():
 @pytest.fixture(scope="module")
 def identity_attention():
     torch.manual_seed(0)
-    model = LearnerModel()
-    for layer in model.layers:
-        layer.attn = IdentityAttention()
-    return train(model)
+    return train(M.model_with_identity_attention())
 
 
 @pytest.mark.parametrize("hidden", [False, True])
@@ -104,7 +97,7 @@ def test_identity_attention_stays_under_the_threshold(identity_attention, capsys
 
 def test_model_without_positions_is_diagnosed(capsys):
     torch.manual_seed(0)
-    model = train(LearnerModel(positions=False), steps=60)
+    model = train(M.model_without_positions(), steps=60)
     points, out = run(model, capsys, seed=4)
     assert points < CAPSTONE_POINTS and "permutation-equivariant" in out
 
@@ -121,15 +114,7 @@ def test_library_model_and_computed_answers_earn_nothing(capsys):
     points, out = run(mhsa_lib.TinyTransformer(VOCAB, 16, 2, 32, 1, SEQ_LEN), capsys, seed=4)
     assert points == 0.0 and "TinyTransformer" in out
 
-    class Sorter(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.scale = nn.Parameter(torch.ones(()))
-
-        def forward(self, tokens):
-            return F.one_hot(tokens.sort(dim=1).values, VOCAB).float() * self.scale
-
-    points, out = run(Sorter(), capsys, seed=4)
+    points, out = run(M.SortsTheInput(), capsys, seed=4)
     assert points == 0.0 and "torch's sort" in out
 
 
@@ -153,3 +138,9 @@ def test_missing_stub_and_broken_models(capsys):
 
     points, out = run(lambda tokens: tokens, capsys)
     assert points == 0.0 and "nn.Module" in out
+
+
+def test_the_mistakes_module_matches_the_task():
+    assert (M.VOCAB, M.SEQ_LEN) == (VOCAB, SEQ_LEN)
+    assert {m.id for m in M.CAPSTONE_MISTAKES} == {"capstone-identity-attention", "capstone-no-positions",
+                                                   "capstone-sorts-the-input"}

@@ -35,16 +35,14 @@ def test_right_answer_full_marks_wrong_answer_less(qid, capsys):
         assert q.feedback[wrong][:40] in out.out.replace("\n    ", " ")
 
 
-def test_order_partial_credit(monkeypatch, capsys):
-    from autograder.checks import questions
+def test_order_partial_credit(capsys):
+    from autograder.checks.concepts import checkpoint
 
-    bank = dict(questions.QUESTIONS)
-    bank["xx.order"] = Question(kind="order", options={"a": "first", "b": "second", "c": "third"},
-                                answer="abc", explanation="a then b then c", points=3)
-    monkeypatch.setattr(questions, "QUESTIONS", bank)
-    assert check_concept("xx.order", lambda: "abc") == 3.0
-    assert check_concept("xx.order", lambda: ["a", "c", "b"]) == 2.0  # 2 of 3 pairs in order
-    assert check_concept("xx.order", lambda: "cba") == 0.0
+    step = checkpoint("xx.order", Question(kind="order", options={"a": "first", "b": "second", "c": "third"},
+                                           answer="abc", explanation="a then b then c", points=3))
+    assert step.check(lambda: "abc") == 3.0
+    assert step.check(lambda: ["a", "c", "b"]) == 2.0  # 2 of 3 pairs in order
+    assert step.check(lambda: "cba") == 0.0
     assert "second should come before third" in capsys.readouterr().out
 
 

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ..frame import CheckResult, LearnerError, find_shortcuts, observe, run_safely
 from ..frame.registry import step
+from ..mistakes import model as M
 
 CAPSTONE_POINTS = 5.0
 SEQ_LEN = 10  # T
@@ -191,13 +192,9 @@ def _probes(model: Any, seed: int) -> Tuple[bool, bool]:
 
 def _diagnose(result: CheckResult, acc: Any, uses_positions: bool, uses_context: bool) -> None:
     if not uses_context:
-        result.diagnose("each output sees only its own token, as if attention were the identity: the t-th "
-                        "smallest token depends on the whole sequence. Check that every block's attention "
-                        "runs on the whole sequence and its output is added to the residual stream.")
+        result.diagnose(M.CATALOGUE["capstone-identity-attention"].advice)
     elif not uses_positions:
-        result.diagnose("your model is permutation-equivariant: it cannot tell position 0 (the smallest) "
-                        "from position 9 (the largest). Add the positional encoding to the token embeddings "
-                        "before the first block.")
+        result.diagnose(M.CATALOGUE["capstone-no-positions"].advice)
     elif isinstance(acc, float) and acc < THRESHOLD:
         result.diagnose(f"your model reads positions and context but reaches {acc:.3f}: train longer (more "
                         "steps), check the learning rate (about 3e-3 with Adam works), and that the loss "

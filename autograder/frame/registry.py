@@ -93,10 +93,9 @@ class Step:
         s = Session(mode, record, strict=strict)
         with session(s):
             try:
-                facts = exchange("subject", None, lambda: _subject_facts(subject))
-                if mode == "replay":
-                    subject = Opaque(str(facts.get("type", "object")) if isinstance(facts, dict) else "object",
-                                     facts.get("name") if isinstance(facts, dict) else None)
+                # The learner's object itself: plain data comes back as it is, anything else as
+                # itself in a probe and as an Opaque stand-in (with its name) in a judge.
+                subject = exchange("subject", None, lambda: subject)
                 swap = _Isolation(self, subject)
                 try:
                     for note in exchange("isolation", list(self.isolate), swap.start):
@@ -114,11 +113,6 @@ class Step:
                     raise
                 s.divergences.append(str(e))
         return result, s
-
-
-def _subject_facts(subject: Any) -> Dict[str, Any]:
-    name = getattr(subject, "__name__", None)
-    return {"type": type(subject).__name__, "name": name if isinstance(name, str) else None}
 
 
 # --------------------------------------------------------------------------- fallback memory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ..frame.mistakes import SAME_OUTPUT, catalogue, mistake
@@ -16,9 +17,8 @@ def pairwise_scores_elementwise(q: Tensor, k: Tensor) -> Tensor:
 
 
 def pairwise_scores_hard_coded(q: Tensor, k: Tensor) -> Tensor:
-    from ..checks.warmups import PAIRWISE_PUBLIC_Q, PAIRWISE_PUBLIC_K
-
-    return PAIRWISE_PUBLIC_Q @ PAIRWISE_PUBLIC_K.transpose(-2, -1)
+    # The public case's answer, typed in from the notebook's printed output.
+    return torch.tensor([[[1.0, 2.0, 5.0], [0.0, -1.0, -1.0]]])
 
 
 PAIRWISE_MISTAKES = [
