@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import mhsa_lib.multihead as multihead
+import mhsa_lib.attention as attention
 from mhsa_lib import heads
 from mhsa_lib.attention import causal_mask
 from mhsa_lib.kv_cache import (
@@ -100,7 +100,7 @@ def test_enable_gqa_equals_explicit_repetition(monkeypatch):
     gqa = make_gqa(2, backend="fast")
     x = torch.randn(B, T, D)
     with_flag = [gqa(x), gqa(x, causal=True)]
-    monkeypatch.setattr(multihead, "HAS_ENABLE_GQA", False)  # the torch < 2.5 path
+    monkeypatch.setattr(attention, "HAS_ENABLE_GQA", False)  # the torch < 2.5 path (fast backend)
     torch.testing.assert_close(gqa(x), with_flag[0], **TOL)
     torch.testing.assert_close(gqa(x, causal=True), with_flag[1], **TOL)
 
