@@ -27,22 +27,28 @@ optional causal mask aligned to the lower right), and calls the chosen backend o
 The three modules share one frame (arguments, projections, heads, attention, merge, output
 projection): ``_MultiHeadBase`` here; ``GroupedQueryAttention`` only adds ``num_kv_heads`` and a
 KV cache.
+
+:func:`attention_heads` and :func:`attention_heads_loop` are the functional steps of notebook 02
+(projection matrices in, per-head outputs out), the references its checks compare with.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._validate import check_heads, check_input, check_qkv, heads_mask
+from ._validate import check_heads, check_input, check_qkv, check_tensor, heads_mask
 from .attention import BACKENDS, HAS_ENABLE_GQA, get_backend  # noqa: F401  (re-exported)
+from .attention import scaled_dot_product_attention
 from .heads import merge_heads, split_heads
 
 __all__ = [
     "attend_heads",
+    "attention_heads",
+    "attention_heads_loop",
     "MultiHeadAttention",
     "FusedMultiHeadAttention",
 ]
@@ -99,6 +105,92 @@ def attend_heads(
     # With one query (a decoding step) the lower-right causal mask allows every key.
     causal = causal and q_len > 1
     return attend(q, k, v, mask, causal, num_heads // kv_heads)
+
+
+def attention_heads(
+    x: Tensor,
+    w_q: Tensor,
+    w_k: Tensor,
+    w_v: Tensor,
+    num_heads: int,
+    mask: Optional[Tensor] = None,
+) -> Tensor:
+    """Every head's attention output, from the three projection matrices (no output projection).
+
+    ``x @ w.T`` projects (as ``nn.Linear`` without bias), :func:`~mhsa_lib.heads.split_heads`
+    gives head ``h`` features ``[h·Dh, (h+1)·Dh)``, and each head attends with scores scaled by
+    1/√Dh.
+
+    Args:
+        x: (B, T, D).
+        w_q, w_k, w_v: (D, D) each (rows are output features, ``nn.Linear``'s layout).
+        num_heads: H; must divide D.
+        mask: optional bool tensor, ``True`` = may attend, broadcastable to (B, H, T, T) (read
+            like the mask of :func:`mhsa_lib.attention.scaled_dot_product_attention`).
+
+    Returns:
+        (B, H, T, Dh): head ``h``'s output at ``[:, h]``, not yet merged.
+
+    Raises:
+        ValueError: naming the argument whose shape, dtype or value does not fit.
+    """
+    check_tensor("x", x, 3, "(B, T, D)")
+    for name, w in (("w_q", w_q), ("w_k", w_k), ("w_v", w_v)):
+        check_tensor(name, w, 2, "(D, D)")
+        if w.shape[-1] != x.shape[-1]:
+            raise ValueError(
+                f"{name}: expected (D, D) with D={x.shape[-1]} like x {tuple(x.shape)}, "
+                f"got shape {tuple(w.shape)}"
+            )
+    q, k, v = (split_heads(x @ w.T, num_heads) for w in (w_q, w_k, w_v))  # (B, H, T, Dh) each
+    return scaled_dot_product_attention(q, k, v, mask)[0]  # (B, H, T, Dh)
+
+
+def attention_heads_loop(
+    x: Tensor,
+    w_q: Sequence[Tensor],
+    w_k: Sequence[Tensor],
+    w_v: Sequence[Tensor],
+    mask: Optional[Tensor] = None,
+) -> Tensor:
+    """:func:`attention_heads` with one small matrix per head: head ``h`` uses
+    ``w_q[h]``, ``w_k[h]``, ``w_v[h]``, each (Dh, D).
+
+    Stacking the per-head matrices row-wise gives the (H·Dh, D) matrices of
+    :func:`attention_heads`, whose output this is.
+
+    Args:
+        x: (B, T, D).
+        w_q, w_k, w_v: sequences of H tensors (Dh, D), one per head.
+        mask: optional bool tensor, ``True`` = may attend, broadcastable to (B, H, T, T).
+
+    Returns:
+        (B, H, T, Dh).
+
+    Raises:
+        ValueError: if the three sequences are empty, differ in length, or hold matrices of
+            different shapes.
+    """
+    lists = {"w_q": w_q, "w_k": w_k, "w_v": w_v}
+    for name, ws in lists.items():
+        if isinstance(ws, Tensor) or not isinstance(ws, Sequence) or len(ws) == 0:
+            got = f"a tensor {tuple(ws.shape)}" if isinstance(ws, Tensor) else repr(type(ws).__name__)
+            raise ValueError(f"{name}: expected a non-empty list of per-head (Dh, D) tensors, got {got}")
+        for h, w in enumerate(ws):
+            check_tensor(f"{name}[{h}]", w, 2, "(Dh, D)")
+            if w.shape != ws[0].shape:
+                raise ValueError(
+                    f"{name}[{h}]: expected shape {tuple(ws[0].shape)} like {name}[0], "
+                    f"got {tuple(w.shape)}"
+                )
+    num_heads = len(w_q)
+    for name in ("w_k", "w_v"):
+        if len(lists[name]) != num_heads:
+            raise ValueError(
+                f"{name}: expected {num_heads} heads like w_q, got {len(lists[name])}"
+            )
+    stacked = (torch.cat(list(ws), dim=0) for ws in (w_q, w_k, w_v))  # H x (Dh, D) -> (H*Dh, D)
+    return attention_heads(x, *stacked, num_heads, mask)
 
 
 class _MultiHeadBase(nn.Module):
