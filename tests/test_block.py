@@ -142,6 +142,35 @@ def test_dropout_applies_to_the_feed_forward_output():
     assert 0.3 < dropped.double().mean().item() < 0.7, "the FFN output is not dropped out"
 
 
+@pytest.mark.parametrize("placement", ["pre", "post"])
+def test_return_weights_gives_the_weights_of_the_attention_sub_layer(placement):
+    block = randomise(TransformerBlock(D, H, FF, placement).double().eval(), 6)
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    mask = causal_mask(T)
+    out, weights = block(x, mask, return_weights=True)
+    assert torch.allclose(out, block(x, mask), atol=1e-12)
+    attn_input = block.norm1(x) if placement == "pre" else x  # pre-norm: after norm1
+    _, expected = block.attn(attn_input, mask, return_weights=True)
+    assert weights.shape == (B, H, T, T) and torch.allclose(weights, expected, atol=1e-12)
+    block.backend = "fast"  # the weights come from the reference path, the output agrees
+    out_fast, weights_fast = block(x, causal=True, return_weights=True)
+    torch.testing.assert_close(out_fast, block(x, causal=True))
+    assert torch.allclose(weights_fast, block.attn(attn_input, causal=True, return_weights=True)[1])
+
+
+def test_feedforward_activation_is_resolved_once_and_settable():
+    ffn = FeedForward(D, FF, "relu").double()
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    relu_out = ffn(x)
+    ffn.activation = "gelu"
+    assert ffn.activation == "gelu" and "activation='gelu'" in repr(ffn)
+    assert torch.allclose(ffn(x), ffn.fc2(F.gelu(ffn.fc1(x))), atol=1e-12)
+    assert not torch.allclose(ffn(x), relu_out, atol=1e-6)
+    with pytest.raises(ValueError, match=r"activation: expected one of \('relu', 'gelu'\), got 'swish'"):
+        ffn.activation = "swish"
+    assert ffn.activation == "gelu"  # a rejected name changes nothing
+
+
 def test_causal_block_ignores_future():
     block = TransformerBlock(D, H, FF, "post").eval()
     x = torch.randn(B, T, D)

@@ -15,6 +15,8 @@ from mhsa_lib.kv_cache import (
 )
 from mhsa_lib.multihead import MultiHeadAttention
 
+pytestmark = pytest.mark.usefixtures("torch_seed")
+
 B, T, D, H = 2, 9, 24, 6  # Dh = 4
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -62,6 +64,21 @@ def test_g_equals_h_is_mha(bias):
     for backend in ("reference", "fast"):
         gqa.backend = mha.backend = backend
         torch.testing.assert_close(gqa(x, causal_mask(T)), mha(x, causal_mask(T)), **TOL)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_same_parameters_as_mha_when_g_equals_h(bias):
+    """GQA and MHA share one frame: the same parameter names, shapes and initial values."""
+    torch.manual_seed(3)
+    gqa = GroupedQueryAttention(D, H, H, bias)
+    torch.manual_seed(3)
+    mha = MultiHeadAttention(D, H, bias)
+    assert list(gqa.state_dict()) == list(mha.state_dict())
+    names = ["q_proj", "k_proj", "v_proj", "out_proj"]
+    assert list(gqa.state_dict()) == [f"{n}.{p}" for n in names for p in (["weight", "bias"] if bias else ["weight"])]
+    for (name, a), (_, b) in zip(gqa.state_dict().items(), mha.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert (gqa.num_kv_heads, mha.num_kv_heads, gqa.head_dim) == (H, H, D // H)
 
 
 @pytest.mark.parametrize("g", [1, 2, 3])  # 1 is MQA

@@ -18,6 +18,8 @@ from mhsa_lib.multihead import (
     attention_heads_loop,
 )
 
+pytestmark = pytest.mark.usefixtures("torch_seed")
+
 B, T, S, D, H = 2, 5, 7, 12, 3  # all distinct; Dh = 4
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -217,7 +219,22 @@ def test_attend_heads_shared_kv_equals_explicit_repetition(causal):
     for backend in ("reference", "fast"):  # fast uses enable_gqa when torch has it
         out, _ = attend_heads(q, k, v, causal=causal, backend=backend)
         torch.testing.assert_close(out, expected, **TOL)
-    assert isinstance(HAS_ENABLE_GQA, bool)
+
+
+def test_has_enable_gqa_says_whether_this_torch_accepts_it():
+    q = torch.randn(1, 4, 3, 2)
+    k = v = torch.randn(1, 2, 3, 2)  # 2 key/value heads for 4 query heads
+    try:
+        out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    except TypeError:  # torch < 2.5: no such keyword
+        accepted = False
+    else:
+        accepted = True
+        expected = F.scaled_dot_product_attention(
+            q, k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1))
+        torch.testing.assert_close(out, expected, **TOL)
+    assert HAS_ENABLE_GQA is accepted
+    assert HAS_ENABLE_GQA is attention.HAS_ENABLE_GQA  # the flag the fast backend reads
 
 
 @pytest.mark.parametrize(
