@@ -34,7 +34,8 @@ KV cache.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -260,7 +261,7 @@ class _MultiHeadBase(nn.Module):
         if mask is not None:  # check before a cache grows, so a bad call leaves it as it was
             past = 0 if cache is None else len(cache)
             scores = (x.shape[0], self.num_heads, x.shape[1], past + kv.shape[1])  # (B, H, T, S)
-            mask = heads_mask(mask, scores)
+            mask = heads_mask(mask, scores, x.device)
         q, k, v = self._project(x, kv)  # (B, T, D), (B, S, G*Dh), (B, S, G*Dh)
         q = split_heads(q, self.num_heads)  # (B, T, D) -> (B, H, T, Dh)
         k = split_heads(k, self.num_kv_heads)  # (B, S, G*Dh) -> (B, G, S, Dh)

@@ -227,3 +227,12 @@ def test_cache_mask_shape_error_counts_cached_keys():
     with pytest.raises(ValueError, match=r"mask: expected a shape broadcastable to \(B, H, T, S\) = \(2, 6, 1, 4\).*got \(1, 2\)"):
         gqa(torch.randn(B, 1, D), torch.ones(1, 2, dtype=torch.bool), cache)
     assert len(cache) == 3  # the failed call left the cache unchanged
+
+
+def test_cache_mask_device_error_leaves_the_cache_unchanged():
+    gqa = make_gqa(2)
+    cache = KVCache()
+    gqa(torch.randn(B, 3, D), cache=cache)
+    with pytest.raises(ValueError, match=r"mask: expected device cpu like q, got meta"):
+        gqa(torch.randn(B, 1, D), torch.ones(1, 4, dtype=torch.bool, device="meta"), cache)
+    assert len(cache) == 3
