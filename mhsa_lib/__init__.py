@@ -10,8 +10,9 @@ module             what                                                         
 ``attention``      softmax, causal / padding masks, scaled dot-product attention  01
 ``heads``          split_heads, merge_heads (and repeat_kv, re-exported by         02, 03
                    ``kv_cache``)
-``multihead``      MultiHeadAttention, FusedMultiHeadAttention (one QKV matmul),   03
-                   attend_heads (the attention step every module shares)
+``multihead``      MultiHeadAttention, FusedMultiHeadAttention (one QKV matmul),   02, 03
+                   attend_heads (the attention step every module shares),
+                   attention_heads, attention_heads_loop (the heads, functional)
 ``block``          LayerNorm, FeedForward (ReLU / GELU), TransformerBlock          04
                    (pre-norm or post-norm, dropout)
 ``kv_cache``       repeat_kv, GroupedQueryAttention (MHA / GQA / MQA), KVCache,    05
@@ -46,7 +47,13 @@ from .attention import (
     softmax,
 )
 from .heads import merge_heads, split_heads
-from .multihead import FusedMultiHeadAttention, MultiHeadAttention, attend_heads
+from .multihead import (
+    FusedMultiHeadAttention,
+    MultiHeadAttention,
+    attend_heads,
+    attention_heads,
+    attention_heads_loop,
+)
 from .block import FeedForward, LayerNorm, TransformerBlock
 from .kv_cache import GroupedQueryAttention, KVCache, StaticKVCache, kv_cache_bytes, repeat_kv
 from .positional import LearnedPositionalEmbedding, shift_matrix, sinusoidal_positional_encoding
@@ -62,6 +69,8 @@ __all__ = [
     "split_heads",
     "merge_heads",
     "attend_heads",
+    "attention_heads",
+    "attention_heads_loop",
     "MultiHeadAttention",
     "FusedMultiHeadAttention",
     "LayerNorm",

@@ -13,28 +13,40 @@ Two interchangeable paths compute the same function:
   ``softmax(Q Kᵀ / √d_k) V``; it materialises the (T, S) weights and returns them.
 * ``backend="fast"``: PyTorch's fused ``F.scaled_dot_product_attention`` (flash / memory-efficient
   kernels where available); it never materialises the weights, so it returns ``None`` for them.
+
+Both live in one table, :data:`ATTENTION_BACKENDS` (name -> function, one signature), used by
+:func:`scaled_dot_product_attention` here and by :func:`mhsa_lib.multihead.attend_heads`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._validate import check_choice, check_count, check_dim, check_floating, check_mask, check_qkv
+from ._validate import scores_shape as _scores_shape
+from .heads import repeat_kv
+
 __all__ = [
+    "ATTENTION_BACKENDS",
     "BACKENDS",
+    "HAS_ENABLE_GQA",
+    "get_backend",
     "softmax",
     "causal_mask",
     "padding_mask",
     "scaled_dot_product_attention",
 ]
 
-BACKENDS = ("reference", "fast")
-
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+# F.scaled_dot_product_attention learned enable_gqa (shared K/V heads without a copy) in 2.5.
+_TORCH_VERSION = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+HAS_ENABLE_GQA = _TORCH_VERSION >= (2, 5)
 
 
 def softmax(x: Tensor, dim: int = -1) -> Tensor:
@@ -52,8 +64,8 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
     Returns:
         A tensor of the same shape and dtype as ``x``.
     """
-    _check_floating("x", x)
-    _check_dim("dim", dim, x.ndim)
+    check_floating("x", x)
+    check_dim("dim", dim, x.ndim)
     work = x.float() if x.dtype in _LOW_PRECISION else x
     x_max = work.amax(dim=dim, keepdim=True)
     # A slice of all -inf has max -inf, and -inf - (-inf) is NaN: shift such slices by 0 instead.
@@ -83,8 +95,8 @@ def causal_mask(
         device: where to build the mask (use your inputs' device).
     """
     seq_len_k = seq_len_q if seq_len_k is None else seq_len_k
-    _check_count("seq_len_q", seq_len_q)
-    _check_count("seq_len_k", seq_len_k)
+    check_count("seq_len_q", seq_len_q)
+    check_count("seq_len_k", seq_len_k)
     i = torch.arange(seq_len_q, device=device).unsqueeze(-1)  # (T, 1) query index
     j = torch.arange(seq_len_k, device=device).unsqueeze(0)  # (1, S) key index
     return j <= i + (seq_len_k - seq_len_q)  # (T, S)
@@ -119,7 +131,7 @@ def padding_mask(
         raise ValueError(f"lengths: expected values >= 0, got {lengths.tolist()}")
     if seq_len is None:
         seq_len = int(lengths.max()) if lengths.numel() else 0
-    _check_count("seq_len", seq_len)
+    check_count("seq_len", seq_len)
     if lengths.numel() and int(lengths.max()) > seq_len:
         raise ValueError(
             f"lengths: expected values <= seq_len={seq_len}, got {lengths.tolist()}"
@@ -157,14 +169,18 @@ def scaled_dot_product_attention(
     Raises:
         ValueError: on shapes, dtypes, devices or a backend that do not fit, naming the argument.
     """
-    _check_qkv(q, k, v)
+    check_qkv(q, k, v)
     if mask is not None:
-        _check_mask(mask, q, k)
-    if backend == "reference":
-        return _reference_attention(q, k, v, mask)
-    if backend == "fast":
-        return _fast_attention(q, k, v, mask), None
-    raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        check_mask(mask, _scores_shape(q, k), device=q.device)
+    return get_backend(backend)(q, k, v, mask, False, 1)
+
+
+# --- the backends: one table, one signature -------------------------------------------------
+
+#: The signature every backend shares: ``fn(q, k, v, mask, causal, kv_repeats) -> (out, weights)``.
+AttentionBackend = Callable[
+    [Tensor, Tensor, Tensor, Optional[Tensor], bool, int], Tuple[Tensor, Optional[Tensor]]
+]
 
 
 def _reference_attention(
@@ -190,78 +206,91 @@ def _fast_attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor]) -> 
     return out.masked_fill(~has_key, 0.0)
 
 
-# --- argument checks: every error names the argument, what came and what was expected ---
+def _shared(x: Tensor, kv_repeats: int) -> Tensor:
+    """Keys or values (B, G, S, ·) repeated to (B, H, S, ·); any tensor as is when kv_repeats == 1."""
+    return x if kv_repeats == 1 else repeat_kv(x, kv_repeats)
 
 
-def _check_floating(name: str, x: object) -> None:
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if not x.dtype.is_floating_point:
-        raise ValueError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+def _with_causal(mask: Optional[Tensor], q: Tensor, k: Tensor) -> Tensor:
+    """``mask`` combined with the lower-right aligned causal mask (T, S)."""
+    lower_right = causal_mask(q.shape[-2], k.shape[-2], device=q.device)  # (T, S)
+    return lower_right if mask is None else mask & lower_right
 
 
-def _check_dim(name: str, dim: int, ndim: int) -> None:
-    if not isinstance(dim, int) or isinstance(dim, bool) or not -max(ndim, 1) <= dim < max(ndim, 1):
-        raise ValueError(
-            f"{name}: expected an axis in [-{max(ndim, 1)}, {max(ndim, 1) - 1}] for a "
-            f"{ndim}-D input, got {dim!r}"
-        )
+def reference_backend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Optional[Tensor],
+    causal: bool,
+    kv_repeats: int,
+) -> Tuple[Tensor, Tensor]:
+    """The formula as written: ``softmax(Q Kᵀ / √d_k) V``, with the (..., H, T, S) weights.
+
+    Args (shared by every backend, already checked by the caller):
+        q: (..., H, T, Dk) queries (any leading dimensions when ``kv_repeats == 1``).
+        k, v: (..., G, S, Dk) and (..., G, S, Dv); with ``kv_repeats > 1`` they are 4-D
+            (B, G, S, ·) and H = G · kv_repeats: query head ``j`` uses K/V head ``j // kv_repeats``.
+            With ``kv_repeats == 1`` the leading dimensions broadcast with those of ``q``.
+        mask: ``None`` or a bool tensor broadcastable to (..., H, T, S), ``True`` = may attend.
+        causal: also block future keys, aligned to the lower right.
+        kv_repeats: H / G, 1 when every query head has its own key/value head.
+
+    Returns:
+        ``(out, weights)``: out (..., H, T, Dv), weights (..., H, T, S) (``None`` for a backend
+        that does not form them).
+    """
+    if causal:
+        mask = _with_causal(mask, q, k)
+    k = _shared(k, kv_repeats)  # (B, G, S, Dh) -> (B, H, S, Dh), head j uses K/V head j // n_rep
+    v = _shared(v, kv_repeats)
+    return _reference_attention(q, k, v, mask)
 
 
-def _check_count(name: str, n: object) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise ValueError(f"{name}: expected a non-negative int, got {n!r}")
+def fast_backend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Optional[Tensor],
+    causal: bool,
+    kv_repeats: int,
+) -> Tuple[Tensor, None]:
+    """PyTorch's fused ``F.scaled_dot_product_attention``; the weights are never formed (``None``).
+
+    Same arguments as :func:`reference_backend`. Without a mask it uses PyTorch's own causal
+    flag where both alignments agree (S == T), so the kernels skip the masked half, and shares
+    K/V heads without a copy (``enable_gqa``) where torch has it.
+    """
+    q_len, k_len = q.shape[-2], k.shape[-2]
+    if mask is None and (not causal or q_len == k_len):
+        if kv_repeats > 1 and HAS_ENABLE_GQA:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+        else:
+            k, v = _shared(k, kv_repeats), _shared(v, kv_repeats)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return out, None
+    if causal:
+        mask = _with_causal(mask, q, k)
+    k = _shared(k, kv_repeats)  # (B, G, S, Dh) -> (B, H, S, Dh)
+    v = _shared(v, kv_repeats)
+    return _fast_attention(q, k, v, mask), None
 
 
-def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        _check_floating(name, x)
-        if x.ndim < 2:
-            raise ValueError(
-                f"{name}: expected at least 2 dimensions (..., length, width), "
-                f"got shape {tuple(x.shape)}"
-            )
-    for name, x in (("k", k), ("v", v)):
-        if x.dtype != q.dtype:
-            raise ValueError(f"{name}: expected dtype {q.dtype} like q, got {x.dtype}")
-        if x.device != q.device:
-            raise ValueError(f"{name}: expected device {q.device} like q, got {x.device}")
-    if k.shape[-1] != q.shape[-1]:
-        raise ValueError(
-            f"k: expected last dimension Dk={q.shape[-1]} to match q {tuple(q.shape)}, "
-            f"got shape {tuple(k.shape)}"
-        )
-    if v.shape[-2] != k.shape[-2]:
-        raise ValueError(
-            f"v: expected S={k.shape[-2]} rows to match k {tuple(k.shape)}, "
-            f"got shape {tuple(v.shape)}"
-        )
-    try:
-        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    except RuntimeError:
-        raise ValueError(
-            f"q, k, v: expected leading (batch) dimensions that broadcast, got "
-            f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-        ) from None
+#: Every attention backend by name; all share the signature of :func:`reference_backend`.
+ATTENTION_BACKENDS: Dict[str, AttentionBackend] = {
+    "reference": reference_backend,
+    "fast": fast_backend,
+}
+
+#: The backend names, in the order of :data:`ATTENTION_BACKENDS`.
+BACKENDS = tuple(ATTENTION_BACKENDS)
 
 
-def _check_mask(mask: object, q: Tensor, k: Tensor) -> None:
-    if not isinstance(mask, Tensor):
-        raise ValueError(f"mask: expected a bool torch.Tensor, got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        raise ValueError(
-            f"mask: expected dtype torch.bool (True = may attend), got {mask.dtype}; "
-            f"for a 0/1 mask use mask.bool(), for an additive 0/-inf mask use mask == 0"
-        )
-    if mask.device != q.device:
-        raise ValueError(f"mask: expected device {q.device} like q, got {mask.device}")
-    scores_shape = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]) + (q.shape[-2], k.shape[-2])
-    try:
-        ok = torch.broadcast_shapes(mask.shape, scores_shape) == scores_shape
-    except RuntimeError:
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"mask: expected a shape broadcastable to the scores (..., T, S) = "
-            f"{tuple(scores_shape)}, got {tuple(mask.shape)}"
-        )
+def get_backend(name: object, argname: str = "backend") -> AttentionBackend:
+    """The backend function called ``name``.
+
+    Raises:
+        ValueError: naming ``argname``, what came and the allowed names, for an unknown name.
+    """
+    check_choice(argname, name, BACKENDS)
+    return ATTENTION_BACKENDS[name]

@@ -16,17 +16,20 @@ without warm-up tricks; post-norm normalises the residual stream itself after ev
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._validate import check_choice, check_dropout, check_positive_int
 from .multihead import MultiHeadAttention
 
 __all__ = ["LayerNorm", "FeedForward", "TransformerBlock", "ACTIVATIONS", "NORM_PLACEMENTS"]
 
-ACTIVATIONS = ("relu", "gelu")
+#: The feed-forward activations by name (GELU: the exact, erf-based one).
+_ACTIVATION_FNS: Dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu}
+ACTIVATIONS = tuple(_ACTIVATION_FNS)
 NORM_PLACEMENTS = ("pre", "post")
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -58,7 +61,7 @@ class LayerNorm(nn.Module):
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
-        _check_positive_int("d_model", d_model)
+        check_positive_int("d_model", d_model)
         if not eps > 0:
             raise ValueError(f"eps: expected a positive float, got {eps!r}")
         self.d_model = d_model
@@ -122,21 +125,29 @@ class FeedForward(nn.Module):
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
-        _check_positive_int("d_model", d_model)
-        _check_positive_int("d_ff", d_ff)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
-        _check_dropout(dropout)
-        self.activation = activation
+        check_positive_int("d_model", d_model)
+        check_positive_int("d_ff", d_ff)
+        check_dropout(dropout)
+        self.activation = activation  # checked and resolved to its function by the setter
         kw = {"bias": bias, "device": device, "dtype": dtype}
         self.fc1 = nn.Linear(d_model, d_ff, **kw)
         self.fc2 = nn.Linear(d_ff, d_model, **kw)
         self.dropout = nn.Dropout(dropout)
 
+    @property
+    def activation(self) -> str:
+        """The activation's name, ``"relu"`` or ``"gelu"`` (settable)."""
+        return self._activation
+
+    @activation.setter
+    def activation(self, name: str) -> None:
+        check_choice("activation", name, ACTIVATIONS)
+        self._activation = name
+        self._act = _ACTIVATION_FNS[name]
+
     def forward(self, x: Tensor) -> Tensor:
         """Args: x (..., D). Returns: (..., D)."""
-        h = self.fc1(x)  # (..., D) -> (..., F)
-        h = F.relu(h) if self.activation == "relu" else F.gelu(h)  # (..., F)
+        h = self._act(self.fc1(x))  # (..., D) -> (..., F)
         return self.fc2(self.dropout(h))  # (..., F) -> (..., D)
 
     def extra_repr(self) -> str:
@@ -188,11 +199,8 @@ class TransformerBlock(nn.Module):
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
-        if norm_placement not in NORM_PLACEMENTS:
-            raise ValueError(
-                f"norm_placement: expected one of {NORM_PLACEMENTS}, got {norm_placement!r}"
-            )
-        _check_dropout(dropout)
+        check_choice("norm_placement", norm_placement, NORM_PLACEMENTS)
+        check_dropout(dropout)
         self.norm_placement = norm_placement
         kw = {"device": device, "dtype": dtype}
         self.attn = MultiHeadAttention(d_model, num_heads, bias, backend=backend, **kw)
@@ -210,7 +218,14 @@ class TransformerBlock(nn.Module):
     def backend(self, value: str) -> None:
         self.attn.backend = value
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None, *, causal: bool = False) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        mask: Optional[Tensor] = None,
+        *,
+        causal: bool = False,
+        return_weights: bool = False,
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """Apply the block.
 
         Args:
@@ -218,25 +233,29 @@ class TransformerBlock(nn.Module):
             mask: optional bool tensor, ``True`` = may attend, broadcastable to (B, H, T, T)
                 (a 3-D mask is read as (B, T, T) or (B, 1, T)).
             causal: also block future tokens (keyword-only).
+            return_weights: also return the attention weights this pass used (keyword-only;
+                the attention then runs on the reference path, whatever ``backend`` says).
 
         Returns:
-            (B, T, D).
+            (B, T, D), or ``(out, weights)`` with weights (B, H, T, T) if ``return_weights``.
         """
         if self.norm_placement == "pre":
-            x = x + self.dropout(self.attn(self.norm1(x), mask, causal=causal))
-            return x + self.dropout(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self.dropout(self.attn(x, mask, causal=causal)))
-        return self.norm2(x + self.dropout(self.ffn(x)))
+            a, weights = self._self_attention(self.norm1(x), mask, causal, return_weights)
+            x = x + self.dropout(a)
+            out = x + self.dropout(self.ffn(self.norm2(x)))
+        else:
+            a, weights = self._self_attention(x, mask, causal, return_weights)
+            x = self.norm1(x + self.dropout(a))
+            out = self.norm2(x + self.dropout(self.ffn(x)))
+        return (out, weights) if return_weights else out
+
+    def _self_attention(
+        self, h: Tensor, mask: Optional[Tensor], causal: bool, return_weights: bool
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        """``attn`` on ``h`` (B, T, D): the output, and the weights (B, H, T, T) if asked for."""
+        if return_weights:
+            return self.attn(h, mask, return_weights=True, causal=causal)
+        return self.attn(h, mask, causal=causal), None
 
     def extra_repr(self) -> str:
         return f"norm_placement={self.norm_placement!r}"
-
-
-def _check_positive_int(name: str, n: object) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"{name}: expected a positive int, got {n!r}")
-
-
-def _check_dropout(p: object) -> None:
-    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout: expected a probability in [0, 1), got {p!r}")

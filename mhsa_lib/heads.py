@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ._validate import check_positive_int, check_tensor
+
 __all__ = ["split_heads", "merge_heads", "repeat_kv"]
 
 
@@ -34,8 +36,8 @@ def split_heads(x: Tensor, num_heads: int) -> Tensor:
     Raises:
         ValueError: if ``x`` is not a 3-D tensor or ``num_heads`` is not a positive divisor of D.
     """
-    _check_tensor("x", x, 3, "(B, T, D)")
-    _check_positive_int("num_heads", num_heads)
+    check_tensor("x", x, 3, "(B, T, D)")
+    check_positive_int("num_heads", num_heads)
     batch, length, width = x.shape
     if width % num_heads != 0:
         raise ValueError(
@@ -58,7 +60,7 @@ def merge_heads(x: Tensor) -> Tensor:
     Raises:
         ValueError: if ``x`` is not a 4-D tensor.
     """
-    _check_tensor("x", x, 4, "(B, H, T, Dh)")
+    check_tensor("x", x, 4, "(B, H, T, Dh)")
     batch, num_heads, length, head_dim = x.shape
     x = x.transpose(1, 2)  # (B, H, T, Dh) -> (B, T, H, Dh)
     return x.reshape(batch, length, num_heads * head_dim)  # (B, T, H, Dh) -> (B, T, H*Dh)
@@ -81,8 +83,8 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
     Raises:
         ValueError: if ``x`` is not a 4-D tensor or ``n_rep`` is not a positive int.
     """
-    _check_tensor("x", x, 4, "(B, G, S, Dh)")
-    _check_positive_int("n_rep", n_rep)
+    check_tensor("x", x, 4, "(B, G, S, Dh)")
+    check_positive_int("n_rep", n_rep)
     if n_rep == 1:
         return x
     batch, kv_heads, length, head_dim = x.shape
@@ -90,18 +92,3 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
     x = x[:, :, None].expand(batch, kv_heads, n_rep, length, head_dim)  # (B, G, n_rep, S, Dh)
     return x.reshape(batch, kv_heads * n_rep, length, head_dim)  # -> (B, G*n_rep, S, Dh)
 
-
-def _check_tensor(name: str, x: object, ndim: int, shape: str) -> None:
-    if not isinstance(x, Tensor):
-        raise ValueError(
-            f"{name}: expected a torch.Tensor of shape {shape}, got {type(x).__name__}"
-        )
-    if x.ndim != ndim:
-        raise ValueError(
-            f"{name}: expected a {ndim}-D tensor {shape}, got shape {tuple(x.shape)}"
-        )
-
-
-def _check_positive_int(name: str, n: object) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"{name}: expected a positive int, got {n!r}")

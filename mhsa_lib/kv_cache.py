@@ -23,11 +23,11 @@ from __future__ import annotations
 from typing import Optional, Tuple, Union
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .attention import BACKENDS
-from .heads import merge_heads, repeat_kv, split_heads
-from .multihead import _check_input, _check_positive_int, _heads_mask, attend_heads
+from ._validate import check_count, check_positive_int
+from .heads import repeat_kv
+from .multihead import _MultiHeadBase
 
 __all__ = ["repeat_kv", "GroupedQueryAttention", "KVCache", "StaticKVCache", "kv_cache_bytes"]
 
@@ -112,7 +112,7 @@ class StaticKVCache(KVCache):
         super().__init__()
         for name, n in (("batch_size", batch_size), ("num_kv_heads", num_kv_heads),
                         ("max_seq_len", max_seq_len), ("head_dim", head_dim)):
-            _check_positive_int(name, n)
+            check_positive_int(name, n)
         shape = (batch_size, num_kv_heads, max_seq_len, head_dim)  # (B, G, S_max, Dh)
         self.k_buffer = torch.zeros(shape, device=device, dtype=dtype)
         self.v_buffer = torch.zeros(shape, device=device, dtype=dtype)
@@ -152,7 +152,7 @@ class StaticKVCache(KVCache):
         self.length = 0
 
 
-class GroupedQueryAttention(nn.Module):
+class GroupedQueryAttention(_MultiHeadBase):
     """Attention with H query heads sharing G key/value heads, and an optional KV cache.
 
     G = H is multi-head attention, G = 1 multi-query attention (MQA); anything between is
@@ -188,31 +188,8 @@ class GroupedQueryAttention(nn.Module):
         device: Union[torch.device, str, None] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
-        super().__init__()
-        sizes = {"d_model": d_model, "num_heads": num_heads, "num_kv_heads": num_kv_heads}
-        for name, n in sizes.items():
-            _check_positive_int(name, n)
-        if d_model % num_heads != 0:
-            raise ValueError(
-                f"d_model: expected a multiple of num_heads={num_heads} (each head gets "
-                f"d_model / num_heads features), got d_model={d_model}"
-            )
-        if num_heads % num_kv_heads != 0:
-            raise ValueError(
-                f"num_heads: expected a multiple of num_kv_heads={num_kv_heads} (each key/value "
-                f"head serves num_heads / num_kv_heads query heads), got num_heads={num_heads}"
-            )
-        if backend not in BACKENDS:
-            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-        self.d_model, self.num_heads, self.num_kv_heads = d_model, num_heads, num_kv_heads
-        self.head_dim = d_model // num_heads
-        self.backend = backend
-        kw = {"bias": bias, "device": device, "dtype": dtype}
-        kv_width = num_kv_heads * self.head_dim  # G*Dh
-        self.q_proj = nn.Linear(d_model, d_model, **kw)
-        self.k_proj = nn.Linear(d_model, kv_width, **kw)
-        self.v_proj = nn.Linear(d_model, kv_width, **kw)
-        self.out_proj = nn.Linear(d_model, d_model, **kw)
+        super().__init__(d_model, num_heads, num_kv_heads, backend=backend)
+        self._separate_projections(bias, device, dtype)
 
     def forward(
         self,
@@ -240,20 +217,7 @@ class GroupedQueryAttention(nn.Module):
         Raises:
             ValueError: if ``x`` is not (B, T, D) or the mask does not fit.
         """
-        _check_input("x", x, self.d_model)
-        if mask is not None:  # check before the cache grows, so a bad call leaves it as it was
-            past = 0 if cache is None else len(cache)
-            batch, length = x.shape[:2]
-            mask = _heads_mask(mask, (batch, self.num_heads, length, past + length))
-        q = split_heads(self.q_proj(x), self.num_heads)  # (B, T, D) -> (B, H, T, Dh)
-        k = split_heads(self.k_proj(x), self.num_kv_heads)  # (B, T, G*Dh) -> (B, G, T, Dh)
-        v = split_heads(self.v_proj(x), self.num_kv_heads)  # (B, T, G*Dh) -> (B, G, T, Dh)
-        if cache is not None:
-            k, v = cache.update(k, v)  # (B, G, S, Dh) each, S = cached + T
-        backend = "reference" if return_weights else self.backend
-        out, weights = attend_heads(q, k, v, mask, causal=causal, backend=backend)  # (B, H, T, Dh)
-        out = self.out_proj(merge_heads(out))  # (B, H, T, Dh) -> (B, T, D) -> (B, T, D)
-        return (out, weights) if return_weights else out
+        return self._attend(x, mask, cache=cache, causal=causal, return_weights=return_weights)
 
     def extra_repr(self) -> str:
         return (
@@ -292,9 +256,8 @@ def kv_cache_bytes(
     sizes = {"batch_size": batch_size, "seq_len": seq_len, "num_layers": num_layers,
              "num_kv_heads": num_kv_heads, "head_dim": head_dim}
     for name, n in sizes.items():
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValueError(f"{name}: expected a non-negative int, got {n!r}")
-    _check_positive_int("bytes_per_element", bytes_per_element)
+        check_count(name, n)
+    check_positive_int("bytes_per_element", bytes_per_element)
     return 2 * batch_size * seq_len * num_layers * num_kv_heads * head_dim * bytes_per_element
 
 

@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ._validate import check_choice
 from .block import LayerNorm, TransformerBlock
 from .positional import LearnedPositionalEmbedding, sinusoidal_positional_encoding
 
@@ -58,8 +59,7 @@ class TinyTransformer(nn.Module):
         positional: str = "sinusoidal",
     ) -> None:
         super().__init__()
-        if positional not in POSITIONAL:
-            raise ValueError(f"positional: expected one of {POSITIONAL}, got {positional!r}")
+        check_choice("positional", positional, POSITIONAL)
         self.positional = positional
         self.max_len = max_len
         self.embed = nn.Embedding(vocab_size, d_model)
@@ -89,7 +89,11 @@ class TinyTransformer(nn.Module):
         return self._run(tokens, mask, None)
 
     def attention_maps(self, tokens: Tensor, mask: Optional[Tensor] = None) -> List[Tensor]:
-        """The attention weights of every layer: a list of L tensors (B, H, T, T)."""
+        """The attention weights of every layer: a list of L tensors (B, H, T, T), detached.
+
+        They are the weights the forward pass itself computes: each block returns them
+        (``return_weights=True``), after its own ``norm1``, on its own input.
+        """
         maps: List[Tensor] = []
         self._run(tokens, mask, maps)
         return maps
@@ -100,10 +104,11 @@ class TinyTransformer(nn.Module):
         if pos is not None:
             x = x + pos  # (B, T, D) + (T, D)
         for block in self.blocks:
-            if maps is not None:  # the same attention the block computes, with its weights
-                _, w = block.attn(block.norm1(x), mask, return_weights=True)  # (B, H, T, T)
+            if maps is None:
+                x = block(x, mask)  # (B, T, D)
+            else:
+                x, w = block(x, mask, return_weights=True)  # (B, T, D), (B, H, T, T)
                 maps.append(w.detach())
-            x = block(x, mask)  # (B, T, D)
         return self.head(self.norm(x))  # (B, T, D) -> (B, T, V)
 
 

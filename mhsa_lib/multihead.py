@@ -21,27 +21,38 @@ Two classes share one ``forward``:
   of three. Convert with ``FusedMultiHeadAttention.from_separate`` / ``.to_separate()``.
 
 :func:`attend_heads` is the attention step shared by these modules and by
-``GroupedQueryAttention``: it takes heads already split, applies the mask (and an optional
-causal mask aligned to the lower right), repeats shared key/value heads, and calls
-:func:`mhsa_lib.attention.scaled_dot_product_attention` with the chosen ``backend``.
+``GroupedQueryAttention``: it takes heads already split, checks them and the mask (and an
+optional causal mask aligned to the lower right), and calls the chosen backend of
+:data:`mhsa_lib.attention.ATTENTION_BACKENDS`, which shares key/value heads between query heads.
+The three modules share one frame (arguments, projections, heads, attention, merge, output
+projection): ``_MultiHeadBase`` here; ``GroupedQueryAttention`` only adds ``num_kv_heads`` and a
+KV cache.
+
+:func:`attention_heads` and :func:`attention_heads_loop` are the functional steps of notebook 02
+(projection matrices in, per-head outputs out), the references its checks compare with.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import BACKENDS, causal_mask, scaled_dot_product_attention
-from .heads import merge_heads, repeat_kv, split_heads
+from ._validate import check_heads, check_input, check_qkv, check_tensor, heads_mask
+from .attention import BACKENDS, HAS_ENABLE_GQA, get_backend  # noqa: F401  (re-exported)
+from .attention import scaled_dot_product_attention
+from .heads import merge_heads, split_heads
 
-__all__ = ["attend_heads", "MultiHeadAttention", "FusedMultiHeadAttention"]
-
-# F.scaled_dot_product_attention learned enable_gqa (shared K/V heads without a copy) in 2.5.
-_TORCH_VERSION = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
-HAS_ENABLE_GQA = _TORCH_VERSION >= (2, 5)
+__all__ = [
+    "attend_heads",
+    "attention_heads",
+    "attention_heads_loop",
+    "MultiHeadAttention",
+    "FusedMultiHeadAttention",
+]
 
 
 def attend_heads(
@@ -66,7 +77,7 @@ def attend_heads(
             absolute position ``S - T + i`` (so with a KV cache the new queries see the whole
             past). Unlike ``F.scaled_dot_product_attention(is_causal=True)``, which aligns to
             the upper left when S != T.
-        backend: ``"reference"`` or ``"fast"``, passed on to the attention core.
+        backend: a name in :data:`mhsa_lib.attention.BACKENDS` (``"reference"`` or ``"fast"``).
 
     Returns:
         ``(out, weights)``: out (B, H, T, Dh); weights (B, H, T, S), or ``None`` with
@@ -76,8 +87,7 @@ def attend_heads(
         ValueError: on a bad backend, ranks or head counts that do not fit, or a mask that is
             not bool or not broadcastable to (B, H, T, S).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    attend = get_backend(backend)
     expected = {"q": "(B, H, T, Dh)", "k": "(B, G, S, Dh)", "v": "(B, G, S, Dh)"}
     for (name, shape), x in zip(expected.items(), (q, k, v)):
         if not isinstance(x, Tensor) or x.ndim != 4:
@@ -90,77 +100,188 @@ def attend_heads(
             f"k, v: expected a number of heads G that divides H={num_heads} of q, "
             f"got k {tuple(k.shape)} and v {tuple(v.shape)}"
         )
-    n_rep = num_heads // kv_heads
+    check_qkv(q, k, v, shared_kv_heads=True)
     if mask is not None:
-        mask = _heads_mask(mask, (batch, num_heads, q_len, k_len))
+        mask = heads_mask(mask, (batch, num_heads, q_len, k_len), q.device)
     # With one query (a decoding step) the lower-right causal mask allows every key.
     causal = causal and q_len > 1
+    return attend(q, k, v, mask, causal, num_heads // kv_heads)
 
-    if backend == "fast" and mask is None and (causal or n_rep > 1):
-        if not causal or q_len == k_len:
-            # PyTorch's own causal flag is safe here: with S == T both alignments agree, and it
-            # lets the fused kernels skip the masked half instead of reading a mask tensor.
-            if n_rep > 1 and HAS_ENABLE_GQA:
-                out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
-            else:
-                out = F.scaled_dot_product_attention(
-                    q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), is_causal=causal
+
+def attention_heads(
+    x: Tensor,
+    w_q: Tensor,
+    w_k: Tensor,
+    w_v: Tensor,
+    num_heads: int,
+    mask: Optional[Tensor] = None,
+) -> Tensor:
+    """Every head's attention output, from the three projection matrices (no output projection).
+
+    ``x @ w.T`` projects (as ``nn.Linear`` without bias), :func:`~mhsa_lib.heads.split_heads`
+    gives head ``h`` features ``[h·Dh, (h+1)·Dh)``, and each head attends with scores scaled by
+    1/√Dh.
+
+    Args:
+        x: (B, T, D).
+        w_q, w_k, w_v: (D, D) each (rows are output features, ``nn.Linear``'s layout).
+        num_heads: H; must divide D.
+        mask: optional bool tensor, ``True`` = may attend, broadcastable to (B, H, T, T) (read
+            like the mask of :func:`mhsa_lib.attention.scaled_dot_product_attention`).
+
+    Returns:
+        (B, H, T, Dh): head ``h``'s output at ``[:, h]``, not yet merged.
+
+    Raises:
+        ValueError: naming the argument whose shape, dtype or value does not fit.
+    """
+    check_tensor("x", x, 3, "(B, T, D)")
+    for name, w in (("w_q", w_q), ("w_k", w_k), ("w_v", w_v)):
+        check_tensor(name, w, 2, "(D, D)")
+        if w.shape[-1] != x.shape[-1]:
+            raise ValueError(
+                f"{name}: expected (D, D) with D={x.shape[-1]} like x {tuple(x.shape)}, "
+                f"got shape {tuple(w.shape)}"
+            )
+    q, k, v = (split_heads(x @ w.T, num_heads) for w in (w_q, w_k, w_v))  # (B, H, T, Dh) each
+    return scaled_dot_product_attention(q, k, v, mask)[0]  # (B, H, T, Dh)
+
+
+def attention_heads_loop(
+    x: Tensor,
+    w_q: Sequence[Tensor],
+    w_k: Sequence[Tensor],
+    w_v: Sequence[Tensor],
+    mask: Optional[Tensor] = None,
+) -> Tensor:
+    """:func:`attention_heads` with one small matrix per head: head ``h`` uses
+    ``w_q[h]``, ``w_k[h]``, ``w_v[h]``, each (Dh, D).
+
+    Stacking the per-head matrices row-wise gives the (H·Dh, D) matrices of
+    :func:`attention_heads`, whose output this is.
+
+    Args:
+        x: (B, T, D).
+        w_q, w_k, w_v: sequences of H tensors (Dh, D), one per head.
+        mask: optional bool tensor, ``True`` = may attend, broadcastable to (B, H, T, T).
+
+    Returns:
+        (B, H, T, Dh).
+
+    Raises:
+        ValueError: if the three sequences are empty, differ in length, or hold matrices of
+            different shapes.
+    """
+    lists = {"w_q": w_q, "w_k": w_k, "w_v": w_v}
+    for name, ws in lists.items():
+        if isinstance(ws, Tensor) or not isinstance(ws, Sequence) or len(ws) == 0:
+            got = f"a tensor {tuple(ws.shape)}" if isinstance(ws, Tensor) else repr(type(ws).__name__)
+            raise ValueError(f"{name}: expected a non-empty list of per-head (Dh, D) tensors, got {got}")
+        for h, w in enumerate(ws):
+            check_tensor(f"{name}[{h}]", w, 2, "(Dh, D)")
+            if w.shape != ws[0].shape:
+                raise ValueError(
+                    f"{name}[{h}]: expected shape {tuple(ws[0].shape)} like {name}[0], "
+                    f"got {tuple(w.shape)}"
                 )
-            return out, None
-
-    if causal:
-        lower_right = causal_mask(q_len, k_len, device=q.device)  # (T, S)
-        mask = lower_right if mask is None else mask & lower_right
-    k = repeat_kv(k, n_rep)  # (B, G, S, Dh) -> (B, H, S, Dh), head j uses K/V head j // n_rep
-    v = repeat_kv(v, n_rep)  # (B, G, S, Dh) -> (B, H, S, Dh)
-    return scaled_dot_product_attention(q, k, v, mask, backend=backend)
-
-
-def _heads_mask(mask: object, scores_shape: Tuple[int, int, int, int]) -> Tensor:
-    """Check a user mask and give it a head axis if it is (B, T, S) or (B, 1, S)."""
-    if not isinstance(mask, Tensor):
-        raise ValueError(f"mask: expected a bool torch.Tensor, got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        raise ValueError(
-            f"mask: expected dtype torch.bool (True = may attend), got {mask.dtype}; "
-            f"for a 0/1 mask use mask.bool(), for an additive 0/-inf mask use mask == 0"
-        )
-    given = tuple(mask.shape)
-    if mask.ndim == 3:
-        mask = mask.unsqueeze(1)  # (B, T, S) -> (B, 1, T, S): the same mask for every head
-    try:
-        ok = mask.ndim <= 4 and torch.broadcast_shapes(mask.shape, scores_shape) == scores_shape
-    except RuntimeError:
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"mask: expected a shape broadcastable to (B, H, T, S) = {scores_shape} "
-            f"(or a 3-D (B, T, S)), got {given}"
-        )
-    return mask
+    num_heads = len(w_q)
+    for name in ("w_k", "w_v"):
+        if len(lists[name]) != num_heads:
+            raise ValueError(
+                f"{name}: expected {num_heads} heads like w_q, got {len(lists[name])}"
+            )
+    stacked = (torch.cat(list(ws), dim=0) for ws in (w_q, w_k, w_v))  # H x (Dh, D) -> (H*Dh, D)
+    return attention_heads(x, *stacked, num_heads, mask)
 
 
 class _MultiHeadBase(nn.Module):
-    """What both layouts share: argument checks, heads, attention, merge, output projection."""
+    """The frame every attention module shares: argument checks, projections, heads (H query
+    heads, G key/value heads), attention, merge, output projection.
 
-    def __init__(self, d_model: int, num_heads: int, backend: str) -> None:
+    Subclasses create ``out_proj`` and either call :meth:`_separate_projections` (``q_proj``,
+    ``k_proj``, ``v_proj``) or override :meth:`_project`; their ``forward`` calls
+    :meth:`_attend`.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        num_kv_heads: Optional[int] = None,
+        *,
+        backend: str = "reference",
+    ) -> None:
         super().__init__()
-        _check_positive_int("d_model", d_model)
-        _check_positive_int("num_heads", num_heads)
-        if d_model % num_heads != 0:
-            raise ValueError(
-                f"d_model: expected a multiple of num_heads={num_heads} (each head gets "
-                f"d_model / num_heads features), got d_model={d_model}"
-            )
-        if backend not in BACKENDS:
-            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        check_heads(d_model, num_heads, num_kv_heads)
+        get_backend(backend)
         self.d_model = d_model
         self.num_heads = num_heads
+        self.num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         self.head_dim = d_model // num_heads
         self.backend = backend
 
+    def _separate_projections(
+        self,
+        bias: bool,
+        device: Union[torch.device, str, None],
+        dtype: Optional[torch.dtype],
+    ) -> None:
+        """``q_proj`` (D -> D), ``k_proj`` and ``v_proj`` (D -> G·Dh), ``out_proj`` (D -> D)."""
+        kw = {"bias": bias, "device": device, "dtype": dtype}
+        kv_width = self.num_kv_heads * self.head_dim  # G*Dh (= D when G = H)
+        self.q_proj = nn.Linear(self.d_model, self.d_model, **kw)
+        self.k_proj = nn.Linear(self.d_model, kv_width, **kw)
+        self.v_proj = nn.Linear(self.d_model, kv_width, **kw)
+        self.out_proj = nn.Linear(self.d_model, self.d_model, **kw)
+
     def _project(self, x: Tensor, kv: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        raise NotImplementedError
+        """Queries (B, T, D) from ``x``; keys and values (B, S, G·Dh) from ``kv``."""
+        return self.q_proj(x), self.k_proj(kv), self.v_proj(kv)
+
+    def _attend(
+        self,
+        x: Tensor,
+        mask: Optional[Tensor] = None,
+        *,
+        kv: Optional[Tensor] = None,
+        cache=None,
+        causal: bool = False,
+        return_weights: bool = False,
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """The forward pass of every subclass (see their ``forward`` for the arguments)."""
+        check_input("x", x, self.d_model)
+        if kv is None:
+            kv = x
+        else:
+            check_input("kv", kv, self.d_model)
+            if kv.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"kv: expected batch size B={x.shape[0]} like x, got shape {tuple(kv.shape)}"
+                )
+        if mask is not None:  # check before a cache grows, so a bad call leaves it as it was
+            past = 0 if cache is None else len(cache)
+            scores = (x.shape[0], self.num_heads, x.shape[1], past + kv.shape[1])  # (B, H, T, S)
+            mask = heads_mask(mask, scores, x.device)
+        q, k, v = self._project(x, kv)  # (B, T, D), (B, S, G*Dh), (B, S, G*Dh)
+        q = split_heads(q, self.num_heads)  # (B, T, D) -> (B, H, T, Dh)
+        k = split_heads(k, self.num_kv_heads)  # (B, S, G*Dh) -> (B, G, S, Dh)
+        v = split_heads(v, self.num_kv_heads)  # (B, S, G*Dh) -> (B, G, S, Dh)
+        if cache is not None:
+            k, v = cache.update(k, v)  # (B, G, S, Dh) each, S = cached + new
+        backend = "reference" if return_weights else self.backend
+        out, weights = attend_heads(q, k, v, mask, causal=causal, backend=backend)  # (B, H, T, Dh)
+        out = self.out_proj(merge_heads(out))  # (B, H, T, Dh) -> (B, T, D) -> (B, T, D)
+        return (out, weights) if return_weights else out
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
+            f"backend={self.backend!r}"
+        )
+
+
+class _MultiHeadForward(_MultiHeadBase):
+    """The ``forward`` of the two multi-head layouts (self- or cross-attention, no cache)."""
 
     def forward(
         self,
@@ -190,32 +311,10 @@ class _MultiHeadBase(nn.Module):
         Raises:
             ValueError: if ``x`` or ``kv`` is not (B, ·, D), or the mask does not fit.
         """
-        _check_input("x", x, self.d_model)
-        if kv is None:
-            kv = x
-        else:
-            _check_input("kv", kv, self.d_model)
-            if kv.shape[0] != x.shape[0]:
-                raise ValueError(
-                    f"kv: expected batch size B={x.shape[0]} like x, got shape {tuple(kv.shape)}"
-                )
-        q, k, v = self._project(x, kv)  # (B, T, D), (B, S, D), (B, S, D)
-        q = split_heads(q, self.num_heads)  # (B, T, D) -> (B, H, T, Dh)
-        k = split_heads(k, self.num_heads)  # (B, S, D) -> (B, H, S, Dh)
-        v = split_heads(v, self.num_heads)  # (B, S, D) -> (B, H, S, Dh)
-        backend = "reference" if return_weights else self.backend
-        out, weights = attend_heads(q, k, v, mask, causal=causal, backend=backend)  # (B, H, T, Dh)
-        out = self.out_proj(merge_heads(out))  # (B, H, T, Dh) -> (B, T, D) -> (B, T, D)
-        return (out, weights) if return_weights else out
-
-    def extra_repr(self) -> str:
-        return (
-            f"d_model={self.d_model}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
-            f"backend={self.backend!r}"
-        )
+        return self._attend(x, mask, kv=kv, causal=causal, return_weights=return_weights)
 
 
-class MultiHeadAttention(_MultiHeadBase):
+class MultiHeadAttention(_MultiHeadForward):
     """Multi-head attention with separate query, key, value and output projections.
 
     Args:
@@ -247,18 +346,11 @@ class MultiHeadAttention(_MultiHeadBase):
         device: Union[torch.device, str, None] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
-        super().__init__(d_model, num_heads, backend)
-        kw = {"bias": bias, "device": device, "dtype": dtype}
-        self.q_proj = nn.Linear(d_model, d_model, **kw)
-        self.k_proj = nn.Linear(d_model, d_model, **kw)
-        self.v_proj = nn.Linear(d_model, d_model, **kw)
-        self.out_proj = nn.Linear(d_model, d_model, **kw)
-
-    def _project(self, x: Tensor, kv: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        return self.q_proj(x), self.k_proj(kv), self.v_proj(kv)  # (B, T, D), (B, S, D) x 2
+        super().__init__(d_model, num_heads, backend=backend)
+        self._separate_projections(bias, device, dtype)
 
 
-class FusedMultiHeadAttention(_MultiHeadBase):
+class FusedMultiHeadAttention(_MultiHeadForward):
     """The same module with one fused query/key/value projection: one matmul instead of three.
 
     Same arguments as :class:`MultiHeadAttention`. ``qkv_proj.weight`` (3D, D) stacks
@@ -279,7 +371,7 @@ class FusedMultiHeadAttention(_MultiHeadBase):
         device: Union[torch.device, str, None] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
-        super().__init__(d_model, num_heads, backend)
+        super().__init__(d_model, num_heads, backend=backend)
         kw = {"bias": bias, "device": device, "dtype": dtype}
         self.qkv_proj = nn.Linear(d_model, 3 * d_model, **kw)
         self.out_proj = nn.Linear(d_model, d_model, **kw)
@@ -327,19 +419,3 @@ class FusedMultiHeadAttention(_MultiHeadBase):
                     proj.bias.copy_(self.qkv_proj.bias[rows])
         mha.out_proj.load_state_dict(self.out_proj.state_dict())
         return mha
-
-
-def _check_positive_int(name: str, n: object) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"{name}: expected a positive int, got {n!r}")
-
-
-def _check_input(name: str, x: object, d_model: int) -> None:
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor (B, T, D), got {type(x).__name__}")
-    if x.ndim != 3 or x.shape[-1] != d_model:
-        hint = "; add a batch axis with x.unsqueeze(0)" if x.ndim == 2 else ""
-        raise ValueError(
-            f"{name}: expected a 3-D tensor (B, T, D) with D=d_model={d_model}, "
-            f"got shape {tuple(x.shape)}{hint}"
-        )

@@ -26,6 +26,8 @@ from typing import Union
 import torch
 from torch import Tensor, nn
 
+from ._validate import check_positive_int
+
 __all__ = ["sinusoidal_positional_encoding", "shift_matrix", "LearnedPositionalEmbedding"]
 
 #: The base of the frequencies in the original Transformer.
@@ -60,8 +62,8 @@ def sinusoidal_positional_encoding(
     Raises:
         ValueError: if ``seq_len`` or ``d_model`` is not a positive int, or ``base`` is not > 1.
     """
-    _check_positive_int("seq_len", seq_len)
-    _check_positive_int("d_model", d_model)
+    check_positive_int("seq_len", seq_len)
+    check_positive_int("d_model", d_model)
     if not isinstance(base, (int, float)) or isinstance(base, bool) or not base > 1:
         raise ValueError(f"base: expected a number greater than 1, got {base!r}")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -89,7 +91,7 @@ def shift_matrix(
     """
     if not isinstance(shift, int) or isinstance(shift, bool):
         raise ValueError(f"shift: expected an int, got {shift!r}")
-    _check_positive_int("d_model", d_model)
+    check_positive_int("d_model", d_model)
     if d_model % 2:
         raise ValueError(f"d_model: expected an even width (sine/cosine pairs), got {d_model}")
     m = torch.zeros(d_model, d_model, dtype=torch.float64)
@@ -118,22 +120,17 @@ class LearnedPositionalEmbedding(nn.Module):
 
     def __init__(self, max_len: int, d_model: int) -> None:
         super().__init__()
-        _check_positive_int("max_len", max_len)
-        _check_positive_int("d_model", d_model)
+        check_positive_int("max_len", max_len)
+        check_positive_int("d_model", d_model)
         self.max_len = max_len
         self.weight = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
 
     def forward(self, seq_len: int) -> Tensor:
         """(T, D): the vectors of positions 0 … T-1."""
-        _check_positive_int("seq_len", seq_len)
+        check_positive_int("seq_len", seq_len)
         if seq_len > self.max_len:
             raise ValueError(f"seq_len: expected at most max_len={self.max_len}, got {seq_len}")
         return self.weight[:seq_len]
 
     def extra_repr(self) -> str:
         return f"max_len={self.max_len}, d_model={self.weight.shape[1]}"
-
-
-def _check_positive_int(name: str, n: object) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"{name}: expected a positive int, got {n!r}")

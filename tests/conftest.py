@@ -193,3 +193,12 @@ def probe_apart_then_judge(step, obj, seed, hidden):
         assert os.waitstatus_to_exitcode(status) == 0, "the probe failed in its own process"
         observations = Observations.load(path)
     return step.judge(observations, seed=seed, hidden=hidden, strict=True)
+
+
+@pytest.fixture
+def torch_seed():
+    """Seed torch's global generator before a test, so that the random inputs a test draws are
+    the same whatever ran before it (library tests use it through ``pytestmark``)."""
+    import torch
+
+    torch.manual_seed(0)

@@ -1,14 +1,18 @@
 """mhsa_lib.attention: softmax, masks and scaled dot-product attention against PyTorch."""
 
 import math
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import mhsa_lib
+from mhsa_lib import attention
 from conftest import cpu_matmul_supports
 from mhsa_lib import causal_mask, padding_mask, scaled_dot_product_attention, softmax
+
+pytestmark = pytest.mark.usefixtures("torch_seed")
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -221,3 +225,88 @@ def test_mask_errors_name_the_argument():
         scaled_dot_product_attention(q, k, v, torch.ones(3, 5, 7, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"backend: expected one of \('reference', 'fast'\), got 'flash'"):
         scaled_dot_product_attention(q, k, v, backend="flash")
+
+
+# --------------------------------------------------------------------------- the backend table
+
+
+def _independent(q, k, v, mask, causal, kv_repeats):
+    """What every backend must compute, from torch's own attention: K/V heads repeated by
+    hand, the causal block aligned to the lower right, a row with no key giving 0."""
+    k = k.repeat_interleave(kv_repeats, dim=-3)
+    v = v.repeat_interleave(kv_repeats, dim=-3)
+    t, s = q.shape[-2], k.shape[-2]
+    allowed = torch.ones(t, s, dtype=torch.bool)
+    if causal:
+        allowed = torch.arange(s)[None, :] <= torch.arange(t)[:, None] + (s - t)
+    if mask is not None:
+        allowed = allowed & mask
+    has_key = allowed.any(-1, keepdim=True)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | ~has_key)
+    return out.masked_fill(~has_key, 0.0)
+
+
+TABLE_CASES = {  # name: (H, G, T, S, mask or None)
+    "plain": (3, 3, 5, 7, None),
+    "square": (3, 3, 6, 6, None),
+    "gqa": (6, 2, 5, 5, None),
+    "mqa": (4, 1, 5, 8, None),
+    "padding": (3, 3, 5, 7, padding_mask([7, 2], 7).unsqueeze(1)),
+    "gqa_random": (6, 3, 5, 7, torch.rand(2, 6, 5, 7, generator=torch.Generator().manual_seed(4)) < 0.6),
+    "empty_row": (2, 1, 4, 4, torch.tensor([True, True, False, True])[:, None].expand(4, 4)),
+}
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("case", sorted(TABLE_CASES))
+@pytest.mark.parametrize("name", sorted(attention.ATTENTION_BACKENDS))
+def test_every_backend_matches_an_independent_computation(name, case, causal):
+    h, g, t, s, mask = TABLE_CASES[case]
+    gen = torch.Generator().manual_seed(7)
+    q = torch.randn(2, h, t, 4, generator=gen)
+    k, v = torch.randn(2, g, s, 4, generator=gen), torch.randn(2, g, s, 3, generator=gen)
+    backend = attention.ATTENTION_BACKENDS[name]
+    out, weights = backend(q, k, v, mask, causal, h // g)
+    expected = _independent(q, k, v, mask, causal, h // g)
+    assert out.shape == (2, h, t, 3) and torch.isfinite(out).all()
+    torch.testing.assert_close(out, expected, **TOL)
+    if weights is not None:  # a backend that forms the weights: they give the output
+        assert weights.shape == (2, h, t, s)
+        torch.testing.assert_close(weights @ v.repeat_interleave(h // g, dim=1), out, **TOL)
+    assert (weights is None) == (name == "fast")
+
+
+def test_backend_table_is_what_the_functions_use():
+    assert mhsa_lib.BACKENDS == tuple(attention.ATTENTION_BACKENDS) == ("reference", "fast")
+    for name, fn in attention.ATTENTION_BACKENDS.items():
+        assert attention.get_backend(name) is fn
+    q, k, v = _qkv(2, 3)
+    calls = []
+
+    def spy(*args):
+        calls.append(args[4:])
+        return attention.reference_backend(*args)
+
+    table = dict(attention.ATTENTION_BACKENDS, reference=spy)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(attention, "ATTENTION_BACKENDS", table)
+        scaled_dot_product_attention(q, k, v)
+        mhsa_lib.attend_heads(q, k, v, causal=True)
+    assert calls == [(False, 1), (True, 1)]
+
+
+@pytest.mark.parametrize("bad", ["flash", "Reference", "", None, 3])
+def test_bad_backend_names_are_rejected_naming_the_argument(bad):
+    q, k, v = _qkv(2, 3)
+    pattern = r"backend: expected one of \('reference', 'fast'\), got " + re.escape(repr(bad))
+    calls = [
+        lambda: attention.get_backend(bad),
+        lambda: scaled_dot_product_attention(q, k, v, backend=bad),
+        lambda: mhsa_lib.attend_heads(q, k, v, backend=bad),
+        lambda: mhsa_lib.MultiHeadAttention(12, 3, backend=bad),
+        lambda: mhsa_lib.GroupedQueryAttention(12, 3, 1, backend=bad),
+        lambda: mhsa_lib.TransformerBlock(12, 3, 20, backend=bad),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=pattern):
+            call()

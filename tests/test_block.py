@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from mhsa_lib.attention import causal_mask
 from mhsa_lib.block import FeedForward, LayerNorm, TransformerBlock
 
+pytestmark = pytest.mark.usefixtures("torch_seed")
+
 B, T, D, H, FF = 2, 5, 12, 3, 20  # D != F
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -100,6 +102,73 @@ def test_dropout_only_in_training():
     torch.testing.assert_close(block(x), block(x), **TOL)
     block.train()
     assert not torch.allclose(block(x), plain(x), atol=1e-3)
+
+
+def manual_block_train(block, x, mask=None):
+    """The block in training mode, written out, drawing dropout masks in the block's order:
+    the attention output, the FFN's hidden activation (inside ``ffn``), the FFN output."""
+    if block.norm_placement == "pre":
+        x = x + block.dropout(block.attn(block.norm1(x), mask))
+        return x + block.dropout(block.ffn(block.norm2(x)))
+    x = block.norm1(x + block.dropout(block.attn(x, mask)))
+    return block.norm2(x + block.dropout(block.ffn(x)))
+
+
+@pytest.mark.parametrize("placement", ["pre", "post"])
+def test_dropout_in_training_matches_formula_with_the_same_rng(placement):
+    block = randomise(TransformerBlock(D, H, FF, placement, 0.3).double().train(), 4)
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    mask = causal_mask(T)
+    torch.manual_seed(11)
+    out = block(x, mask)
+    torch.manual_seed(11)
+    assert torch.allclose(out, manual_block_train(block, x, mask), atol=1e-12)
+
+
+def test_dropout_applies_to_the_feed_forward_output():
+    """Attention contributes nothing and the FFN keeps its hidden units, so x_out - x is the FFN
+    branch after the block's dropout: each entry 0 or FFN(LN2(x)) / (1 - p), many of them 0."""
+    p = 0.5
+    block = randomise(TransformerBlock(D, H, FF, "pre", p).double().train(), 5)
+    with torch.no_grad():
+        block.attn.out_proj.weight.zero_()
+        block.attn.out_proj.bias.zero_()
+    block.ffn.dropout.p = 0.0
+    x = torch.randn(4, 16, D, dtype=torch.float64)
+    branch = block(x) - x
+    full = block.ffn(block.norm2(x))  # no dropout inside, so this is the undropped branch
+    dropped = branch == 0
+    assert torch.allclose(branch[~dropped], full[~dropped] / (1 - p), atol=1e-10)
+    assert 0.3 < dropped.double().mean().item() < 0.7, "the FFN output is not dropped out"
+
+
+@pytest.mark.parametrize("placement", ["pre", "post"])
+def test_return_weights_gives_the_weights_of_the_attention_sub_layer(placement):
+    block = randomise(TransformerBlock(D, H, FF, placement).double().eval(), 6)
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    mask = causal_mask(T)
+    out, weights = block(x, mask, return_weights=True)
+    assert torch.allclose(out, block(x, mask), atol=1e-12)
+    attn_input = block.norm1(x) if placement == "pre" else x  # pre-norm: after norm1
+    _, expected = block.attn(attn_input, mask, return_weights=True)
+    assert weights.shape == (B, H, T, T) and torch.allclose(weights, expected, atol=1e-12)
+    block.backend = "fast"  # the weights come from the reference path, the output agrees
+    out_fast, weights_fast = block(x, causal=True, return_weights=True)
+    torch.testing.assert_close(out_fast, block(x, causal=True))
+    assert torch.allclose(weights_fast, block.attn(attn_input, causal=True, return_weights=True)[1])
+
+
+def test_feedforward_activation_is_resolved_once_and_settable():
+    ffn = FeedForward(D, FF, "relu").double()
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    relu_out = ffn(x)
+    ffn.activation = "gelu"
+    assert ffn.activation == "gelu" and "activation='gelu'" in repr(ffn)
+    assert torch.allclose(ffn(x), ffn.fc2(F.gelu(ffn.fc1(x))), atol=1e-12)
+    assert not torch.allclose(ffn(x), relu_out, atol=1e-6)
+    with pytest.raises(ValueError, match=r"activation: expected one of \('relu', 'gelu'\), got 'swish'"):
+        ffn.activation = "swish"
+    assert ffn.activation == "gelu"  # a rejected name changes nothing
 
 
 def test_causal_block_ignores_future():

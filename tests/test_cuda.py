@@ -23,6 +23,8 @@ from mhsa_lib import (
     padding_mask,
 )
 
+pytestmark = pytest.mark.usefixtures("torch_seed")
+
 HAS_MPS = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 DEVICES = [
     pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]),

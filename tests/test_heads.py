@@ -5,6 +5,8 @@ import torch
 
 from mhsa_lib.heads import merge_heads, repeat_kv, split_heads
 
+pytestmark = pytest.mark.usefixtures("torch_seed")
+
 
 def test_split_heads_shape_and_layout():
     x = torch.randn(2, 5, 12)  # B=2, T=5, D=12

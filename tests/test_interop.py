@@ -22,6 +22,8 @@ from mhsa_lib.interop import (
 )
 from mhsa_lib.multihead import FusedMultiHeadAttention, MultiHeadAttention
 
+pytestmark = pytest.mark.usefixtures("torch_seed")
+
 B, T, D, H, FF = 3, 6, 16, 4, 24
 TOL = dict(atol=1e-5, rtol=1e-5)
 LENGTHS = [6, 4, 1]

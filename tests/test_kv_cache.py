@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import mhsa_lib.multihead as multihead
+import mhsa_lib.attention as attention
 from mhsa_lib import heads
 from mhsa_lib.attention import causal_mask
 from mhsa_lib.kv_cache import (
@@ -14,6 +14,8 @@ from mhsa_lib.kv_cache import (
     repeat_kv,
 )
 from mhsa_lib.multihead import MultiHeadAttention
+
+pytestmark = pytest.mark.usefixtures("torch_seed")
 
 B, T, D, H = 2, 9, 24, 6  # Dh = 4
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -64,6 +66,21 @@ def test_g_equals_h_is_mha(bias):
         torch.testing.assert_close(gqa(x, causal_mask(T)), mha(x, causal_mask(T)), **TOL)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_same_parameters_as_mha_when_g_equals_h(bias):
+    """GQA and MHA share one frame: the same parameter names, shapes and initial values."""
+    torch.manual_seed(3)
+    gqa = GroupedQueryAttention(D, H, H, bias)
+    torch.manual_seed(3)
+    mha = MultiHeadAttention(D, H, bias)
+    assert list(gqa.state_dict()) == list(mha.state_dict())
+    names = ["q_proj", "k_proj", "v_proj", "out_proj"]
+    assert list(gqa.state_dict()) == [f"{n}.{p}" for n in names for p in (["weight", "bias"] if bias else ["weight"])]
+    for (name, a), (_, b) in zip(gqa.state_dict().items(), mha.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert (gqa.num_kv_heads, mha.num_kv_heads, gqa.head_dim) == (H, H, D // H)
+
+
 @pytest.mark.parametrize("g", [1, 2, 3])  # 1 is MQA
 def test_shared_heads_equal_mha_with_interleaved_weights(g):
     gqa = make_gqa(g, bias=True, dtype=torch.float64)
@@ -100,7 +117,7 @@ def test_enable_gqa_equals_explicit_repetition(monkeypatch):
     gqa = make_gqa(2, backend="fast")
     x = torch.randn(B, T, D)
     with_flag = [gqa(x), gqa(x, causal=True)]
-    monkeypatch.setattr(multihead, "HAS_ENABLE_GQA", False)  # the torch < 2.5 path
+    monkeypatch.setattr(attention, "HAS_ENABLE_GQA", False)  # the torch < 2.5 path (fast backend)
     torch.testing.assert_close(gqa(x), with_flag[0], **TOL)
     torch.testing.assert_close(gqa(x, causal=True), with_flag[1], **TOL)
 
@@ -210,3 +227,12 @@ def test_cache_mask_shape_error_counts_cached_keys():
     with pytest.raises(ValueError, match=r"mask: expected a shape broadcastable to \(B, H, T, S\) = \(2, 6, 1, 4\).*got \(1, 2\)"):
         gqa(torch.randn(B, 1, D), torch.ones(1, 2, dtype=torch.bool), cache)
     assert len(cache) == 3  # the failed call left the cache unchanged
+
+
+def test_cache_mask_device_error_leaves_the_cache_unchanged():
+    gqa = make_gqa(2)
+    cache = KVCache()
+    gqa(torch.randn(B, 3, D), cache=cache)
+    with pytest.raises(ValueError, match=r"mask: expected device cpu like q, got meta"):
+        gqa(torch.randn(B, 1, D), torch.ones(1, 4, dtype=torch.bool, device="meta"), cache)
+    assert len(cache) == 3

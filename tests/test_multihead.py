@@ -4,7 +4,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+import mhsa_lib
 from mhsa_lib import attention
 from mhsa_lib.attention import causal_mask, padding_mask
 from mhsa_lib.multihead import (
@@ -12,7 +14,11 @@ from mhsa_lib.multihead import (
     FusedMultiHeadAttention,
     MultiHeadAttention,
     attend_heads,
+    attention_heads,
+    attention_heads_loop,
 )
+
+pytestmark = pytest.mark.usefixtures("torch_seed")
 
 B, T, S, D, H = 2, 5, 7, 12, 3  # all distinct; Dh = 4
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -213,7 +219,22 @@ def test_attend_heads_shared_kv_equals_explicit_repetition(causal):
     for backend in ("reference", "fast"):  # fast uses enable_gqa when torch has it
         out, _ = attend_heads(q, k, v, causal=causal, backend=backend)
         torch.testing.assert_close(out, expected, **TOL)
-    assert isinstance(HAS_ENABLE_GQA, bool)
+
+
+def test_has_enable_gqa_says_whether_this_torch_accepts_it():
+    q = torch.randn(1, 4, 3, 2)
+    k = v = torch.randn(1, 2, 3, 2)  # 2 key/value heads for 4 query heads
+    try:
+        out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    except TypeError:  # torch < 2.5: no such keyword
+        accepted = False
+    else:
+        accepted = True
+        expected = F.scaled_dot_product_attention(
+            q, k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1))
+        torch.testing.assert_close(out, expected, **TOL)
+    assert HAS_ENABLE_GQA is accepted
+    assert HAS_ENABLE_GQA is attention.HAS_ENABLE_GQA  # the flag the fast backend reads
 
 
 @pytest.mark.parametrize(
@@ -232,5 +253,79 @@ def test_attend_heads_shared_kv_equals_explicit_repetition(causal):
     ],
 )
 def test_errors_name_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# --------------------------------------------------------------------------- attention_heads
+
+
+def _heads_weights(seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, T, D, generator=g, dtype=dtype)
+    ws = [torch.randn(D, D, generator=g, dtype=dtype) / D ** 0.5 for _ in range(3)]
+    return x, ws
+
+
+def _torch_heads(x, w_q, w_k, w_v, num_heads, mask=None):
+    """Independently: project, reshape to (B, H, T, Dh) by hand, torch's own attention."""
+    b, t, _ = x.shape
+
+    def heads(w):
+        y = F.linear(x, w)  # (B, T, D)
+        return y.reshape(b, t, num_heads, -1).permute(0, 2, 1, 3)  # (B, H, T, Dh)
+
+    return F.scaled_dot_product_attention(heads(w_q), heads(w_k), heads(w_v), attn_mask=mask)
+
+
+HEADS_MASKS = {
+    "none": lambda: None,
+    "causal": lambda: causal_mask(T),
+    "padding": lambda: padding_mask([3, 5], T).unsqueeze(1),  # (B, 1, 1, T)
+    "per_head": lambda: (torch.rand(B, H, T, T, generator=torch.Generator().manual_seed(2)) > 0.4)
+    | torch.eye(T, dtype=torch.bool),  # every query keeps a key
+}
+
+
+@pytest.mark.parametrize("mask_name", sorted(HEADS_MASKS))
+def test_attention_heads_matches_torch(mask_name):
+    x, ws = _heads_weights()
+    mask = HEADS_MASKS[mask_name]()
+    out = attention_heads(x, *ws, H, mask)
+    assert out.shape == (B, H, T, D // H)
+    assert torch.allclose(out, _torch_heads(x, *ws, H, mask), atol=1e-10)
+    assert mhsa_lib.attention_heads is attention_heads
+
+
+@pytest.mark.parametrize("mask_name", sorted(HEADS_MASKS))
+def test_attention_heads_loop_matches_torch_and_the_stacked_version(mask_name):
+    x, ws = _heads_weights(1)
+    dh = D // H
+    per_head = [[w[h * dh:(h + 1) * dh] for h in range(H)] for w in ws]  # H x (Dh, D) each
+    mask = HEADS_MASKS[mask_name]()
+    out = attention_heads_loop(x, *per_head, mask)
+    assert out.shape == (B, H, T, dh)
+    assert torch.allclose(out, _torch_heads(x, *ws, H, mask), atol=1e-10)
+    assert torch.equal(out, attention_heads(x, *ws, H, mask))
+    # head 1 on its own (a list of one matrix each) is head 1 of the whole
+    per_head_mask = mask is not None and mask.ndim == 4 and mask.shape[1] == H
+    one = attention_heads_loop(x, *([w[1]] for w in per_head), mask[:, 1:2] if per_head_mask else mask)
+    assert torch.allclose(one[:, 0], out[:, 1], atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: attention_heads(torch.randn(T, D), *[torch.randn(D, D)] * 3, H), r"x: expected a 3-D tensor \(B, T, D\), got shape \(5, 12\)"),
+        (lambda: attention_heads(torch.randn(B, T, D), torch.randn(D, 8), torch.randn(D, D), torch.randn(D, D), H), r"w_q: expected \(D, D\) with D=12 like x \(2, 5, 12\), got shape \(12, 8\)"),
+        (lambda: attention_heads(torch.randn(B, T, D), torch.randn(D, D), torch.randn(D), torch.randn(D, D), H), r"w_k: expected a 2-D tensor \(D, D\), got shape \(12,\)"),
+        (lambda: attention_heads(torch.randn(B, T, D), *[torch.randn(D, D)] * 3, 5), r"num_heads: expected a divisor of the last dimension D=12 of x, got 5"),
+        (lambda: attention_heads_loop(torch.randn(B, T, D), [], [], []), r"w_q: expected a non-empty list of per-head \(Dh, D\) tensors"),
+        (lambda: attention_heads_loop(torch.randn(B, T, D), [torch.randn(4, D)] * 3, [torch.randn(4, D)] * 2, [torch.randn(4, D)] * 3), r"w_k: expected 3 heads like w_q, got 2"),
+        (lambda: attention_heads_loop(torch.randn(B, T, D), [torch.randn(4, D), torch.randn(3, D)], [torch.randn(4, D)] * 2, [torch.randn(4, D)] * 2), r"w_q\[1\]: expected shape \(4, 12\) like w_q\[0\], got \(3, 12\)"),
+        (lambda: attention_heads_loop(torch.randn(B, T, D), torch.randn(3, 4, D), [torch.randn(4, D)] * 3, [torch.randn(4, D)] * 3), r"w_q: expected a non-empty list .*got a tensor \(3, 4, 12\)"),
+    ],
+)
+def test_attention_heads_errors_name_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()

@@ -1,13 +1,14 @@
-"""mhsa_lib.positional and mhsa_lib.model: the sinusoidal encoding's values and its shift
-property, learned position embeddings, errors that name the argument, and the small model."""
+"""mhsa_lib.positional: the sinusoidal encoding's values and its shift property, learned
+position embeddings, and errors that name the argument (TinyTransformer: tests/test_model.py)."""
 
 import math
 
 import pytest
 import torch
 
-import mhsa_lib
 from mhsa_lib.positional import LearnedPositionalEmbedding, shift_matrix, sinusoidal_positional_encoding
+
+pytestmark = pytest.mark.usefixtures("torch_seed")
 
 
 def test_values_match_the_formula():
@@ -61,27 +62,3 @@ def test_learned_embedding():
     emb = LearnedPositionalEmbedding(10, 6)
     assert emb(4).shape == (4, 6)
     assert [n for n, _ in emb.named_parameters()] == ["weight"]
-
-
-@pytest.mark.parametrize("positional", ["sinusoidal", "learned", "none"])
-def test_tiny_transformer_shapes_and_maps(positional):
-    torch.manual_seed(0)
-    model = mhsa_lib.TinyTransformer(11, 16, 4, 32, 2, 9, positional=positional).eval()
-    tokens = torch.randint(0, 11, (3, 9))
-    logits = model(tokens)
-    assert logits.shape == (3, 9, 11)
-    maps = model.attention_maps(tokens)
-    assert len(maps) == 2 and all(m.shape == (3, 4, 9, 9) for m in maps)
-    assert torch.allclose(maps[0].sum(-1), torch.ones(3, 4, 9), atol=1e-5)
-    # Without positions the model is permutation-equivariant; with them it is not.
-    perm = torch.randperm(9)
-    equivariant = torch.allclose(model(tokens[:, perm]), logits[:, perm], atol=1e-5)
-    assert equivariant == (positional == "none")
-
-
-def test_toy_batches():
-    g = torch.Generator().manual_seed(0)
-    x, y = mhsa_lib.sorting_batch(4, 6, 10, g)
-    assert torch.equal(y, x.sort(1).values)
-    x, y = mhsa_lib.reversal_batch(4, 6, 10, g)
-    assert torch.equal(y, x.flip(1))

@@ -15,6 +15,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from mhsa_lib import MultiHeadAttention  # noqa: E402
 from mhsa_lib.viz import attention_grid, attention_heatmap, difference_map  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("torch_seed")
+
 TOKENS = ["the", "cat", "sat", "down", "."]
 
 

@@ -53,6 +53,7 @@ HEADS_PICTURE = (
 MHA_POINTS = 6.0
 LOAD_POINTS = 2.0
 MHA_LIBRARY = ("MultiHeadAttention", "FusedMultiHeadAttention", "_MultiHeadBase", "attend_heads",
+               "attention_heads", "attention_heads_loop",
                "load_mha_from_torch", "mha_from_torch")
 MHA_TORCH = ("multi_head_attention_forward",)
 
@@ -65,15 +66,6 @@ def _heads_reference(x: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor, num_heads
     x, w_q, w_k, w_v = (t.double() for t in (x, w_q, w_k, w_v))
     q, k, v = (mhsa_lib.split_heads(x @ w.T, num_heads) for w in (w_q, w_k, w_v))  # (B, H, T, Dh)
     return mhsa_lib.scaled_dot_product_attention(q, k, v, mask)[0]
-
-
-def _vector_reference(x, w_q, w_k, w_v, num_heads, mask=None):
-    q, k, v = (mhsa_lib.split_heads(x @ w.T, num_heads) for w in (w_q, w_k, w_v))  # (B, H, T, Dh)
-    return mhsa_lib.scaled_dot_product_attention(q, k, v, mask)[0]
-
-
-def _loop_reference(x, w_q, w_k, w_v, mask=None):
-    return _vector_reference(x, *(torch.cat(list(w), dim=0) for w in (w_q, w_k, w_v)), len(w_q), mask)
 
 
 def _heads_case(gen: torch.Generator, b: int, t: int, h: int, dh: int, dtype=torch.float32):
@@ -177,14 +169,14 @@ def _heads_probes(run: Callable, gen: torch.Generator) -> List[str]:
 
 
 @step("attention_heads_loop", points=HEADS_POINTS, notebook="02_multiple_heads", home="multihead",
-      reference=_loop_reference, picture=HEADS_LOOP_PICTURE)
+      reference=mhsa_lib.attention_heads_loop, picture=HEADS_LOOP_PICTURE)
 def check_attention_heads_loop(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``attention_heads_loop(x, w_q, w_k, w_v, mask=None)`` with lists of per-head (Dh, D) weights (max 3)."""
     _heads_parts(fn, result, gen, hidden, loop=True)
 
 
 @step("attention_heads", points=HEADS_POINTS, notebook="02_multiple_heads", home="multihead",
-      reference=_vector_reference, picture=HEADS_PICTURE, isolate=("split_heads",))
+      reference=mhsa_lib.attention_heads, picture=HEADS_PICTURE, isolate=("split_heads",))
 def check_attention_heads(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``attention_heads(x, w_q, w_k, w_v, num_heads, mask=None)`` with (D, D) weights (max 3)."""
     _heads_parts(fn, result, gen, hidden, loop=False)
