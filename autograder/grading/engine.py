@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Set
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
 from . import nbgrader_tools as nbt
 from . import tamper
@@ -76,6 +76,39 @@ class Execution:
     cell_seconds: Dict[int, float] = field(default_factory=dict)  # cell index -> seconds it took
 
 
+def _fixed_kernel_manager(argv: Sequence[str], display_name: str):
+    """A jupyter_client kernel manager whose kernel, whatever a notebook names, is ``argv``."""
+    from ipykernel.kernelspec import RESOURCES, get_kernel_dict
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    spec = dict(get_kernel_dict())
+    spec.update(argv=list(argv), display_name=display_name)
+
+    class FixedSpecs(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name):
+            return KernelSpec(resource_dir=RESOURCES, **spec)
+
+    class FixedKernelManager(AsyncKernelManager):
+        @default("kernel_spec_manager")
+        def _fixed_specs(self):
+            return FixedSpecs(data_dir=self.data_dir)
+
+    return FixedKernelManager
+
+
+def _quiet_log(name: str):
+    """A logger for nbclient that stays silent: its timeout and interrupt messages would go to
+    stderr, and the step's message already says the same in words."""
+    import logging
+
+    log = logging.getLogger(name)
+    log.setLevel(logging.CRITICAL)
+    log.propagate = False
+    return log
+
+
 def _kernel_threads(env: Optional[Mapping[str, str]]) -> int:
     """The threads the kernel's numerical libraries may use: ``OMP_NUM_THREADS`` of its
     environment, else every core."""
@@ -94,7 +127,7 @@ def _kernel_manager_class(limits: Limits, env: Optional[Mapping[str, str]] = Non
         "--memory-mb", str(int(limits.memory_mb)), "--file-mb", str(int(limits.file_mb)), "--cpu-s", str(cpu),
         "--", "-f", "{connection_file}",
     ]
-    return nbt.kernel_manager_class(argv, display_name="Python 3 (graded)")
+    return _fixed_kernel_manager(argv, display_name="Python 3 (graded)")
 
 
 def _output_size(out: Mapping[str, Any]) -> int:
@@ -254,7 +287,7 @@ def execute(
         on_cell_executed=on_cell_executed,
         resources={"metadata": {"path": str(cwd)}},
         startup_timeout=120,
-        log=nbt.quiet_log("autograder.grading.engine.nbclient"),
+        log=_quiet_log("autograder.grading.engine.nbclient"),
     )
     client.cap_cell = limits.max_output_bytes
     client.cap_total = limits.max_notebook_output_bytes
