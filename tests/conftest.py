@@ -3,6 +3,7 @@ repository's paths."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,31 @@ except ImportError:  # a machine with only torch and pytest (a GPU run of the li
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "solutions"
 NOTEBOOKS = ROOT / "notebooks"
+QUICK_TIER_GUARD = Path(__file__).resolve().parent / "quick_tier_guard"
+
+
+@pytest.fixture(autouse=True)
+def _quick_tests_start_no_kernel(request, monkeypatch, tmp_path_factory):
+    """A test not marked slow must not start a Jupyter kernel or nbgrader, in this process or in
+    any Python process it starts (see quick_tier_guard/sitecustomize.py)."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    record = tmp_path_factory.mktemp("quick_tier_guard") / "started.txt"
+    monkeypatch.setenv("MHSA_QUICK_TIER_GUARD", str(record))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(QUICK_TIER_GUARD), os.environ.get("PYTHONPATH")) if p))
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_quick_tier_guard", QUICK_TIER_GUARD / "sitecustomize.py")
+    init = subprocess.Popen.__init__
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))  # guards this process too
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__ = init
+    if record.exists():
+        pytest.fail("this test is not marked slow but started " + record.read_text(encoding="utf-8").strip()
+                    + "; mark it @pytest.mark.slow", pytrace=False)
 
 
 def markdown(text):

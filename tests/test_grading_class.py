@@ -22,6 +22,9 @@ from autograder.grading import autograde, collect, course, engine
 from autograder.grading import nbgrader_tools as nbt
 from conftest import NOTEBOOKS, SOLUTIONS, fill_submission, run_cli
 
+# Every test here shares one graded class: nbgrader and a kernel per submission (minutes).
+pytestmark = pytest.mark.slow
+
 NAME = "00_orientation"
 FILE = f"{NAME}.ipynb"
 STEPS = {"checkpoint_fallback": 1, "checkpoint_einsum_reading": 1, "checkpoint_batched_matmul": 1,

@@ -1,8 +1,21 @@
-"""Execute one notebook for grading: a fresh kernel under resource limits, a time limit per cell
-and for the whole notebook, a cap on the output kept, and the tamper guard before each test cell.
+"""The one notebook executor of the course: the self-check (``./course check``, ``./course
+progress``) and the class grader (``./course autograde``, one worker process per submission) both
+run a notebook through it, so they restore, run and score it the same way.
 
-Used by the grading worker (one process per submission) and by the self-study progress command.
-The notebook is executed in place in memory; the caller decides where it runs (its cwd).
+1. :func:`prepare` restores what a learner may not change from the instructor's copy
+   (:func:`.nbgrader_tools.restore`: test cells, their points, the kernel) and, when the guard
+   is on, scans the learner's code for changes to the grading machinery (:mod:`.tamper`);
+2. :func:`execute` runs it in a fresh kernel started through :mod:`.sandbox_kernel` (resource
+   limits), with a time limit per cell and for the whole notebook (a cell that ignores its
+   interrupt has its kernel killed), a cap on the output kept, and, when the guard is on, the
+   in-kernel integrity check before and after each test cell;
+3. :func:`run` does 2 and scores every test cell as nbgrader does (:mod:`.scoring`), with the
+   status and message of the run.
+
+The notebook is executed in place in memory; the caller decides where it runs (its cwd) and in
+which environment. The self-check runs the learner's notebook in its own folder, without a
+memory limit and without the guard; the grader runs a copy in a temporary folder, with a small
+environment, a memory limit and the guard (unless ``--no-guard``).
 """
 
 from __future__ import annotations
@@ -17,18 +30,29 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Set
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
 from . import nbgrader_tools as nbt
 from . import tamper
+from .reading import one_line
+from .scoring import StepResult, score_notebook
 
 SANDBOX_KERNEL = Path(__file__).resolve().parent / "sandbox_kernel.py"
+
+#: Seconds one cell may run before it is interrupted (and counts as an error), by default.
+CELL_TIMEOUT = 300
+#: Seconds the whole notebook may run by default; cells after that are not run and earn 0.
+TOTAL_TIMEOUT = 1800
+
+
+class KernelFailed(RuntimeError):
+    """No kernel could be started (or it failed before running any cell); ``str()`` says why."""
 
 
 @dataclass
 class Limits:
-    cell_timeout: float = 300.0  # seconds one cell may run
-    total_timeout: float = 1800.0  # seconds the whole notebook may run
+    cell_timeout: float = float(CELL_TIMEOUT)  # seconds one cell may run
+    total_timeout: float = float(TOTAL_TIMEOUT)  # seconds the whole notebook may run
     memory_mb: int = 4096  # memory the kernel may allocate, RLIMIT_DATA (0: no limit)
     max_output_bytes: int = 1_000_000  # output kept per cell; the rest is dropped with a note
     max_notebook_output_bytes: int = 20_000_000  # output kept for the whole notebook
@@ -49,17 +73,61 @@ class Execution:
     guard: str = "off"  # "active" | "off" | "unavailable: ..."
     blocked: Dict[int, str] = field(default_factory=dict)  # test cells not run: why
     seconds: float = 0.0
+    cell_seconds: Dict[int, float] = field(default_factory=dict)  # cell index -> seconds it took
 
 
-def _kernel_manager_class(limits: Limits):
-    """Each submission's kernel starts through the sandbox script, which applies the limits."""
-    cpu = int(limits.total_timeout * 2 + 120)
+def _fixed_kernel_manager(argv: Sequence[str], display_name: str):
+    """A jupyter_client kernel manager whose kernel, whatever a notebook names, is ``argv``."""
+    from ipykernel.kernelspec import RESOURCES, get_kernel_dict
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    spec = dict(get_kernel_dict())
+    spec.update(argv=list(argv), display_name=display_name)
+
+    class FixedSpecs(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name):
+            return KernelSpec(resource_dir=RESOURCES, **spec)
+
+    class FixedKernelManager(AsyncKernelManager):
+        @default("kernel_spec_manager")
+        def _fixed_specs(self):
+            return FixedSpecs(data_dir=self.data_dir)
+
+    return FixedKernelManager
+
+
+def _quiet_log(name: str):
+    """A logger for nbclient that stays silent: its timeout and interrupt messages would go to
+    stderr, and the step's message already says the same in words."""
+    import logging
+
+    log = logging.getLogger(name)
+    log.setLevel(logging.CRITICAL)
+    log.propagate = False
+    return log
+
+
+def _kernel_threads(env: Optional[Mapping[str, str]]) -> int:
+    """The threads the kernel's numerical libraries may use: ``OMP_NUM_THREADS`` of its
+    environment, else every core."""
+    try:
+        return max(1, int((os.environ if env is None else env).get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _kernel_manager_class(limits: Limits, env: Optional[Mapping[str, str]] = None):
+    """Every kernel starts through the sandbox script, which applies the limits. Its CPU seconds
+    (a backstop behind the time limits) allow twice the total time limit on each thread."""
+    cpu = int(limits.total_timeout * 2 + 120) * _kernel_threads(env)
     argv = [
         sys.executable, str(SANDBOX_KERNEL),
         "--memory-mb", str(int(limits.memory_mb)), "--file-mb", str(int(limits.file_mb)), "--cpu-s", str(cpu),
         "--", "-f", "{connection_file}",
     ]
-    return nbt.kernel_manager_class(argv, display_name="Python 3 (graded)")
+    return _fixed_kernel_manager(argv, display_name="Python 3 (graded)")
 
 
 def _output_size(out: Mapping[str, Any]) -> int:
@@ -209,7 +277,7 @@ def execute(
     client = Client(
         nb,
         kernel_name=nbt.KERNEL_NAME,
-        kernel_manager_class=_kernel_manager_class(limits),
+        kernel_manager_class=_kernel_manager_class(limits, env),
         allow_errors=True,
         interrupt_on_timeout=True,
         raise_on_iopub_timeout=False,
@@ -219,7 +287,7 @@ def execute(
         on_cell_executed=on_cell_executed,
         resources={"metadata": {"path": str(cwd)}},
         startup_timeout=120,
-        log=nbt.quiet_log("autograder.grading.engine.nbclient"),
+        log=_quiet_log("autograder.grading.engine.nbclient"),
     )
     client.cap_cell = limits.max_output_bytes
     client.cap_total = limits.max_notebook_output_bytes
@@ -294,6 +362,7 @@ def execute(
                         break
                     finally:
                         watchdog.cancel()
+                        res.cell_seconds[index] = time.monotonic() - t0
                     res.ran.append(index)
                     if index in test_cells and guard_on:
                         # The student's code runs inside the check: was anything changed meanwhile?
@@ -332,14 +401,91 @@ def execute(
             if not res.ran:
                 kernel_log.seek(0)
                 tail = [l for l in kernel_log.read().splitlines() if l.strip()][-1:]
-                raise RuntimeError(f"cannot run a Python kernel: {type(e).__name__}: {e}"
-                                   + (f" ({tail[0]})" if tail else "")) from None
+                raise KernelFailed(f"cannot run a Python kernel: {type(e).__name__}: {one_line(str(e))}"
+                                   + (f" ({one_line(tail[0])})" if tail else "")) from None
             res.stopped = res.stopped or f"execution stopped: {type(e).__name__}: {e}"
         finally:
             _kill_group(kernel_pid())
     res.truncated = sorted(client.truncated)
     res.seconds = time.monotonic() - started
     return res
+
+
+@dataclass
+class Prepared:
+    """A notebook ready to run: restored, its test cells found, its code scanned."""
+
+    nb: Any
+    notes: List[str] = field(default_factory=list)  # what was put back, in words
+    test_cells: Set[int] = field(default_factory=set)
+    findings: List[tamper.Finding] = field(default_factory=list)
+    guard: bool = True
+
+
+@dataclass
+class Graded:
+    """A run and its scores: ``nb`` (executed in place), one step per test cell, the status
+    (``ok``, ``cell-timeout``, ``timeout``, ``kernel-died``, ``tampered``) and its message."""
+
+    nb: Any
+    steps: List[StepResult]
+    notes: List[str]
+    execution: Execution
+    status: str
+    message: str
+
+
+def prepare(nb, source=None, guard: bool = True) -> Prepared:
+    """``nb`` with what the learner may not change restored from ``source`` (None: run it as it
+    is), and, when ``guard``, its code cells scanned for tampering (test cells are not scanned:
+    they are the instructor's)."""
+    notes: List[str] = []
+    if source is not None:
+        nb, notes = nbt.restore(nb, source)
+    test_cells = {i for i, c in enumerate(nb.cells) if nbt.is_test_cell(c)}
+    findings = tamper.scan((i, nbt.cell_source(c)) for i, c in enumerate(nb.cells)
+                           if c.cell_type == "code" and i not in test_cells) if guard else []
+    return Prepared(nb, list(notes), test_cells, findings, guard)
+
+
+def run(prep: Prepared, cwd: Path, limits: Limits, env: Optional[Mapping[str, str]] = None, after=None) -> Graded:
+    """Execute a prepared notebook (see :func:`execute`; test cells after a tampering finding
+    are not run) and score it. Raises :class:`KernelFailed` when no kernel could run it."""
+    findings = prep.findings
+    blocked_after = findings[0].cell if findings else None
+    blocked_reason = (f"the grading code was changed in {findings[0]} (cell numbers count from 0); "
+                      "test cells after it earn nothing" if findings else "")
+    ex = execute(prep.nb, cwd, limits, env=env, test_cells=prep.test_cells, guard=prep.guard,
+                 blocked_after=blocked_after, blocked_reason=blocked_reason, after=after)
+    steps = score_notebook(prep.nb, ex.ran, ex.stopped)
+    notes = list(prep.notes)
+    if ex.truncated:
+        notes.append(f"the output of {len(ex.truncated)} cell(s) was cut at {limits.max_output_bytes} characters")
+    for i in ex.timed_out:
+        if i not in prep.test_cells:
+            notes.append(f"cell {i} ran past its time limit of {limits.cell_timeout:g} s and was interrupted")
+    if ex.guard.startswith("unavailable"):
+        notes.append("the in-kernel integrity check could not start (autograder not importable in the kernel)")
+    status, message = _outcome(ex, findings, limits)
+    return Graded(prep.nb, steps, notes, ex, status, message)
+
+
+def _outcome(ex: Execution, findings: List[tamper.Finding], limits: Limits):
+    """The status of a run and its message."""
+    if findings:
+        more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
+        return "tampered", f"the grading code was changed: {findings[0]}{more}; test cells after it earn nothing"
+    if ex.blocked:
+        i = min(ex.blocked)
+        return "tampered", f"cell {i}: {ex.blocked[i]}"
+    if ex.died_in is not None:
+        return "kernel-died", ex.stopped or "the kernel died"
+    if ex.stopped:
+        return "timeout", ex.stopped
+    if ex.timed_out:
+        return "cell-timeout", (f"{len(ex.timed_out)} cell(s) ran past the time limit of {limits.cell_timeout:g} s "
+                                f"and were interrupted (cells {', '.join(map(str, ex.timed_out))})")
+    return "ok", "graded"
 
 
 def _kill(pid: Optional[int]) -> None:

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 
 from . import course as course_mod
 from . import nbgrader_tools as nbt
-from .autograde import load_result
+from .jobs import load_result
 
 
 def _step_order(course: Path, assignment: str, known: List[str]) -> List[str]:

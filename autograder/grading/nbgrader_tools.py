@@ -248,44 +248,6 @@ def fill_stubs(release_source: str, regions: Sequence[str]) -> str:
     return text + ("\n" if release_source.endswith("\n") else "")
 
 
-# --------------------------------------------------------------------------- running notebooks
-
-
-def kernel_manager_class(argv: Optional[Sequence[str]] = None, display_name: str = "Python 3"):
-    """A jupyter_client kernel manager whose kernel, whatever a notebook names, is ``argv``
-    (default: this interpreter's ipykernel, so a notebook runs with the course's packages)."""
-    from ipykernel.kernelspec import RESOURCES, get_kernel_dict
-    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
-    from jupyter_client.manager import AsyncKernelManager
-    from traitlets import default
-
-    spec = dict(get_kernel_dict())
-    if argv is not None:
-        spec.update(argv=list(argv), display_name=display_name)
-
-    class FixedSpecs(KernelSpecManager):
-        def get_kernel_spec(self, kernel_name):
-            return KernelSpec(resource_dir=RESOURCES, **spec)
-
-    class FixedKernelManager(AsyncKernelManager):
-        @default("kernel_spec_manager")
-        def _fixed_specs(self):
-            return FixedSpecs(data_dir=self.data_dir)
-
-    return FixedKernelManager
-
-
-def quiet_log(name: str):
-    """A logger for nbclient that stays silent: its timeout and interrupt messages would go to
-    stderr, and the step's message already says the same in words."""
-    import logging
-
-    log = logging.getLogger(name)
-    log.setLevel(logging.CRITICAL)
-    log.propagate = False
-    return log
-
-
 # --------------------------------------------------------------------------- restoring cells
 
 

@@ -6,14 +6,15 @@ The grading run (:mod:`autograder.grading.autograde`) starts one of these per su
    the assignment's own files over them (data the notebook reads);
 2. reads the notebook (invalid JSON, an empty file, a notebook of another assignment: a status
    and a message, nothing run);
-3. restores what the student may not change, from the instructor's source, as nbgrader's
-   ``OverwriteCells`` does: test cells (source, points, metadata), locked cells, test cells the
-   student deleted (put back after the cell that precedes them in the source), the ``python3``
-   kernel; student-made or duplicated grade cells lose their grading metadata;
-4. scans the student's code for changes to the grading machinery (:mod:`.tamper`);
-5. executes it in a kernel under resource limits, with the seed of this student and assignment
-   (:mod:`.engine`), scores each test cell as nbgrader does, and writes the executed notebook
-   and a JSON result where the job says. It never touches the gradebook: the parent does.
+3. runs it through the course's one notebook executor (:mod:`.engine`, which the self-check
+   uses too): it restores what the student may not change, from the instructor's source, as
+   nbgrader's ``OverwriteCells`` does (test cells with their source, points and metadata, locked
+   cells, test cells the student deleted, the ``python3`` kernel; student-made or duplicated
+   grade cells lose their grading metadata), scans the student's code for changes to the grading
+   machinery (:mod:`.tamper`), executes it in a kernel under resource limits with the seed of
+   this student and assignment, and scores each test cell as nbgrader does;
+4. writes the executed notebook and a JSON result where the job says. It never touches the
+   gradebook: the parent does.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ if __name__ == "__main__" and not __package__:
 
 from . import engine
 from . import nbgrader_tools as nbt
-from . import tamper
-from .selfcheck import NotebookUnusable, StepResult, read_notebook, score_notebook
+from .reading import NotebookUnusable, read_notebook
+from .scoring import StepResult
 
 #: Files larger than this in a submission folder are not copied into the working copy.
 MAX_COPY_BYTES = 50 * 2**20
@@ -268,70 +269,46 @@ def grade(job: Dict[str, Any]) -> Dict[str, Any]:
                   " (it has no graded cells at all)"))
         return finish("wrong-assignment", msg, zero_steps(source, msg))
 
-    nb, restored = nbt.restore(nb, source)
-    notes.extend(restored)
-    test_cells = {i for i, c in enumerate(nb.cells) if nbt.is_test_cell(c)}
-    findings = tamper.scan((i, nbt.cell_source(c)) for i, c in enumerate(nb.cells)
-                           if c.cell_type == "code" and i not in test_cells) if job.get("guard", True) else []
-    blocked_after = findings[0].cell if findings else None
-    blocked_reason = (f"the grading code was changed in {findings[0]} (cell numbers count from 0); "
-                      "test cells after it earn nothing" if findings else "")
+    guard = job.get("guard", True)
+    prep = engine.prepare(nb, source, guard=guard)
+    nb = prep.nb
+    copy_notes: List[str] = []
 
     workdir = Path(tempfile.mkdtemp(prefix="mhsa_grade_", dir=job.get("tmp_root")))
     try:
         work = workdir / "work"
         work.mkdir()
-        _copy_files(sub_dir, work, skip_names=(nb_name,), notes=notes)
+        _copy_files(sub_dir, work, skip_names=(nb_name,), notes=copy_notes)
         if job.get("assignment_dir"):
             src_dir = Path(job["assignment_dir"])
             _copy_files(src_dir, work, skip_names=tuple(p.name for p in src_dir.glob("*.ipynb")))
         nbformat.write(nb, str(work / nb_name))
         env = kernel_env(workdir, job.get("seed"), threads=int(job.get("threads", 1)))
         os.environ["JUPYTER_RUNTIME_DIR"] = env["JUPYTER_RUNTIME_DIR"]
+        pictures: Dict[str, str] = {}
+
+        def after(evaluate):
+            if job.get("pictures", True) and not prep.findings:
+                pictures.update(draw_pictures(nb, evaluate))
+
         try:
-            pictures: Dict[str, str] = {}
-
-            def after(evaluate):
-                if job.get("pictures", True) and not findings:
-                    pictures.update(draw_pictures(nb, evaluate))
-
-            ex = engine.execute(nb, work, limits, env=env, test_cells=test_cells, guard=job.get("guard", True),
-                                blocked_after=blocked_after, blocked_reason=blocked_reason, after=after)
-        except RuntimeError as e:
+            graded = engine.run(prep, work, limits, env=env, after=after)
+        except engine.KernelFailed as e:
+            notes.extend(prep.notes + copy_notes)
             msg = str(e)
             return finish("grader-error", msg, zero_steps(source, msg))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    result["exec_seconds"] = ex.seconds
-    steps = score_notebook(nb, ex.ran, ex.stopped)
-    for st in steps:
+    notes.extend(graded.notes + copy_notes)
+    result["exec_seconds"] = graded.execution.seconds
+    for st in graded.steps:
         if st.id in pictures:
             setattr(st, "picture", pictures[st.id])
-    if ex.truncated:
-        notes.append(f"the output of {len(ex.truncated)} cell(s) was cut at {limits.max_output_bytes} characters")
-    for i in ex.timed_out:
-        if i not in test_cells:
-            notes.append(f"cell {i} ran past its time limit of {limits.cell_timeout:g} s and was interrupted")
-    if ex.guard.startswith("unavailable"):
-        notes.append("the in-kernel integrity check could not start (autograder not importable in the kernel)")
     if job.get("out_notebook"):
         out = Path(job["out_notebook"])
         out.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, str(out))
-    if findings:
-        more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
-        return finish("tampered", f"the grading code was changed: {findings[0]}{more}; test cells after it earn nothing", steps)
-    if ex.blocked:
-        i = min(ex.blocked)
-        return finish("tampered", f"cell {i}: {ex.blocked[i]}", steps)
-    if ex.died_in is not None:
-        return finish("kernel-died", ex.stopped or "the kernel died", steps)
-    if ex.stopped:
-        return finish("timeout", ex.stopped, steps)
-    if ex.timed_out:
-        return finish("cell-timeout", f"{len(ex.timed_out)} cell(s) ran past the time limit of "
-                      f"{limits.cell_timeout:g} s and were interrupted (cells {', '.join(map(str, ex.timed_out))})", steps)
-    return finish("ok", "graded", steps)
+    return finish(graded.status, graded.message, graded.steps)
 
 
 def run_job(job_path: str) -> None:

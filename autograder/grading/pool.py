@@ -1,0 +1,148 @@
+"""The worker processes of a grading run: long-lived ``worker.py --serve`` processes, one per
+pool thread, each grading one submission at a time in a kernel of its own (:mod:`.worker`).
+A worker that dies or stops answering is replaced; a submission it did not finish gets a
+``grader-error`` result, never a silent zero."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from . import course as course_mod
+from .engine import Limits
+from .jobs import Job
+
+WORKER = Path(__file__).resolve().parent / "worker.py"
+#: Seconds a worker may take beyond the notebook's total limit (kernel start, copying) before it
+#: is stopped.
+WORKER_MARGIN = 120
+
+
+class WorkerProcess:
+    """A long-lived ``worker.py --serve`` process; one per pool thread. It is replaced when it
+    dies or stops answering."""
+
+    def __init__(self, log_dir: Path):
+        self.log = open(Path(tempfile.mkstemp(prefix="worker_", suffix=".log", dir=log_dir)[1]), "w+",
+                        encoding="utf-8", errors="replace")
+        self.proc = subprocess.Popen([sys.executable, str(WORKER), "--serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1,
+                                     start_new_session=True)
+
+    def run(self, job_file: Path, timeout: float) -> Optional[str]:
+        """None when the job finished, else why not (the process is then stopped)."""
+        import select
+
+        try:
+            self.proc.stdin.write(f"{job_file}\n")
+            self.proc.stdin.flush()
+        except OSError:
+            self.stop()
+            return "the grader's worker process was not running"
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.stop()
+                return f"the grader stopped working on this submission after {timeout:g} s"
+            ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 5.0))
+            if ready:
+                line = self.proc.stdout.readline()
+                if not line:
+                    code = self.proc.poll()
+                    self.stop()
+                    return f"the grader's worker process exited ({code}) without a result"
+                if line.strip() == f"done {job_file}":
+                    return None
+
+    def log_tail(self) -> str:
+        try:
+            self.log.flush()
+            self.log.seek(0)
+            return self.log.read()[-2000:]
+        except (OSError, ValueError):
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except Exception:
+                pass
+
+
+class WorkerPool:
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.local = threading.local()
+        self.all: List[WorkerProcess] = []
+        self.lock = threading.Lock()
+
+    def get(self) -> WorkerProcess:
+        w = getattr(self.local, "worker", None)
+        if w is None or not w.alive():
+            w = WorkerProcess(self.log_dir)
+            self.local.worker = w
+            with self.lock:
+                self.all.append(w)
+        return w
+
+    def close(self) -> None:
+        for w in self.all:
+            if w.alive():
+                try:
+                    w.proc.stdin.close()
+                    w.proc.wait(timeout=10)
+                except Exception:
+                    pass
+            w.stop()
+            w.log.close()
+
+
+def run_worker(job: Job, course: Path, limits: Limits, guard: bool, tmp_root: Path,
+               pool: WorkerPool) -> Dict[str, Any]:
+    """Grade ``job`` in one of ``pool``'s workers; its result, with ``_notebook`` (the executed
+    notebook, in the job's folder under ``tmp_root``) and the seconds it took."""
+    jdir = Path(tempfile.mkdtemp(prefix=f"job_{job.student}_", dir=tmp_root))
+    out_nb = jdir / f"{job.assignment}.ipynb"
+    spec = {
+        "student": job.student, "assignment": job.assignment, "notebook": f"{job.assignment}.ipynb",
+        "submission_dir": str(job.sub_dir.resolve()),
+        "source_notebook": str(course_mod.source_notebook(course, job.assignment).resolve()),
+        "assignment_dir": str((Path(course) / "source" / job.assignment).resolve()),
+        "seed": job.seed, "limits": limits.to_dict(), "guard": guard,
+        "out_notebook": str(out_nb), "result": str(jdir / "result.json"), "tmp_root": str(tmp_root),
+    }
+    (jdir / "job.json").write_text(json.dumps(spec), encoding="utf-8")
+    t0 = time.monotonic()
+    worker = pool.get()
+    failed = worker.run(jdir / "job.json", limits.total_timeout + WORKER_MARGIN)
+    wall = time.monotonic() - t0
+    try:
+        result = json.loads((jdir / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        result = {"status": "grader-error", "message": failed or "the grader's worker wrote no result",
+                  "notes": [], "steps": [], "log": worker.log_tail()}
+    result["wall_seconds"] = wall
+    result["_notebook"] = str(out_nb) if out_nb.exists() else None
+    result["_jobdir"] = str(jdir)
+    return result
