@@ -1,5 +1,5 @@
 """The notebook-01 checks: full marks for correct solutions written many ways, points lost and
-the mistake named for every known mistake (MISTAKES.md rows 1-9, 21, 22), and no crash or
+the mistake named for every known mistake of autograder.mistakes.attention, and no crash or
 stderr output whatever the learner's code does."""
 
 import math

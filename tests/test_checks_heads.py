@@ -1,5 +1,5 @@
-"""split_heads / merge_heads checks: correct solutions written many ways earn full marks; rows 10
-and 11 of MISTAKES.md (and other wrong layouts) lose points and are named."""
+"""split_heads / merge_heads / repeat_kv checks: correct solutions written many ways earn full
+marks; splitting or merging without the transpose, and other wrong layouts, lose points and are named."""
 
 import pytest
 import torch

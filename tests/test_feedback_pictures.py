@@ -64,7 +64,7 @@ def _picture(check, fn):
     shell = types.SimpleNamespace(user_ns=user_ns)
     ns = {"get_ipython": lambda: shell, "__builtins__": __builtins__}
     exec(worker._PICTURE_CODE, ns)
-    return ns["_grading_picture"]("learner_fn", worker.PICTURES[check])
+    return ns["_grading_picture"]("learner_fn", worker.pictures()[check])
 
 
 def _is_png(text):
@@ -76,17 +76,17 @@ def test_every_pictured_check_is_a_step_of_the_course():
     for path in SOLUTIONS.glob("[0-9][0-9]_*.ipynb"):
         for cell in json.loads(path.read_text())["cells"]:
             used |= set(re.findall(r"\b(check_\w+)\(", "".join(cell["source"])))
-    assert set(worker.PICTURES) <= used, set(worker.PICTURES) - used
-    assert set(worker.PICTURES) == set(CORRECT) == set(WRONG)
+    assert set(worker.pictures()) <= used, set(worker.pictures()) - used
+    assert set(worker.pictures()) == set(CORRECT) == set(WRONG)
 
 
-@pytest.mark.parametrize("check", sorted(worker.PICTURES))
+@pytest.mark.parametrize("check", sorted(worker.pictures()))
 def test_picture_from_a_correct_and_a_wrong_answer(check):
     assert _is_png(_picture(check, CORRECT[check]))
     assert _is_png(_picture(check, WRONG[check]))
 
 
-@pytest.mark.parametrize("check", sorted(worker.PICTURES))
+@pytest.mark.parametrize("check", sorted(worker.pictures()))
 def test_no_picture_when_the_answer_cannot_be_drawn(check):
     def not_done(*args, **kwargs):
         raise NotImplementedError

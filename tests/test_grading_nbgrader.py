@@ -31,15 +31,15 @@ CASES = [
     # Softmax over the wrong axis (the queries): the classic bug.
     Case("01_scaled_dot_product_attention", "scaled_dot_product_attention", "check_scaled_dot_product_attention",
          "softmax(scores, dim=-1)", "softmax(scores, dim=-2)"),
-    # Split without the transpose (MISTAKES.md row 10); attention_heads, which calls it, must not pay.
+    # Split without the transpose ; attention_heads, which calls it, must not pay.
     Case("02_multiple_heads", "split_heads", "check_split_heads",
          "return x.transpose(1, 2)", "return x.reshape(batch, num_heads, length, head_dim)"),
-    # Merge without transposing back (row 11); MultiHeadAttention, which calls it, must not pay.
+    # Merge without transposing back; MultiHeadAttention, which calls it, must not pay.
     Case("03_concat_and_output_projection", "merge_heads", "check_merge_heads",
          "x = x.transpose(1, 2)", "pass"),
-    # The unbiased variance (row 16); the block, which uses LayerNorm, must not pay.
+    # The unbiased variance; the block, which uses LayerNorm, must not pay.
     Case("04_transformer_block", "LayerNorm", "check_layer_norm", "unbiased=False", "unbiased=True"),
-    # repeat instead of repeat_interleave (row 19).
+    # repeat instead of repeat_interleave.
     Case("05_kv_cache_and_head_sharing", "repeat_kv", "check_repeat_kv",
          "x = x[:, :, None].expand(batch, kv_heads, n_rep, length, head_dim)",
          "x = x[:, None].expand(batch, n_rep, kv_heads, length, head_dim)"),

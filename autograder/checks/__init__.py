@@ -20,3 +20,8 @@ _checks = {s.check_name: getattr(sys.modules[s.check_module], s.check_name)
 globals().update(_checks)
 
 __all__ = sorted(_checks) + ["check_concept", "fallback"]
+
+
+def steps_with_pictures() -> dict:
+    """check name -> the "yours vs expected" picture code of every step that declares one."""
+    return {s.check_name: s.picture for s in _steps() if s.picture}

@@ -65,39 +65,15 @@ STATUSES = {
 
 # --------------------------------------------------------------------------- pictures
 
-#: check name -> how to draw "yours vs expected" on a small public example (never hidden cases):
-#: code that sets ``yours`` and ``ref`` (same shape) from ``fn``, the learner's function; for a
-#: map that is not attention weights it also names the two axes in ``axes`` (for the title).
-PICTURES = {
-    "check_pairwise_scores": "q = torch.randn(1, 5, 3, generator=g); k = torch.randn(1, 6, 3, generator=g)\n"
-                             "yours = fn(q, k); ref = q @ k.transpose(-2, -1)",
-    "check_softmax": "x = torch.randn(5, 6, generator=g) * 3\nyours = fn(x, dim=-1); ref = torch.softmax(x, dim=-1)",
-    "check_scaled_dot_product_attention":
-        "q = torch.randn(5, 4, generator=g); k = torch.randn(6, 4, generator=g); v = torch.randn(6, 3, generator=g)\n"
-        "yours = fn(q, k, v)[1]; ref = mhsa_lib.scaled_dot_product_attention(q, k, v)[1]",
-    "check_causal_mask": "yours = fn(5, 7); ref = mhsa_lib.causal_mask(5, 7)",
-    "check_split_heads": "x = torch.arange(24.0).reshape(1, 4, 6)\n"
-                         "yours = fn(x, 2)[0].flatten(0, 1); ref = mhsa_lib.split_heads(x, 2)[0].flatten(0, 1)\n"
-                         "axes = ('row (head, position)', 'feature')",
-    "check_merge_heads": "x = torch.arange(24.0).reshape(1, 2, 4, 3)\n"
-                         "yours = fn(x)[0]; ref = mhsa_lib.merge_heads(x)[0]\naxes = ('position', 'feature')",
-    "check_attention_heads":
-        "x = torch.randn(1, 5, 8, generator=g); w = [torch.randn(8, 8, generator=g) / 3 for _ in range(3)]\n"
-        "yours = fn(x, *w, 2)[0, 0]\n"
-        "ref = mhsa_lib.attend_heads(*(mhsa_lib.split_heads(x @ wi.T, 2) for wi in w))[0][0, 0]\n"
-        "axes = ('position', 'feature of head 0')",
-    "check_attention_heads_loop":
-        "x = torch.randn(1, 5, 8, generator=g)\n"
-        "w = [[torch.randn(4, 8, generator=g) / 3 for _ in range(2)] for _ in range(3)]\n"
-        "yours = fn(x, *w)[0, 0]\n"
-        "ref = mhsa_lib.scaled_dot_product_attention(*(x @ wi[0].T for wi in w))[0][0]\n"
-        "axes = ('position', 'feature of head 0')",
-    "check_repeat_kv": "x = torch.arange(24.0).reshape(1, 2, 4, 3)\n"
-                       "yours = fn(x, 2)[0].flatten(0, 1); ref = mhsa_lib.repeat_kv(x, 2)[0].flatten(0, 1)\n"
-                       "axes = ('row (head, position)', 'feature')",
-    "check_sinusoidal_positional_encoding":
-        "yours = fn(16, 12); ref = mhsa_lib.sinusoidal_positional_encoding(16, 12)\naxes = ('position', 'feature')",
-}
+def pictures() -> Dict[str, str]:
+    """check name -> how to draw "yours vs expected" on a small public example (never hidden
+    cases), as each step declares it in the registry: code that sets ``yours`` and ``ref`` (same
+    shape) from ``fn``, the learner's function; for a map that is not attention weights it also
+    names the two axes in ``axes`` (for the title)."""
+    from ..checks import steps_with_pictures
+
+    return steps_with_pictures()
+
 
 _PICTURE_CODE = """
 def _grading_picture(fn_name, setup):
@@ -136,6 +112,7 @@ def draw_pictures(nb, evaluate) -> Dict[str, str]:
     import ast as _ast
 
     pics: Dict[str, str] = {}
+    drawable = pictures()
     wanted = []
     for cell in nb.cells:
         if not nbt.is_test_cell(cell):
@@ -148,7 +125,7 @@ def draw_pictures(nb, evaluate) -> Dict[str, str]:
         except SyntaxError:
             continue
         for node in _ast.walk(tree):
-            if (isinstance(node, _ast.Call) and isinstance(node.func, _ast.Name) and node.func.id in PICTURES
+            if (isinstance(node, _ast.Call) and isinstance(node.func, _ast.Name) and node.func.id in drawable
                     and node.args and isinstance(node.args[0], _ast.Name)):
                 wanted.append((nbt.grade_id(cell), node.func.id, node.args[0].id))
                 break
@@ -159,7 +136,7 @@ def draw_pictures(nb, evaluate) -> Dict[str, str]:
     if evaluate("1", code=setup) is None:
         return pics
     for gid, check, fn_name in wanted:
-        text = evaluate(f"_grading_pictures_ns['_grading_picture']({fn_name!r}, {PICTURES[check]!r})")
+        text = evaluate(f"_grading_pictures_ns['_grading_picture']({fn_name!r}, {drawable[check]!r})")
         if text and len(text) > 10:
             pics[gid] = text.strip("'\"")
     return pics

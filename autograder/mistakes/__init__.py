@@ -2,5 +2,7 @@
 
 The checks run them on the learner's inputs to recognise a mistake by its output, and the
 test suite runs every check against them to prove each one loses points and is named.
-Each entry: the row of ../shared/MISTAKES.md it stands for, the function, and the message.
+Each entry (:class:`autograder.frame.mistakes.Mistake`): an id, the wrong implementation, the
+advice its diagnosis gives the learner, and flags (e.g. a mistake whose outputs equal a correct
+answer's, which only another probe can catch).
 """

@@ -1,4 +1,5 @@
-"""Known mistakes in splitting and merging heads (notebooks 02 and 03; MISTAKES.md rows 10, 11)."""
+"""Known mistakes in splitting, merging and repeating heads (notebooks 02, 03 and 05): the axes
+not swapped, features interleaved across heads, key/value heads tiled instead of interleaved."""
 
 from __future__ import annotations
 
