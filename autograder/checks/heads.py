@@ -12,6 +12,7 @@ from torch import Tensor
 
 import mhsa_lib
 
+from ..frame.diagnosis import diagnose_by_output
 from ..frame.registry import step
 from ..frame import (
     CheckResult,
@@ -158,20 +159,7 @@ def _describe(y: Any) -> str:
 
 def _diagnose(result: CheckResult, seen, mistakes, advice, run_mistake: Callable) -> None:
     """Name the first known mistake whose outputs equal the learner's on every case seen."""
-    outputs = [(args, y) for args, y in seen if isinstance(y, Tensor)]
-    if not outputs:
-        for args, y in seen:
-            if isinstance(y, LearnerError):
-                result.diagnose(f"your function {y}.")
-                return
-        return
-    for mistake in mistakes:
-        try:
-            if all(matches(y, run_mistake(mistake, args), atol=1e-4) for args, y in outputs):
-                result.diagnose(mistake.advice)
-                return
-        except Exception:
-            continue
+    diagnose_by_output(result, seen, mistakes, run_mistake, atol=1e-4)
 
 
 HARD_CODED = (

@@ -18,6 +18,7 @@ from torch import Tensor
 
 import mhsa_lib
 
+from ..frame.diagnosis import diagnose_by_output
 from ..frame.registry import step
 from ..frame import (
     CheckResult,
@@ -154,21 +155,6 @@ def _shift_probe(fn: Callable) -> List[str]:
 
 
 def _diagnose(result: CheckResult, seen) -> None:
-    outputs = [(args, y) for args, y in seen if isinstance(y, Tensor)]
-    if not outputs:
-        for _, y in seen:
-            if isinstance(y, LearnerError):
-                result.diagnose(f"your function {y}.")
-                return
-        return
-    for mistake in M.PE_MISTAKES:
-        if not mistake.by_output:
-            continue
-        try:
-            if all(matches(y, mistake.fn(*args), atol=ATOL) for args, y in outputs):
-                result.diagnose(mistake.advice)
-                return
-        except Exception:
-            continue
+    diagnose_by_output(result, seen, M.PE_MISTAKES, lambda m, args: m.fn(*args), atol=ATOL)
 
 

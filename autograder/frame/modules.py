@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from .calls import attempt, observe, run_safely
-from .compare import close, matches
+from .compare import close
+from .diagnosis import diagnose_by_output, matching_mistake
 from .errors import LearnerError
 from .results import CheckResult
 from .cases import randn
@@ -150,26 +151,17 @@ def diagnose_modules(result: CheckResult, seen, mistakes, advice: Optional[Dict[
     learner's output differs from the expected one somewhere (else it explains nothing).
     ``advice`` (mistake id -> text) overrides the mistakes' own advice.
     """
-    outputs = [(case, y, e) for case, y, e in seen if isinstance(y, Tensor)]
-    if not outputs:
-        for _, y, _ in seen:
-            if isinstance(y, LearnerError):
-                result.diagnose(f"{prefix}your forward {y}.")
-                return True
+    outputs = [(case, y) for case, y, e in seen]
+    tensors = [(y, e) for _, y, e in seen if isinstance(y, Tensor)]
+    if tensors and all(close(y, e, atol=1e-6) for y, e in tensors):
         return False
-    if all(close(y, e, atol=1e-6) for _, y, e in outputs):
+    if not tensors:
+        return diagnose_by_output(result, outputs, mistakes, mistake_output, prefix=prefix, what="your forward")
+    m = matching_mistake(outputs, mistakes, mistake_output, atol=1e-6)
+    if m is None:
         return False
-    for mistake in mistakes:
-        if not mistake.by_output:
-            continue  # same output as a correct module: another probe catches it
-        try:
-            ok = all(matches(y, mistake_output(mistake, case), atol=1e-6) for case, y, _ in outputs)
-        except Exception:
-            ok = False
-        if ok:
-            result.diagnose(prefix + (advice or {}).get(mistake.id, mistake.advice))
-            return True
-    return False
+    result.diagnose(prefix + (advice or {}).get(m.id, m.advice))
+    return True
 
 
 def not_implemented(result: CheckResult, step: str, y: Any) -> bool:
