@@ -7,6 +7,9 @@ has mean 0 and variance 1 per token, the FFN is position-wise, a pre-norm block 
 sub-layers' output projections zeroed is the identity, a post-norm block's output is normalised
 per position, and no future token leaks through a causal mask.
 
+Everything done to the learner's module (building it, running it, looking at its layout, zeroing
+its layers) is an observation, so the same body judges a record in another process.
+
 Shape letters: B batch, T length, D model width, H heads, Dh = D/H, F feed-forward width.
 """
 
@@ -29,11 +32,12 @@ from ..frame import (
     describe_failures,
     distinct_sizes,
     find_shortcuts,
+    observe,
     randn,
 )
 from ..mistakes import block as M
 from .heads import HARD_CODED
-from ..frame.modules import build, copy_parameters, diagnose_modules, not_implemented, reference, run, tokens
+from ..frame.modules import build, diagnose_modules, not_implemented, reference, run, tokens
 
 LAYER_NORM_POINTS = 3.0
 FEED_FORWARD_POINTS = 2.0
@@ -64,14 +68,15 @@ def _ln_reference(d: int, eps: float, weight: Tensor, bias: Tensor) -> nn.Module
     return ref
 
 
-@step("LayerNorm", points=LAYER_NORM_POINTS, notebook="04_transformer_block", home="block", kind="module", reference=mhsa_lib.LayerNorm)
+@step("LayerNorm", points=LAYER_NORM_POINTS, notebook="04_transformer_block", home="block", kind="module",
+      reference=mhsa_lib.LayerNorm)
 def check_layer_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``LayerNorm(d_model, eps=1e-5)`` class (pass the class itself) (max 3)."""
     module = attempt(cls, 7)
     if isinstance(module, LearnerError):
         result.zero_reason = f"LayerNorm(7) {module}"
         return
-    problems = _ln_structure(module)
+    problems = _observe_problems("structure", _ln_structure, module)
     result.add("structure: parameters weight (D,) initialised to 1 and bias (D,) initialised to 0",
                0.5, not problems, "; ".join(problems))
 
@@ -210,14 +215,18 @@ def _ffn_reference(d: int, f: int, activation: str, gen: torch.Generator) -> nn.
     return reference(mhsa_lib.FeedForward(d, f, activation), gen)
 
 
-@step("FeedForward", points=FEED_FORWARD_POINTS, notebook="04_transformer_block", home="block", kind="module", reference=mhsa_lib.FeedForward)
+@step("FeedForward", points=FEED_FORWARD_POINTS, notebook="04_transformer_block", home="block", kind="module",
+      reference=mhsa_lib.FeedForward)
 def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``FeedForward(d_model, d_ff, activation="relu")`` class (max 2)."""
     module = attempt(cls, 5, 8)
     if isinstance(module, LearnerError):
         result.zero_reason = f"FeedForward(5, 8) {module}"
         return
-    problems = _ffn_structure(cls, module)
+    problems = _observe_problems("structure", _ffn_structure, module)
+    gelu = attempt(cls, 5, 8, activation="gelu")
+    if isinstance(gelu, LearnerError):
+        problems.append(f"FeedForward(5, 8, activation='gelu') {gelu}")
     result.add("structure: fc1 = nn.Linear(D, F), fc2 = nn.Linear(F, D); activation='gelu' accepted",
                0.25, not problems, "; ".join(problems))
 
@@ -265,7 +274,7 @@ def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidd
         def mistake_output(mistake, case):
             x, d, f, activation, ref = case
             buggy = mistake.fn(d, f, activation)
-            copy_parameters(buggy, ref)
+            _copy_reference(buggy, ref)
             return buggy.double()(x)
 
         for activation in ("relu", "gelu"):
@@ -288,7 +297,8 @@ def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidd
                                   "build it from fc1, the activation and fc2")
 
 
-def _ffn_structure(cls, module: Any) -> List[str]:
+def _ffn_structure(module: Any) -> List[str]:
+    """What is wrong with the layout of the learner's ``FeedForward(5, 8)`` (runs on it: observed)."""
     if not isinstance(module, nn.Module):
         return [f"FeedForward(5, 8) built a {type(module).__name__}, expected an nn.Module"]
     problems = []
@@ -299,9 +309,6 @@ def _ffn_structure(cls, module: Any) -> List[str]:
         elif (layer.in_features, layer.out_features) != (i, o) or layer.bias is None:
             problems.append(f"{name} is nn.Linear({layer.in_features}, {layer.out_features}, "
                             f"bias={layer.bias is not None}), expected nn.Linear({i}, {o}) with a bias")
-    gelu = attempt(cls, 5, 8, activation="gelu")
-    if isinstance(gelu, LearnerError):
-        problems.append(f"FeedForward(5, 8, activation='gelu') {gelu}")
     return problems
 
 
@@ -354,7 +361,8 @@ def _block_sizes(gen: torch.Generator) -> Tuple[int, int, int, int, int]:
     return b, t, h, dh, f
 
 
-@step("TransformerBlock", points=BLOCK_POINTS, notebook="04_transformer_block", home="block", kind="module", reference=mhsa_lib.TransformerBlock, isolate=("LayerNorm", "FeedForward", "MultiHeadAttention"))
+@step("TransformerBlock", points=BLOCK_POINTS, notebook="04_transformer_block", home="block", kind="module",
+      reference=mhsa_lib.TransformerBlock, isolate=("LayerNorm", "FeedForward", "MultiHeadAttention"))
 def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``TransformerBlock(d_model, num_heads, d_ff, norm_placement="pre", dropout=0.0)``
     class in both placements, in eval mode (max 5)."""
@@ -364,7 +372,10 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
         return
     if not hidden:
         result.notes.append(BLOCK_ALLOWED)
-    problems = _block_structure(cls, module)
+    problems = _observe_problems("structure", _block_structure, module)
+    post = attempt(cls, 12, 3, 20, norm_placement="post")
+    if isinstance(post, LearnerError):
+        problems.append(f"TransformerBlock(12, 3, 20, norm_placement='post') {post}")
     result.add("structure: attn (q_proj, k_proj, v_proj, out_proj), ffn (fc1, fc2), norm1 and norm2 "
                "(two separate LayerNorms); norm_placement='post' accepted", 0.5, not problems,
                "; ".join(problems))
@@ -436,7 +447,7 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
         def mistake_output(mistake, case):
             placement, d, h, f, ref, x, mask = case
             buggy = mistake.fn(d, h, f, placement)
-            copy_parameters(buggy, ref)
+            _copy_reference(buggy, ref)
             buggy = buggy.double().eval()
             return buggy(x, mask)
 
@@ -461,7 +472,8 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
     _block_shortcuts(cls, result, gen)
 
 
-def _block_structure(cls, module: Any) -> List[str]:
+def _block_structure(module: Any) -> List[str]:
+    """What is wrong with the layout of the learner's ``TransformerBlock(12, 3, 20)`` (runs on it: observed)."""
     if not isinstance(module, nn.Module):
         return [f"TransformerBlock(12, 3, 20) built a {type(module).__name__}, expected an nn.Module"]
     problems = []
@@ -480,9 +492,6 @@ def _block_structure(cls, module: Any) -> List[str]:
             problems.append(f"{n} is missing or has no weight")
     if norms[0] is not None and norms[0] is norms[1]:
         problems.append("norm1 and norm2 are the same module: each sub-layer needs its own LayerNorm")
-    post = attempt(cls, 12, 3, 20, norm_placement="post")
-    if isinstance(post, LearnerError):
-        problems.append(f"TransformerBlock(12, 3, 20, norm_placement='post') {post}")
     return problems
 
 
@@ -544,8 +553,8 @@ def _block_probes(cls, gen: torch.Generator) -> List[str]:
                     problems.append("'post': the output (after undoing norm2's weight and bias) is not "
                                     "normalised per position: norm2 must be the last thing a post-norm block does")
         try:
-            _zero_sublayer_outputs(mod)
-        except Exception:
+            observe("zero the sub-layer outputs", _zero_sublayer_outputs, mod)
+        except LearnerError:
             problems.append("could not zero attn.out_proj and ffn.fc2")
             continue
         y0 = run(mod, x)
@@ -567,10 +576,37 @@ def _block_shortcuts(cls, result: CheckResult, gen: torch.Generator) -> None:
     mod = build(cls, (6, 2, 10), {"norm_placement": "pre"}, ref)
     if isinstance(mod, str):
         return
-    found = [f"torch's {type(m).__name__}" for m in mod.modules() if isinstance(m, BLOCK_TORCH_MODULES)][:1]
+    try:
+        found = list(observe("torch modules", _torch_modules, mod))[:1]
+    except LearnerError:
+        found = []
     found += find_shortcuts(mod, (tokens(gen, 2, 4, 6), mhsa_lib.causal_mask(4)), BLOCK_TORCH,
                             forbid_library=BLOCK_LIBRARY)
     if found:
         result.zero_reason = f"your TransformerBlock uses {', '.join(found)}. " + BLOCK_ALLOWED
 
 
+def _torch_modules(module: nn.Module) -> List[str]:
+    """torch's own encoder layers inside the learner's block (runs on it: observed)."""
+    return [f"torch's {type(m).__name__}" for m in module.modules() if isinstance(m, BLOCK_TORCH_MODULES)]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _observe_problems(label: str, inspect: Callable[[Any], List[str]], module: Any) -> List[str]:
+    """``inspect(module)`` on the learner's module, as one observation: its list of problems."""
+    try:
+        return list(observe(label, inspect, module))
+    except LearnerError as e:
+        return [f"looking at your module {e}"]
+
+
+def _copy_reference(dst: nn.Module, src: nn.Module) -> None:
+    """Copy ``src``'s parameters into the check's own module ``dst`` by name (a known mistake,
+    never the learner's module: no observation)."""
+    theirs = dict(dst.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for name, p in src.named_parameters():
+            if name in theirs and tuple(theirs[name].shape) == tuple(p.shape):
+                theirs[name].copy_(p)
