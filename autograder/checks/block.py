@@ -5,7 +5,8 @@ by name (norm gains and shifts too, so a skipped or shared LayerNorm shows), and
 ``mhsa_lib`` in float64. The probes test what holds for any correct module: a LayerNorm's output
 has mean 0 and variance 1 per token, the FFN is position-wise, a pre-norm block with its
 sub-layers' output projections zeroed is the identity, a post-norm block's output is normalised
-per position, and no future token leaks through a causal mask.
+per position, and no future token leaks through a causal mask. Lazy layers (``nn.LazyLinear``) get
+their shapes from one forward pass on an example input before the parameters are copied.
 
 Everything done to the learner's module (building it, running it, looking at its layout, zeroing
 its layers) is an observation, so the same body judges a record in another process.
@@ -37,7 +38,7 @@ from ..frame import (
 )
 from ..mistakes import block as M
 from .heads import HARD_CODED
-from ..frame.modules import build, diagnose_modules, not_implemented, reference, run, tokens
+from ..frame.modules import build, diagnose_modules, materialise, not_implemented, reference, run, tokens
 
 LAYER_NORM_POINTS = 3.0
 FEED_FORWARD_POINTS = 2.0
@@ -84,7 +85,7 @@ def check_layer_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden
 
     def case(x: Tensor, d: int, eps: Optional[float], weight: Tensor, bias: Tensor):
         ref = _ln_reference(d, 1e-5 if eps is None else eps, weight, bias)
-        mod = build(cls, (d,) if eps is None else (d, eps), {}, ref)
+        mod = build(cls, (d,) if eps is None else (d, eps), {}, ref, example=x)
         if isinstance(mod, str):
             return mod, None
         y = run(mod, x)
@@ -138,10 +139,10 @@ def check_layer_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden
         diagnose_modules(result, seen, M.LAYER_NORM_MISTAKES, None, mistake_output)
         if public_ok and fails:
             ref = _ln_reference(4, 1e-5, LN_PUBLIC_WEIGHT, LN_PUBLIC_BIAS)
-            mod = build(cls, (4,), {}, ref)
+            mod = build(cls, (4,), {}, ref, example=_example(4))
             if not isinstance(mod, str) and close(run(mod, tokens(gen, 1, 3, 4)), ref(LN_PUBLIC_X)):
                 result.diagnose(HARD_CODED)
-    mod = build(cls, (5,), {}, _ln_reference(5, 1e-5, torch.ones(5), torch.zeros(5)))
+    mod = build(cls, (5,), {}, _ln_reference(5, 1e-5, torch.ones(5), torch.zeros(5)), example=_example(5))
     if not isinstance(mod, str):
         shortcuts = find_shortcuts(mod, (tokens(gen, 2, 3, 5),), LAYER_NORM_TORCH, forbid_library=LAYER_NORM_LIBRARY)
         if shortcuts:
@@ -177,7 +178,7 @@ def _ln_structure(module: Any) -> List[str]:
 def _ln_probes(cls, gen: torch.Generator) -> List[str]:
     d = 6
     ref = _ln_reference(d, 1e-5, torch.ones(d), torch.zeros(d))
-    mod = build(cls, (d,), {}, ref)
+    mod = build(cls, (d,), {}, ref, example=_example(d))
     if isinstance(mod, str):
         return [mod]
     x = tokens(gen, 3, 5, d)
@@ -234,7 +235,7 @@ def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidd
 
     def case(x: Tensor, d: int, f: int, activation: str, ref: nn.Module):
         kwargs = {} if activation == "relu" else {"activation": activation}
-        mod = build(cls, (d, f), kwargs, ref)
+        mod = build(cls, (d, f), kwargs, ref, example=x)
         if isinstance(mod, str):
             return mod, None
         y = run(mod, x)
@@ -285,11 +286,11 @@ def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidd
             pub_gen = torch.Generator().manual_seed(2024)
             ref = _ffn_reference(4, 6, "relu", pub_gen)
             x_pub = randn(pub_gen, 1, 3, 4, dtype=torch.float64)
-            mod = build(cls, (4, 6), {}, ref)
+            mod = build(cls, (4, 6), {}, ref, example=x_pub)
             if not isinstance(mod, str) and close(run(mod, tokens(gen, 1, 3, 4)), ref(x_pub)):
                 result.diagnose(HARD_CODED)
     ref = _ffn_reference(5, 7, "relu", gen)
-    mod = build(cls, (5, 7), {}, ref)
+    mod = build(cls, (5, 7), {}, ref, example=_example(5))
     if not isinstance(mod, str):
         shortcuts = find_shortcuts(mod, (tokens(gen, 2, 3, 5),), (), forbid_library=FEED_FORWARD_LIBRARY)
         if shortcuts:
@@ -301,6 +302,9 @@ def _ffn_structure(module: Any) -> List[str]:
     """What is wrong with the layout of the learner's ``FeedForward(5, 8)`` (runs on it: observed)."""
     if not isinstance(module, nn.Module):
         return [f"FeedForward(5, 8) built a {type(module).__name__}, expected an nn.Module"]
+    problem = _materialise(module, "FeedForward(5, 8)", 5)
+    if problem:
+        return [problem]
     problems = []
     for name, (i, o) in (("fc1", (5, 8)), ("fc2", (8, 5))):
         layer = getattr(module, name, None)
@@ -315,7 +319,7 @@ def _ffn_structure(module: Any) -> List[str]:
 def _ffn_probes(cls, gen: torch.Generator) -> List[str]:
     d, f, t = 4, 9, 6
     ref = _ffn_reference(d, f, "relu", gen)
-    mod = build(cls, (d, f), {}, ref)
+    mod = build(cls, (d, f), {}, ref, example=_example(d))
     if isinstance(mod, str):
         return [mod]
     x = tokens(gen, 2, t, d)
@@ -384,7 +388,7 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
 
     def case(placement: str, sizes, mask: Optional[Tensor], ref: nn.Module, x: Tensor):
         d, h, f = sizes
-        mod = build(cls, (d, h, f), {"norm_placement": placement}, ref)
+        mod = build(cls, (d, h, f), {"norm_placement": placement}, ref, example=x)
         if isinstance(mod, str):
             return mod, None
         y = run(mod, x, mask)
@@ -466,7 +470,7 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
             pub_gen = torch.Generator().manual_seed(2024)
             ref = _block_reference(4, 2, 6, "pre", pub_gen)
             x_pub = randn(pub_gen, 1, 3, 4, dtype=torch.float64)
-            mod = build(cls, (4, 2, 6), {"norm_placement": "pre"}, ref)
+            mod = build(cls, (4, 2, 6), {"norm_placement": "pre"}, ref, example=x_pub)
             if not isinstance(mod, str) and close(run(mod, tokens(gen, 1, 3, 4)), ref(x_pub)):
                 result.diagnose(HARD_CODED)
     _block_shortcuts(cls, result, gen)
@@ -476,6 +480,9 @@ def _block_structure(module: Any) -> List[str]:
     """What is wrong with the layout of the learner's ``TransformerBlock(12, 3, 20)`` (runs on it: observed)."""
     if not isinstance(module, nn.Module):
         return [f"TransformerBlock(12, 3, 20) built a {type(module).__name__}, expected an nn.Module"]
+    problem = _materialise(module, "TransformerBlock(12, 3, 20)", 12)
+    if problem:
+        return [problem]
     problems = []
     attn = getattr(module, "attn", None)
     for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
@@ -501,7 +508,7 @@ def _block_dropout(cls, gen: torch.Generator) -> Tuple[List[str], bool]:
         b, t, h, dh, f = _block_sizes(gen)
         d = h * dh
         ref = _block_reference(d, h, f, placement, gen, dropout=0.5)
-        mod = build(cls, (d, h, f), {"norm_placement": placement, "dropout": 0.5}, ref)
+        mod = build(cls, (d, h, f), {"norm_placement": placement, "dropout": 0.5}, ref, example=_example(d))
         if isinstance(mod, str):
             fails.append(mod)
             continue
@@ -531,7 +538,7 @@ def _block_probes(cls, gen: torch.Generator) -> List[str]:
     problems = []
     for placement in ("pre", "post"):
         ref = _block_reference(d, h, f, placement, gen)
-        mod = build(cls, (d, h, f), {"norm_placement": placement}, ref)
+        mod = build(cls, (d, h, f), {"norm_placement": placement}, ref, example=_example(d))
         if isinstance(mod, str):
             return [mod]
         x = tokens(gen, b, t, d, spread=False)
@@ -573,7 +580,7 @@ def _block_probes(cls, gen: torch.Generator) -> List[str]:
 
 def _block_shortcuts(cls, result: CheckResult, gen: torch.Generator) -> None:
     ref = _block_reference(6, 2, 10, "pre", gen)
-    mod = build(cls, (6, 2, 10), {"norm_placement": "pre"}, ref)
+    mod = build(cls, (6, 2, 10), {"norm_placement": "pre"}, ref, example=_example(6))
     if isinstance(mod, str):
         return
     try:
@@ -592,6 +599,20 @@ def _torch_modules(module: nn.Module) -> List[str]:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _example(d: int) -> Tensor:
+    """A small input of width ``d`` for the one forward pass that gives lazy layers their shapes."""
+    return torch.linspace(-1.0, 1.0, 2 * 3 * d, dtype=torch.float64).reshape(2, 3, d)
+
+
+def _materialise(module: nn.Module, what: str, d: int) -> Optional[str]:
+    """Give the lazy layers (``nn.LazyLinear`` ...) of a freshly built module their shapes, or say why not."""
+    try:
+        materialise(module, _example(d).float())
+    except Exception as e:
+        return f"{what}: its lazy layers could not be initialised ({type(e).__name__}: {e})"
+    return None
 
 
 def _observe_problems(label: str, inspect: Callable[[Any], List[str]], module: Any) -> List[str]:
