@@ -1,6 +1,6 @@
 """Notebook 04's checks (LayerNorm, FeedForward, TransformerBlock): correct solutions written many
-ways earn full marks; MISTAKES.md rows 13-18, 21, 22 lose points and are named; broken
-submissions are reported, never raised."""
+ways (lazy layers too) earn full marks; the known mistakes of LayerNorm, the FFN and the block's
+wiring lose points and are named; broken submissions are reported, never raised."""
 
 import math
 
@@ -364,6 +364,47 @@ def test_block_dropout_scaled_in_eval_mode_is_caught(capsys):
 
     points, report = run(check_transformer_block, ScalesInEval, capsys, seed=0)
     assert points < 5.0 and "in eval mode dropout must change nothing" in report, report
+
+
+# --------------------------------------------------------------------------- lazy layers
+
+
+class FeedForwardLazy(nn.Module):
+    """Correct: nn.LazyLinear layers, whose input width is known only after a first forward pass."""
+
+    def __init__(self, d_model, d_ff, activation="relu"):
+        super().__init__()
+        self.fc1, self.fc2 = nn.LazyLinear(d_ff), nn.LazyLinear(d_model)
+        self.act = nn.GELU() if activation == "gelu" else nn.ReLU()
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class LazyAttention(EinsumAttention):
+    """EinsumAttention with nn.LazyLinear projections."""
+
+    def __init__(self, d_model, num_heads):
+        nn.Module.__init__(self)
+        self.h = num_heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.LazyLinear(d_model) for _ in range(4))
+
+
+class BlockLazy(BlockOwnParts):
+    """Correct: every linear layer of the block (attention and FFN) is an nn.LazyLinear."""
+
+    def __init__(self, d_model, num_heads, d_ff, norm_placement="pre", dropout=0.0):
+        super().__init__(d_model, num_heads, d_ff, norm_placement, dropout)
+        self.attn = LazyAttention(d_model, num_heads)
+        self.ffn = FeedForwardLazy(d_model, d_ff)
+
+
+@pytest.mark.parametrize("check,cls,points", [(check_feed_forward, FeedForwardLazy, 2.0),
+                                              (check_transformer_block, BlockLazy, 5.0)])
+def test_lazy_layers_earn_full_marks(check, cls, points, capsys):
+    got, report = run(check, cls, capsys, seed=0)
+    assert got == points, report
+    assert "All checks pass" in report, report
 
 
 # --------------------------------------------------------------------------- every mistake, robustness

@@ -5,7 +5,11 @@ by name (norm gains and shifts too, so a skipped or shared LayerNorm shows), and
 ``mhsa_lib`` in float64. The probes test what holds for any correct module: a LayerNorm's output
 has mean 0 and variance 1 per token, the FFN is position-wise, a pre-norm block with its
 sub-layers' output projections zeroed is the identity, a post-norm block's output is normalised
-per position, and no future token leaks through a causal mask.
+per position, and no future token leaks through a causal mask. Lazy layers (``nn.LazyLinear``) get
+their shapes from one forward pass on an example input before the parameters are copied.
+
+Everything done to the learner's module (building it, running it, looking at its layout, zeroing
+its layers) is an observation, so the same body judges a record in another process.
 
 Shape letters: B batch, T length, D model width, H heads, Dh = D/H, F feed-forward width.
 """
@@ -29,11 +33,12 @@ from ..frame import (
     describe_failures,
     distinct_sizes,
     find_shortcuts,
+    observe,
     randn,
 )
 from ..mistakes import block as M
 from .heads import HARD_CODED
-from ..frame.modules import build, copy_parameters, diagnose_modules, not_implemented, reference, run, tokens
+from ..frame.modules import build, diagnose_modules, materialise, not_implemented, reference, run, tokens
 
 LAYER_NORM_POINTS = 3.0
 FEED_FORWARD_POINTS = 2.0
@@ -64,14 +69,15 @@ def _ln_reference(d: int, eps: float, weight: Tensor, bias: Tensor) -> nn.Module
     return ref
 
 
-@step("LayerNorm", points=LAYER_NORM_POINTS, notebook="04_transformer_block", home="block", kind="module", reference=mhsa_lib.LayerNorm)
+@step("LayerNorm", points=LAYER_NORM_POINTS, notebook="04_transformer_block", home="block", kind="module",
+      reference=mhsa_lib.LayerNorm)
 def check_layer_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``LayerNorm(d_model, eps=1e-5)`` class (pass the class itself) (max 3)."""
     module = attempt(cls, 7)
     if isinstance(module, LearnerError):
         result.zero_reason = f"LayerNorm(7) {module}"
         return
-    problems = _ln_structure(module)
+    problems = _observe_problems("structure", _ln_structure, module)
     result.add("structure: parameters weight (D,) initialised to 1 and bias (D,) initialised to 0",
                0.5, not problems, "; ".join(problems))
 
@@ -79,7 +85,7 @@ def check_layer_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden
 
     def case(x: Tensor, d: int, eps: Optional[float], weight: Tensor, bias: Tensor):
         ref = _ln_reference(d, 1e-5 if eps is None else eps, weight, bias)
-        mod = build(cls, (d,) if eps is None else (d, eps), {}, ref)
+        mod = build(cls, (d,) if eps is None else (d, eps), {}, ref, example=x)
         if isinstance(mod, str):
             return mod, None
         y = run(mod, x)
@@ -133,10 +139,10 @@ def check_layer_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden
         diagnose_modules(result, seen, M.LAYER_NORM_MISTAKES, None, mistake_output)
         if public_ok and fails:
             ref = _ln_reference(4, 1e-5, LN_PUBLIC_WEIGHT, LN_PUBLIC_BIAS)
-            mod = build(cls, (4,), {}, ref)
+            mod = build(cls, (4,), {}, ref, example=_example(4))
             if not isinstance(mod, str) and close(run(mod, tokens(gen, 1, 3, 4)), ref(LN_PUBLIC_X)):
                 result.diagnose(HARD_CODED)
-    mod = build(cls, (5,), {}, _ln_reference(5, 1e-5, torch.ones(5), torch.zeros(5)))
+    mod = build(cls, (5,), {}, _ln_reference(5, 1e-5, torch.ones(5), torch.zeros(5)), example=_example(5))
     if not isinstance(mod, str):
         shortcuts = find_shortcuts(mod, (tokens(gen, 2, 3, 5),), LAYER_NORM_TORCH, forbid_library=LAYER_NORM_LIBRARY)
         if shortcuts:
@@ -172,7 +178,7 @@ def _ln_structure(module: Any) -> List[str]:
 def _ln_probes(cls, gen: torch.Generator) -> List[str]:
     d = 6
     ref = _ln_reference(d, 1e-5, torch.ones(d), torch.zeros(d))
-    mod = build(cls, (d,), {}, ref)
+    mod = build(cls, (d,), {}, ref, example=_example(d))
     if isinstance(mod, str):
         return [mod]
     x = tokens(gen, 3, 5, d)
@@ -210,14 +216,18 @@ def _ffn_reference(d: int, f: int, activation: str, gen: torch.Generator) -> nn.
     return reference(mhsa_lib.FeedForward(d, f, activation), gen)
 
 
-@step("FeedForward", points=FEED_FORWARD_POINTS, notebook="04_transformer_block", home="block", kind="module", reference=mhsa_lib.FeedForward)
+@step("FeedForward", points=FEED_FORWARD_POINTS, notebook="04_transformer_block", home="block", kind="module",
+      reference=mhsa_lib.FeedForward)
 def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``FeedForward(d_model, d_ff, activation="relu")`` class (max 2)."""
     module = attempt(cls, 5, 8)
     if isinstance(module, LearnerError):
         result.zero_reason = f"FeedForward(5, 8) {module}"
         return
-    problems = _ffn_structure(cls, module)
+    problems = _observe_problems("structure", _ffn_structure, module)
+    gelu = attempt(cls, 5, 8, activation="gelu")
+    if isinstance(gelu, LearnerError):
+        problems.append(f"FeedForward(5, 8, activation='gelu') {gelu}")
     result.add("structure: fc1 = nn.Linear(D, F), fc2 = nn.Linear(F, D); activation='gelu' accepted",
                0.25, not problems, "; ".join(problems))
 
@@ -225,7 +235,7 @@ def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidd
 
     def case(x: Tensor, d: int, f: int, activation: str, ref: nn.Module):
         kwargs = {} if activation == "relu" else {"activation": activation}
-        mod = build(cls, (d, f), kwargs, ref)
+        mod = build(cls, (d, f), kwargs, ref, example=x)
         if isinstance(mod, str):
             return mod, None
         y = run(mod, x)
@@ -265,7 +275,7 @@ def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidd
         def mistake_output(mistake, case):
             x, d, f, activation, ref = case
             buggy = mistake.fn(d, f, activation)
-            copy_parameters(buggy, ref)
+            _copy_reference(buggy, ref)
             return buggy.double()(x)
 
         for activation in ("relu", "gelu"):
@@ -276,11 +286,11 @@ def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidd
             pub_gen = torch.Generator().manual_seed(2024)
             ref = _ffn_reference(4, 6, "relu", pub_gen)
             x_pub = randn(pub_gen, 1, 3, 4, dtype=torch.float64)
-            mod = build(cls, (4, 6), {}, ref)
+            mod = build(cls, (4, 6), {}, ref, example=x_pub)
             if not isinstance(mod, str) and close(run(mod, tokens(gen, 1, 3, 4)), ref(x_pub)):
                 result.diagnose(HARD_CODED)
     ref = _ffn_reference(5, 7, "relu", gen)
-    mod = build(cls, (5, 7), {}, ref)
+    mod = build(cls, (5, 7), {}, ref, example=_example(5))
     if not isinstance(mod, str):
         shortcuts = find_shortcuts(mod, (tokens(gen, 2, 3, 5),), (), forbid_library=FEED_FORWARD_LIBRARY)
         if shortcuts:
@@ -288,9 +298,13 @@ def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidd
                                   "build it from fc1, the activation and fc2")
 
 
-def _ffn_structure(cls, module: Any) -> List[str]:
+def _ffn_structure(module: Any) -> List[str]:
+    """What is wrong with the layout of the learner's ``FeedForward(5, 8)`` (runs on it: observed)."""
     if not isinstance(module, nn.Module):
         return [f"FeedForward(5, 8) built a {type(module).__name__}, expected an nn.Module"]
+    problem = _materialise(module, "FeedForward(5, 8)", 5)
+    if problem:
+        return [problem]
     problems = []
     for name, (i, o) in (("fc1", (5, 8)), ("fc2", (8, 5))):
         layer = getattr(module, name, None)
@@ -299,16 +313,13 @@ def _ffn_structure(cls, module: Any) -> List[str]:
         elif (layer.in_features, layer.out_features) != (i, o) or layer.bias is None:
             problems.append(f"{name} is nn.Linear({layer.in_features}, {layer.out_features}, "
                             f"bias={layer.bias is not None}), expected nn.Linear({i}, {o}) with a bias")
-    gelu = attempt(cls, 5, 8, activation="gelu")
-    if isinstance(gelu, LearnerError):
-        problems.append(f"FeedForward(5, 8, activation='gelu') {gelu}")
     return problems
 
 
 def _ffn_probes(cls, gen: torch.Generator) -> List[str]:
     d, f, t = 4, 9, 6
     ref = _ffn_reference(d, f, "relu", gen)
-    mod = build(cls, (d, f), {}, ref)
+    mod = build(cls, (d, f), {}, ref, example=_example(d))
     if isinstance(mod, str):
         return [mod]
     x = tokens(gen, 2, t, d)
@@ -354,7 +365,8 @@ def _block_sizes(gen: torch.Generator) -> Tuple[int, int, int, int, int]:
     return b, t, h, dh, f
 
 
-@step("TransformerBlock", points=BLOCK_POINTS, notebook="04_transformer_block", home="block", kind="module", reference=mhsa_lib.TransformerBlock, isolate=("LayerNorm", "FeedForward", "MultiHeadAttention"))
+@step("TransformerBlock", points=BLOCK_POINTS, notebook="04_transformer_block", home="block", kind="module",
+      reference=mhsa_lib.TransformerBlock, isolate=("LayerNorm", "FeedForward", "MultiHeadAttention"))
 def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``TransformerBlock(d_model, num_heads, d_ff, norm_placement="pre", dropout=0.0)``
     class in both placements, in eval mode (max 5)."""
@@ -364,7 +376,10 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
         return
     if not hidden:
         result.notes.append(BLOCK_ALLOWED)
-    problems = _block_structure(cls, module)
+    problems = _observe_problems("structure", _block_structure, module)
+    post = attempt(cls, 12, 3, 20, norm_placement="post")
+    if isinstance(post, LearnerError):
+        problems.append(f"TransformerBlock(12, 3, 20, norm_placement='post') {post}")
     result.add("structure: attn (q_proj, k_proj, v_proj, out_proj), ffn (fc1, fc2), norm1 and norm2 "
                "(two separate LayerNorms); norm_placement='post' accepted", 0.5, not problems,
                "; ".join(problems))
@@ -373,7 +388,7 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
 
     def case(placement: str, sizes, mask: Optional[Tensor], ref: nn.Module, x: Tensor):
         d, h, f = sizes
-        mod = build(cls, (d, h, f), {"norm_placement": placement}, ref)
+        mod = build(cls, (d, h, f), {"norm_placement": placement}, ref, example=x)
         if isinstance(mod, str):
             return mod, None
         y = run(mod, x, mask)
@@ -436,7 +451,7 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
         def mistake_output(mistake, case):
             placement, d, h, f, ref, x, mask = case
             buggy = mistake.fn(d, h, f, placement)
-            copy_parameters(buggy, ref)
+            _copy_reference(buggy, ref)
             buggy = buggy.double().eval()
             return buggy(x, mask)
 
@@ -455,15 +470,19 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
             pub_gen = torch.Generator().manual_seed(2024)
             ref = _block_reference(4, 2, 6, "pre", pub_gen)
             x_pub = randn(pub_gen, 1, 3, 4, dtype=torch.float64)
-            mod = build(cls, (4, 2, 6), {"norm_placement": "pre"}, ref)
+            mod = build(cls, (4, 2, 6), {"norm_placement": "pre"}, ref, example=x_pub)
             if not isinstance(mod, str) and close(run(mod, tokens(gen, 1, 3, 4)), ref(x_pub)):
                 result.diagnose(HARD_CODED)
     _block_shortcuts(cls, result, gen)
 
 
-def _block_structure(cls, module: Any) -> List[str]:
+def _block_structure(module: Any) -> List[str]:
+    """What is wrong with the layout of the learner's ``TransformerBlock(12, 3, 20)`` (runs on it: observed)."""
     if not isinstance(module, nn.Module):
         return [f"TransformerBlock(12, 3, 20) built a {type(module).__name__}, expected an nn.Module"]
+    problem = _materialise(module, "TransformerBlock(12, 3, 20)", 12)
+    if problem:
+        return [problem]
     problems = []
     attn = getattr(module, "attn", None)
     for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
@@ -480,9 +499,6 @@ def _block_structure(cls, module: Any) -> List[str]:
             problems.append(f"{n} is missing or has no weight")
     if norms[0] is not None and norms[0] is norms[1]:
         problems.append("norm1 and norm2 are the same module: each sub-layer needs its own LayerNorm")
-    post = attempt(cls, 12, 3, 20, norm_placement="post")
-    if isinstance(post, LearnerError):
-        problems.append(f"TransformerBlock(12, 3, 20, norm_placement='post') {post}")
     return problems
 
 
@@ -492,7 +508,7 @@ def _block_dropout(cls, gen: torch.Generator) -> Tuple[List[str], bool]:
         b, t, h, dh, f = _block_sizes(gen)
         d = h * dh
         ref = _block_reference(d, h, f, placement, gen, dropout=0.5)
-        mod = build(cls, (d, h, f), {"norm_placement": placement, "dropout": 0.5}, ref)
+        mod = build(cls, (d, h, f), {"norm_placement": placement, "dropout": 0.5}, ref, example=_example(d))
         if isinstance(mod, str):
             fails.append(mod)
             continue
@@ -522,7 +538,7 @@ def _block_probes(cls, gen: torch.Generator) -> List[str]:
     problems = []
     for placement in ("pre", "post"):
         ref = _block_reference(d, h, f, placement, gen)
-        mod = build(cls, (d, h, f), {"norm_placement": placement}, ref)
+        mod = build(cls, (d, h, f), {"norm_placement": placement}, ref, example=_example(d))
         if isinstance(mod, str):
             return [mod]
         x = tokens(gen, b, t, d, spread=False)
@@ -544,8 +560,8 @@ def _block_probes(cls, gen: torch.Generator) -> List[str]:
                     problems.append("'post': the output (after undoing norm2's weight and bias) is not "
                                     "normalised per position: norm2 must be the last thing a post-norm block does")
         try:
-            _zero_sublayer_outputs(mod)
-        except Exception:
+            observe("zero the sub-layer outputs", _zero_sublayer_outputs, mod)
+        except LearnerError:
             problems.append("could not zero attn.out_proj and ffn.fc2")
             continue
         y0 = run(mod, x)
@@ -564,13 +580,54 @@ def _block_probes(cls, gen: torch.Generator) -> List[str]:
 
 def _block_shortcuts(cls, result: CheckResult, gen: torch.Generator) -> None:
     ref = _block_reference(6, 2, 10, "pre", gen)
-    mod = build(cls, (6, 2, 10), {"norm_placement": "pre"}, ref)
+    mod = build(cls, (6, 2, 10), {"norm_placement": "pre"}, ref, example=_example(6))
     if isinstance(mod, str):
         return
-    found = [f"torch's {type(m).__name__}" for m in mod.modules() if isinstance(m, BLOCK_TORCH_MODULES)][:1]
+    try:
+        found = list(observe("torch modules", _torch_modules, mod))[:1]
+    except LearnerError:
+        found = []
     found += find_shortcuts(mod, (tokens(gen, 2, 4, 6), mhsa_lib.causal_mask(4)), BLOCK_TORCH,
                             forbid_library=BLOCK_LIBRARY)
     if found:
         result.zero_reason = f"your TransformerBlock uses {', '.join(found)}. " + BLOCK_ALLOWED
 
 
+def _torch_modules(module: nn.Module) -> List[str]:
+    """torch's own encoder layers inside the learner's block (runs on it: observed)."""
+    return [f"torch's {type(m).__name__}" for m in module.modules() if isinstance(m, BLOCK_TORCH_MODULES)]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _example(d: int) -> Tensor:
+    """A small input of width ``d`` for the one forward pass that gives lazy layers their shapes."""
+    return torch.linspace(-1.0, 1.0, 2 * 3 * d, dtype=torch.float64).reshape(2, 3, d)
+
+
+def _materialise(module: nn.Module, what: str, d: int) -> Optional[str]:
+    """Give the lazy layers (``nn.LazyLinear`` ...) of a freshly built module their shapes, or say why not."""
+    try:
+        materialise(module, _example(d).float())
+    except Exception as e:
+        return f"{what}: its lazy layers could not be initialised ({type(e).__name__}: {e})"
+    return None
+
+
+def _observe_problems(label: str, inspect: Callable[[Any], List[str]], module: Any) -> List[str]:
+    """``inspect(module)`` on the learner's module, as one observation: its list of problems."""
+    try:
+        return list(observe(label, inspect, module))
+    except LearnerError as e:
+        return [f"looking at your module {e}"]
+
+
+def _copy_reference(dst: nn.Module, src: nn.Module) -> None:
+    """Copy ``src``'s parameters into the check's own module ``dst`` by name (a known mistake,
+    never the learner's module: no observation)."""
+    theirs = dict(dst.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for name, p in src.named_parameters():
+            if name in theirs and tuple(theirs[name].shape) == tuple(p.shape):
+                theirs[name].copy_(p)

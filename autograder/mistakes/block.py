@@ -1,5 +1,9 @@
-"""Known mistakes in notebook 04's steps (LayerNorm, FeedForward, TransformerBlock):
-MISTAKES.md rows 13-18 and 21.
+"""Known mistakes in notebook 04's steps (LayerNorm, FeedForward, TransformerBlock): a LayerNorm
+over the wrong axis, with the unbiased variance, with eps misplaced or missing, or without its
+weight and bias; an FFN without (or with an extra, or the wrong) activation; a block with its
+placements swapped, the norm or the residual wired wrongly, dropout active in eval mode, the mask
+dropped or one LayerNorm for both sub-layers; and answers that call torch's or the library's
+version of the step.
 
 Each is a small class with the course's fixed layout (LayerNorm: weight, bias; FeedForward: fc1,
 fc2; TransformerBlock: attn, ffn, norm1, norm2), written the way the bug is usually written, so
@@ -81,15 +85,20 @@ class LayerNormCallsTorch(BuggyLayerNorm):
 
 LAYER_NORM_MISTAKES = [
     mistake('ln-wrong-axis', LayerNormWrongAxis,
-            "you normalise over the positions (dim=-2), not over each token's features: the mean and variance of a token are taken over the last axis, dim=-1 (keepdim=True)."),
+            "you normalise over the positions (dim=-2), not over each token's features: the mean and variance of a "
+            "token are taken over the last axis, dim=-1 (keepdim=True)."),
     mistake('ln-unbiased', LayerNormUnbiased,
-            "you use the unbiased variance (dividing by D - 1; torch.var's default): LayerNorm divides by D, x.var(dim=-1, unbiased=False, keepdim=True) or ((x - mean) ** 2).mean(dim=-1, keepdim=True)."),
+            "you use the unbiased variance (dividing by D - 1; torch.var's default): LayerNorm divides by D, "
+            "x.var(dim=-1, unbiased=False, keepdim=True) or ((x - mean) ** 2).mean(dim=-1, keepdim=True)."),
     mistake('ln-eps-outside-sqrt', LayerNormEpsOutsideSqrt,
-            'you add eps to the standard deviation, (x - mean) / (sqrt(var) + eps): eps goes inside the square root, (x - mean) / sqrt(var + eps).'),
+            "you add eps to the standard deviation, (x - mean) / (sqrt(var) + eps): eps goes inside the square root, "
+            "(x - mean) / sqrt(var + eps)."),
     mistake('ln-no-eps', LayerNormNoEps,
-            'eps is not used: divide by sqrt(var + eps), so that a token with (almost) constant features does not divide by (almost) zero.'),
+            "eps is not used: divide by sqrt(var + eps), so that a token with (almost) constant features does not "
+            "divide by (almost) zero."),
     mistake('ln-no-affine', LayerNormNoAffine,
-            'the normalisation is right, but weight and bias are not applied: return normalised * self.weight + self.bias.'),
+            "the normalisation is right, but weight and bias are not applied: return normalised * self.weight + "
+            "self.bias."),
     mistake('ln-calls-torch', LayerNormCallsTorch,
             'Calls F.layer_norm.', flags=[SAME_OUTPUT]),
 ]
@@ -155,13 +164,17 @@ class FeedForwardCallsLibrary(BuggyFeedForward):
 
 FEED_FORWARD_MISTAKES = [
     mistake('ffn-no-activation', FeedForwardNoActivation,
-            "there is no non-linearity between fc1 and fc2: two linear maps in a row are just one linear map, fc2(fc1(x)) = x·(W2·W1)ᵀ + b. Apply the activation to fc1's output: fc2(act(fc1(x)))."),
+            "there is no non-linearity between fc1 and fc2: two linear maps in a row are just one linear map, "
+            "fc2(fc1(x)) = x·(W2·W1)ᵀ + b. Apply the activation to fc1's output: fc2(act(fc1(x)))."),
     mistake('ffn-activation-after-output', FeedForwardActivationAfterOutput,
-            "you apply the activation after fc2 as well: the FFN is fc2(act(fc1(x))), with fc2's output left as it is (it goes into the residual sum)."),
+            "you apply the activation after fc2 as well: the FFN is fc2(act(fc1(x))), with fc2's output left as it is "
+            "(it goes into the residual sum)."),
     mistake('ffn-gelu-tanh', FeedForwardGeluTanh,
-            "you use the tanh approximation of GELU; the course's (and nn.TransformerEncoderLayer's) GELU is the exact one: x·Φ(x) = 0.5·x·(1 + erf(x/√2)), F.gelu(x) with its default approximate='none'."),
+            "you use the tanh approximation of GELU; the course's (and nn.TransformerEncoderLayer's) GELU is the exact "
+            "one: x·Φ(x) = 0.5·x·(1 + erf(x/√2)), F.gelu(x) with its default approximate='none'."),
     mistake('ffn-ignores-activation', FeedForwardIgnoresActivation,
-            "you apply ReLU whatever `activation` says: use GELU when activation='gelu' (store the choice in __init__)."),
+            "you apply ReLU whatever `activation` says: use GELU when activation='gelu' (store the choice in "
+            "__init__)."),
     mistake('ffn-calls-library', FeedForwardCallsLibrary,
             'Calls mhsa_lib.FeedForward.', flags=[SAME_OUTPUT]),
 ]
@@ -262,19 +275,28 @@ class BlockCallsLibrary(BuggyTransformerBlock):
 
 TRANSFORMER_BLOCK_MISTAKES = [
     mistake('block-placement-swapped', BlockPlacementSwapped,
-            "your block gives the other placement's output: pre-norm normalises the input of each sub-layer, x + F(LN(x)); post-norm normalises after the residual sum, LN(x + F(x)). Check which branch runs for each norm_placement."),
+            "your block gives the other placement's output: pre-norm normalises the input of each sub-layer, x + "
+            "F(LN(x)); post-norm normalises after the residual sum, LN(x + F(x)). Check which branch runs for each "
+            "norm_placement."),
     mistake('block-norm-inside-residual', BlockNormInsideResidual,
-            "your block computes x + LN(F(x)): the norm is applied to the sub-layer's output inside the residual. Pre-norm is x + F(LN(x)) (norm before F); post-norm is LN(x + F(x)) (norm after the sum)."),
+            "your block computes x + LN(F(x)): the norm is applied to the sub-layer's output inside the residual. "
+            "Pre-norm is x + F(LN(x)) (norm before F); post-norm is LN(x + F(x)) (norm after the sum)."),
     mistake('block-normed-residual', BlockNormedResidual,
-            'your block computes LN(x) + F(LN(x)): the residual adds the normalised x. Keep the raw x on the residual path: h = LN(x); x = x + F(h).'),
+            "your block computes LN(x) + F(LN(x)): the residual adds the normalised x. Keep the raw x on the residual "
+            "path: h = LN(x); x = x + F(h)."),
     mistake('block-no-residual', BlockNoResidual,
-            "the residual connection is missing: each sub-layer's output must be added to its input (x + F(LN(x)) for pre-norm, LN(x + F(x)) for post-norm)."),
+            "the residual connection is missing: each sub-layer's output must be added to its input (x + F(LN(x)) for "
+            "pre-norm, LN(x + F(x)) for post-norm)."),
     mistake('block-dropout-in-eval', BlockDropoutInEval,
-            "dropout is active in eval mode: the output changes from call to call after .eval(). Use nn.Dropout modules (they switch off in eval mode), or F.dropout(x, p, training=self.training) — F.dropout's training argument defaults to True."),
+            "dropout is active in eval mode: the output changes from call to call after .eval(). Use nn.Dropout "
+            "modules (they switch off in eval mode), or F.dropout(x, p, training=self.training) — F.dropout's training "
+            "argument defaults to True."),
     mistake('block-mask-not-passed', BlockMaskNotPassed,
-            'the mask is not passed to the attention: forward(x, mask) gives the same output as forward(x). Call self.attn(h, mask).'),
+            "the mask is not passed to the attention: forward(x, mask) gives the same output as forward(x). Call "
+            "self.attn(h, mask)."),
     mistake('block-shared-norm', BlockSharedNorm,
-            'both sub-layers use norm1: the FFN sub-layer needs its own LayerNorm, norm2, with its own weight and bias.'),
+            "both sub-layers use norm1: the FFN sub-layer needs its own LayerNorm, norm2, with its own weight and "
+            "bias."),
     mistake('block-calls-library', BlockCallsLibrary,
             'Calls mhsa_lib.TransformerBlock.', flags=[SAME_OUTPUT]),
 ]
