@@ -214,7 +214,7 @@ def _forward(module, x, mask=None, return_weights=False):
     return attempt(module, x.clone(), mask, **kwargs) if mask is not None or return_weights else attempt(module, x.clone())
 
 
-def _fill(dst: nn.Module, src: nn.Module) -> nn.Module:
+def load_weights(dst: nn.Module, src: nn.Module) -> nn.Module:
     """Copy ``src``'s parameters into ``dst``, one of the check's own modules (a known mistake), by
     name. Not an observation: :func:`~autograder.frame.modules.copy_parameters` is one, for the
     learner's modules, and a judge would read its result back without copying anything."""
@@ -462,7 +462,7 @@ def _diagnose_mha(result: CheckResult, seen) -> None:
             continue  # same output as a correct module: the forbidden-call probe catches it
         ok = True
         for (d, h, ref, x, mask), y in outputs:
-            buggy = _fill(mistake.fn(d, h).double(), ref)
+            buggy = load_weights(mistake.fn(d, h).double(), ref)
             expected = buggy(x, mask) if mask is not None else buggy(x)
             if not matches(y, expected, atol=1e-8):
                 ok = False
