@@ -172,7 +172,16 @@ class FastSdpa(M.SlowCausalAttention):
         return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
 
 
-@pytest.mark.parametrize("cls", [FastTril, FastSdpa])
+class FastLazy(FastSdpa):
+    """The fix written with nn.LazyLinear layers, which learn their input width from the first call."""
+
+    def __init__(self, d_model, num_heads):
+        super().__init__(d_model, num_heads)
+        for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            setattr(self, name, nn.LazyLinear(d_model))
+
+
+@pytest.mark.parametrize("cls", [FastTril, FastSdpa, FastLazy])
 def test_fast_attention_full_marks(cls, capsys):
     points, out = run(C.check_fast_causal_attention, cls, capsys, seed=1)
     assert points == C.SPEED_POINTS, out

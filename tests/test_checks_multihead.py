@@ -1,6 +1,8 @@
-"""Per-head attention (notebook 02), MultiHeadAttention and weight loading (notebook 03):
-correct solutions written many ways earn full marks; MISTAKES.md rows 5, 10-13, 21, 22 lose
-points and are named."""
+"""Per-head attention (notebook 02) and MultiHeadAttention (notebook 03): correct solutions
+written many ways earn full marks (lazy layers included); the known mistakes (the wrong scale, a
+split or merge without the transpose, weights used as x @ W, a mask not passed on, heads that all
+use head 0's weights, a missing output projection, calling torch's or the library's multi-head
+attention) lose points and are named."""
 
 import math
 
@@ -172,7 +174,31 @@ class MHAEinsumFast(nn.Module):
         return (out, w) if return_weights else out
 
 
-@pytest.mark.parametrize("cls", [M.BuggyMultiHeadAttention, MHALoop, MHAEinsumFast])
+class MHALazy(nn.Module):
+    """Correct, d2l style: nn.LazyLinear layers that learn their input width from the first call."""
+
+    def __init__(self, d_model, num_heads, bias=True):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError("d_model must be divisible by num_heads")
+        self.num_heads = num_heads
+        self.q_proj = nn.LazyLinear(d_model, bias=bias)
+        self.k_proj = nn.LazyLinear(d_model, bias=bias)
+        self.v_proj = nn.LazyLinear(d_model, bias=bias)
+        self.out_proj = nn.LazyLinear(d_model, bias=bias)
+
+    def transpose_qkv(self, x):
+        x = x.reshape(x.shape[0], x.shape[1], self.num_heads, -1)  # (B, T, H, Dh)
+        return x.permute(0, 2, 1, 3)  # (B, H, T, Dh)
+
+    def forward(self, x, mask=None, return_weights=False):
+        q, k, v = (self.transpose_qkv(p(x)) for p in (self.q_proj, self.k_proj, self.v_proj))
+        out, w = mhsa_lib.scaled_dot_product_attention(q, k, v, mask)
+        out = self.out_proj(out.permute(0, 2, 1, 3).reshape(x.shape))
+        return (out, w) if return_weights else out
+
+
+@pytest.mark.parametrize("cls", [M.BuggyMultiHeadAttention, MHALoop, MHAEinsumFast, MHALazy])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_mha_full_marks_for_correct_solutions(cls, seed, capsys):
     points, report = run(check_multi_head_attention, cls, capsys, seed=seed)
@@ -189,12 +215,19 @@ def test_mha_hidden_cases(capsys):
     (M.MHAScaleByModelWidth, "1/√D"),
     (M.MHASplitNoTranspose, "straight to (B, H, T, Dh)"),
     (M.MHAMergeNoTranspose, "without transposing"),
+    (M.MHAHeadsShareHeadZero, "head 0's slice"),
     (M.MHACallsTorch, "multi_head_attention_forward"),
 ])
 def test_mha_mistakes_lose_points_and_are_named(cls, words, capsys):
     points, report = run(check_multi_head_attention, cls, capsys, seed=2)
     assert points < 6.0, report
     assert words in report, report
+
+
+def test_mha_heads_sharing_head_zero_fail_the_head_probe(capsys):
+    points, report = run(check_multi_head_attention, M.MHAHeadsShareHeadZero, capsys, seed=0)
+    assert "✗ probes" in report and "does not use its own slice" in report, report
+    assert M.CATALOGUE["mha-heads-share-head-zero"].advice in report, report
 
 
 def test_mha_wrapping_the_library_module_is_caught(capsys):

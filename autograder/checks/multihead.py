@@ -1,15 +1,16 @@
-"""Step checks for per-head attention (notebook 02) and the MultiHeadAttention module and its
-weight loading from ``torch.nn.MultiheadAttention`` (notebook 03).
+"""Step checks for per-head attention (notebook 02) and the MultiHeadAttention module
+(notebook 03).
 
 Besides comparing with ``mhsa_lib`` in float64, these checks probe the properties that hold for
 any correct multi-head attention: permutation equivariance without a mask, no future leak with a
-causal mask, and heads that are independent of each other.
+causal mask, and heads that are independent of each other, each using its own slice of the
+projections.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -20,19 +21,20 @@ from ..frame.registry import step
 from ..frame import (
     CheckResult,
     LearnerError,
+    Opaque,
     attempt,
     close,
     compare,
     describe_failures,
     distinct_sizes,
-    draw_seed,
     find_shortcuts,
     matches,
+    observe,
     randn,
 )
 from ..mistakes import multihead as M
 from .heads import HARD_CODED, _diagnose
-from ..frame.modules import build, copy_parameters
+from ..frame.modules import build, materialise
 
 HEADS_POINTS = 3.0
 #: "Yours vs expected" in the feedback: code that sets ``yours`` and ``ref`` from ``fn`` (see grading).
@@ -135,7 +137,6 @@ def _heads_parts(fn: Callable, result: CheckResult, gen: torch.Generator, hidden
     shortcuts = find_shortcuts(fn, shortcut_args, MHA_TORCH, forbid_library=MHA_LIBRARY)
     if shortcuts:
         result.zero_reason = f"your {step} calls {', '.join(shortcuts)}: this step asks you to build the heads yourself"
-    return
 
 
 def _returns_public(run: Callable, public) -> bool:
@@ -182,8 +183,6 @@ def check_attention_heads(fn: Any, result: CheckResult, gen: torch.Generator, hi
     _heads_parts(fn, result, gen, hidden, loop=False)
 
 
-
-
 # --------------------------------------------------------------------------- notebook 03: the module
 
 
@@ -197,8 +196,9 @@ def _reference_mha(d: int, h: int, seed: int, bias: bool = True) -> nn.Module:
 
 
 def _build(cls: Callable, d: int, h: int, src: nn.Module):
-    """Build the learner's module with ``src``'s weights (float64, eval); or a message."""
-    return build(cls, (d, h), {}, src)
+    """Build the learner's module with ``src``'s weights (float64, eval); or a message. One forward
+    pass on an example input first gives lazy layers (``nn.LazyLinear``) their shapes."""
+    return build(cls, (d, h), {}, src, example=torch.zeros(1, 2, d, dtype=torch.float64))
 
 
 def _forward(module, x, mask=None, return_weights=False):
@@ -206,7 +206,21 @@ def _forward(module, x, mask=None, return_weights=False):
     return attempt(module, x.clone(), mask, **kwargs) if mask is not None or return_weights else attempt(module, x.clone())
 
 
-@step("MultiHeadAttention", points=MHA_POINTS, notebook="03_concat_and_output_projection", home="multihead", kind="module", reference=mhsa_lib.MultiHeadAttention, isolate=("split_heads", "merge_heads", "scaled_dot_product_attention", "softmax"))
+def load_weights(dst: nn.Module, src: nn.Module) -> nn.Module:
+    """Copy ``src``'s parameters into ``dst``, one of the check's own modules (a known mistake), by
+    name. Not an observation: :func:`~autograder.frame.modules.copy_parameters` is one, for the
+    learner's modules, and a judge would read its result back without copying anything."""
+    theirs = dict(dst.named_parameters())
+    with torch.no_grad():
+        for name, p in src.named_parameters():
+            if name in theirs and theirs[name].shape == p.shape:
+                theirs[name].copy_(p)
+    return dst
+
+
+@step("MultiHeadAttention", points=MHA_POINTS, notebook="03_concat_and_output_projection", home="multihead",
+      kind="module", reference=mhsa_lib.MultiHeadAttention,
+      isolate=("split_heads", "merge_heads", "scaled_dot_product_attention", "softmax"))
 def check_multi_head_attention(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``MultiHeadAttention`` class (pass the class itself) (max 6)."""
     # Structure: four nn.Linear(D, D), biases on request, ValueError when D % H != 0.
@@ -214,7 +228,10 @@ def check_multi_head_attention(cls: Any, result: CheckResult, gen: torch.Generat
     if isinstance(module, LearnerError):
         result.zero_reason = f"MultiHeadAttention(12, 3) {module}"
         return
-    problems = _structure_problems(cls, module)
+    try:
+        problems = observe("structure", _structure_problems, cls, module)
+    except LearnerError as e:
+        problems = [f"looking at MultiHeadAttention(12, 3) {e}"]
     result.add("structure: q_proj, k_proj, v_proj, out_proj are nn.Linear(D, D); bias=False drops "
                "the biases; d_model not divisible by num_heads raises ValueError", 0.5, not problems,
                "; ".join(problems))
@@ -261,7 +278,8 @@ def check_multi_head_attention(cls: Any, result: CheckResult, gen: torch.Generat
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             weight_fails.append(f"forward(x, mask, return_weights=True) returned {type(got).__name__}: {got}"
                                 if isinstance(got, LearnerError) else
-                                f"forward(x, mask, return_weights=True) returned {type(got).__name__}, expected (out, weights)")
+                                f"forward(x, mask, return_weights=True) returned {_type_name(got)}, "
+                                "expected (out, weights)")
         else:
             for what, a, e in (("weights", got[1], exp_w), ("out", got[0], exp_out)):
                 c = compare(a, e, what=what)
@@ -275,8 +293,8 @@ def check_multi_head_attention(cls: Any, result: CheckResult, gen: torch.Generat
 
     problems = _mha_probes(cls, gen)
     result.add("probes: permutation-equivariant without a mask; no future leak with a causal mask; "
-               "each head reaches the output only through its own columns of W^O", 1.0, not problems,
-               "; ".join(problems))
+               "each head uses its own rows of W_q, W_k, W_v and reaches the output only through its own "
+               "columns of W^O", 1.0, not problems, "; ".join(problems))
 
     if fails or mask_fails or weight_fails or problems or not public_ok:
         _diagnose_mha(result, seen)
@@ -296,15 +314,23 @@ def check_multi_head_attention(cls: Any, result: CheckResult, gen: torch.Generat
                                   "yourself (mhsa_lib's scaled_dot_product_attention and split_heads are fine)")
 
 
+def _type_name(x: Any) -> str:
+    """The type of a value the learner's forward returned, as the probe saw it."""
+    return x._kind if isinstance(x, Opaque) else type(x).__name__
+
+
 def _structure_problems(cls, module) -> List[str]:
+    """What is wrong with the layout of ``module`` = cls(12, 3) (run in the probe: it looks at
+    the learner's objects)."""
     problems = []
+    materialise(module, torch.zeros(1, 2, 12))  # lazy layers learn their shapes
     for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
         layer = getattr(module, name, None)
         if not isinstance(layer, nn.Linear):
             problems.append(f"{name} is {type(layer).__name__}, expected nn.Linear(12, 12)")
         elif (layer.in_features, layer.out_features) != (12, 12) or layer.bias is None:
-            problems.append(f"{name} is nn.Linear({layer.in_features}, {layer.out_features}, bias={layer.bias is not None}), "
-                            "expected nn.Linear(12, 12, bias=True)")
+            problems.append(f"{name} is nn.Linear({layer.in_features}, {layer.out_features}, "
+                            f"bias={layer.bias is not None}), expected nn.Linear(12, 12, bias=True)")
     no_bias = attempt(cls, 12, 3, bias=False)
     if isinstance(no_bias, nn.Module):
         if any(getattr(getattr(no_bias, n, None), "bias", 0) is not None for n in ("q_proj", "k_proj", "v_proj", "out_proj")):
@@ -315,6 +341,40 @@ def _structure_problems(cls, module) -> List[str]:
     if not (isinstance(bad, LearnerError) and "ValueError" in str(bad)):
         problems.append("MultiHeadAttention(10, 3) should raise ValueError (10 is not divisible by 3)")
     return problems
+
+
+#: The projections whose rows [h·Dh, (h+1)·Dh) belong to head h.
+_PROJECTIONS = (("q_proj", "W_q"), ("k_proj", "W_k"), ("v_proj", "W_v"))
+
+
+def _head_outputs(module: nn.Module, x: Tensor, head: int, dh: int, deltas: List[Tensor]) -> dict:
+    """Outputs of the learner's ``module`` on ``x`` with its W^O restricted to head ``head``'s
+    columns [head·Dh, (head+1)·Dh) ("only") or with those columns zeroed ("without"), each before
+    and after adding ``deltas[i]`` to rows [head·Dh, (head+1)·Dh) of q_proj, k_proj, v_proj in turn.
+    Run in the probe (it changes the learner's module, and puts its weights back)."""
+    cols = slice(head * dh, (head + 1) * dh)
+    layers = [getattr(module, name) for name, _ in _PROJECTIONS]
+    w_o = module.out_proj.weight
+    saved_o = w_o.detach().clone()
+    keep = torch.zeros_like(saved_o)
+    keep[:, cols] = 1
+    found = {}
+    try:
+        with torch.no_grad():
+            for view, factor in (("only", keep), ("without", 1 - keep)):
+                w_o.copy_(saved_o * factor)
+                found[view] = attempt(module, x.clone())
+                for (name, _), layer, delta in zip(_PROJECTIONS, layers, deltas):
+                    saved = layer.weight.detach().clone()
+                    layer.weight[cols] += delta.to(layer.weight.dtype)
+                    try:
+                        found[f"{view} {name}"] = attempt(module, x.clone())
+                    finally:
+                        layer.weight.copy_(saved)
+    finally:
+        with torch.no_grad():
+            w_o.copy_(saved_o)
+    return found
 
 
 def _mha_probes(cls, gen: torch.Generator) -> List[str]:
@@ -342,16 +402,42 @@ def _mha_probes(cls, gen: torch.Generator) -> List[str]:
             problems.append("with a causal mask, changing future tokens changes earlier outputs (the future leaks)")
     else:
         problems.append("forward(x, mask) failed")
-    # Head 1 reaches the output only through columns [Dh, 2·Dh) of W^O: zero them, and head 1's
-    # value weights must stop mattering.
-    with torch.no_grad():
-        mod.out_proj.weight[:, dh : 2 * dh] = 0
-        y_a = _forward(mod, x)
-        mod.v_proj.weight[dh : 2 * dh] += 1.0
-        y_b = _forward(mod, x)
-    if not (isinstance(y_a, Tensor) and close(y_a, y_b, atol=1e-8)):
-        problems.append("head 1 (rows [Dh, 2·Dh) of W_v) still changes the output after its columns of "
-                        "W^O are zeroed: heads are mixed up before the output projection")
+    problems += _head_slice_problems(mod, x, h, dh, gen)
+    return problems
+
+
+def _head_slice_problems(mod: Any, x: Tensor, h: int, dh: int, gen: torch.Generator) -> List[str]:
+    """Head 1 owns rows [Dh, 2·Dh) of W_q, W_k, W_v and reaches the output only through columns
+    [Dh, 2·Dh) of W^O. With only those columns of W^O kept, changing head 1's rows of each
+    projection must change the output (the head uses its own slice, not head 0's); with those
+    columns zeroed, it must not (the heads are not mixed up before the output projection)."""
+    head = 1
+    deltas = [randn(gen, dh, h * dh, dtype=torch.float64) for _ in _PROJECTIONS]
+    try:
+        found = observe("head slices", _head_outputs, mod, x, head, dh, deltas)
+    except LearnerError as e:
+        return [f"changing head {head}'s slices of the projections {e}"]
+    problems = []
+    rows = "rows [Dh, 2·Dh)"
+    only, without = found.get("only"), found.get("without")
+    unused = [w for name, w in _PROJECTIONS
+              if isinstance(only, Tensor) and close(found.get(f"only {name}"), only, atol=1e-8)]
+    if not isinstance(only, Tensor):
+        problems.append(f"with only head {head}'s columns of W^O kept, forward(x) failed")
+    elif unused:
+        problems.append(f"changing head {head}'s {rows} of {', '.join(unused)} does not change head {head}'s "
+                        f"output (W^O keeps only its columns): head {head} does not use its own slice of "
+                        "the projections")
+    if not isinstance(without, Tensor):
+        problems.append(f"with head {head}'s columns of W^O zeroed, forward(x) failed")
+    else:
+        leaks = [w for name, w in _PROJECTIONS if not close(found.get(f"without {name}"), without, atol=1e-8)]
+        if leaks == ["W_v"]:
+            problems.append(f"head {head} ({rows} of W_v) still changes the output after its columns of "
+                            "W^O are zeroed: heads are mixed up before the output projection")
+        elif leaks:
+            problems.append(f"head {head} ({rows} of {', '.join(leaks)}) still changes the output after its "
+                            "columns of W^O are zeroed: heads are mixed up before the output projection")
     return problems
 
 
@@ -364,12 +450,11 @@ def _diagnose_mha(result: CheckResult, seen) -> None:
     if not outputs:
         return
     for mistake in M.MHA_MISTAKES:
-        if mistake.row == 21:
+        if not mistake.by_output:
             continue  # same output as a correct module: the forbidden-call probe catches it
         ok = True
         for (d, h, ref, x, mask), y in outputs:
-            buggy = mistake.fn(d, h).double()
-            copy_parameters(buggy, ref)
+            buggy = load_weights(mistake.fn(d, h).double(), ref)
             expected = buggy(x, mask) if mask is not None else buggy(x)
             if not matches(y, expected, atol=1e-8):
                 ok = False
@@ -377,5 +462,3 @@ def _diagnose_mha(result: CheckResult, seen) -> None:
         if ok:
             result.diagnose(mistake.advice)
             return
-
-

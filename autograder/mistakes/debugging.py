@@ -69,22 +69,27 @@ class NormOnOutputBlock(_Block):
 
 BLOCK_MISTAKES = [
     mistake('fix-block-refactored', RefactoredBlock,
-            'your block still does what the refactor shipped: attention pre-norm, x + Attn(LN1(x)), but the FFN post-norm, LN2(x + FFN(x)). The spec is pre-norm in both sub-layers: x = x + FFN(LN2(x)).'),
+            "your block still does what the refactor shipped: attention pre-norm, x + Attn(LN1(x)), but the FFN "
+            "post-norm, LN2(x + FFN(x)). The spec is pre-norm in both sub-layers: x = x + FFN(LN2(x))."),
     mistake('fix-block-mixed-other-way', MixedOtherWay,
-            'your block mixes the placements the other way: attention post-norm, LN1(x + Attn(x)), FFN pre-norm. Both sub-layers are pre-norm: x = x + Attn(LN1(x)).'),
+            "your block mixes the placements the other way: attention post-norm, LN1(x + Attn(x)), FFN pre-norm. "
+            "Both sub-layers are pre-norm: x = x + Attn(LN1(x))."),
     mistake('fix-block-post-norm', PostNormBlock,
             'your block is post-norm in both sub-layers, LN(x + F(x)); the spec is pre-norm: x + F(LN(x)).'),
     mistake('fix-block-norm-on-output', NormOnOutputBlock,
-            "your block computes x + LN(F(x)): the norm sits on the sub-layer's output. Pre-norm normalises the sub-layer's input: x + F(LN(x))."),
+            "your block computes x + LN(F(x)): the norm sits on the sub-layer's output. Pre-norm normalises the "
+            "sub-layer's input: x + F(LN(x))."),
 ]
 
 # --------------------------------------------------------------------------- incident 2: merge
 
 ATTENTION_MISTAKES = [
     mistake('fix-attn-merge-no-transpose', MHAMergeNoTranspose,
-            'the merge still reshapes (B, H, T, Dh) straight to (B, T, D): token t then receives pieces of other tokens. Transpose back first: out.transpose(1, 2).reshape(B, T, D).'),
+            "the merge still reshapes (B, H, T, Dh) straight to (B, T, D): token t then receives pieces of other "
+            "tokens. Transpose back first: out.transpose(1, 2).reshape(B, T, D)."),
     mistake('fix-attn-split-no-transpose', MHASplitNoTranspose,
-            'the merge is right now, but the split is broken the same way: view (B, T, D) as (B, T, H, Dh), then transpose(1, 2).'),
+            "the merge is right now, but the split is broken the same way: view (B, T, D) as (B, T, H, Dh), then "
+            "transpose(1, 2)."),
 ]
 
 
@@ -132,9 +137,11 @@ class PreNormNoFinalNorm(_Encoder):
 
 ENCODER_MISTAKES = [
     mistake('fix-encoder-post-norm', PostNormEncoder,
-            "your blocks are still post-norm, LN(x + F(x)): the norm sits on the residual path, so in a deep stack the gradient reaching the first layers passes through every norm. Use norm_placement='pre'."),
+            "your blocks are still post-norm, LN(x + F(x)): the norm sits on the residual path, so in a deep stack "
+            "the gradient reaching the first layers passes through every norm. Use norm_placement='pre'."),
     mistake('fix-encoder-no-final-norm', PreNormNoFinalNorm,
-            'the blocks are pre-norm now, but the stack has no final LayerNorm: the residual stream grows with depth and reaches the output unnormalised. Apply self.norm after the last block.'),
+            "the blocks are pre-norm now, but the stack has no final LayerNorm: the residual stream grows with "
+            "depth and reaches the output unnormalised. Apply self.norm after the last block."),
 ]
 
 # --------------------------------------------------------------------------- incident 4: speed
@@ -194,9 +201,11 @@ class FastUpperLeftWrong(SlowCausalAttention):
 
 SPEED_MISTAKES = [
     mistake('fix-speed-not-causal', FastButNotCausal,
-            "your module is fast but no longer causal: the mask went out with the loop. Build it in one vectorised call on the input's device, e.g. torch.ones(T, T, dtype=torch.bool, device=x.device).tril()."),
+            "your module is fast but no longer causal: the mask went out with the loop. Build it in one vectorised "
+            "call on the input's device, e.g. torch.ones(T, T, dtype=torch.bool, device=x.device).tril()."),
     mistake('fix-speed-wrong-triangle', FastUpperLeftWrong,
-            'your mask is the upper triangle (triu): each query then sees the future, not the past. The causal mask keeps keys j <= i: .tril().'),
+            "your mask is the upper triangle (triu): each query then sees the future, not the past. The causal mask "
+            "keeps keys j <= i: .tril()."),
 ]
 
 

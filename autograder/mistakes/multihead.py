@@ -1,5 +1,7 @@
-"""Known mistakes in per-head attention (notebook 02) and the MultiHeadAttention module and its
-weight loading (notebook 03): MISTAKES.md rows 5, 10-13 and 21.
+"""Known mistakes in per-head attention (notebook 02) and the MultiHeadAttention module
+(notebook 03): the wrong scale (1/√D instead of 1/√Dh), a split or merge without the transpose,
+weights used as x @ W, a mask that is not passed on, heads that all use head 0's weights, a
+missing output projection, and handing the work to torch's own multi-head attention.
 
 The module mistakes are small classes with the course's fixed layout (q_proj, k_proj, v_proj,
 out_proj), each written the way the bug is usually written.
@@ -91,22 +93,28 @@ def heads_loop_concatenated(x, w_q, w_k, w_v, mask=None):
 
 HEADS_ATTENTION_MISTAKES = [
     mistake('heads-scale-model-width', heads_attention_scale_by_model_width,
-            "you scale by 1/√D, the model width; each head scales by its own width: 1/√Dh = 1/√(D / H). (With GPT-2-like small weights this bug hides inside loose tolerances; it makes every head's softmax too flat.)"),
+            "you scale by 1/√D, the model width; each head scales by its own width: 1/√Dh = 1/√(D / H). "
+            "(With GPT-2-like small weights this bug hides inside loose tolerances; it makes every head's "
+            "softmax too flat.)"),
     mistake('heads-split-no-transpose', heads_attention_split_no_transpose,
-            "your split reshapes (B, T, D) straight to (B, H, T, Dh): each 'head' then mixes features of different positions. Reshape to (B, T, H, Dh), then transpose(1, 2)."),
+            "your split reshapes (B, T, D) straight to (B, H, T, Dh): each 'head' then mixes features of "
+            "different positions. Reshape to (B, T, H, Dh), then transpose(1, 2)."),
     mistake('heads-weights-transposed', heads_attention_weights_transposed,
-            "you computed x @ W; weights follow nn.Linear's layout (out, in), so a projection is x @ W.T (rows of W are output features; head h owns rows [h·Dh, (h+1)·Dh))."),
+            "you computed x @ W; weights follow nn.Linear's layout (out, in), so a projection is x @ W.T "
+            "(rows of W are output features; head h owns rows [h·Dh, (h+1)·Dh))."),
     mistake('heads-ignores-mask', heads_attention_ignores_mask,
-            'the mask is not passed on to the attention: with a causal mask, queries still see the future.'),
+            "the mask is not passed on to the attention: with a causal mask, queries still see the future."),
 ]
 
 HEADS_LOOP_MISTAKES = [
     mistake('loop-scale-model-width', heads_loop_scale_by_model_width,
-            'you scale by 1/√D, the model width; each head scales by its own width: 1/√Dh, the width of q_h (q_h.shape[-1]).'),
+            "you scale by 1/√D, the model width; each head scales by its own width: 1/√Dh, the width of q_h "
+            "(q_h.shape[-1])."),
     mistake('loop-shared-weights', heads_loop_shared_weights,
             "every head uses the same weights (head 0's): each head h must use its own w_q[h], w_k[h], w_v[h]."),
     mistake('loop-concatenated', heads_loop_concatenated,
-            'you return the heads already concatenated, (B, T, H·Dh); this step returns them stacked, (B, H, T, Dh): torch.stack(outputs, dim=1).'),
+            "you return the heads already concatenated, (B, T, H·Dh); this step returns them stacked, "
+            "(B, H, T, Dh): torch.stack(outputs, dim=1)."),
 ]
 
 
@@ -179,21 +187,44 @@ class MHACallsTorch(BuggyMultiHeadAttention):
         return (out, w) if return_weights else out
 
 
+class MHAHeadsShareHeadZero(BuggyMultiHeadAttention):
+    """Every head takes head 0's slice of each projection: the head loop slices rows [0, Dh) of
+    W_q, W_k and W_v (and their biases) whatever the head."""
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None, return_weights: bool = False):
+        dh = self.d_model // self.num_heads
+        heads = []
+        for _ in range(self.num_heads):
+            q, k, v = (F.linear(x, p.weight[:dh], None if p.bias is None else p.bias[:dh]).unsqueeze(1)
+                       for p in (self.q_proj, self.k_proj, self.v_proj))  # (B, 1, T, Dh): head 0's rows
+            heads.append(_attend(q, k, v, mask, 1.0 / math.sqrt(dh)))
+        out = self.out_proj(_merge(torch.cat([o for o, _ in heads], dim=1)))  # (B, H, T, Dh) -> (B, T, D)
+        weights = torch.cat([w for _, w in heads], dim=1)  # (B, H, T, T)
+        return (out, weights) if return_weights else out
+
+
 MHA_MISTAKES = [
     mistake('mha-no-out-proj', MHANoOutputProjection,
-            'the output projection is missing: after merging the heads, apply self.out_proj (W^O), which mixes what the heads found.'),
+            "the output projection is missing: after merging the heads, apply self.out_proj (W^O), which "
+            "mixes what the heads found."),
     mistake('mha-mask-not-passed', MHAMaskNotPassed,
-            'the mask is not passed through to the attention: forward(x, mask) gives the same output as forward(x).'),
+            "the mask is not passed through to the attention: forward(x, mask) gives the same output as "
+            "forward(x)."),
     mistake('mha-scale-model-width', MHAScaleByModelWidth,
-            'you scale by 1/√D (the model width); each head scales by 1/√Dh = 1/√(D / H), its own width.'),
+            "you scale by 1/√D (the model width); each head scales by 1/√Dh = 1/√(D / H), its own width."),
     mistake('mha-split-no-transpose', MHASplitNoTranspose,
-            'your split reshapes (B, T, D) straight to (B, H, T, Dh): reshape to (B, T, H, Dh) then transpose(1, 2).'),
+            "your split reshapes (B, T, D) straight to (B, H, T, Dh): reshape to (B, T, H, Dh) then "
+            "transpose(1, 2)."),
     mistake('mha-merge-no-transpose', MHAMergeNoTranspose,
-            'your merge reshapes (B, H, T, Dh) to (B, T, D) without transposing back: transpose(1, 2) first, then reshape.'),
+            "your merge reshapes (B, H, T, Dh) to (B, T, D) without transposing back: transpose(1, 2) first, "
+            "then reshape."),
+    mistake('mha-heads-share-head-zero', MHAHeadsShareHeadZero,
+            "every head uses head 0's slice of the projections: head h must take its own rows "
+            "[h·Dh, (h+1)·Dh) of W_q, W_k and W_v (the features [h·Dh, (h+1)·Dh) of q, k and v), "
+            "so that each head computes its own attention."),
     mistake('mha-calls-torch', MHACallsTorch,
             "calls torch's multi-head attention.", flags=[SAME_OUTPUT]),
 ]
-
 
 
 #: Every mistake of this module by id.
