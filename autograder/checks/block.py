@@ -38,7 +38,7 @@ from ..frame import (
 )
 from ..mistakes import block as M
 from .heads import HARD_CODED
-from ..frame.modules import build, diagnose_modules, materialise, not_implemented, reference, run, tokens
+from ..frame.modules import load_reference, build, diagnose_modules, materialise, not_implemented, reference, run, tokens
 
 LAYER_NORM_POINTS = 3.0
 FEED_FORWARD_POINTS = 2.0
@@ -275,7 +275,7 @@ def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidd
         def mistake_output(mistake, case):
             x, d, f, activation, ref = case
             buggy = mistake.fn(d, f, activation)
-            _copy_reference(buggy, ref)
+            load_reference(buggy, ref)
             return buggy.double()(x)
 
         for activation in ("relu", "gelu"):
@@ -451,7 +451,7 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
         def mistake_output(mistake, case):
             placement, d, h, f, ref, x, mask = case
             buggy = mistake.fn(d, h, f, placement)
-            _copy_reference(buggy, ref)
+            load_reference(buggy, ref)
             buggy = buggy.double().eval()
             return buggy(x, mask)
 
@@ -621,13 +621,3 @@ def _observe_problems(label: str, inspect: Callable[[Any], List[str]], module: A
         return list(observe(label, inspect, module))
     except LearnerError as e:
         return [f"looking at your module {e}"]
-
-
-def _copy_reference(dst: nn.Module, src: nn.Module) -> None:
-    """Copy ``src``'s parameters into the check's own module ``dst`` by name (a known mistake,
-    never the learner's module: no observation)."""
-    theirs = dict(dst.named_parameters(remove_duplicate=False))
-    with torch.no_grad():
-        for name, p in src.named_parameters():
-            if name in theirs and tuple(theirs[name].shape) == tuple(p.shape):
-                theirs[name].copy_(p)

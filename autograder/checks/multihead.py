@@ -34,7 +34,7 @@ from ..frame import (
 )
 from ..mistakes import multihead as M
 from .heads import HARD_CODED, _diagnose
-from ..frame.modules import build, materialise
+from ..frame.modules import load_reference, build, materialise
 
 HEADS_POINTS = 3.0
 #: "Yours vs expected" in the feedback: code that sets ``yours`` and ``ref`` from ``fn`` (see grading).
@@ -204,18 +204,6 @@ def _build(cls: Callable, d: int, h: int, src: nn.Module):
 def _forward(module, x, mask=None, return_weights=False):
     kwargs = {"return_weights": True} if return_weights else {}
     return attempt(module, x.clone(), mask, **kwargs) if mask is not None or return_weights else attempt(module, x.clone())
-
-
-def load_weights(dst: nn.Module, src: nn.Module) -> nn.Module:
-    """Copy ``src``'s parameters into ``dst``, one of the check's own modules (a known mistake), by
-    name. Not an observation: :func:`~autograder.frame.modules.copy_parameters` is one, for the
-    learner's modules, and a judge would read its result back without copying anything."""
-    theirs = dict(dst.named_parameters())
-    with torch.no_grad():
-        for name, p in src.named_parameters():
-            if name in theirs and theirs[name].shape == p.shape:
-                theirs[name].copy_(p)
-    return dst
 
 
 @step("MultiHeadAttention", points=MHA_POINTS, notebook="03_concat_and_output_projection", home="multihead",
@@ -454,7 +442,7 @@ def _diagnose_mha(result: CheckResult, seen) -> None:
             continue  # same output as a correct module: the forbidden-call probe catches it
         ok = True
         for (d, h, ref, x, mask), y in outputs:
-            buggy = load_weights(mistake.fn(d, h).double(), ref)
+            buggy = load_reference(mistake.fn(d, h).double(), ref)
             expected = buggy(x, mask) if mask is not None else buggy(x)
             if not matches(y, expected, atol=1e-8):
                 ok = False
