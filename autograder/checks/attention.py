@@ -133,7 +133,7 @@ def _diagnose_softmax(fn, result: CheckResult, first_bad, seen, big, public_ok_r
     if first_bad is not None:
         x, dim, y = first_bad
         if isinstance(y, Tensor) and y.shape == x.shape:
-            for mistake in (M.SOFTMAX_MISTAKES[1], M.SOFTMAX_MISTAKES[0], M.SOFTMAX_MISTAKES[4]):
+            for mistake in (M.CATALOGUE[i] for i in ("softmax-ignores-dim", "softmax-wrong-axis", "softmax-global-sum")):
                 if all(matches(yy, mistake.fn(xx.double(), dim=d)) for xx, d, yy in seen):
                     result.diagnose(mistake.advice.format(dim=dim))
                     break
@@ -266,7 +266,7 @@ def _diagnose_causal(fn, result: CheckResult) -> None:
             result.diagnose(M.CATALOGUE["causal-float"].advice)
     if got is None or got.shape != (t, s):
         return
-    for mistake in M.CAUSAL_MASK_MISTAKES[:4]:
+    for mistake in (M.CATALOGUE[i] for i in _CAUSAL_SHAPES):
         if torch.equal(got.cpu(), mistake.fn(t, s)):
             result.diagnose(mistake.advice)
             return
@@ -579,6 +579,10 @@ def _fitted_scale(q: Tensor, k: Tensor, w: Tensor) -> Optional[float]:
         return None
     return c
 
+
+# The causal-mask mistakes recognised by which positions they let through (the dtype ones are
+# recognised by their dtype).
+_CAUSAL_SHAPES = ("causal-diagonal-blocked", "causal-one-ahead", "causal-upper-left", "causal-inverted")
 
 _MASK_MISTAKE_IDS = ("attention-mask-inverted", "attention-mask-after-softmax", "attention-ignores-mask")
 
