@@ -1,6 +1,7 @@
-"""Notebook 05's checks (repeat_kv, GroupedQueryAttention, KVCache, kv_cache_bytes): correct
-solutions written many ways earn full marks; MISTAKES.md rows 19-22 lose points and are named;
-broken submissions are reported, never raised."""
+"""Notebook 05's checks (GroupedQueryAttention, KVCache, kv_cache_bytes; repeat_kv is checked with
+the heads): correct solutions written many ways earn full marks; the known mistakes (heads paired
+wrongly, a causal mask that ignores the cache, a cache grown along the wrong axis or in the wrong
+order, a size in bytes missing a factor, mhsa_lib's own versions) lose points and are named; broken submissions are reported, never raised."""
 
 import math
 
@@ -15,7 +16,6 @@ from autograder import (
     check_grouped_query_attention,
     check_kv_cache,
     check_kv_cache_bytes,
-    check_repeat_kv,
     fallback,
 )
 from autograder.checks import kv_cache as C
@@ -353,6 +353,11 @@ def test_checks_leave_the_global_random_state_alone(check, obj):
     torch.manual_seed(123)
     check(obj, seed=0, quiet=True)
     assert torch.equal(torch.rand(3), expected)
+
+
+def repeat_kv_index(x, n_rep):
+    index = torch.arange(x.shape[1] * n_rep, device=x.device) // n_rep
+    return x.index_select(1, index)
 
 
 def test_fallback_uses_the_learners_objects_only_when_they_pass(capsys):
