@@ -6,7 +6,9 @@ token at a time, then several at once) with ``causal=True`` must give the output
 attention over the whole sequence, which holds only when the causal mask is aligned to the lower
 right (new query i sits at absolute position S - T + i). ``GroupedQueryAttention`` is checked with
 ``mhsa_lib.KVCache`` and ``KVCache`` with ``mhsa_lib.GroupedQueryAttention``, so each step is
-graded on its own.
+graded on its own. After decoding, the GQA check also looks at what the cache holds: G key/value
+heads, not the H heads that repeat_kv makes (a cache of H heads gives the right outputs and saves
+no memory).
 
 Every look at the learner's objects is an observation (:mod:`autograder.frame.observe`): the
 learner's caches are stateful, so their updates and lengths are observed in the same order in the
@@ -170,7 +172,7 @@ def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Gene
     result.add("probes: G = H equals multi-head attention with the same weights; G = 1 (multi-query) "
                "works", 0.75, not problems, "; ".join(problems))
 
-    decode_fails, cache_unused = [], False
+    decode_fails, cache_unused, cached_heads = [], False, None
     for i in range(2 if hidden else 1):
         b, _, h, g, dh = _gqa_sizes(gen)
         d = h * dh
@@ -202,8 +204,15 @@ def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Gene
         elif held["length"] != s:
             decode_fails.append(f"after decoding {s} tokens the cache holds {held['length']} positions: "
                                 "call cache.update(k, v) once per forward")
+        else:
+            problem = _cache_problem(held, (b, g, s, dh), h)
+            if problem:
+                decode_fails.append(f"H={h}, G={g}, after decoding {s} tokens: {problem}")
+                if held.get("heads") == h != g:
+                    cached_heads = cached_heads or (h, g)
     result.add("cache == no cache: with mhsa_lib.KVCache, a prompt then one token at a time, then three "
-               "at once (causal=True), equals full causal attention over the whole sequence", 1.25,
+               "at once (causal=True), equals full causal attention over the whole sequence; the cache "
+               "then holds the G key/value heads, (B, G, S, Dh)", 1.25,
                not decode_fails, describe_failures(decode_fails, 1))
 
     if not result.passed:
@@ -222,6 +231,9 @@ def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Gene
         skip = M.CATALOGUE["gqa-causal-blocks-cache" if cache_unused else "gqa-ignores-cache"]
         mistakes = [m for m in M.GQA_MISTAKES if m is not skip]
         diagnose_modules(result, seen, mistakes, None, mistake_output)
+        if cached_heads:
+            h, g = cached_heads
+            result.diagnose(M.CATALOGUE["gqa-caches-repeated"].advice.format(h=h, g=g))
         if public_ok and fails:
             mod = build(cls, (8, 4, 2), {}, _gqa_reference(8, 4, 2, torch.Generator().manual_seed(2024)))
             if not isinstance(mod, str) and close(attempt(mod, randn(gen, 1, 3, 8, dtype=torch.float64)),
@@ -256,7 +268,26 @@ def _cached(cache: Any) -> dict:
         held = observe("what the cache holds", _cached_facts, cache)
     except LearnerError as e:
         return {"length": None, "k": None, "v": None, "error": str(e)}
+    shape = held["k"][0] if isinstance(held.get("k"), list) else None
+    held["heads"] = shape[1] if shape and len(shape) == 4 else None
     return held
+
+
+def _cache_problem(held: dict, expected: Tuple[int, int, int, int], h: int) -> Optional[str]:
+    """What is wrong with the cache's contents after decoding (or None): G heads, (B, G, S, Dh), float64."""
+    b, g, s, dh = expected
+    for what in ("k", "v"):
+        got = held.get(what)
+        if not isinstance(got, list):
+            return f"the cache's {what} is {got}, expected a tensor (B, G, S, Dh) = {expected}"
+        shape, dtype = tuple(got[0]), got[1]
+        if shape != expected:
+            heads = (f": H = {h} heads (the keys after repeat_kv) instead of G = {g}"
+                     if len(shape) == 4 and shape[1] == h != g else "")
+            return f"the cache holds {what} of shape {shape}, expected (B, G, S, Dh) = {expected}{heads}"
+        if dtype != "float64":
+            return f"the cache holds {what} in {dtype}, expected float64 (the module's own dtype)"
+    return None
 
 
 def _gqa_structure(cls, module: Any) -> List[str]:

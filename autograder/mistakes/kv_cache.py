@@ -29,6 +29,7 @@ class BuggyGroupedQueryAttention(nn.Module):
     causal_upper_left = False  # tril(T, S) without the offset S - T
     causal_blocks_cache = False  # new queries see only the new keys, causally
     ignores_cache = False  # the cache is never read or written
+    caches_repeated = False  # repeat_kv before cache.update: the cache holds H heads, not G
 
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, bias: bool = False):
         super().__init__()
@@ -46,10 +47,13 @@ class BuggyGroupedQueryAttention(nn.Module):
         q = self.q_proj(x).view(b, t, self.h, self.dh).transpose(1, 2)  # (B, H, T, Dh)
         k = self.k_proj(x).view(b, t, self.g, self.dh).transpose(1, 2)  # (B, G, T, Dh)
         v = self.v_proj(x).view(b, t, self.g, self.dh).transpose(1, 2)  # (B, G, T, Dh)
+        if self.caches_repeated:
+            k, v = self.repeat(k), self.repeat(v)  # (B, H, T, Dh)
         if cache is not None and not self.ignores_cache:
             k, v = cache.update(k, v)  # (B, G, S, Dh)
         s = k.shape[-2]
-        k, v = self.repeat(k), self.repeat(v)  # (B, H, S, Dh)
+        if not self.caches_repeated:
+            k, v = self.repeat(k), self.repeat(v)  # (B, H, S, Dh)
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.dh)  # (B, H, T, S)
         allowed = torch.ones(t, s, dtype=torch.bool, device=x.device)
         if causal:
@@ -88,6 +92,12 @@ class GQAIgnoresCache(BuggyGroupedQueryAttention):
     ignores_cache = True
 
 
+class GQACachesRepeated(BuggyGroupedQueryAttention):
+    """Right outputs, but the cache holds the keys and values after repeat_kv (H heads)."""
+
+    caches_repeated = True
+
+
 class GQACallsLibrary(BuggyGroupedQueryAttention):
     """Hands the attention to mhsa_lib's attend_heads."""
 
@@ -118,6 +128,12 @@ GQA_MISTAKES = [
     mistake("gqa-ignores-cache", GQAIgnoresCache,
             "the cache is not used: append the new keys and values with k, v = cache.update(k, v) and "
             "attend over everything it returns."),
+    # The outputs are right: what the cache holds after decoding tells ({h}, {g}: H and G there).
+    mistake("gqa-caches-repeated", GQACachesRepeated,
+            "the cache holds the keys after repeat_kv: H = {h} heads instead of G = {g}, so GQA saves no "
+            "memory; cache before repeating: k, v = cache.update(k, v) on the G-head keys and values, "
+            "then repeat_kv what it returns.",
+            flags=[SAME_OUTPUT]),
     mistake("gqa-calls-library", GQACallsLibrary,
             "Calls mhsa_lib's attend_heads.", flags=[SAME_OUTPUT]),
 ]
