@@ -1,6 +1,8 @@
-"""Notebook 05's checks (repeat_kv, GroupedQueryAttention, KVCache, kv_cache_bytes): correct
-solutions written many ways earn full marks; MISTAKES.md rows 19-22 lose points and are named;
-broken submissions are reported, never raised."""
+"""Notebook 05's checks (GroupedQueryAttention, KVCache, kv_cache_bytes; repeat_kv is checked with
+the heads): correct solutions written many ways earn full marks; the known mistakes (heads paired
+wrongly, a causal mask that ignores the cache, a cache that holds the repeated keys, a cache grown
+along the wrong axis or in the wrong order, a size in bytes missing a factor, mhsa_lib's own
+versions) lose points and are named; broken submissions are reported, never raised."""
 
 import math
 
@@ -15,7 +17,6 @@ from autograder import (
     check_grouped_query_attention,
     check_kv_cache,
     check_kv_cache_bytes,
-    check_repeat_kv,
     fallback,
 )
 from autograder.checks import kv_cache as C
@@ -151,6 +152,7 @@ class GQABiasByDefault(GQAExpand):
     (GQAIsCausalFlag, "aligned to the upper left"),
     (M.GQACausalBlocksCache, "do not see the cached keys"),
     (M.GQAIgnoresCache, "the cache is not used"),
+    (M.GQACachesRepeated, "the cache holds the keys after repeat_kv"),
     (M.GQACallsLibrary, "calls mhsa_lib (attend_heads)"),
     (GQANoCausalArgument, "needs a keyword argument causal=False"),
     (GQABiasByDefault, "the default is bias=False"),
@@ -159,6 +161,16 @@ def test_gqa_mistakes_lose_points_and_are_named(cls, words, capsys):
     points, report = run(check_grouped_query_attention, cls, capsys, seed=3)
     assert points < 5.0, report
     assert words in report, report
+
+
+def test_gqa_caching_the_repeated_keys_loses_the_cache_part_only(capsys):
+    """Outputs are right, but the cache holds H heads: only the cache part fails, and the diagnosis
+    says why GQA then saves no memory."""
+    points, report = run(check_grouped_query_attention, M.GQACachesRepeated, capsys, seed=0)
+    assert 0.0 < points < 5.0, report
+    assert report.count("✗") == 1 and "✗ cache == no cache" in report, report
+    assert "instead of G" in report and "GQA saves no memory" in report, report
+    assert "cache before repeating" in report, report
 
 
 def test_gqa_without_the_divisibility_check_loses_the_structure_part(capsys):
@@ -353,6 +365,11 @@ def test_checks_leave_the_global_random_state_alone(check, obj):
     torch.manual_seed(123)
     check(obj, seed=0, quiet=True)
     assert torch.equal(torch.rand(3), expected)
+
+
+def repeat_kv_index(x, n_rep):
+    index = torch.arange(x.shape[1] * n_rep, device=x.device) // n_rep
+    return x.index_select(1, index)
 
 
 def test_fallback_uses_the_learners_objects_only_when_they_pass(capsys):

@@ -6,7 +6,14 @@ token at a time, then several at once) with ``causal=True`` must give the output
 attention over the whole sequence, which holds only when the causal mask is aligned to the lower
 right (new query i sits at absolute position S - T + i). ``GroupedQueryAttention`` is checked with
 ``mhsa_lib.KVCache`` and ``KVCache`` with ``mhsa_lib.GroupedQueryAttention``, so each step is
-graded on its own.
+graded on its own. After decoding, the GQA check also looks at what the cache holds: G key/value
+heads, not the H heads that repeat_kv makes (a cache of H heads gives the right outputs and saves
+no memory).
+
+Every look at the learner's objects is an observation (:mod:`autograder.frame.observe`): the
+learner's caches are stateful, so their updates and lengths are observed in the same order in the
+probe and in the judge. The course's own objects (references, known mistakes) run here, unrecorded
+(:func:`_run_here`).
 
 Shape letters: B batch, T new tokens, S cached + new positions, D model width, H query heads,
 G key/value heads, Dh = D / H.
@@ -35,11 +42,13 @@ from ..frame import (
     draw_seed,
     find_shortcuts,
     matches,
+    observe,
     randn,
+    run_safely,
 )
 from ..mistakes import kv_cache as M
-from ..frame.modules import build, copy_parameters, diagnose_modules, not_implemented, reference
-from .heads import HARD_CODED, _diagnose
+from ..frame.modules import build, diagnose_modules, not_implemented, reference
+from .heads import HARD_CODED
 
 GQA_POINTS = 5.0
 KV_CACHE_POINTS = 3.0
@@ -71,6 +80,15 @@ def _chunks(gen: torch.Generator) -> List[int]:
     return [int(torch.randint(3, 6, (1,), generator=gen)), 1, 1, 3, 1]
 
 
+def _run_here(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Like :func:`attempt`, for the course's own code (a reference, a known mistake) with the course's
+    own objects: run in this process in the probe and in the judge alike, never recorded."""
+    try:
+        return run_safely(fn, args, kwargs)
+    except LearnerError as e:
+        return e
+
+
 def _causal_hint(y: Any) -> Any:
     if isinstance(y, LearnerError) and "causal" in str(y) and "keyword" in str(y):
         return LearnerError(f"{y} — forward needs a keyword argument causal=False: with causal=True "
@@ -78,11 +96,14 @@ def _causal_hint(y: Any) -> Any:
     return y
 
 
-def decode(module: Any, x: Tensor, chunks: Sequence[int], cache: Any) -> Any:
-    """Feed ``x`` (B, S, D) in pieces with ``causal=True`` and one cache; the outputs joined (B, S, D)."""
+def decode(module: Any, x: Tensor, chunks: Sequence[int], cache: Any, runner: Callable = attempt) -> Any:
+    """Feed ``x`` (B, S, D) in pieces with ``causal=True`` and one cache; the outputs joined (B, S, D).
+
+    ``runner``: :func:`attempt` (an observation: the learner's module, or the learner's cache) or
+    :func:`_run_here` (the course's module and cache)."""
     outs, start = [], 0
     for n in chunks:
-        y = _causal_hint(attempt(module, x[:, start : start + n].clone(), cache=cache, causal=True))
+        y = _causal_hint(runner(module, x[:, start : start + n].clone(), cache=cache, causal=True))
         if isinstance(y, LearnerError):
             return y
         if not isinstance(y, Tensor) or tuple(y.shape) != (x.shape[0], n, x.shape[2]):
@@ -93,7 +114,9 @@ def decode(module: Any, x: Tensor, chunks: Sequence[int], cache: Any) -> Any:
     return torch.cat(outs, dim=1)
 
 
-@step("GroupedQueryAttention", points=GQA_POINTS, notebook="05_kv_cache_and_head_sharing", home="kv_cache", kind="module", reference=mhsa_lib.GroupedQueryAttention, isolate=("repeat_kv", "split_heads", "merge_heads", "scaled_dot_product_attention", "softmax"))
+@step("GroupedQueryAttention", points=GQA_POINTS, notebook="05_kv_cache_and_head_sharing", home="kv_cache",
+      kind="module", reference=mhsa_lib.GroupedQueryAttention,
+      isolate=("repeat_kv", "split_heads", "merge_heads", "scaled_dot_product_attention", "softmax"))
 def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``GroupedQueryAttention(d_model, num_heads, num_kv_heads, bias=False)`` with
     ``forward(x, mask=None, cache=None, *, causal=False)`` (max 5)."""
@@ -101,7 +124,10 @@ def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Gene
     if isinstance(module, LearnerError):
         result.zero_reason = f"GroupedQueryAttention(12, 6, 2) {module}"
         return
-    problems = _gqa_structure(cls, module)
+    try:
+        problems = observe("structure", _gqa_structure, cls, module)
+    except LearnerError as e:
+        problems = [f"looking at GroupedQueryAttention(12, 6, 2)'s layers {e}"]
     result.add("structure: q_proj, out_proj nn.Linear(D, D); k_proj, v_proj nn.Linear(D, G·Dh); no "
                "biases by default; num_heads not divisible by num_kv_heads raises ValueError", 0.5,
                not problems, "; ".join(problems))
@@ -146,7 +172,7 @@ def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Gene
     result.add("probes: G = H equals multi-head attention with the same weights; G = 1 (multi-query) "
                "works", 0.75, not problems, "; ".join(problems))
 
-    decode_fails, cache_unused = [], False
+    decode_fails, cache_unused, cached_heads = [], False, None
     for i in range(2 if hidden else 1):
         b, _, h, g, dh = _gqa_sizes(gen)
         d = h * dh
@@ -168,30 +194,46 @@ def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Gene
         y = decode(mod, x, chunks, cache)
         seen.append((("decode", d, h, g, ref, x, tuple(chunks)), y, full))
         c = compare(y, full, what="decoded output")
-        cache_unused |= isinstance(y, Tensor) and len(cache) == 0
+        held = _cached(cache)  # what the learner's forward left in the cache
+        cache_unused |= isinstance(y, Tensor) and held["length"] == 0
+        s = x.shape[1]
         if not c.ok:
             decode_fails.append(f"H={h}, G={g}, chunks {chunks}: {y if isinstance(y, LearnerError) else c.detail}")
-        elif len(cache) != x.shape[1]:
-            decode_fails.append(f"after decoding {x.shape[1]} tokens the cache holds {len(cache)} positions: "
+        elif held.get("error"):
+            decode_fails.append(f"H={h}, G={g}: reading the cache after decoding {held['error']}")
+        elif held["length"] != s:
+            decode_fails.append(f"after decoding {s} tokens the cache holds {held['length']} positions: "
                                 "call cache.update(k, v) once per forward")
+        else:
+            problem = _cache_problem(held, (b, g, s, dh), h)
+            if problem:
+                decode_fails.append(f"H={h}, G={g}, after decoding {s} tokens: {problem}")
+                if held.get("heads") == h != g:
+                    cached_heads = cached_heads or (h, g)
     result.add("cache == no cache: with mhsa_lib.KVCache, a prompt then one token at a time, then three "
-               "at once (causal=True), equals full causal attention over the whole sequence", 1.25,
+               "at once (causal=True), equals full causal attention over the whole sequence; the cache "
+               "then holds the G key/value heads, (B, G, S, Dh)", 1.25,
                not decode_fails, describe_failures(decode_fails, 1))
 
     if not result.passed:
-        def mistake_output(mistake, case):
+        def mistake_output(mistake, case):  # the course's own modules: run here, in both halves
             kind, d, h, g, ref, x, extra = case
             buggy = mistake.fn(d, h, g)
-            copy_parameters(buggy, ref)
+            theirs = dict(buggy.named_parameters())
+            for name, p in ref.named_parameters():
+                theirs[name].data = p.detach().clone()
             buggy = buggy.double().eval()
             if kind == "direct":
                 return buggy(x, extra)
-            return decode(buggy, x, extra, mhsa_lib.KVCache())
+            return decode(buggy, x, extra, mhsa_lib.KVCache(), runner=_run_here)
 
         # Ignoring the cache and masking every cached key give the same outputs: the cache tells.
-        skip = "gqa-causal-blocks-cache" if cache_unused else "gqa-ignores-cache"
-        mistakes = [m for m in M.GQA_MISTAKES if m.id != skip]
+        skip = M.CATALOGUE["gqa-causal-blocks-cache" if cache_unused else "gqa-ignores-cache"]
+        mistakes = [m for m in M.GQA_MISTAKES if m is not skip]
         diagnose_modules(result, seen, mistakes, None, mistake_output)
+        if cached_heads:
+            h, g = cached_heads
+            result.diagnose(M.CATALOGUE["gqa-caches-repeated"].advice.format(h=h, g=g))
         if public_ok and fails:
             mod = build(cls, (8, 4, 2), {}, _gqa_reference(8, 4, 2, torch.Generator().manual_seed(2024)))
             if not isinstance(mod, str) and close(attempt(mod, randn(gen, 1, 3, 8, dtype=torch.float64)),
@@ -206,6 +248,46 @@ def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Gene
             result.zero_reason = (f"your GroupedQueryAttention calls {', '.join(shortcuts)}: build it yourself "
                                   "(your own or mhsa_lib's repeat_kv, split_heads and "
                                   "scaled_dot_product_attention are fine)")
+
+
+def _cached_facts(cache: Any) -> dict:
+    """What a cache of mhsa_lib.KVCache holds: its length, the shapes and dtypes of k and v."""
+    k, v = getattr(cache, "k", None), getattr(cache, "v", None)
+
+    def facts(t: Any) -> Any:
+        if not isinstance(t, Tensor):
+            return None if t is None else type(t).__name__
+        return [list(t.shape), str(t.dtype).replace("torch.", "")]
+
+    return {"length": len(cache), "k": facts(k), "v": facts(v)}
+
+
+def _cached(cache: Any) -> dict:
+    """:func:`_cached_facts` of the cache that the learner's forward filled, as an observation."""
+    try:
+        held = observe("what the cache holds", _cached_facts, cache)
+    except LearnerError as e:
+        return {"length": None, "k": None, "v": None, "error": str(e)}
+    shape = held["k"][0] if isinstance(held.get("k"), list) else None
+    held["heads"] = shape[1] if shape and len(shape) == 4 else None
+    return held
+
+
+def _cache_problem(held: dict, expected: Tuple[int, int, int, int], h: int) -> Optional[str]:
+    """What is wrong with the cache's contents after decoding (or None): G heads, (B, G, S, Dh), float64."""
+    b, g, s, dh = expected
+    for what in ("k", "v"):
+        got = held.get(what)
+        if not isinstance(got, list):
+            return f"the cache's {what} is {got}, expected a tensor (B, G, S, Dh) = {expected}"
+        shape, dtype = tuple(got[0]), got[1]
+        if shape != expected:
+            heads = (f": H = {h} heads (the keys after repeat_kv) instead of G = {g}"
+                     if len(shape) == 4 and shape[1] == h != g else "")
+            return f"the cache holds {what} of shape {shape}, expected (B, G, S, Dh) = {expected}{heads}"
+        if dtype != "float64":
+            return f"the cache holds {what} in {dtype}, expected float64 (the module's own dtype)"
+    return None
 
 
 def _gqa_structure(cls, module: Any) -> List[str]:
@@ -274,18 +356,21 @@ def _update(cache: Any, k: Tensor, v: Tensor) -> Any:
     return update(k, v)
 
 
-def _replay(cls: Callable, updates: Sequence[Tuple[Tensor, Tensor]]):
-    """Run the updates on a fresh cache: (cache, returned pairs, lengths after each) or a LearnerError."""
-    cache = attempt(cls)
+def _replay(cls: Callable, updates: Sequence[Tuple[Tensor, Tensor]], runner: Callable = attempt):
+    """Run the updates on a fresh cache: (cache, returned pairs, lengths after each) or a LearnerError.
+
+    ``runner``: :func:`attempt` for the learner's class (each call an observation), :func:`_run_here`
+    for a known mistake."""
+    cache = runner(cls)
     if isinstance(cache, LearnerError):
         return cache
     returned, lengths = [], []
     for k, v in updates:
-        got = attempt(_update, cache, k.clone(), v.clone())
+        got = runner(_update, cache, k.clone(), v.clone())
         if isinstance(got, LearnerError):
             return got
         returned.append(got)
-        lengths.append(attempt(len, cache))
+        lengths.append(runner(len, cache))
     return cache, returned, lengths
 
 
@@ -299,7 +384,8 @@ def _pair_problem(got: Any, k: Tensor, v: Tensor) -> Optional[str]:
     return None
 
 
-@step("KVCache", points=KV_CACHE_POINTS, notebook="05_kv_cache_and_head_sharing", home="kv_cache", kind="module", reference=mhsa_lib.KVCache)
+@step("KVCache", points=KV_CACHE_POINTS, notebook="05_kv_cache_and_head_sharing", home="kv_cache", kind="module",
+      reference=mhsa_lib.KVCache)
 def check_kv_cache(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``KVCache()`` class: ``update(k, v) -> (k, v)`` (everything cached, oldest
     first, (B, G, S, Dh)), ``len(cache)`` = S, ``reset()`` (max 3)."""
@@ -367,6 +453,21 @@ def check_kv_cache(cls: Any, result: CheckResult, gen: torch.Generator, hidden: 
         if shortcuts:
             result.zero_reason = (f"your KVCache uses {', '.join(shortcuts)}: write the cache yourself "
                                   "(torch.cat along the sequence axis)")
+    _leave_empty(cls)
+
+
+def _leave_empty(cls: Callable) -> None:
+    """reset() a fresh cache at the end: a cache whose storage is shared on the class (a known
+    mistake) would otherwise carry this check's updates into the next run of the check, which
+    would then report otherwise. For a correct cache this changes nothing."""
+    cache = attempt(cls)
+    if isinstance(cache, LearnerError):
+        return
+    try:
+        if observe("has reset()", _has_reset, cache):
+            attempt(cache.reset)
+    except LearnerError:
+        pass
 
 
 def _kv_bookkeeping(cls, gen: torch.Generator) -> List[str]:
@@ -400,11 +501,14 @@ def _kv_bookkeeping(cls, gen: torch.Generator) -> List[str]:
             and tuple(got[0].shape) == (b, g, 2, dh)):
         problems.append("a second cache is not independent of the first: it already holds the first one's "
                         "positions (create the storage in __init__, with self., not on the class)")
-    reset = getattr(first, "reset", None)
-    if not callable(reset):
+    try:
+        has_reset = observe("has reset()", _has_reset, first)
+    except LearnerError:
+        has_reset = False
+    if not has_reset:
         problems.append("no reset() method")
     else:
-        r = attempt(reset)
+        r = attempt(first.reset)
         n = attempt(len, first)
         if isinstance(r, LearnerError) or n != 0:
             problems.append(f"after reset() len(cache) is {r if isinstance(r, LearnerError) else n}, expected 0")
@@ -416,6 +520,10 @@ def _kv_bookkeeping(cls, gen: torch.Generator) -> List[str]:
     return problems
 
 
+def _has_reset(cache: Any) -> bool:
+    return callable(getattr(cache, "reset", None))
+
+
 def _kv_decoding_probe(cls, gen: torch.Generator) -> List[str]:
     h, g, dh, b = 4, 2, 3, 2
     d = h * dh
@@ -425,8 +533,8 @@ def _kv_decoding_probe(cls, gen: torch.Generator) -> List[str]:
     theirs = attempt(cls)
     if isinstance(theirs, LearnerError):
         return [str(theirs)]
-    expected = decode(ref, x, chunks, mhsa_lib.KVCache())
-    y = decode(ref, x, chunks, theirs)
+    expected = decode(ref, x, chunks, mhsa_lib.KVCache(), runner=_run_here)
+    y = decode(ref, x, chunks, theirs)  # mhsa_lib's module with the learner's cache: observed
     c = compare(y, expected, what="decoded output")
     if not c.ok:
         return [str(y) if isinstance(y, LearnerError) else c.detail]
@@ -444,11 +552,11 @@ def _diagnose_kv_cache(result: CheckResult, seen, probe_problems: List[str]) -> 
                     result.diagnose(f"your cache {str(got).rstrip('.')}.")
                 return
     for mistake in M.KV_CACHE_MISTAKES:
-        if mistake.row == 21 or mistake.id in ("kv-cache-shared-state", "kv-cache-len-counts-updates"):
-            continue
+        if not mistake.by_output:
+            continue  # update returns what a correct cache returns: another part catches it
         ok = True
         for updates, got in outputs:
-            theirs = _replay(mistake.fn, updates)
+            theirs = _replay(mistake.fn, updates, runner=_run_here)
             if isinstance(theirs, LearnerError):
                 ok = False
                 break
@@ -489,7 +597,8 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-@step("kv_cache_bytes", points=KV_CACHE_BYTES_POINTS, notebook="05_kv_cache_and_head_sharing", home="kv_cache", reference=mhsa_lib.kv_cache_bytes)
+@step("kv_cache_bytes", points=KV_CACHE_BYTES_POINTS, notebook="05_kv_cache_and_head_sharing", home="kv_cache",
+      reference=mhsa_lib.kv_cache_bytes)
 def check_kv_cache_bytes(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``kv_cache_bytes(batch_size, seq_len, num_layers, num_kv_heads, head_dim,
     bytes_per_element=2) -> int`` (max 2)."""

@@ -1,5 +1,7 @@
-"""Known mistakes in notebook 05's steps (repeat_kv, GroupedQueryAttention, KVCache,
-kv_cache_bytes): MISTAKES.md rows 19, 20 and 21, and a few more seen in practice.
+"""Known mistakes in notebook 05's graded steps (GroupedQueryAttention, KVCache, kv_cache_bytes):
+query heads paired with the wrong K/V heads, a causal mask that ignores the cache, a cache that
+grows along the wrong axis or in the wrong order, a size in bytes that leaves out a factor, and
+answers that hand the work to mhsa_lib.
 
 Shape letters: B batch, T new tokens, S cached + new positions, D model width, H query heads,
 G key/value heads, Dh = D / H.
@@ -27,11 +29,13 @@ class BuggyGroupedQueryAttention(nn.Module):
     causal_upper_left = False  # tril(T, S) without the offset S - T
     causal_blocks_cache = False  # new queries see only the new keys, causally
     ignores_cache = False  # the cache is never read or written
+    caches_repeated = False  # repeat_kv before cache.update: the cache holds H heads, not G
 
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, bias: bool = False):
         super().__init__()
         if d_model % num_heads or num_heads % num_kv_heads:
-            raise ValueError(f"expected num_kv_heads | num_heads | d_model, got {num_kv_heads}, {num_heads}, {d_model}")
+            raise ValueError(f"expected num_kv_heads | num_heads | d_model, got {num_kv_heads}, {num_heads}, "
+                             f"{d_model}")
         self.h, self.g, self.dh = num_heads, num_kv_heads, d_model // num_heads
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
         self.k_proj = nn.Linear(d_model, num_kv_heads * self.dh, bias=bias)
@@ -43,14 +47,13 @@ class BuggyGroupedQueryAttention(nn.Module):
         q = self.q_proj(x).view(b, t, self.h, self.dh).transpose(1, 2)  # (B, H, T, Dh)
         k = self.k_proj(x).view(b, t, self.g, self.dh).transpose(1, 2)  # (B, G, T, Dh)
         v = self.v_proj(x).view(b, t, self.g, self.dh).transpose(1, 2)  # (B, G, T, Dh)
+        if self.caches_repeated:
+            k, v = self.repeat(k), self.repeat(v)  # (B, H, T, Dh)
         if cache is not None and not self.ignores_cache:
             k, v = cache.update(k, v)  # (B, G, S, Dh)
         s = k.shape[-2]
-        n_rep = self.h // self.g
-        if self.tiled:
-            k, v = k.repeat(1, n_rep, 1, 1), v.repeat(1, n_rep, 1, 1)
-        else:
-            k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)  # (B, H, S, Dh)
+        if not self.caches_repeated:
+            k, v = self.repeat(k), self.repeat(v)  # (B, H, S, Dh)
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.dh)  # (B, H, T, S)
         allowed = torch.ones(t, s, dtype=torch.bool, device=x.device)
         if causal:
@@ -66,6 +69,11 @@ class BuggyGroupedQueryAttention(nn.Module):
         weights = torch.nan_to_num(torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1))
         out = (weights @ v).transpose(1, 2).reshape(b, t, d)  # (B, H, T, Dh) -> (B, T, D)
         return self.out_proj(out)
+
+    def repeat(self, x: Tensor) -> Tensor:
+        """(B, G, S, Dh) -> (B, H, S, Dh): query head j uses K/V head j // (H / G)."""
+        n_rep = self.h // self.g
+        return x.repeat(1, n_rep, 1, 1) if self.tiled else x.repeat_interleave(n_rep, dim=1)
 
 
 class GQATiled(BuggyGroupedQueryAttention):
@@ -84,6 +92,12 @@ class GQAIgnoresCache(BuggyGroupedQueryAttention):
     ignores_cache = True
 
 
+class GQACachesRepeated(BuggyGroupedQueryAttention):
+    """Right outputs, but the cache holds the keys and values after repeat_kv (H heads)."""
+
+    caches_repeated = True
+
+
 class GQACallsLibrary(BuggyGroupedQueryAttention):
     """Hands the attention to mhsa_lib's attend_heads."""
 
@@ -99,15 +113,28 @@ class GQACallsLibrary(BuggyGroupedQueryAttention):
 
 
 GQA_MISTAKES = [
-    mistake('gqa-tiled', GQATiled,
-            'query head j is paired with K/V head j % G: you tile the K/V heads (.repeat). Query head j uses K/V head j // (H / G): repeat_interleave(H // G, dim=1), or your repeat_kv. (With G = H or G = 1 both give the same result, which is why the bug hides there.)'),
-    mistake('gqa-causal-upper-left', GQACausalUpperLeft,
-            'your causal mask is aligned to the upper left: with a cache, the T new queries sit at absolute positions S - T … S - 1, so query i may see keys 0 … S - T + i. Build tril(diagonal=S - T) on the (T, S) scores (mhsa_lib.causal_mask(T, S)); F.scaled_dot_product_attention(is_causal=True) aligns to the upper left and is wrong here.'),
-    mistake('gqa-causal-blocks-cache', GQACausalBlocksCache,
-            'with a cache your new queries do not see the cached keys: the causal mask must allow every cached position (they are all in the past), tril(diagonal=S - T) on (T, S).'),
-    mistake('gqa-ignores-cache', GQAIgnoresCache,
-            'the cache is not used: append the new keys and values with k, v = cache.update(k, v) and attend over everything it returns.'),
-    mistake('gqa-calls-library', GQACallsLibrary,
+    mistake("gqa-tiled", GQATiled,
+            "query head j is paired with K/V head j % G: you tile the K/V heads (.repeat). Query head j "
+            "uses K/V head j // (H / G): repeat_interleave(H // G, dim=1), or your repeat_kv. (With "
+            "G = H or G = 1 both give the same result, which is why the bug hides there.)"),
+    mistake("gqa-causal-upper-left", GQACausalUpperLeft,
+            "your causal mask is aligned to the upper left: with a cache, the T new queries sit at "
+            "absolute positions S - T … S - 1, so query i may see keys 0 … S - T + i. Build "
+            "tril(diagonal=S - T) on the (T, S) scores (mhsa_lib.causal_mask(T, S)); "
+            "F.scaled_dot_product_attention(is_causal=True) aligns to the upper left and is wrong here."),
+    mistake("gqa-causal-blocks-cache", GQACausalBlocksCache,
+            "with a cache your new queries do not see the cached keys: the causal mask must allow every "
+            "cached position (they are all in the past), tril(diagonal=S - T) on (T, S)."),
+    mistake("gqa-ignores-cache", GQAIgnoresCache,
+            "the cache is not used: append the new keys and values with k, v = cache.update(k, v) and "
+            "attend over everything it returns."),
+    # The outputs are right: what the cache holds after decoding tells ({h}, {g}: H and G there).
+    mistake("gqa-caches-repeated", GQACachesRepeated,
+            "the cache holds the keys after repeat_kv: H = {h} heads instead of G = {g}, so GQA saves no "
+            "memory; cache before repeating: k, v = cache.update(k, v) on the G-head keys and values, "
+            "then repeat_kv what it returns.",
+            flags=[SAME_OUTPUT]),
+    mistake("gqa-calls-library", GQACallsLibrary,
             "Calls mhsa_lib's attend_heads.", flags=[SAME_OUTPUT]),
 ]
 
@@ -199,18 +226,25 @@ class KVCacheCallsLibrary(mhsa_lib.KVCache):
 
 
 KV_CACHE_MISTAKES = [
-    mistake('kv-cache-prepends', KVCachePrepends,
-            'you put the new keys/values before the cached ones: the cache must stay in time order, oldest first: torch.cat([self.k, k], dim=-2).'),
-    mistake('kv-cache-head-axis', KVCacheHeadAxis,
-            'you concatenate along the heads (dim=1): the cache grows along the sequence axis, dim=-2 of (B, G, S, Dh).'),
-    mistake('kv-cache-returns-new', KVCacheReturnsNew,
-            'update returns only the new keys/values: it must return everything cached so far (old and new), which is what the attention attends over.'),
-    mistake('kv-cache-len-counts-updates', KVCacheLenCountsUpdates,
-            'Len counts update calls.'),
-    mistake('kv-cache-shared-state', KVCacheSharedState,
-            'Every cache shares class-level lists.'),
-    mistake('kv-cache-calls-library', KVCacheCallsLibrary,
-            'Is mhsa_lib.KVCache.', flags=[SAME_OUTPUT]),
+    mistake("kv-cache-prepends", KVCachePrepends,
+            "you put the new keys/values before the cached ones: the cache must stay in time order, "
+            "oldest first: torch.cat([self.k, k], dim=-2)."),
+    mistake("kv-cache-head-axis", KVCacheHeadAxis,
+            "you concatenate along the heads (dim=1): the cache grows along the sequence axis, dim=-2 "
+            "of (B, G, S, Dh)."),
+    mistake("kv-cache-returns-new", KVCacheReturnsNew,
+            "update returns only the new keys/values: it must return everything cached so far (old and "
+            "new), which is what the attention attends over."),
+    # update returns the right pairs: the bookkeeping part (len after the updates) tells.
+    mistake("kv-cache-len-counts-updates", KVCacheLenCountsUpdates,
+            "len counts the update calls: it must count the cached positions S, k.shape[-2].",
+            flags=[SAME_OUTPUT]),
+    # One cache alone returns the right pairs: the bookkeeping part (a second cache) tells.
+    mistake("kv-cache-shared-state", KVCacheSharedState,
+            "every cache shares lists created on the class: create the storage in __init__, with self.",
+            flags=[SAME_OUTPUT]),
+    mistake("kv-cache-calls-library", KVCacheCallsLibrary,
+            "Is mhsa_lib.KVCache.", flags=[SAME_OUTPUT]),
 ]
 
 
@@ -251,22 +285,24 @@ def kv_cache_bytes_calls_library(batch_size, seq_len, num_layers, num_kv_heads, 
 
 
 KV_CACHE_BYTES_MISTAKES = [
-    mistake('bytes-keys-only', kv_cache_bytes_keys_only,
-            'your result is half the right one: the cache stores keys AND values, so count 2 · B · S · layers · G · Dh · bytes_per_element.'),
-    mistake('bytes-one-layer', kv_cache_bytes_one_layer,
-            "your result is the size of one layer's cache: every layer keeps its own keys and values, so multiply by num_layers."),
-    mistake('bytes-fixed-two', kv_cache_bytes_fixed_two_bytes,
-            'you assume 2 bytes per element: use the bytes_per_element argument (4 for float32, 1 for int8).'),
-    mistake('bytes-counts-elements', kv_cache_bytes_counts_elements,
-            'you count elements, not bytes: multiply by bytes_per_element.'),
-    mistake('bytes-no-batch', kv_cache_bytes_no_batch,
-            'your result leaves out batch_size: each sequence in the batch has its own cache.'),
-    mistake('bytes-float', kv_cache_bytes_float,
-            'Returns a float.', flags=[SAME_OUTPUT]),
-    mistake('bytes-tensor', kv_cache_bytes_tensor,
-            'Returns a tensor.', flags=[SAME_OUTPUT]),
-    mistake('bytes-calls-library', kv_cache_bytes_calls_library,
-            'Calls mhsa_lib.kv_cache_bytes.', flags=[SAME_OUTPUT]),
+    mistake("bytes-keys-only", kv_cache_bytes_keys_only,
+            "your result is half the right one: the cache stores keys AND values, so count "
+            "2 · B · S · layers · G · Dh · bytes_per_element."),
+    mistake("bytes-one-layer", kv_cache_bytes_one_layer,
+            "your result is the size of one layer's cache: every layer keeps its own keys and values, "
+            "so multiply by num_layers."),
+    mistake("bytes-fixed-two", kv_cache_bytes_fixed_two_bytes,
+            "you assume 2 bytes per element: use the bytes_per_element argument (4 for float32, 1 for int8)."),
+    mistake("bytes-counts-elements", kv_cache_bytes_counts_elements,
+            "you count elements, not bytes: multiply by bytes_per_element."),
+    mistake("bytes-no-batch", kv_cache_bytes_no_batch,
+            "your result leaves out batch_size: each sequence in the batch has its own cache."),
+    mistake("bytes-float", kv_cache_bytes_float,
+            "Returns a float.", flags=[SAME_OUTPUT]),
+    mistake("bytes-tensor", kv_cache_bytes_tensor,
+            "Returns a tensor.", flags=[SAME_OUTPUT]),
+    mistake("bytes-calls-library", kv_cache_bytes_calls_library,
+            "Calls mhsa_lib.kv_cache_bytes.", flags=[SAME_OUTPUT]),
 ]
 
 
