@@ -29,12 +29,12 @@ from __future__ import annotations
 import math
 from typing import Callable, Dict, List, Optional, Tuple
 
+import bench_common as bc
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import bench_common as bc
 from mhsa_lib import FusedMultiHeadAttention, MultiHeadAttention, attend_heads, causal_mask
 from mhsa_lib.interop import load_mha_into_torch, mask_to_torch
 

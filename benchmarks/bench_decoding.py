@@ -19,11 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
+import bench_common as bc
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import bench_common as bc
 from mhsa_lib import GroupedQueryAttention, KVCache, StaticKVCache, kv_cache_bytes
 
 

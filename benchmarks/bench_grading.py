@@ -38,10 +38,10 @@ def main() -> int:
 
     import nbformat
     import nbgrader
+    from conftest import fill_submission
 
     from autograder.grading import autograde, course, engine
     from autograder.grading import nbgrader_tools as nbt
-    from conftest import fill_submission
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_grading_"))
     sol = tmp / "solutions"

@@ -24,10 +24,10 @@ from __future__ import annotations
 import math
 from typing import Dict, List
 
+import bench_common as bc
 import torch
 from torch import nn
 
-import bench_common as bc
 from mhsa_lib import MultiHeadAttention
 
 D_MODEL, HEADS = 1024, 16

@@ -31,8 +31,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import io
 import inspect
+import io
 import json
 import sys
 import time

@@ -39,6 +39,7 @@ to the lower right; linear layers follow ``nn.Linear`` (y = x Wᵀ + b, W of sha
 scores are scaled by 1/√Dh, the per-head width.
 """
 
+from . import interop as interop  # mhsa_lib.interop.mha_from_torch, block_to_torch, ...
 from .attention import (
     BACKENDS,
     causal_mask,
@@ -46,7 +47,10 @@ from .attention import (
     scaled_dot_product_attention,
     softmax,
 )
+from .block import FeedForward, LayerNorm, TransformerBlock
 from .heads import merge_heads, split_heads
+from .kv_cache import GroupedQueryAttention, KVCache, StaticKVCache, kv_cache_bytes, repeat_kv
+from .model import TinyTransformer, reversal_batch, sorting_batch
 from .multihead import (
     FusedMultiHeadAttention,
     MultiHeadAttention,
@@ -54,11 +58,7 @@ from .multihead import (
     attention_heads,
     attention_heads_loop,
 )
-from .block import FeedForward, LayerNorm, TransformerBlock
-from .kv_cache import GroupedQueryAttention, KVCache, StaticKVCache, kv_cache_bytes, repeat_kv
 from .positional import LearnedPositionalEmbedding, shift_matrix, sinusoidal_positional_encoding
-from .model import TinyTransformer, reversal_batch, sorting_batch
-from . import interop  # noqa: E402  (mhsa_lib.interop.mha_from_torch, block_to_torch, ...)
 
 __all__ = [
     "BACKENDS",

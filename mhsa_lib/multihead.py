@@ -42,8 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._validate import check_heads, check_input, check_qkv, check_tensor, heads_mask
-from .attention import BACKENDS, HAS_ENABLE_GQA, get_backend  # noqa: F401  (re-exported)
-from .attention import scaled_dot_product_attention
+from .attention import BACKENDS, HAS_ENABLE_GQA, get_backend, scaled_dot_product_attention  # noqa: F401  (re-exported)
 from .heads import merge_heads, split_heads
 
 __all__ = [

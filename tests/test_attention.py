@@ -6,11 +6,10 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import cpu_matmul_supports
 
 import mhsa_lib
-from mhsa_lib import attention
-from conftest import cpu_matmul_supports
-from mhsa_lib import causal_mask, padding_mask, scaled_dot_product_attention, softmax
+from mhsa_lib import attention, causal_mask, padding_mask, scaled_dot_product_attention, softmax
 
 pytestmark = pytest.mark.usefixtures("torch_seed")
 
@@ -19,7 +18,8 @@ TOL = dict(atol=1e-5, rtol=1e-5)
 
 def _qkv(*lead, t=5, s=7, dk=6, dv=3, dtype=torch.float32, seed=0):
     g = torch.Generator().manual_seed(seed)
-    mk = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+    def mk(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
     return mk(*lead, t, dk), mk(*lead, s, dk), mk(*lead, s, dv)
 
 

@@ -13,7 +13,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, cpu_matmul_supports, graded_cell, notebook, write
 
 BENCH = ROOT / "benchmarks"

@@ -7,14 +7,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_check
 from torch import nn
 
 import mhsa_lib
 from autograder import check_feed_forward, check_layer_norm, check_transformer_block, fallback
 from autograder.checks import block as C
 from autograder.mistakes import block as M
-from conftest import run_check
-
 
 run = run_check
 

@@ -8,13 +8,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_check
 from torch import nn
 
 import mhsa_lib
 from autograder.checks import debugging as C
 from autograder.mistakes import debugging as M
-from conftest import run_check
-
 
 run = run_check
 

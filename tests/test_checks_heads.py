@@ -3,13 +3,12 @@ marks; splitting or merging without the transpose, and other wrong layouts, lose
 
 import pytest
 import torch
+from conftest import run_check
 
 import mhsa_lib
 from autograder import check_merge_heads, check_repeat_kv, check_split_heads
 from autograder.checks import heads as C
 from autograder.mistakes import heads as M
-from conftest import run_check
-
 
 run = run_check
 

@@ -3,11 +3,11 @@ marks; each known loading mistake loses points and is named."""
 
 import pytest
 import torch
+from conftest import run_check
 
 import mhsa_lib
 from autograder import check_load_mha_from_torch
 from autograder.mistakes import interop as M
-from conftest import run_check
 
 run = run_check
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_check
 from torch import nn
 
 import mhsa_lib
@@ -21,8 +22,6 @@ from autograder import (
 )
 from autograder.checks import kv_cache as C
 from autograder.mistakes import kv_cache as M
-from conftest import run_check
-
 
 run = run_check
 

@@ -5,12 +5,12 @@ stays under the threshold and is diagnosed; shortcuts, stubs and broken models e
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_check
 from torch import nn
 
 import mhsa_lib
 from autograder.checks.model import CAPSTONE_POINTS, SEQ_LEN, THRESHOLD, VOCAB, accuracy, check_capstone
 from autograder.mistakes import model as M
-from conftest import run_check
 
 
 def run(model, capsys, **kw):

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_check
 from torch import nn
 
 import mhsa_lib
@@ -18,8 +19,6 @@ from autograder import (
     check_multi_head_attention,
 )
 from autograder.mistakes import multihead as M
-from conftest import run_check
-
 
 run = run_check
 

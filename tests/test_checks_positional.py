@@ -5,10 +5,11 @@ import math
 
 import pytest
 import torch
-
-from autograder.checks.positional import PE_POINTS, check_sinusoidal_positional_encoding as check
-from autograder.mistakes import positional as M
 from conftest import run_check
+
+from autograder.checks.positional import PE_POINTS
+from autograder.checks.positional import check_sinusoidal_positional_encoding as check
+from autograder.mistakes import positional as M
 
 
 def run(fn, capsys, **kw):

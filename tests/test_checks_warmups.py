@@ -2,12 +2,11 @@
 
 import pytest
 import torch
+from conftest import run_check
 
 import mhsa_lib
 from autograder import check_pairwise_scores, check_softmax, fallback
 from autograder.mistakes import warmups as M
-from conftest import run_check
-
 
 run = run_check
 
@@ -37,7 +36,8 @@ def test_mistakes_lose_points_and_are_named(fn, words, capsys):
 
 
 def test_fallback_uses_the_learners_function_once_it_passes(capsys):
-    mine = lambda q, k: torch.einsum("btd,bsd->bts", q, k)
+    def mine(q, k):
+        return torch.einsum("btd,bsd->bts", q, k)
     assert fallback("pairwise_scores", mine) is mine
     assert capsys.readouterr().out == ""
 

@@ -11,10 +11,10 @@ import types
 
 import pytest
 import torch
+from conftest import SOLUTIONS
 
 import mhsa_lib
 from autograder.grading import worker
-from conftest import SOLUTIONS
 
 
 def _attention_heads(x, w_q, w_k, w_v, num_heads, mask=None):

@@ -17,10 +17,10 @@ import zipfile
 
 import nbformat
 import pytest
+from conftest import NOTEBOOKS, SOLUTIONS, fill_submission, run_cli
 
 from autograder.grading import autograde, collect, course, engine
 from autograder.grading import nbgrader_tools as nbt
-from conftest import NOTEBOOKS, SOLUTIONS, fill_submission, run_cli
 
 # Every test here shares one graded class: nbgrader and a kernel per submission (minutes).
 pytestmark = pytest.mark.slow

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import nbformat
 import pytest
+from conftest import SOLUTIONS
 
 from autograder.grading import nbgrader_tools as nbt
 from autograder.grading.selfcheck import check_notebook
-from conftest import SOLUTIONS
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ import shutil
 
 import nbformat
 import pytest
+from conftest import NOTEBOOKS, SOLUTIONS, fill_submission, run_cli
 
 from autograder.grading import progress
-from conftest import NOTEBOOKS, SOLUTIONS, fill_submission, run_cli
 
 DONE = "00_orientation"
 TODO = "01_scaled_dot_product_attention"

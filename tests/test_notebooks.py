@@ -5,10 +5,10 @@ NotImplementedError and earns nothing."""
 from __future__ import annotations
 
 import pytest
+from conftest import NOTEBOOKS, SOLUTIONS
 
 from autograder.grading import nbgrader_tools as nbt
 from autograder.grading.selfcheck import check_notebook
-from conftest import NOTEBOOKS, SOLUTIONS
 
 NAMES = sorted(p.stem for p in SOLUTIONS.glob("*.ipynb"))
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import ROOT, code, graded_cell, markdown, notebook, solution, write
 
 from autograder.grading import engine, selfcheck, worker
-from conftest import ROOT, code, graded_cell, markdown, notebook, solution, write
 
 GRADING = ROOT / "autograder" / "grading"
 

@@ -8,10 +8,10 @@ import re
 
 import nbformat
 import pytest
+from conftest import NOTEBOOKS, SOLUTIONS, run_cli, write
 
 from autograder.grading import nbgrader_tools as nbt
 from autograder.grading import release as rel
-from conftest import NOTEBOOKS, SOLUTIONS, run_cli, write
 
 SOURCES = sorted(SOLUTIONS.glob("*.ipynb"))
 LEARNER = sorted(NOTEBOOKS.glob("*.ipynb"))

@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the limits are Linux rlimits (RLIMIT_DATA counts mmap there)")

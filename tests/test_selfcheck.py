@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import code, graded_cell, markdown, notebook, run_cli, solution, write
 
 CELLS = [

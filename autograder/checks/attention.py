@@ -16,21 +16,20 @@ from torch import Tensor
 
 import mhsa_lib
 
-from ..frame.registry import step
 from ..frame import (
     CheckResult,
-    attempt,
     LearnerError,
+    attempt,
     call,
     close,
     compare,
     describe_failures,
-    draw_seed,
     distinct_sizes,
     find_shortcuts,
     matches,
     randn,
 )
+from ..frame.registry import step
 from ..mistakes import attention as M
 
 # --------------------------------------------------------------------------- softmax

@@ -23,7 +23,6 @@ from torch import Tensor, nn
 
 import mhsa_lib
 
-from ..frame.registry import step
 from ..frame import (
     CheckResult,
     LearnerError,
@@ -36,9 +35,19 @@ from ..frame import (
     observe,
     randn,
 )
+from ..frame.modules import (
+    build,
+    diagnose_modules,
+    load_reference,
+    materialise,
+    not_implemented,
+    reference,
+    run,
+    tokens,
+)
+from ..frame.registry import step
 from ..mistakes import block as M
 from .heads import HARD_CODED
-from ..frame.modules import load_reference, build, diagnose_modules, materialise, not_implemented, reference, run, tokens
 
 LAYER_NORM_POINTS = 3.0
 FEED_FORWARD_POINTS = 2.0

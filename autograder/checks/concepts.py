@@ -18,7 +18,6 @@ from ..frame import CheckResult, LearnerError, call
 from ..frame.registry import Step, get, register
 from .questions import QUESTIONS, Question
 
-
 NOTEBOOKS = {
     "00": "00_orientation", "01": "01_scaled_dot_product_attention", "02": "02_multiple_heads",
     "03": "03_concat_and_output_projection", "04": "04_transformer_block",

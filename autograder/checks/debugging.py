@@ -20,7 +20,6 @@ from torch import Tensor, nn
 
 import mhsa_lib
 
-from ..frame.registry import step
 from ..frame import (
     CheckResult,
     LearnerError,
@@ -35,8 +34,19 @@ from ..frame import (
     randn,
     run_safely,
 )
+from ..frame.modules import (
+    build,
+    copy_parameters,
+    diagnose_modules,
+    guarded,
+    load_reference,
+    materialise,
+    randomise,
+    run,
+    tokens,
+)
+from ..frame.registry import step
 from ..mistakes import debugging as M
-from ..frame.modules import load_reference, build, copy_parameters, diagnose_modules, guarded, materialise, randomise, run, tokens
 
 NOTEBOOK = "06_debugging_transformer_blocks"
 BLOCK_POINTS = 3.0

@@ -5,15 +5,13 @@ Shapes: (B, T, D) <-> (B, H, T, Dh) with D = H·Dh; head h owns features [h·Dh,
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Tuple
 
 import torch
 from torch import Tensor
 
 import mhsa_lib
 
-from ..frame.diagnosis import diagnose_by_output
-from ..frame.registry import step
 from ..frame import (
     CheckResult,
     LearnerError,
@@ -23,11 +21,11 @@ from ..frame import (
     compare,
     describe_failures,
     distinct_sizes,
-    draw_seed,
     find_shortcuts,
-    matches,
     randn,
 )
+from ..frame.diagnosis import diagnose_by_output
+from ..frame.registry import step
 from ..mistakes import heads as M
 
 SPLIT_POINTS = 3.0
@@ -94,7 +92,7 @@ def check_split_heads(fn: Any, result: CheckResult, gen: torch.Generator, hidden
         if not problems and not torch.equal(mhsa_lib.merge_heads(y), x):
             problems.append("merge_heads(split_heads(x)) is not x")
     else:
-        problems.append(f"expected a (B, H, T, Dh) = {(b, h, t, dh)} tensor, got {_describe(y)}")
+        problems.append(f"expected a (B, H, T, Dh) = {(b, h, t, dh)} tensor, got {describe_output(y)}")
     result.add("invariant: head h holds features [h·Dh, (h+1)·Dh) of every position (float64, exact)",
                1.0, not problems, "; ".join(problems))
 
@@ -137,7 +135,7 @@ def check_merge_heads(fn: Any, result: CheckResult, gen: torch.Generator, hidden
     y = attempt(fn, mhsa_lib.split_heads(x, h))
     ok = isinstance(y, Tensor) and tuple(y.shape) == tuple(x.shape) and torch.equal(y, x)
     result.add("invariant: merge_heads(split_heads(x)) == x (float64, exact)", 0.5, ok,
-               "" if ok else f"got {_describe(y)} back, not x")
+               "" if ok else f"got {describe_output(y)} back, not x")
 
     if not result.passed:
         _diagnose(result, seen, M.MERGE_HEADS_MISTAKES, None, lambda m, args: m.fn(*args))
@@ -149,7 +147,7 @@ def check_merge_heads(fn: Any, result: CheckResult, gen: torch.Generator, hidden
     return
 
 
-def _describe(y: Any) -> str:
+def describe_output(y: Any) -> str:
     if isinstance(y, Tensor):
         return f"a tensor of shape {tuple(y.shape)}"
     if isinstance(y, LearnerError):
@@ -217,7 +215,7 @@ def check_repeat_kv(fn: Any, result: CheckResult, gen: torch.Generator, hidden: 
     y = attempt(fn, x.clone(), 1)
     ok = isinstance(y, Tensor) and tuple(y.shape) == tuple(x.shape) and torch.equal(y, x)
     result.add("n_rep=1 returns x unchanged", 0.25, ok,
-               "" if ok else f"got {y if isinstance(y, LearnerError) else _describe(y)}, expected x itself")
+               "" if ok else f"got {y if isinstance(y, LearnerError) else describe_output(y)}, expected x itself")
 
     b, g, s, dh = distinct_sizes(gen, 4, 2, 7)
     x = randn(gen, b, g, s, dh, dtype=torch.float64)
@@ -230,7 +228,7 @@ def check_repeat_kv(fn: Any, result: CheckResult, gen: torch.Generator, hidden: 
                                 + _which_head(y[:, j], x))
                 break
     else:
-        problems.append(f"expected (B, G·n_rep, S, Dh) = {(b, 3 * g, s, dh)}, got {_describe(y)}")
+        problems.append(f"expected (B, G·n_rep, S, Dh) = {(b, 3 * g, s, dh)}, got {describe_output(y)}")
     result.add("invariant: query head j holds K/V head j // n_rep exactly (float64, n_rep=3)", 0.5,
                not problems, "; ".join(problems))
 
@@ -243,14 +241,6 @@ def check_repeat_kv(fn: Any, result: CheckResult, gen: torch.Generator, hidden: 
         result.zero_reason = (f"your repeat_kv calls {', '.join(shortcuts)}: write it with "
                               "repeat_interleave, or expand and reshape")
     return
-
-
-def _describe(y: Any) -> str:
-    if isinstance(y, Tensor):
-        return f"a tensor of shape {tuple(y.shape)}"
-    if isinstance(y, LearnerError):
-        return f"an error ({y})"
-    return type(y).__name__
 
 
 def _which_head(head: Tensor, x: Tensor) -> str:

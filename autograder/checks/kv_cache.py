@@ -29,7 +29,6 @@ from torch import Tensor, nn
 
 import mhsa_lib
 
-from ..frame.registry import step
 from ..frame import (
     CheckResult,
     LearnerError,
@@ -39,16 +38,16 @@ from ..frame import (
     compare,
     describe_failures,
     distinct_sizes,
-    draw_seed,
     find_shortcuts,
     matches,
     observe,
     randn,
     run_safely,
 )
-from ..mistakes import kv_cache as M
 from ..frame.modules import build, diagnose_modules, not_implemented, reference
-from .heads import HARD_CODED
+from ..frame.registry import step
+from ..mistakes import kv_cache as M
+from .heads import HARD_CODED, describe_output
 
 GQA_POINTS = 5.0
 KV_CACHE_POINTS = 3.0
@@ -107,7 +106,7 @@ def decode(module: Any, x: Tensor, chunks: Sequence[int], cache: Any, runner: Ca
         if isinstance(y, LearnerError):
             return y
         if not isinstance(y, Tensor) or tuple(y.shape) != (x.shape[0], n, x.shape[2]):
-            return LearnerError(f"a step of {n} token(s) returned {_describe(y)}, expected (B, T, D) = "
+            return LearnerError(f"a step of {n} token(s) returned {describe_output(y)}, expected (B, T, D) = "
                                 f"{(x.shape[0], n, x.shape[2])}")
         outs.append(y)
         start += n
@@ -376,7 +375,7 @@ def _replay(cls: Callable, updates: Sequence[Tuple[Tensor, Tensor]], runner: Cal
 
 def _pair_problem(got: Any, k: Tensor, v: Tensor) -> Optional[str]:
     if not isinstance(got, (tuple, list)) or len(got) != 2:
-        return f"update returned {_describe(got)}, expected the pair (k, v) of everything cached"
+        return f"update returned {describe_output(got)}, expected the pair (k, v) of everything cached"
     for what, a, e in (("k", got[0], k), ("v", got[1], v)):
         c = compare(a, e, what=f"returned {what}")
         if not c.ok:

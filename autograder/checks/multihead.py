@@ -17,7 +17,6 @@ from torch import Tensor, nn
 
 import mhsa_lib
 
-from ..frame.registry import step
 from ..frame import (
     CheckResult,
     LearnerError,
@@ -32,9 +31,11 @@ from ..frame import (
     observe,
     randn,
 )
+from ..frame.diagnosis import diagnose_by_output
+from ..frame.modules import build, load_reference, materialise
+from ..frame.registry import step
 from ..mistakes import multihead as M
-from .heads import HARD_CODED, _diagnose
-from ..frame.modules import load_reference, build, materialise
+from .heads import HARD_CODED
 
 HEADS_POINTS = 3.0
 #: "Yours vs expected" in the feedback: code that sets ``yours`` and ``ref`` from ``fn`` (see grading).
@@ -129,7 +130,7 @@ def _heads_parts(fn: Callable, result: CheckResult, gen: torch.Generator, hidden
 
     if not result.passed:
         mistakes = M.HEADS_LOOP_MISTAKES if loop else M.HEADS_ATTENTION_MISTAKES
-        _diagnose(result, seen, mistakes, None, mistake_out)
+        diagnose_by_output(result, seen, mistakes, mistake_out, atol=1e-4)
         if c_pub.ok and fails and _returns_public(run, seen[0]):
             result.diagnose(HARD_CODED)
     x, ws = _heads_case(gen, 2, 3, 2, 3)

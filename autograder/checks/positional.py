@@ -18,18 +18,17 @@ from torch import Tensor
 
 import mhsa_lib
 
-from ..frame.diagnosis import diagnose_by_output
-from ..frame.registry import step
 from ..frame import (
     CheckResult,
     LearnerError,
     attempt,
     compare,
     describe_failures,
-    draw_seed,
     find_shortcuts,
     matches,
 )
+from ..frame.diagnosis import diagnose_by_output
+from ..frame.registry import step
 from ..mistakes import positional as M
 from .heads import HARD_CODED
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List
 
 import torch
 
+from ..frame import CheckResult, LearnerError, call, close, compare, describe_failures, distinct_sizes, randn
 from ..frame.registry import step
-from ..frame import CheckResult, LearnerError, call, close, compare, describe_failures, distinct_sizes, draw_seed, randn
 from ..mistakes import warmups as M
 
 PAIRWISE_POINTS = 2.0

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Dict, FrozenSet, Iterable, Sequence
 
-
 #: The mistake gives the same outputs as a correct answer (e.g. it calls the library): no
 #: output can name it, another probe (forbidden calls, timing, ...) catches it.
 SAME_OUTPUT = "same-output"

@@ -19,11 +19,11 @@ import torch
 from torch import Tensor, nn
 
 from .calls import attempt, observe, run_safely
+from .cases import randn
 from .compare import close
 from .diagnosis import diagnose_by_output, matching_mistake
 from .errors import LearnerError
 from .results import CheckResult
-from .cases import randn
 
 
 @contextlib.contextmanager

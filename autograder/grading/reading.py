@@ -29,17 +29,17 @@ def read_notebook(path: Path):
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise NotebookUnusable(f"{path}: cannot be read ({type(e).__name__}: {e})")
+        raise NotebookUnusable(f"{path}: cannot be read ({type(e).__name__}: {e})") from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
-        raise NotebookUnusable(f"{path}: not a notebook, invalid JSON at line {e.lineno} column {e.colno} ({e.msg})")
+        raise NotebookUnusable(f"{path}: not a notebook, invalid JSON at line {e.lineno} column {e.colno} ({e.msg})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list) or "nbformat" not in raw:
         raise NotebookUnusable(f"{path}: not a Jupyter notebook (no 'nbformat' and 'cells')")
     try:
         nb = nbformat.reads(text, as_version=4)
     except Exception as e:  # nbformat's errors are many and varied
-        raise NotebookUnusable(f"{path}: not a usable notebook ({type(e).__name__}: {one_line(str(e))})")
+        raise NotebookUnusable(f"{path}: not a usable notebook ({type(e).__name__}: {one_line(str(e))})") from None
     for i, cell in enumerate(nb.cells):
         if not isinstance(cell, dict) or "cell_type" not in cell:
             raise NotebookUnusable(f"{path}: cell {i} has no cell_type")

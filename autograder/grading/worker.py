@@ -280,7 +280,7 @@ def grade(job: Dict[str, Any]) -> Dict[str, Any]:
     result["exec_seconds"] = graded.execution.seconds
     for st in graded.steps:
         if st.id in pictures:
-            setattr(st, "picture", pictures[st.id])
+            st.picture = pictures[st.id]
     if job.get("out_notebook"):
         out = Path(job["out_notebook"])
         out.parent.mkdir(parents=True, exist_ok=True)

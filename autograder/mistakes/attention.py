@@ -8,17 +8,13 @@ and tests/test_checks_attention.py proves every one of them loses points and is 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..frame.mistakes import SAME_OUTPUT, catalogue, mistake
-
-
-
 
 # --------------------------------------------------------------------------- softmax
 

@@ -16,9 +16,8 @@ from torch import Tensor, nn
 
 import mhsa_lib
 
-from ..frame.mistakes import SAME_OUTPUT, catalogue, mistake
+from ..frame.mistakes import catalogue, mistake
 from .multihead import MHAMergeNoTranspose, MHASplitNoTranspose
-
 
 # --------------------------------------------------------------------------- incident 1: norms
 

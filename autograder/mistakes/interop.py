@@ -9,7 +9,6 @@ import torch
 
 from ..frame.mistakes import Mistake, catalogue, mistake
 
-
 # --------------------------------------------------------------------------- loading weights
 
 

@@ -10,7 +10,7 @@ out_proj), each written the way the bug is usually written.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F

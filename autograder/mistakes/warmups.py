@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..frame.mistakes import SAME_OUTPUT, catalogue, mistake
+from ..frame.mistakes import catalogue, mistake
 
 
 def pairwise_scores_swapped(q: Tensor, k: Tensor) -> Tensor:
