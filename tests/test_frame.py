@@ -92,11 +92,14 @@ def test_the_judge_never_runs_the_learners_code_and_scores_what_was_observed():
     assert len(calls) == n and judged.points == step.run(learner, seed=5).points == 3.0
 
 
-def test_a_record_made_for_other_cases_earns_nothing():
+def test_a_record_made_for_other_cases_earns_only_what_it_shows_on_the_graders_inputs():
     step = get("softmax")
     record = step.probe(softmax_good, seed=5)
-    judged = step.judge(record, seed=6)  # the grader's own seed: another set of cases
-    assert judged.points == 0.0 and "could not judge" in judged.zero_reason
+    judged = step.judge(record, seed=6)  # the grader's own seed: other random cases, the same public one
+    assert [p.passed for p in judged.parts][:2] == [True, False]
+    assert judged.points < 3.0 and "not in the record" in " ".join(judged.notes)
+    empty = Observations("softmax", 6, False)
+    assert step.judge(empty, seed=6).points == 0.0
     with pytest.raises(Divergence):
         step.judge(record, seed=6, strict=True)
 
@@ -161,3 +164,25 @@ def test_fallback_remembers_on_the_object_and_says_what_it_uses(capsys):
 def test_observe_turns_a_failure_inside_into_a_learner_error():
     with pytest.raises(LearnerError, match="raised ZeroDivisionError"):
         observe("boom", lambda: 1 / 0)
+
+
+def test_a_judge_is_not_fooled_by_checks_disturbed_in_the_learners_process(monkeypatch):
+    """A learner's process can patch what the probe's own copy of a check computes (here every
+    comparison fails, so the probe takes extra diagnosis branches and records more): the judge
+    uses only the observations made on the inputs it chose, and a correct answer keeps its marks."""
+    from autograder.checks import attention
+    from autograder.frame import Comparison
+
+    step = get("softmax")
+    with monkeypatch.context() as m:
+        seen = []  # the public case compares right, every later case wrong: a diagnosis branch runs
+
+        def disturbed(*args, **kwargs):
+            seen.append(1)
+            return Comparison(len(seen) == 1, "disturbed")
+
+        m.setattr(attention, "compare", disturbed)
+        record = step.probe(softmax_good, seed=9)
+    assert step.judge(record, seed=9).points == 3.0
+    with pytest.raises(Divergence):  # a strict judge (the tests') still sees that the record differs
+        step.judge(record, seed=9, strict=True)

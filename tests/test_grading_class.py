@@ -111,12 +111,12 @@ def make_cases(learner, source):
                                 FULL, "ok")
     patch = ("import torch\ntorch.allclose = lambda *a, **k: True\n"
              "check_concept = lambda *a, **k: 1.0\n")
-    nb = ok(answer_fallback='return "a"\n', answer_einsum_reading='return "b"\n', answer_batched_matmul='return "a"\n',
-            pairwise_scores=BUGGY_PAIRWISE)
-    cases["rupert_patches_checks"] = (_insert_after(nb, "nb00-code-02", patch), {k: 0 for k in STEPS}, "tampered")
+    # Scores are judged outside the student's code: patching the checks changes nothing, neither
+    # for right answers (full marks) nor for a wrong one (the same partial credit as bob's).
+    cases["rupert_patches_checks"] = (_insert_after(ok(), "nb00-code-02", patch), FULL, "ok")
     sneaky = ('exec("import autograder.core as c; c.compare = lambda *a, **k: c.Comparison(True, \'\')")\n'
               + BUGGY_PAIRWISE)
-    cases["sybil_patches_at_run_time"] = (ok(pairwise_scores=sneaky), _with(check_pairwise_scores=0), "tampered")
+    cases["sybil_patches_at_run_time"] = (ok(pairwise_scores=sneaky), _with(check_pairwise_scores="partial"), "ok")
     intrude = (
         "import os\n"
         "for path in ['../../../gradebook.db', '../../alice/00_orientation/00_orientation.ipynb',\n"
@@ -252,8 +252,7 @@ def test_messages_say_what_happened(graded):
     assert any("points" in n and "100" in n for n in res["mallory_changed_points"]["notes"])
     assert any("julia-1.9" in n for n in res["niaj_kernelspec"]["notes"])
     assert any("cut" in n for n in res["peggy_megabytes"]["notes"])
-    assert "allclose" in res["rupert_patches_checks"]["message"]
-    assert "autograder.core.compare" in res["sybil_patches_at_run_time"]["message"]
+    assert _points(res["sybil_patches_at_run_time"]) == _points(res["bob"])  # the same code, the same score
     assert "invalid JSON" in res["victor_invalid_json"]["message"]
     assert "empty" in res["walter_empty_file"]["message"]
     assert "another assignment" in res["xena_other_assignment"]["message"]

@@ -22,6 +22,11 @@ globals().update(_checks)
 __all__ = sorted(_checks) + ["check_concept", "fallback"]
 
 
+def steps_by_name() -> dict:
+    """step name (a checkpoint's question id) -> its registered Step."""
+    return {s.name: s for s in _steps()}
+
+
 def steps_with_pictures() -> dict:
     """check name -> the "yours vs expected" picture code of every step that declares one."""
     return {s.check_name: s.picture for s in _steps() if s.picture}

@@ -70,8 +70,10 @@ class Step:
         record = Observations(self.name, int(seed), hidden, observations.entries, observations.arrays)
         result, s = self._run(Opaque("object"), "replay", record, strict=strict)
         if s.divergences and not strict:
-            result.zero_reason = ("the grader could not judge this step from what your code's run recorded "
-                                  f"({s.divergences[0]})")
+            # What was not observed failed where it was needed (as an error of the learner's
+            # code); an empty or foreign record therefore earns nothing.
+            result.note(f"{len(s.divergences)} observation(s) the grader needed were not in the record of your "
+                        "code's run; the parts that needed them earn nothing")
         return result
 
     def check(self, subject: Any, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:
@@ -95,10 +97,17 @@ class Step:
             try:
                 # The learner's object itself: plain data comes back as it is, anything else as
                 # itself in a probe and as an Opaque stand-in (with its name) in a judge.
-                subject = exchange("subject", None, lambda: subject)
+                try:
+                    subject = exchange("subject", None, lambda: subject)
+                except LearnerError:  # (a judge whose record lacks it: the learner's object, unseen)
+                    subject = Opaque("object")
                 swap = _Isolation(self, subject)
                 try:
-                    for note in exchange("isolation", list(self.isolate), swap.start):
+                    try:
+                        notes = exchange("isolation", list(self.isolate), swap.start)
+                    except LearnerError:
+                        notes = []
+                    for note in notes if isinstance(notes, list) else ():
                         result.note(str(note))
                     if self.guard:
                         with guarded():

@@ -15,6 +15,7 @@ Layout (nbgrader's own, so formgrader and ``nbgrader`` commands work on it)::
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import shutil
 import sys
@@ -49,14 +50,17 @@ def source_notebook(course: Path, assignment: str) -> Path:
     return Path(course) / "source" / assignment / f"{assignment}.ipynb"
 
 
-def grading_seed(course: Path, student: str, assignment: str) -> str:
-    """The hidden cases' seed for one student and assignment: the same on every re-grade, different
-    between students, and not guessable without the course's own secret."""
+def grading_seed(course: Path, assignment: str) -> str:
+    """The seed of an assignment's cases for the whole class: the same for every student (identical
+    code scores identically) and on every re-grade, and not guessable without the course's own
+    secret, which is created readable and writable by its owner alone."""
     path = Path(course) / SEED_FILE
     if not path.exists():
-        path.write_text(secrets.token_hex(16) + "\n", encoding="utf-8")
+        fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(secrets.token_hex(16) + "\n")
     secret = path.read_text(encoding="utf-8").strip()
-    digest = hashlib.sha256(f"{secret}:{student}:{assignment}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{secret}:{assignment}".encode()).hexdigest()
     return str(int(digest[:12], 16))
 
 
@@ -86,7 +90,7 @@ def build(course: Path, solutions: Path = DEFAULT_SOLUTIONS, only: Optional[List
     if not sources:
         raise ReleaseError(f"no notebooks in {solutions}")
     nbt.write_course_config(course, db=True)
-    grading_seed(course, "", "")  # create the course's secret once
+    grading_seed(course, "")  # create the course's secret once
     data = Path(solutions) / DATA_DIR
     for src in sources:
         name = src.stem

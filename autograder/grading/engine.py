@@ -448,15 +448,20 @@ def prepare(nb, source=None, guard: bool = True) -> Prepared:
     return Prepared(nb, list(notes), test_cells, findings, guard)
 
 
-def run(prep: Prepared, cwd: Path, limits: Limits, env: Optional[Mapping[str, str]] = None, after=None) -> Graded:
+def run(prep: Prepared, cwd: Path, limits: Limits, env: Optional[Mapping[str, str]] = None, after=None,
+        before_scoring=None) -> Graded:
     """Execute a prepared notebook (see :func:`execute`; test cells after a tampering finding
-    are not run) and score it. Raises :class:`KernelFailed` when no kernel could run it."""
+    are not run) and score it. ``before_scoring(nb, execution)``, if given, runs between the two
+    (the class grader writes the judged test cells there). Raises :class:`KernelFailed` when no
+    kernel could run it."""
     findings = prep.findings
     blocked_after = findings[0].cell if findings else None
     blocked_reason = (f"the grading code was changed in {findings[0]} (cell numbers count from 0); "
                       "test cells after it earn nothing" if findings else "")
     ex = execute(prep.nb, cwd, limits, env=env, test_cells=prep.test_cells, guard=prep.guard,
                  blocked_after=blocked_after, blocked_reason=blocked_reason, after=after)
+    if before_scoring is not None:
+        before_scoring(prep.nb, ex)
     steps = score_notebook(prep.nb, ex.ran, ex.stopped)
     notes = list(prep.notes)
     if ex.truncated:

@@ -21,7 +21,7 @@ from . import course as course_mod
 from .engine import Limits
 
 #: Bump when grading behaviour changes, so that unchanged submissions are graded again.
-GRADER_VERSION = "1"
+GRADER_VERSION = "2"  # 2: scores judged outside the student's code, hidden cases per class
 
 
 @dataclass
@@ -85,7 +85,7 @@ def find_jobs(course: Path, names: Sequence[str], students: Optional[Sequence[st
             adir = sdir / name
             if not adir.is_dir():
                 continue
-            seed = course_mod.grading_seed(course, sdir.name, name)
+            seed = course_mod.grading_seed(course, name)
             fp = fingerprint(adir, course / "source" / name, limits, seed, guard)
             jobs.append(Job(sdir.name, name, adir, fp, seed))
     return jobs

@@ -41,7 +41,7 @@ if __name__ == "__main__" and not __package__:
 
     sys.exit(_main(sys.argv[1:]))
 
-from . import engine
+from . import engine, judging
 from . import nbgrader_tools as nbt
 from .reading import NotebookUnusable, read_notebook
 from .scoring import StepResult
@@ -246,10 +246,36 @@ def grade(job: Dict[str, Any]) -> Dict[str, Any]:
                   " (it has no graded cells at all)"))
         return finish("wrong-assignment", msg, zero_steps(source, msg))
 
-    guard = job.get("guard", True)
+    # The checks' scores are judged here, outside the student's code (see .judging): the test
+    # cells only observe. Without ``judge`` (the old way), the checks score in the kernel, under
+    # the in-kernel guard.
+    judge = job.get("judge", True)
+    guard = job.get("guard", True) and not judge
     prep = engine.prepare(nb, source, guard=guard)
     nb = prep.nb
     copy_notes: List[str] = []
+    calls = judging.plan(source) if judge else {}
+    seeds = judging.seeds_for(calls, str(job.get("seed") or ""), str(job.get("assignment") or ""))
+    originals = {}
+    for cell in nb.cells:
+        gid = nbt.grade_id(cell) if nbt.is_test_cell(cell) else None
+        if gid in calls:
+            originals[gid] = cell.source
+            cell.source = judging.probe_cell_source(gid, calls[gid], seeds, judging.OBSERVATIONS)
+    judged_cells: set = set()
+
+    def judge_cells(ran) -> None:
+        """Write each test cell's outputs from the judge, and its instructor's source back."""
+        ran = set(ran)
+        for index, cell in enumerate(nb.cells):
+            gid = nbt.grade_id(cell) if nbt.is_test_cell(cell) else None
+            if gid not in calls or gid in judged_cells:
+                continue
+            judged_cells.add(gid)
+            cell.source = originals[gid]
+            if index in ran:
+                cell.outputs = judging.judged_outputs(
+                    judging.judge_cell(calls[gid], seeds, work / judging.OBSERVATIONS, gid))
 
     workdir = Path(tempfile.mkdtemp(prefix="mhsa_grade_", dir=job.get("tmp_root")))
     try:
@@ -260,16 +286,17 @@ def grade(job: Dict[str, Any]) -> Dict[str, Any]:
             src_dir = Path(job["assignment_dir"])
             _copy_files(src_dir, work, skip_names=tuple(p.name for p in src_dir.glob("*.ipynb")))
         nbformat.write(nb, str(work / nb_name))
-        env = kernel_env(workdir, job.get("seed"), threads=int(job.get("threads", 1)))
+        env = kernel_env(workdir, None if judge else job.get("seed"), threads=int(job.get("threads", 1)))
         os.environ["JUPYTER_RUNTIME_DIR"] = env["JUPYTER_RUNTIME_DIR"]
         pictures: Dict[str, str] = {}
-
         def after(evaluate):
+            judge_cells(range(len(nb.cells)))  # (cells that did not run are scored 0 all the same)
             if job.get("pictures", True) and not prep.findings:
                 pictures.update(draw_pictures(nb, evaluate))
 
         try:
-            graded = engine.run(prep, work, limits, env=env, after=after)
+            graded = engine.run(prep, work, limits, env=env, after=after,
+                                before_scoring=lambda _nb, ex: judge_cells(ex.ran))
         except engine.KernelFailed as e:
             notes.extend(prep.notes + copy_notes)
             msg = str(e)
