@@ -76,6 +76,7 @@ import errno
 import importlib.util
 import itertools
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -487,26 +488,53 @@ def run(spec: SandboxSpec, argv: Sequence[str], *, timeout: float, stdout=None, 
             out, err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            _killpg(proc.pid)  # bwrap not yet reaped: its pid (the group's id) cannot be reused
+            _kill_sandbox(proc)
             out, err = proc.communicate()
     finally:
-        if proc is not None:
-            if proc.poll() is None:
-                _killpg(proc.pid)
-                proc.wait()
-            # The PID namespace died with bwrap's init; this only catches a process that left the
-            # namespace's accounting some other way (there is none known), and the cgroup's rest.
+        if proc is not None and proc.poll() is None:
+            _kill_sandbox(proc)
         cgroup.kill_all()
         cgroup.remove()
     return SandboxResult(proc.returncode, out, err, timed_out, time.monotonic() - start,
                          "cgroup" if cgroup.memory else "rlimit", uid)
 
 
-def _killpg(pgid: int) -> None:
+def _kill_sandbox(proc: subprocess.Popen) -> None:
+    """Kill a running bwrap and wait until every process of its PID namespace is gone.
+
+    bwrap's child is the namespace's init; when it ends, the kernel kills and reaps every other
+    process of the namespace before the init itself becomes a zombie. Killing bwrap alone would
+    return before that (the init dies a moment later, of --die-with-parent), so the init is
+    killed too and waited for through a pidfd.
+    """
+    children: List[int] = []
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        for task in os.listdir(f"/proc/{proc.pid}/task"):
+            with open(f"/proc/{proc.pid}/task/{task}/children") as f:
+                children += [int(c) for c in f.read().split()]
     except OSError:
         pass
+    pidfds = []
+    for child in children:
+        try:
+            pidfds.append(os.pidfd_open(child))
+        except (OSError, AttributeError):
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # bwrap not yet reaped: its pid (the group's id) cannot be reused
+    except OSError:
+        pass
+    for fd in pidfds:
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    proc.wait()
+    for fd in pidfds:
+        try:
+            select.select([fd], [], [], 10.0)  # readable once the init has exited
+        finally:
+            os.close(fd)
 
 
 def check_sandbox(timeout: float = 30.0) -> Tuple[bool, str]:
