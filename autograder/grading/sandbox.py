@@ -63,8 +63,8 @@ GPU (``/dev/nvidia*`` is not mounted), and disk use of the scratch copy is bound
 kernel in the sandbox must talk to the grader over ``transport="ipc"`` (Unix sockets in scratch).
 
 Cost per start (``benchmarks/bench_sandbox.py``, medians of 20 and 30 interleaved runs of
-``python -c pass`` on a 2-core Debian VM, as root, with a memory cgroup): 47-50 ms outside,
-134-135 ms inside, so about 85-90 ms per start (the goal: at most 0.3 s).
+``python -c pass`` on a 2-core Debian VM, as root, with a memory cgroup): 45-50 ms outside,
+134-138 ms inside, so about 85-95 ms per start (the goal: at most 0.3 s).
 
 Needs ``bwrap`` (bubblewrap 0.8 or later, for ``--ro-bind-fd``/``--size``) and unprivileged user
 namespaces; :func:`require_sandbox` says how to install it.
