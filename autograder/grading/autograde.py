@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO
 from . import course as course_mod
 from . import engine
 from . import nbgrader_tools as nbt
+from . import sandbox as sandbox_mod
 from .gradebook import PROBLEM_STATUSES, GradebookWriter
 from .jobs import Job, find_jobs, load_result, store_result
 from .pool import WorkerPool, run_worker
@@ -49,7 +50,7 @@ def grade_class(
     workers: Optional[int] = None,
     limits: Optional[engine.Limits] = None,
     force: bool = False,
-    guard: bool = True,
+    sandbox: bool = True,
     stream: Optional[TextIO] = None,
     show_progress: bool = True,
 ) -> Dict[str, Any]:
@@ -65,9 +66,14 @@ def grade_class(
     unknown = [n for n in names if n not in known]
     if unknown:
         raise RuntimeError(f"no assignment {unknown[0]!r} in {course}/source (known: {', '.join(known)})")
+    if sandbox:
+        ok, why = sandbox_mod.check_sandbox()
+        if not ok:
+            raise RuntimeError(f"{why}; class grading runs every submission in that sandbox (pass --no-sandbox "
+                               "to grade without it, knowing that students' code can then reach your files)")
     workers = max(1, int(workers or os.cpu_count() or 1))
     t0 = time.monotonic()
-    jobs = find_jobs(course, names, students, limits, guard)
+    jobs = find_jobs(course, names, students, limits, sandbox)
     writer = GradebookWriter(course)
     todo: List[Job] = []
     skipped: List[Job] = []
@@ -85,7 +91,7 @@ def grade_class(
         procs = WorkerPool(tmp_root)
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = {pool.submit(run_worker, job, course, limits, guard, tmp_root, procs): job for job in todo}
+                futures = {pool.submit(run_worker, job, course, limits, sandbox, tmp_root, procs): job for job in todo}
                 for fut in as_completed(futures):
                     job = futures[fut]
                     try:
@@ -142,8 +148,9 @@ def add_arguments(parser) -> None:
                              f"0 for none (default {d.memory_mb})")
     parser.add_argument("--max-output", type=int, default=d.max_output_bytes, metavar="CHARS",
                         help=f"output kept per cell (default {d.max_output_bytes})")
-    parser.add_argument("--no-guard", action="store_true",
-                        help="skip the tampering scan and the in-kernel integrity check")
+    parser.add_argument("--no-sandbox", action="store_true",
+                        help="run students' code without the bubblewrap sandbox (recorded in every result and "
+                             "in the feedback); only for code you trust")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -155,7 +162,7 @@ def main(args) -> int:
                            max_output_bytes=args.max_output)
     try:
         out = grade_class(args.course, args.assignments, args.student, args.workers, limits, force=args.force,
-                          guard=not args.no_guard, show_progress=not args.quiet)
+                          sandbox=not args.no_sandbox, show_progress=not args.quiet)
     except RuntimeError as e:
         print(f"autograde: {e}", file=sys.stderr)
         return 1

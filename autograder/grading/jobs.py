@@ -62,9 +62,9 @@ def _hash_tree(h, folder: Path) -> None:
                     h.update(chunk)
 
 
-def fingerprint(sub_dir: Path, assignment_dir: Path, limits: Limits, seed: str, guard: bool) -> str:
+def fingerprint(sub_dir: Path, assignment_dir: Path, limits: Limits, seed: str, sandbox: bool) -> str:
     h = hashlib.sha256()
-    h.update(f"v{GRADER_VERSION}|{json.dumps(limits.to_dict(), sort_keys=True)}|{seed}|{guard}\n".encode())
+    h.update(f"v{GRADER_VERSION}|{json.dumps(limits.to_dict(), sort_keys=True)}|{seed}|{sandbox}\n".encode())
     _hash_tree(h, Path(sub_dir))
     h.update(b"|source|")
     _hash_tree(h, Path(assignment_dir))
@@ -72,7 +72,7 @@ def fingerprint(sub_dir: Path, assignment_dir: Path, limits: Limits, seed: str, 
 
 
 def find_jobs(course: Path, names: Sequence[str], students: Optional[Sequence[str]], limits: Limits,
-              guard: bool) -> List[Job]:
+              sandbox: bool) -> List[Job]:
     course = Path(course)
     sub_root = course / "submitted"
     jobs: List[Job] = []
@@ -86,7 +86,7 @@ def find_jobs(course: Path, names: Sequence[str], students: Optional[Sequence[st
             if not adir.is_dir():
                 continue
             seed = course_mod.grading_seed(course, name)
-            fp = fingerprint(adir, course / "source" / name, limits, seed, guard)
+            fp = fingerprint(adir, course / "source" / name, limits, seed, sandbox)
             jobs.append(Job(sdir.name, name, adir, fp, seed))
     return jobs
 

@@ -101,6 +101,11 @@ class WorkerPool:
         w = getattr(self.local, "worker", None)
         if w is None or not w.alive():
             w = WorkerProcess(self.log_dir)
+            # The thread's slot: its sandboxes run as a uid of their own (see .sandbox).
+            if not hasattr(self.local, "slot"):
+                with self.lock:
+                    self.local.slot = len({getattr(x, "slot", -1) for x in self.all} - {-1})
+            w.slot = self.local.slot
             self.local.worker = w
             with self.lock:
                 self.all.append(w)
@@ -118,7 +123,7 @@ class WorkerPool:
             w.log.close()
 
 
-def run_worker(job: Job, course: Path, limits: Limits, guard: bool, tmp_root: Path,
+def run_worker(job: Job, course: Path, limits: Limits, sandbox: bool, tmp_root: Path,
                pool: WorkerPool) -> Dict[str, Any]:
     """Grade ``job`` in one of ``pool``'s workers; its result, with ``_notebook`` (the executed
     notebook, in the job's folder under ``tmp_root``) and the seconds it took."""
@@ -129,12 +134,13 @@ def run_worker(job: Job, course: Path, limits: Limits, guard: bool, tmp_root: Pa
         "submission_dir": str(job.sub_dir.resolve()),
         "source_notebook": str(course_mod.source_notebook(course, job.assignment).resolve()),
         "assignment_dir": str((Path(course) / "source" / job.assignment).resolve()),
-        "seed": job.seed, "limits": limits.to_dict(), "guard": guard,
+        "seed": job.seed, "limits": limits.to_dict(), "no_sandbox": not sandbox,
         "out_notebook": str(out_nb), "result": str(jdir / "result.json"), "tmp_root": str(tmp_root),
     }
-    (jdir / "job.json").write_text(json.dumps(spec), encoding="utf-8")
     t0 = time.monotonic()
     worker = pool.get()
+    spec["slot"] = getattr(worker, "slot", 0)
+    (jdir / "job.json").write_text(json.dumps(spec), encoding="utf-8")
     failed = worker.run(jdir / "job.json", limits.total_timeout + WORKER_MARGIN)
     wall = time.monotonic() - t0
     try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +45,7 @@ if __name__ == "__main__" and not __package__:
 from . import engine, judging
 from . import nbgrader_tools as nbt
 from .reading import NotebookUnusable, read_notebook
-from .scoring import StepResult
+from .scoring import StepResult, score_notebook
 
 #: Files larger than this in a submission folder are not copied into the working copy.
 MAX_COPY_BYTES = 50 * 2**20
@@ -107,14 +108,18 @@ def _grading_picture(fn_name, setup):
 """
 
 
-def draw_pictures(nb, evaluate) -> Dict[str, str]:
-    """For each failed step with a known picture: a PNG (base64) of yours vs expected."""
+def draw_pictures(nb, evaluate, wanted: Optional[List[Any]] = None) -> Dict[str, str]:
+    """For each failed step with a known picture: a PNG (base64) of yours vs expected.
+    ``wanted``: the (grade_id, check name, function name) to draw, when the caller knows them."""
     import ast as _ast
 
     pics: Dict[str, str] = {}
     drawable = pictures()
-    wanted = []
-    for cell in nb.cells:
+    if wanted is not None:
+        wanted = [tuple(w) for w in wanted if len(w) == 3 and w[1] in drawable]
+    else:
+        wanted = []
+    for cell in nb.cells if not wanted else ():
         if not nbt.is_test_cell(cell):
             continue
         score = nbt.score_test_cell(cell)
@@ -246,36 +251,15 @@ def grade(job: Dict[str, Any]) -> Dict[str, Any]:
                   " (it has no graded cells at all)"))
         return finish("wrong-assignment", msg, zero_steps(source, msg))
 
-    # The checks' scores are judged here, outside the student's code (see .judging): the test
-    # cells only observe. Without ``judge`` (the old way), the checks score in the kernel, under
-    # the in-kernel guard.
-    judge = job.get("judge", True)
-    guard = job.get("guard", True) and not judge
+    if job.get("judge", True):
+        return _grade_judged(job, nb, source, limits, finish, notes, sub_dir, nb_name)
+
+    # The old way (kept for comparison benchmarks): the checks score in the student's kernel,
+    # under the in-kernel guard.
+    guard = job.get("guard", True)
     prep = engine.prepare(nb, source, guard=guard)
     nb = prep.nb
     copy_notes: List[str] = []
-    calls = judging.plan(source) if judge else {}
-    seeds = judging.seeds_for(calls, str(job.get("seed") or ""), str(job.get("assignment") or ""))
-    originals = {}
-    for cell in nb.cells:
-        gid = nbt.grade_id(cell) if nbt.is_test_cell(cell) else None
-        if gid in calls:
-            originals[gid] = cell.source
-            cell.source = judging.probe_cell_source(gid, calls[gid], seeds, judging.OBSERVATIONS)
-    judged_cells: set = set()
-
-    def judge_cells(ran) -> None:
-        """Write each test cell's outputs from the judge, and its instructor's source back."""
-        ran = set(ran)
-        for index, cell in enumerate(nb.cells):
-            gid = nbt.grade_id(cell) if nbt.is_test_cell(cell) else None
-            if gid not in calls or gid in judged_cells:
-                continue
-            judged_cells.add(gid)
-            cell.source = originals[gid]
-            if index in ran:
-                cell.outputs = judging.judged_outputs(
-                    judging.judge_cell(calls[gid], seeds, work / judging.OBSERVATIONS, gid))
 
     workdir = Path(tempfile.mkdtemp(prefix="mhsa_grade_", dir=job.get("tmp_root")))
     try:
@@ -286,17 +270,15 @@ def grade(job: Dict[str, Any]) -> Dict[str, Any]:
             src_dir = Path(job["assignment_dir"])
             _copy_files(src_dir, work, skip_names=tuple(p.name for p in src_dir.glob("*.ipynb")))
         nbformat.write(nb, str(work / nb_name))
-        env = kernel_env(workdir, None if judge else job.get("seed"), threads=int(job.get("threads", 1)))
+        env = kernel_env(workdir, job.get("seed"), threads=int(job.get("threads", 1)))
         os.environ["JUPYTER_RUNTIME_DIR"] = env["JUPYTER_RUNTIME_DIR"]
         pictures: Dict[str, str] = {}
         def after(evaluate):
-            judge_cells(range(len(nb.cells)))  # (cells that did not run are scored 0 all the same)
             if job.get("pictures", True) and not prep.findings:
                 pictures.update(draw_pictures(nb, evaluate))
 
         try:
-            graded = engine.run(prep, work, limits, env=env, after=after,
-                                before_scoring=lambda _nb, ex: judge_cells(ex.ran))
+            graded = engine.run(prep, work, limits, env=env, after=after)
         except engine.KernelFailed as e:
             notes.extend(prep.notes + copy_notes)
             msg = str(e)
@@ -313,6 +295,151 @@ def grade(job: Dict[str, Any]) -> Dict[str, Any]:
         out.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, str(out))
     return finish(graded.status, graded.message, graded.steps)
+
+
+def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name: str) -> Dict[str, Any]:
+    """Grade with every score judged here, outside the student's code (:mod:`.judging`): the test
+    cells are replaced by probes, the notebook runs in the sandbox (:mod:`.sandbox`; or as a plain
+    subprocess with ``no_sandbox``), and the grader reads back only files, which it judges."""
+    import nbformat
+
+    from . import sandbox
+    runner = "autograder.grading.run_notebook"  # (run as a module inside the sandbox)
+
+    prep = engine.prepare(nb, source, guard=False)
+    nb = prep.nb
+    calls = judging.plan(source)
+    seeds = judging.seeds_for(calls, str(job.get("seed") or ""), str(job.get("assignment") or ""))
+    originals, wanted = {}, []
+    drawable = pictures() if job.get("pictures", True) else {}
+    for cell in nb.cells:
+        gid = nbt.grade_id(cell) if nbt.is_test_cell(cell) else None
+        if gid in calls:
+            originals[gid] = cell.source
+            cell.source = judging.probe_cell_source(gid, calls[gid], seeds, judging.OBSERVATIONS)
+            for c in calls[gid]:
+                if c.check in drawable and c.subject.isidentifier():
+                    wanted.append((gid, c.check, c.subject))
+                    break
+    custom = [nbt.grade_id(c) for c in nb.cells if nbt.is_test_cell(c) and nbt.grade_id(c) not in calls]
+    if custom:
+        notes.append(f"{len(custom)} test cell(s) ({', '.join(map(str, custom[:3]))}) are not made of course checks, "
+                     "so they were scored from their own output in the student's kernel, as nbgrader does")
+    no_sandbox = bool(job.get("no_sandbox"))
+    if no_sandbox:
+        notes.append("graded WITHOUT the sandbox (--no-sandbox): the student's code could read and write "
+                     "what the grader's user can")
+    copy_notes: List[str] = []
+    workdir = Path(tempfile.mkdtemp(prefix="mhsa_grade_", dir=job.get("tmp_root")))
+    try:
+        work = workdir / "work"
+        work.mkdir()
+        _copy_files(sub_dir, work, skip_names=(nb_name,), notes=copy_notes)
+        if job.get("assignment_dir"):
+            src_dir = Path(job["assignment_dir"])
+            _copy_files(src_dir, work, skip_names=tuple(p.name for p in src_dir.glob("*.ipynb")))
+        nbformat.write(nb, str(work / nb_name))
+        run = {"notebook": f"work/{nb_name}", "limits": limits.to_dict(), "out": "out",
+               "test_cells": sorted(prep.test_cells), "pictures": wanted}
+        (workdir / "run.json").write_text(json.dumps(run), encoding="utf-8")
+        budget = limits.total_timeout + 120  # the runner's own start and the kernel's, on top
+        argv = [sys.executable, "-m", runner]
+        threads = str(int(job.get("threads", 1)))
+        if no_sandbox:
+            env = kernel_env(workdir, None, threads=int(threads))
+            try:
+                subprocess.run(argv + [str(workdir / "run.json")], cwd=str(work), env=env, timeout=budget,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               close_fds=True, start_new_session=True)
+            except subprocess.TimeoutExpired:
+                pass
+        else:
+            spec = sandbox.SandboxSpec(
+                scratch=workdir, slot=int(job.get("slot", 0)),
+                memory_mb=int(limits.memory_mb) + 1024 if limits.memory_mb else 8192,
+                file_mb=int(limits.file_mb), cpu_s=int(budget * 2 * int(threads)),
+                env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+                     "MPLCONFIGDIR": f"{sandbox.SCRATCH}/.home/mpl", "IPYTHONDIR": f"{sandbox.SCRATCH}/.home/ipython",
+                     "JUPYTER_RUNTIME_DIR": f"{sandbox.SCRATCH}/.home/jupyter",
+                     "JUPYTER_CONFIG_DIR": f"{sandbox.SCRATCH}/.home/jupyter",
+                     "JUPYTER_DATA_DIR": f"{sandbox.SCRATCH}/.home/jupyter", "CUDA_VISIBLE_DEVICES": ""})
+            for sub in (".home/mpl", ".home/ipython", ".home/jupyter"):
+                (workdir / sub).mkdir(parents=True, exist_ok=True)
+            try:
+                sandbox.run(spec, argv + [f"{sandbox.SCRATCH}/run.json"], timeout=budget,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            except sandbox.SandboxUnavailable as e:
+                return finish("grader-error", str(e), zero_steps(source, str(e)))
+        executed, ex, pics = _read_back(workdir / "out", nb, limits)
+        notes.extend(prep.notes + copy_notes)
+        if executed is None:
+            msg = ex.stopped or "the notebook's run left no result"
+            return finish("grader-error" if ex.stopped and "kernel" in ex.stopped else "kernel-died", msg,
+                          zero_steps(source, msg))
+        nb = executed
+        obs = work / judging.OBSERVATIONS
+        for index, cell in enumerate(nb.cells):
+            gid = nbt.grade_id(cell) if nbt.is_test_cell(cell) else None
+            if gid in calls and gid in originals:
+                cell.source = originals[gid]
+                cell.outputs = judging.judged_outputs(judging.judge_cell(calls[gid], seeds, obs, gid))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    steps = score_notebook(nb, ex.ran, ex.stopped)
+    if ex.truncated:
+        notes.append(f"the output of {len(ex.truncated)} cell(s) was cut at {limits.max_output_bytes} characters")
+    for i in ex.timed_out:
+        if i not in prep.test_cells:
+            notes.append(f"cell {i} ran past its time limit of {limits.cell_timeout:g} s and was interrupted")
+    for st in steps:
+        if st.id in pics and not st.passed:
+            st.picture = pics[st.id]
+    status, message = engine._outcome(ex, [], limits)
+    if job.get("out_notebook"):
+        out = Path(job["out_notebook"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, str(out))
+    done = finish(status, message, steps)
+    done["exec_seconds"] = ex.seconds
+    done["sandbox"] = not no_sandbox
+    return done
+
+
+def _read_back(out: Path, nb, limits) -> Any:
+    """What the sandboxed run wrote, read as untrusted data: the executed notebook (or None),
+    the execution (cells run, stopped, ...), the pictures."""
+    ex = engine.Execution()
+    cap = int(limits.max_notebook_output_bytes) * 2 + 50 * 2**20
+    try:
+        info = json.loads(_read_capped(out / "execution.json", 2**20))
+        if "kernel_failed" in info:
+            ex.stopped = f"no kernel could run the notebook: {str(info['kernel_failed'])[:300]}"
+            return None, ex, {}
+        ex.ran = [int(i) for i in info.get("ran", [])]
+        ex.timed_out = [int(i) for i in info.get("timed_out", [])]
+        ex.truncated = [int(i) for i in info.get("truncated", [])]
+        ex.died_in = None if info.get("died_in") is None else int(info["died_in"])
+        ex.stopped = None if info.get("stopped") is None else str(info["stopped"])[:500]
+        ex.seconds = float(info.get("seconds", 0.0))
+        executed = read_notebook(out / "executed.ipynb") if (out / "executed.ipynb").stat().st_size <= cap else None
+    except (OSError, ValueError, TypeError, NotebookUnusable):
+        ex.stopped = "the kernel died or the run was stopped at its time limit before it could report"
+        return None, ex, {}
+    if executed is None or len(executed.cells) != len(nb.cells):
+        ex.stopped = "the notebook's run could not be read back"
+        return None, ex, {}
+    try:
+        pics = json.loads(_read_capped(out / "pictures.json", 8 * 2**20))
+        pics = {str(k): str(v) for k, v in pics.items()} if isinstance(pics, dict) else {}
+    except (OSError, ValueError):
+        pics = {}
+    return executed, ex, pics
+
+
+def _read_capped(path: Path, limit: int) -> str:
+    if path.is_symlink() or path.stat().st_size > limit:
+        raise ValueError(f"{path.name} is larger than {limit} bytes")
+    return path.read_text(encoding="utf-8")
 
 
 def run_job(job_path: str) -> None:
