@@ -48,21 +48,32 @@ class Divergence(Exception):
     record that was not made by this check)."""
 
 
+_ABSENT = object()  # an Opaque with no object of the learner's behind it: a judge's
+
+
 class Opaque:
-    """Stands in, in the judge, for an object of the learner's that is not plain data."""
+    """Stands in for an object of the learner's that is not plain data: in a judge, where the
+    object does not exist, and in a probe too, so that the body sees exactly what a judge will.
+    A probe's stand-in still holds the object, for the observations that take it (:func:`unwrap`);
+    an attribute of one is another, looked up only when an observation takes it."""
 
-    __slots__ = ("_kind", "_name")
+    __slots__ = ("_kind", "_name", "_obj", "_parent")
 
-    def __init__(self, kind: str, name: Optional[str] = None):
+    def __init__(self, kind: str, name: Optional[str] = None, obj: Any = _ABSENT,
+                 parent: Optional["Opaque"] = None):
         object.__setattr__(self, "_kind", kind)
         object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_obj", obj)  # with a parent: the attribute's name
+        object.__setattr__(self, "_parent", parent)
 
     def __getattr__(self, name: str) -> Any:
         if name in ("__name__", "__qualname__") and self._name is not None:
             return self._name
         if name.startswith("__"):
             raise AttributeError(name)
-        return Opaque(f"{self._kind}.{name}")
+        if self._obj is _ABSENT:
+            return Opaque(f"{self._kind}.{name}")
+        return Opaque(f"{self._kind}.{name}", None, name, parent=self)
 
     def __setattr__(self, name: str, value: Any) -> None:
         pass  # the learner's object lives in the probe's process: nothing to set here
@@ -75,6 +86,30 @@ class Opaque:
 
     def __repr__(self) -> str:
         return f"<the learner's {self._kind}>"
+
+    def _resolve(self) -> Any:
+        if self._obj is _ABSENT:
+            raise Divergence(f"the learner's {self._kind} is not in this process")
+        if self._parent is None:
+            return self._obj
+        return getattr(self._parent._resolve(), self._obj)
+
+
+def unwrap(x: Any) -> Any:
+    """The learner's objects behind a probe's stand-ins in ``x`` (inside tuples, lists and dicts
+    too), for an observation to use; anything else as it is."""
+    if isinstance(x, Opaque):
+        return x._resolve()
+    if type(x) in (tuple, list):
+        return type(x)(unwrap(v) for v in x)
+    if type(x) is dict:
+        return {unwrap(k): unwrap(v) for k, v in x.items()}
+    return x
+
+
+def kind_of(x: Any) -> str:
+    """The name of ``x``'s type, or of the learner's object an :class:`Opaque` stands for."""
+    return x._kind if isinstance(x, Opaque) else type(x).__name__
 
 
 # --------------------------------------------------------------------------- plain data
@@ -190,7 +225,7 @@ def _decode(x: Any, arrays: List[np.ndarray], live: Optional[List[Any]]) -> Any:
         return {_decode(k, arrays, live): _decode(v, arrays, live) for k, v in zip(x["k"], x["v"])}
     if tag == "obj":
         if live is not None:
-            return live[int(x["i"])]
+            return Opaque(str(x.get("type")), x.get("name"), live[int(x["i"])])
         return Opaque(str(x.get("type")), x.get("name"))
     raise Divergence(f"unknown entry in a record: {tag!r}")
 

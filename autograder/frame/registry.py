@@ -94,9 +94,10 @@ class Step:
         with session(s):
             try:
                 # The learner's object itself: plain data comes back as it is, anything else as
-                # itself in a probe and as an Opaque stand-in (with its name) in a judge.
-                subject = exchange("subject", None, lambda: subject)
-                swap = _Isolation(self, subject)
+                # an Opaque stand-in (with its name), in a probe as in a judge.
+                learners = subject
+                subject = exchange("subject", None, lambda: learners)
+                swap = _Isolation(self, learners)
                 try:
                     for note in exchange("isolation", list(self.isolate), swap.start):
                         result.note(str(note))
