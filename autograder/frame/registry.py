@@ -251,7 +251,9 @@ def step(name: str, *, points: float, notebook: str, home: Optional[str], kind: 
     def decorate(body: Callable) -> Callable:
         s = register(Step(
             name=name, points=float(points), body=body, notebook=notebook, home=home, kind=kind,
-            reference=reference, reference_name=reference_name or f"mhsa_lib.{name}", isolate=tuple(isolate),
+            reference=reference, isolate=tuple(isolate),
+            # (a step without a library home names its own reference: mhsa_lib has none)
+            reference_name=reference_name or (f"mhsa_lib.{name}" if home else f"the course's reference {name}"),
             picture=picture, guard=(kind in ("module", "model", "repair")) if guard is None else guard,
             check_name=body.__name__, check_module=body.__module__,
         ))
