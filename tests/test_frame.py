@@ -14,7 +14,7 @@ import torch
 import autograder
 import autograder.checks  # noqa: F401  (registers every step)
 from autograder.frame import LearnerError, Observations, Opaque, call, get, observe
-from autograder.frame.observe import Divergence, Session, plain, same_signature, session, signature
+from autograder.frame.observe import Divergence, Session, plain, same_signature, session, signature, unwrap
 from autograder.frame.registry import checked
 
 
@@ -26,7 +26,8 @@ def test_plain_data_round_trips_and_objects_stay_opaque():
     s = Session("record", obs)
     with session(s):
         got = s.exchange("value", None, lambda: value)
-    assert got["obj"] is value["obj"]  # a probe passes the learner's objects on as they are
+    # a probe sees the judge's stand-in, which still holds the learner's object for observations
+    assert isinstance(got["obj"], Opaque) and unwrap(got["obj"]) is value["obj"]
     assert torch.equal(got["t"], value["t"]) and got["t"] is not value["t"]  # tensors as copies
     replay = Session("replay", obs, strict=True)
     again = replay.exchange("value", None, lambda: pytest.fail("the judge ran the probe's code"))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -106,12 +106,11 @@ def _facts(model: Any) -> Dict[str, Any]:
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
-def _on_its_device(model: Any) -> Callable:
-    """``model`` called on inputs moved to its device (for the forbidden-call probe)."""
-    def forward(x: Tensor) -> Any:
-        with _evaluating(model):
-            return model(x.to(_device(model)))
-    return forward
+def _on_its_device(model: nn.Module, x: Tensor) -> Any:
+    """``model`` called on ``x`` moved to its device (for the forbidden-call probe, which hands
+    it the learner's model itself)."""
+    with _evaluating(model):
+        return model(x.to(_device(model)))
 
 
 @step("capstone", points=CAPSTONE_POINTS, notebook="07_capstone_tiny_transformer", home="model", kind="model",
@@ -165,7 +164,7 @@ def check_capstone(model: Any, result: CheckResult, gen: torch.Generator, hidden
 
     if not result.passed:
         _diagnose(result, pub, uses_positions, uses_context)
-    shortcuts = find_shortcuts(_on_its_device(model), (probe_x,), ANSWER_TORCH, forbid_library=ANSWER_LIBRARY)
+    shortcuts = find_shortcuts(_on_its_device, (model, probe_x), ANSWER_TORCH, forbid_library=ANSWER_LIBRARY)
     if shortcuts:
         result.zero_reason = (f"your model calls {', '.join(shortcuts)}: it must learn to sort, with "
                               "attention, not compute the answer (or use the course's ready-made model)")

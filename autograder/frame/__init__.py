@@ -18,7 +18,7 @@ from .compare import Comparison, close, compare, describe_failures, format_shape
 from .errors import LearnerError
 from .fallback import fallback
 from .mistakes import SAME_OUTPUT, Mistake, by_id, mistake
-from .observe import Divergence, Observations, Opaque
+from .observe import Divergence, Observations, Opaque, kind_of
 from .registry import Step, get, step, steps
 from .results import FAIL, PASS, CheckResult, Part
 from .shortcuts import find_shortcuts
@@ -28,6 +28,6 @@ __all__ = [
     "SEED_ENV", "distinct_sizes", "draw_seed", "randn",
     "Comparison", "close", "compare", "describe_failures", "format_shape", "isclose_scalar", "matches",
     "LearnerError", "fallback", "SAME_OUTPUT", "Mistake", "by_id", "mistake",
-    "Divergence", "Observations", "Opaque", "Step", "get", "step", "steps",
+    "Divergence", "Observations", "Opaque", "kind_of", "Step", "get", "step", "steps",
     "FAIL", "PASS", "CheckResult", "Part", "find_shortcuts",
 ]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .errors import LearnerError
-from .observe import exchange
+from .observe import exchange, unwrap
 
 #: Seconds one call into a learner's function may take before the check gives up on it.
 CALL_TIME_LIMIT = 20.0
@@ -54,15 +54,17 @@ def _time_limit(seconds: float):
 
 def run_safely(fn: Callable, args: tuple = (), kwargs: Optional[dict] = None, time_limit: Optional[float] = None) -> Any:
     """``fn(*args, **kwargs)`` with output swallowed and every failure turned into a LearnerError."""
-    if not callable(fn):
-        raise LearnerError(f"expected a function, got {type(fn).__name__} {short_repr(fn)}")
     time_limit = CALL_TIME_LIMIT if time_limit is None else time_limit
     sink = io.StringIO()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             warnings.simplefilter("ignore")
             with _time_limit(time_limit):
-                return fn(*args, **(kwargs or {}))
+                # A probe's stand-ins for the learner's objects are the objects themselves here.
+                fn, args, kwargs = unwrap(fn), unwrap(tuple(args)), unwrap(dict(kwargs or {}))
+                if not callable(fn):
+                    raise LearnerError(f"expected a function, got {type(fn).__name__} {short_repr(fn)}")
+                return fn(*args, **kwargs)
     except NotImplementedError:
         raise LearnerError(
             "not implemented yet: replace `raise NotImplementedError()` with your code",

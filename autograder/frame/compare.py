@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .calls import short_repr
+from .observe import Opaque, kind_of
 
 
 @dataclass
@@ -29,6 +30,8 @@ def compare(
 ) -> Comparison:
     """Is ``actual`` a tensor of ``expected``'s shape (and dtype) with close values? Says why not."""
     if not isinstance(actual, Tensor):
+        if isinstance(actual, Opaque):  # not plain data: the same words in a probe and in a judge
+            return Comparison(False, f"{what} is a {kind_of(actual)}, expected a tensor")
         return Comparison(False, f"{what} is {type(actual).__name__} {short_repr(actual)}, expected a tensor")
     if tuple(actual.shape) != tuple(expected.shape):
         return Comparison(False, f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")

@@ -48,21 +48,32 @@ class Divergence(Exception):
     record that was not made by this check)."""
 
 
+_ABSENT = object()  # an Opaque with no object of the learner's behind it: a judge's
+
+
 class Opaque:
-    """Stands in, in the judge, for an object of the learner's that is not plain data."""
+    """Stands in for an object of the learner's that is not plain data: in a judge, where the
+    object does not exist, and in a probe too, so that the body sees exactly what a judge will.
+    A probe's stand-in still holds the object, for the observations that take it (:func:`unwrap`);
+    an attribute of one is another, looked up only when an observation takes it."""
 
-    __slots__ = ("_kind", "_name")
+    __slots__ = ("_kind", "_name", "_obj", "_parent")
 
-    def __init__(self, kind: str, name: Optional[str] = None):
+    def __init__(self, kind: str, name: Optional[str] = None, obj: Any = _ABSENT,
+                 parent: Optional["Opaque"] = None):
         object.__setattr__(self, "_kind", kind)
         object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_obj", obj)  # with a parent: the attribute's name
+        object.__setattr__(self, "_parent", parent)
 
     def __getattr__(self, name: str) -> Any:
         if name in ("__name__", "__qualname__") and self._name is not None:
             return self._name
         if name.startswith("__"):
             raise AttributeError(name)
-        return Opaque(f"{self._kind}.{name}")
+        if self._obj is _ABSENT:
+            return Opaque(f"{self._kind}.{name}")
+        return Opaque(f"{self._kind}.{name}", None, name, parent=self)
 
     def __setattr__(self, name: str, value: Any) -> None:
         pass  # the learner's object lives in the probe's process: nothing to set here
@@ -75,6 +86,30 @@ class Opaque:
 
     def __repr__(self) -> str:
         return f"<the learner's {self._kind}>"
+
+    def _resolve(self) -> Any:
+        if self._obj is _ABSENT:
+            raise Divergence(f"the learner's {self._kind} is not in this process")
+        if self._parent is None:
+            return self._obj
+        return getattr(self._parent._resolve(), self._obj)
+
+
+def unwrap(x: Any) -> Any:
+    """The learner's objects behind a probe's stand-ins in ``x`` (inside tuples, lists and dicts
+    too), for an observation to use; anything else as it is."""
+    if isinstance(x, Opaque):
+        return x._resolve()
+    if type(x) in (tuple, list):
+        return type(x)(unwrap(v) for v in x)
+    if type(x) is dict:
+        return {unwrap(k): unwrap(v) for k, v in x.items()}
+    return x
+
+
+def kind_of(x: Any) -> str:
+    """The name of ``x``'s type, or of the learner's object an :class:`Opaque` stands for."""
+    return x._kind if isinstance(x, Opaque) else type(x).__name__
 
 
 # --------------------------------------------------------------------------- plain data
@@ -161,13 +196,15 @@ def _decode(x: Any, arrays: List[np.ndarray], live: Optional[List[Any]]) -> Any:
     if tag == "lerr":
         return LearnerError(str(x["msg"]), kind=str(x["kind"]))
     if tag == "tensor":
-        a = arrays[int(x["a"])]
+        a = _array(x, arrays)
         dtype = _DTYPES[x["dtype"]]
         t = torch.from_numpy(a.copy())
-        if dtype == torch.bfloat16:
+        if dtype == torch.bfloat16 and t.dtype == torch.int16:
             t = t.view(torch.bfloat16)
+        if t.dtype != dtype:
+            raise Divergence(f"a {x['dtype']} tensor recorded as an array of {a.dtype}")
         dev = str(x.get("dev", "cpu"))
-        if dev != "cpu":
+        if dev.startswith("cuda"):  # (a judge without the GPU keeps it on the CPU)
             try:
                 t = t.to(dev)
             except Exception:
@@ -176,7 +213,7 @@ def _decode(x: Any, arrays: List[np.ndarray], live: Optional[List[Any]]) -> Any:
             t.requires_grad_(True)
         return t
     if tag == "ndarray":
-        return arrays[int(x["a"])].copy()
+        return _array(x, arrays).copy()
     if tag == "dtype":
         return _DTYPES[x["v"]]
     if tag == "device":
@@ -190,9 +227,16 @@ def _decode(x: Any, arrays: List[np.ndarray], live: Optional[List[Any]]) -> Any:
         return {_decode(k, arrays, live): _decode(v, arrays, live) for k, v in zip(x["k"], x["v"])}
     if tag == "obj":
         if live is not None:
-            return live[int(x["i"])]
+            return Opaque(str(x.get("type")), x.get("name"), live[int(x["i"])])
         return Opaque(str(x.get("type")), x.get("name"))
     raise Divergence(f"unknown entry in a record: {tag!r}")
+
+
+def _array(x: dict, arrays: List[np.ndarray]) -> np.ndarray:
+    i = x["a"]
+    if type(i) is not int or not 0 <= i < len(arrays):
+        raise Divergence(f"a record's entry names array {i!r} of {len(arrays)}")
+    return arrays[i]
 
 
 def signature(args: Any) -> Any:
@@ -283,27 +327,90 @@ class Observations:
 
     @classmethod
     def load(cls, path: Path, max_bytes: int = 512 * 2**20) -> "Observations":
-        """Read a record written by :meth:`save`, refusing anything larger than ``max_bytes``
-        unpacked, any pickled array and any malformed entry."""
-        with zipfile.ZipFile(Path(path)) as z:
-            if sum(i.file_size for i in z.infolist()) > max_bytes:
+        """Read a record written by :meth:`save`, refusing (ValueError) anything larger than
+        ``max_bytes`` unpacked, any array that is pickled or not plain numbers, and any malformed
+        entry. Nothing in the file is run; a file that is not such a record is refused, never
+        half-read."""
+        try:
+            return cls._load(Path(path), max_bytes)
+        except ValueError:
+            raise
+        except (KeyError, IndexError, TypeError, AttributeError, OverflowError, RecursionError, MemoryError,
+                EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError) as e:
+            raise ValueError(f"not a readable record of observations ({type(e).__name__}: {e})") from None
+
+    @classmethod
+    def _load(cls, path: Path, max_bytes: int) -> "Observations":
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            if sum(i.file_size for i in infos) > max_bytes:
                 raise ValueError(f"observations larger than {max_bytes} bytes")
+            names = [i.filename for i in infos]
+            if len(names) != len(set(names)):
+                raise ValueError("a name appears twice in the record")
             data = json.loads(z.read("observations.json"))
             if not isinstance(data, dict) or data.get("format") != FORMAT:
                 raise ValueError("not a record of observations")
-            n = int(data["n_arrays"])
+            n = data["n_arrays"]
+            if type(n) is not int or n != len(names) - 1 or set(names) != {"observations.json"} | {
+                    f"a{i}.npy" for i in range(n)}:
+                raise ValueError(f"n_arrays: expected the number of arrays in the record, got {n!r}")
             arrays = []
             for i in range(n):
                 with z.open(f"a{i}.npy") as f:
-                    a = np.load(f, allow_pickle=False)
-                if a.dtype == object:
-                    raise ValueError("object arrays are not allowed")
-                arrays.append(a)
+                    arrays.append(_read_npy(f, z.getinfo(f"a{i}.npy").file_size))
+        step, seed, hidden, items = data["step"], data["seed"], data["hidden"], data["entries"]
+        if type(step) is not str or type(seed) is not int or type(hidden) is not bool or type(items) is not list:
+            raise ValueError("step, seed, hidden, entries: expected a string, an integer, a bool and a list")
         entries = []
-        for item in data["entries"]:
+        for item in items:
+            if type(item) is not list or len(item) != 4 or type(item[0]) is not str or type(item[3]) is not bool:
+                raise ValueError(f"entry: expected [label, signature, value, raised], got {str(item)[:80]}")
             label, sig, value, raised = item
-            entries.append(Entry(str(label), sig, value, bool(raised)))
-        return cls(str(data["step"]), int(data["seed"]), bool(data["hidden"]), entries, arrays)
+            if _depth(sig) > _MAX_DEPTH or _depth(value) > _MAX_DEPTH:
+                raise ValueError(f"entry {label!r}: nested deeper than a probe writes")
+            entries.append(Entry(label, sig, value, raised))
+        return cls(step, seed, hidden, entries, arrays)
+
+
+#: How deep a record's entries may nest: the encoder stops at depth 20 of the learner's
+#: containers (two JSON levels each), and signatures nest no deeper than a check's arguments.
+_MAX_DEPTH = 64
+
+
+def _depth(x: Any, limit: int = _MAX_DEPTH + 1) -> int:
+    """How deeply ``x`` (parsed JSON) nests, counted up to ``limit`` without recursion."""
+    deepest, todo = 0, [(x, 0)]
+    while todo:
+        y, d = todo.pop()
+        deepest = max(deepest, d)
+        if d >= limit:
+            return d
+        if isinstance(y, list):
+            todo.extend((v, d + 1) for v in y)
+        elif isinstance(y, dict):
+            todo.extend((v, d + 1) for v in y.values())
+    return deepest
+
+
+def _read_npy(f: Any, size: int) -> np.ndarray:
+    """One ``.npy`` of plain numbers whose header agrees with its size (no pickle, no allocation
+    larger than the data that is there)."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"an array of .npy version {version}")
+    if dtype.kind not in "biufc" or dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise ValueError(f"an array of dtype {dtype}: only plain numbers are allowed")
+    count = math.prod(shape)
+    header = f.tell()
+    if count * dtype.itemsize != size - header:
+        raise ValueError(f"an array of shape {shape} whose data is {size - header} bytes")
+    a = np.frombuffer(f.read(), dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    return a.copy()
 
 
 class Session:

@@ -16,6 +16,7 @@ learner's object and judges them (see :mod:`.observe`). :class:`Step` runs it th
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -96,12 +97,13 @@ class Step:
         with session(s):
             try:
                 # The learner's object itself: plain data comes back as it is, anything else as
-                # itself in a probe and as an Opaque stand-in (with its name) in a judge.
+                # an Opaque stand-in (with its name), in a probe as in a judge.
+                learners = subject
                 try:
-                    subject = exchange("subject", None, lambda: subject)
+                    subject = exchange("subject", None, lambda: learners)
                 except LearnerError:  # (a judge whose record lacks it: the learner's object, unseen)
                     subject = Opaque("object")
-                swap = _Isolation(self, subject)
+                swap = _Isolation(self, learners)
                 try:
                     try:
                         notes = exchange("isolation", list(self.isolate), swap.start)
@@ -109,11 +111,15 @@ class Step:
                         notes = []
                     for note in notes if isinstance(notes, list) else ():
                         result.note(str(note))
-                    if self.guard:
-                        with guarded():
+                    # The check's own arithmetic on odd outputs (complex, float16 ...) may warn:
+                    # never onto stderr, which costs the test cell all its points in nbgrader.
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        if self.guard:
+                            with guarded():
+                                self.body(subject, result, gen, record.hidden)
+                        else:
                             self.body(subject, result, gen, record.hidden)
-                    else:
-                        self.body(subject, result, gen, record.hidden)
                 finally:
                     swap.stop()
                 s.finish()
@@ -254,7 +260,9 @@ def step(name: str, *, points: float, notebook: str, home: Optional[str], kind: 
     def decorate(body: Callable) -> Callable:
         s = register(Step(
             name=name, points=float(points), body=body, notebook=notebook, home=home, kind=kind,
-            reference=reference, reference_name=reference_name or f"mhsa_lib.{name}", isolate=tuple(isolate),
+            reference=reference, isolate=tuple(isolate),
+            # (a step without a library home names its own reference: mhsa_lib has none)
+            reference_name=reference_name or (f"mhsa_lib.{name}" if home else f"the course's reference {name}"),
             picture=picture, guard=(kind in ("module", "model", "repair")) if guard is None else guard,
             check_name=body.__name__, check_module=body.__module__,
         ))
