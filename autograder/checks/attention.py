@@ -44,7 +44,8 @@ SOFTMAX_FORBIDDEN = ("softmax", "_softmax", "log_softmax", "special_softmax", "s
 SOFTMAX_PUBLIC_X = torch.tensor([[1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 2.0, 2.0], [-1.0, 0.0, 5.0, 1.0]])
 
 
-@step("softmax", points=SOFTMAX_POINTS, notebook="01_scaled_dot_product_attention", home="attention", reference=mhsa_lib.softmax, picture=SOFTMAX_PICTURE)
+@step("softmax", forbidden=(SOFTMAX_FORBIDDEN, True),
+      points=SOFTMAX_POINTS, notebook="01_scaled_dot_product_attention", home="attention", reference=mhsa_lib.softmax, picture=SOFTMAX_PICTURE)
 def check_softmax(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``softmax(x, dim=-1)``; print the report, return the points (max 3)."""
     x_pub = SOFTMAX_PUBLIC_X
@@ -184,7 +185,8 @@ CAUSAL_MASK_PICTURE = (
 )
 
 
-@step("causal_mask", points=CAUSAL_MASK_POINTS, notebook="01_scaled_dot_product_attention", home="attention", reference=mhsa_lib.causal_mask, picture=CAUSAL_MASK_PICTURE)
+@step("causal_mask", forbidden=((), True),
+      points=CAUSAL_MASK_POINTS, notebook="01_scaled_dot_product_attention", home="attention", reference=mhsa_lib.causal_mask, picture=CAUSAL_MASK_PICTURE)
 def check_causal_mask(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``causal_mask(seq_len_q, seq_len_k=None)``; print the report, return the points (max 2)."""
 
@@ -300,7 +302,8 @@ ATTN_PUBLIC_K = torch.tensor([[[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0], [1.0,
 ATTN_PUBLIC_V = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [2.0, 3.0]]])
 
 
-@step("scaled_dot_product_attention", points=ATTENTION_POINTS, notebook="01_scaled_dot_product_attention", home="attention", reference=mhsa_lib.scaled_dot_product_attention, picture=ATTENTION_PICTURE, isolate=("softmax",))
+@step("scaled_dot_product_attention", forbidden=(ATTENTION_FORBIDDEN, ATTENTION_LIBRARY),
+      points=ATTENTION_POINTS, notebook="01_scaled_dot_product_attention", home="attention", reference=mhsa_lib.scaled_dot_product_attention, picture=ATTENTION_PICTURE, isolate=("softmax",))
 def check_scaled_dot_product_attention(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``scaled_dot_product_attention(q, k, v, mask=None) -> (out, weights)`` (max 5)."""
 

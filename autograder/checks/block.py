@@ -78,7 +78,8 @@ def _ln_reference(d: int, eps: float, weight: Tensor, bias: Tensor) -> nn.Module
     return ref
 
 
-@step("LayerNorm", points=LAYER_NORM_POINTS, notebook="04_transformer_block", home="block", kind="module",
+@step("LayerNorm", forbidden=(LAYER_NORM_TORCH, LAYER_NORM_LIBRARY),
+      points=LAYER_NORM_POINTS, notebook="04_transformer_block", home="block", kind="module",
       reference=mhsa_lib.LayerNorm)
 def check_layer_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``LayerNorm(d_model, eps=1e-5)`` class (pass the class itself) (max 3)."""
@@ -225,7 +226,8 @@ def _ffn_reference(d: int, f: int, activation: str, gen: torch.Generator) -> nn.
     return reference(mhsa_lib.FeedForward(d, f, activation), gen)
 
 
-@step("FeedForward", points=FEED_FORWARD_POINTS, notebook="04_transformer_block", home="block", kind="module",
+@step("FeedForward", forbidden=((), FEED_FORWARD_LIBRARY),
+      points=FEED_FORWARD_POINTS, notebook="04_transformer_block", home="block", kind="module",
       reference=mhsa_lib.FeedForward)
 def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``FeedForward(d_model, d_ff, activation="relu")`` class (max 2)."""
@@ -374,7 +376,8 @@ def _block_sizes(gen: torch.Generator) -> Tuple[int, int, int, int, int]:
     return b, t, h, dh, f
 
 
-@step("TransformerBlock", points=BLOCK_POINTS, notebook="04_transformer_block", home="block", kind="module",
+@step("TransformerBlock", forbidden=(BLOCK_TORCH + tuple(m.__name__ for m in BLOCK_TORCH_MODULES), BLOCK_LIBRARY),
+      points=BLOCK_POINTS, notebook="04_transformer_block", home="block", kind="module",
       reference=mhsa_lib.TransformerBlock, isolate=("LayerNorm", "FeedForward", "MultiHeadAttention"))
 def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``TransformerBlock(d_model, num_heads, d_ff, norm_placement="pre", dropout=0.0)``

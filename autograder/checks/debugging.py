@@ -197,7 +197,8 @@ def _torch_modules(module: nn.Module, names: Tuple[str, ...]) -> List[str]:
 # --------------------------------------------------------------------------- incident 1
 
 
-@step("FixedBlock", points=BLOCK_POINTS, notebook=NOTEBOOK, home=None, kind="repair", reference=_fixed_block_reference,
+@step("FixedBlock", forbidden=(("TransformerEncoderLayer",), ("TransformerBlock",)),
+      points=BLOCK_POINTS, notebook=NOTEBOOK, home=None, kind="repair", reference=_fixed_block_reference,
       reference_name="the spec's pre-norm block, mhsa_lib.TransformerBlock(..., 'pre')")
 def check_fixed_block(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Incident 1: ``FixedBlock(d_model, num_heads, d_ff)``, a pre-norm block (max 3)."""
@@ -248,7 +249,8 @@ def _zero_output_layers(mod: nn.Module) -> None:
 # --------------------------------------------------------------------------- incident 2
 
 
-@step("FixedAttention", points=ATTENTION_POINTS, notebook=NOTEBOOK, home=None, kind="repair",
+@step("FixedAttention", forbidden=(("MultiheadAttention",), ("MultiHeadAttention", "FusedMultiHeadAttention", "attend_heads")),
+      points=ATTENTION_POINTS, notebook=NOTEBOOK, home=None, kind="repair",
       reference=mhsa_lib.MultiHeadAttention, reference_name="mhsa_lib.MultiHeadAttention")
 def check_fixed_attention(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Incident 2: ``FixedAttention(d_model, num_heads)``, multi-head attention with the merge repaired (max 2)."""
@@ -329,7 +331,8 @@ def check_stable_encoder(cls: Any, result: CheckResult, gen: torch.Generator, hi
 # --------------------------------------------------------------------------- incident 4
 
 
-@step("FastCausalAttention", points=SPEED_POINTS, notebook=NOTEBOOK, home=None, kind="repair", reference=CausalReference,
+@step("FastCausalAttention", forbidden=(("MultiheadAttention",), ("MultiHeadAttention", "FusedMultiHeadAttention", "attend_heads")),
+      points=SPEED_POINTS, notebook=NOTEBOOK, home=None, kind="repair", reference=CausalReference,
       reference_name="mhsa_lib.MultiHeadAttention with a causal mask")
 def check_fast_causal_attention(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Incident 4: ``FastCausalAttention(d_model, num_heads)``: the same outputs as the slow version,

@@ -56,7 +56,8 @@ def _bthd(gen: torch.Generator) -> Tuple[int, int, int, int]:
     return b, t, h, dh
 
 
-@step("split_heads", points=SPLIT_POINTS, notebook="02_multiple_heads", home="heads", reference=mhsa_lib.split_heads, picture=SPLIT_PICTURE)
+@step("split_heads", forbidden=((), HEADS_LIBRARY),
+      points=SPLIT_POINTS, notebook="02_multiple_heads", home="heads", reference=mhsa_lib.split_heads, picture=SPLIT_PICTURE)
 def check_split_heads(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``split_heads(x, num_heads)``: (B, T, D) -> (B, H, T, D/H) (max 3)."""
     try:
@@ -106,7 +107,8 @@ def check_split_heads(fn: Any, result: CheckResult, gen: torch.Generator, hidden
     return
 
 
-@step("merge_heads", points=MERGE_POINTS, notebook="03_concat_and_output_projection", home="heads", reference=mhsa_lib.merge_heads, picture=MERGE_PICTURE)
+@step("merge_heads", forbidden=((), HEADS_LIBRARY),
+      points=MERGE_POINTS, notebook="03_concat_and_output_projection", home="heads", reference=mhsa_lib.merge_heads, picture=MERGE_PICTURE)
 def check_merge_heads(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``merge_heads(x)``: (B, H, T, Dh) -> (B, T, H·Dh), the inverse of split_heads (max 2)."""
     try:
@@ -185,7 +187,8 @@ REPEAT_PUBLIC_X = torch.arange(12, dtype=torch.float32).reshape(1, 2, 3, 2)
 REPEAT_PUBLIC_N = 3
 
 
-@step("repeat_kv", points=REPEAT_KV_POINTS, notebook="05_kv_cache_and_head_sharing", home="heads", reference=mhsa_lib.repeat_kv, picture=REPEAT_PICTURE)
+@step("repeat_kv", forbidden=((), REPEAT_KV_LIBRARY),
+      points=REPEAT_KV_POINTS, notebook="05_kv_cache_and_head_sharing", home="heads", reference=mhsa_lib.repeat_kv, picture=REPEAT_PICTURE)
 def check_repeat_kv(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``repeat_kv(x, n_rep)``: (B, G, S, Dh) -> (B, G·n_rep, S, Dh), head j = K/V head j // n_rep (max 2)."""
     try:

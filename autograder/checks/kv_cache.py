@@ -113,7 +113,8 @@ def decode(module: Any, x: Tensor, chunks: Sequence[int], cache: Any, runner: Ca
     return torch.cat(outs, dim=1)
 
 
-@step("GroupedQueryAttention", points=GQA_POINTS, notebook="05_kv_cache_and_head_sharing", home="kv_cache",
+@step("GroupedQueryAttention", forbidden=(GQA_TORCH + ("MultiheadAttention",), GQA_LIBRARY),
+      points=GQA_POINTS, notebook="05_kv_cache_and_head_sharing", home="kv_cache",
       kind="module", reference=mhsa_lib.GroupedQueryAttention,
       isolate=("repeat_kv", "split_heads", "merge_heads", "scaled_dot_product_attention", "softmax"))
 def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
@@ -383,7 +384,8 @@ def _pair_problem(got: Any, k: Tensor, v: Tensor) -> Optional[str]:
     return None
 
 
-@step("KVCache", points=KV_CACHE_POINTS, notebook="05_kv_cache_and_head_sharing", home="kv_cache", kind="module",
+@step("KVCache", forbidden=((), KV_CACHE_LIBRARY),
+      points=KV_CACHE_POINTS, notebook="05_kv_cache_and_head_sharing", home="kv_cache", kind="module",
       reference=mhsa_lib.KVCache)
 def check_kv_cache(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``KVCache()`` class: ``update(k, v) -> (k, v)`` (everything cached, oldest
@@ -596,7 +598,8 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-@step("kv_cache_bytes", points=KV_CACHE_BYTES_POINTS, notebook="05_kv_cache_and_head_sharing", home="kv_cache",
+@step("kv_cache_bytes", forbidden=((), ("kv_cache_bytes",)),
+      points=KV_CACHE_BYTES_POINTS, notebook="05_kv_cache_and_head_sharing", home="kv_cache",
       reference=mhsa_lib.kv_cache_bytes)
 def check_kv_cache_bytes(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``kv_cache_bytes(batch_size, seq_len, num_layers, num_kv_heads, head_dim,

@@ -113,7 +113,8 @@ def _on_its_device(model: nn.Module, x: Tensor) -> Any:
         return model(x.to(_device(model)))
 
 
-@step("capstone", points=CAPSTONE_POINTS, notebook="07_capstone_tiny_transformer", home="model", kind="model",
+@step("capstone", forbidden=(ANSWER_TORCH, ANSWER_LIBRARY),
+      points=CAPSTONE_POINTS, notebook="07_capstone_tiny_transformer", home="model", kind="model",
       reference=None, reference_name="a trained mhsa_lib.TinyTransformer")
 def check_capstone(model: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a trained sorting model: ``model(tokens (B, T=10)) -> logits (B, T, V=12)`` (max 5).

@@ -170,14 +170,16 @@ def _heads_probes(run: Callable, gen: torch.Generator) -> List[str]:
     return problems
 
 
-@step("attention_heads_loop", points=HEADS_POINTS, notebook="02_multiple_heads", home="multihead",
+@step("attention_heads_loop", forbidden=(MHA_TORCH, MHA_LIBRARY),
+      points=HEADS_POINTS, notebook="02_multiple_heads", home="multihead",
       reference=mhsa_lib.attention_heads_loop, picture=HEADS_LOOP_PICTURE)
 def check_attention_heads_loop(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``attention_heads_loop(x, w_q, w_k, w_v, mask=None)`` with lists of per-head (Dh, D) weights (max 3)."""
     _heads_parts(fn, result, gen, hidden, loop=True)
 
 
-@step("attention_heads", points=HEADS_POINTS, notebook="02_multiple_heads", home="multihead",
+@step("attention_heads", forbidden=(MHA_TORCH, MHA_LIBRARY),
+      points=HEADS_POINTS, notebook="02_multiple_heads", home="multihead",
       reference=mhsa_lib.attention_heads, picture=HEADS_PICTURE, isolate=("split_heads",))
 def check_attention_heads(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``attention_heads(x, w_q, w_k, w_v, num_heads, mask=None)`` with (D, D) weights (max 3)."""
@@ -207,7 +209,8 @@ def _forward(module, x, mask=None, return_weights=False):
     return attempt(module, x.clone(), mask, **kwargs) if mask is not None or return_weights else attempt(module, x.clone())
 
 
-@step("MultiHeadAttention", points=MHA_POINTS, notebook="03_concat_and_output_projection", home="multihead",
+@step("MultiHeadAttention", forbidden=(MHA_TORCH + ("MultiheadAttention",), MHA_LIBRARY),
+      points=MHA_POINTS, notebook="03_concat_and_output_projection", home="multihead",
       kind="module", reference=mhsa_lib.MultiHeadAttention,
       isolate=("split_heads", "merge_heads", "scaled_dot_product_attention", "softmax"))
 def check_multi_head_attention(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:

@@ -56,7 +56,8 @@ def _sizes(gen: torch.Generator) -> Tuple[int, int]:
             return t, d
 
 
-@step("sinusoidal_positional_encoding", points=PE_POINTS, notebook="07_capstone_tiny_transformer", home="positional", reference=mhsa_lib.sinusoidal_positional_encoding, picture=PE_PICTURE)
+@step("sinusoidal_positional_encoding", forbidden=((), PE_LIBRARY),
+      points=PE_POINTS, notebook="07_capstone_tiny_transformer", home="positional", reference=mhsa_lib.sinusoidal_positional_encoding, picture=PE_PICTURE)
 def check_sinusoidal_positional_encoding(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``sinusoidal_positional_encoding(seq_len, d_model) -> (T, D)`` (max 4)."""
     step = "sinusoidal_positional_encoding"

@@ -52,6 +52,10 @@ class Step:
     check_name: str = ""
     check_module: str = ""
     title: str = ""  # the name the report uses, if not ``name``
+    #: What the step asks the learner to build themselves: (torch function or class names, mhsa_lib
+    #: names or True for any of mhsa_lib). The check's probe looks for calls at run time; the class
+    #: grader also reads the learner's source for them (:mod:`autograder.grading.static`).
+    forbidden: Tuple[Tuple[str, ...], Any] = ((), False)
 
     # ------------------------------------------------------------------ the three ways to run
 
@@ -253,7 +257,8 @@ def snake(name: str) -> str:
 
 def step(name: str, *, points: float, notebook: str, home: Optional[str], kind: str = "function",
          reference: Optional[Callable] = None, reference_name: Optional[str] = None,
-         isolate: Tuple[str, ...] = (), picture: Optional[str] = None, guard: Optional[bool] = None):
+         isolate: Tuple[str, ...] = (), picture: Optional[str] = None, guard: Optional[bool] = None,
+         forbidden: Tuple[Tuple[str, ...], Any] = ((), False)):
     """Declare a step whose check body follows; the decorated name becomes the public check
     ``check_x(subject, *, hidden=False, seed=None, quiet=False) -> float``."""
 
@@ -265,6 +270,7 @@ def step(name: str, *, points: float, notebook: str, home: Optional[str], kind: 
             reference_name=reference_name or (f"mhsa_lib.{name}" if home else f"the course's reference {name}"),
             picture=picture, guard=(kind in ("module", "model", "repair")) if guard is None else guard,
             check_name=body.__name__, check_module=body.__module__,
+            forbidden=(tuple(forbidden[0]), forbidden[1] if forbidden[1] is True else tuple(forbidden[1] or ())),
         ))
 
         def check(subject: Any, *, hidden: bool = False, seed: Optional[int] = None, quiet: bool = False) -> float:

@@ -155,10 +155,17 @@ def hidden_summary(result: Any) -> str:
     return "\n".join(lines)
 
 
-def judge_cell(calls: List[CheckCall], seeds: Mapping[CheckCall, int], obs_dir: Path, grade_id: str) -> Judged:
+def judge_cell(calls: List[CheckCall], seeds: Mapping[CheckCall, int], obs_dir: Path, grade_id: str,
+               shortcuts: Optional[Mapping[int, List[str]]] = None) -> Judged:
+    """Judge a test cell's checks. ``shortcuts``: call index -> the forbidden uses found in the
+    learner's source for it (:mod:`.static`): such a step earns nothing, whatever was observed."""
     reports, points = [], 0.0
     for i, call in enumerate(calls):
         result = judge_call(call, seeds[call], Path(record_path(str(obs_dir), grade_id, i)))
+        found = (shortcuts or {}).get(i)
+        if found and result.zero_reason is None:
+            result.zero_reason = (f"your {call.subject} uses {', '.join(found)} (seen in its source): this step "
+                                  "asks you to build it yourself")
         reports.append(hidden_summary(result) if call.hidden else result.report())
         points = result.points
     return Judged(points, "\n".join(reports))
@@ -171,6 +178,22 @@ def judged_outputs(judged: Judged) -> List[Any]:
     return [NotebookNode(output_type="stream", name="stdout", text=judged.report + "\n"),
             NotebookNode(output_type="execute_result", execution_count=None, metadata={},
                          data={"text/plain": repr(float(judged.points))})]
+
+
+def shortcuts_in(nb, calls: Dict[str, List[CheckCall]]) -> Dict[str, Dict[int, List[str]]]:
+    """grade_id -> call index -> the forbidden uses in the learner's source (see :mod:`.static`)."""
+    from ..checks import steps_by_name
+    from .static import shortcuts_in_source
+
+    steps = steps_by_name()
+    found: Dict[str, Dict[int, List[str]]] = {}
+    for index, cell in enumerate(nb.cells):
+        gid = nbt.grade_id(cell) if nbt.is_test_cell(cell) else None
+        for i, call in enumerate(calls.get(gid, ())):
+            uses = shortcuts_in_source(nb, index, call.subject, steps[call.step].forbidden)
+            if uses:
+                found.setdefault(gid, {})[i] = uses
+    return found
 
 
 def seeds_for(calls: Dict[str, List[CheckCall]], secret: str, assignment: str) -> Dict[CheckCall, int]:

@@ -310,6 +310,7 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
     nb = prep.nb
     calls = judging.plan(source)
     seeds = judging.seeds_for(calls, str(job.get("seed") or ""), str(job.get("assignment") or ""))
+    shortcuts = judging.shortcuts_in(nb, calls)  # read from the submitted source, before anything runs
     originals, wanted = {}, []
     drawable = pictures() if job.get("pictures", True) else {}
     for cell in nb.cells:
@@ -382,7 +383,8 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
             gid = nbt.grade_id(cell) if nbt.is_test_cell(cell) else None
             if gid in calls and gid in originals:
                 cell.source = originals[gid]
-                cell.outputs = judging.judged_outputs(judging.judge_cell(calls[gid], seeds, obs, gid))
+                cell.outputs = judging.judged_outputs(
+                    judging.judge_cell(calls[gid], seeds, obs, gid, shortcuts.get(gid)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     steps = score_notebook(nb, ex.ran, ex.stopped)
