@@ -308,6 +308,12 @@ def execute(
             if env is not None:
                 start["env"] = dict(env)
             with client.setup_kernel(**start):
+                # A kernel whose sockets the notebook broke (it can write to any of its own file
+                # descriptors) stops taking requests: a send then fails after a while instead of
+                # blocking forever.
+                import zmq
+
+                client.kc.shell_channel.socket.setsockopt(zmq.SNDTIMEO, int(1000 * (limits.grace + 5)))
                 if guard and test_cells:
                     reply = _silent(client, tamper.guard_setup_code(modname),
                                     {"g": f"{modname!r} in __import__('sys').modules"}, timeout=limits.cell_timeout + 60)

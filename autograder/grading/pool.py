@@ -21,9 +21,10 @@ from .engine import Limits
 from .jobs import Job
 
 WORKER = Path(__file__).resolve().parent / "worker.py"
-#: Seconds a worker may take beyond the notebook's total limit (kernel start, copying) before it
-#: is stopped.
-WORKER_MARGIN = 120
+#: Seconds a worker may take beyond the notebook's total limit before it is stopped: more than the
+#: 120 s its sandbox may run past that limit (the runner's and the kernel's start), so that a
+#: sandbox stopped at its own limit is still read back and judged (a status, not a grader error).
+WORKER_MARGIN = 180
 
 
 class WorkerProcess:

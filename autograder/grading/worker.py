@@ -306,6 +306,14 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
     from . import sandbox
     runner = "autograder.grading.run_notebook"  # (run as a module inside the sandbox)
 
+    no_sandbox = bool(job.get("no_sandbox"))
+    plain_finish = finish
+
+    def finish(*args):  # every result says whether the sandbox held, early ones too
+        done = plain_finish(*args)
+        done["sandbox"] = not no_sandbox
+        return done
+
     prep = engine.prepare(nb, source, guard=False)
     nb = prep.nb
     calls = judging.plan(source)
@@ -326,7 +334,6 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
     if custom:
         notes.append(f"{len(custom)} test cell(s) ({', '.join(map(str, custom[:3]))}) are not made of course checks, "
                      "so they were scored from their own output in the student's kernel, as nbgrader does")
-    no_sandbox = bool(job.get("no_sandbox"))
     if no_sandbox:
         notes.append("graded WITHOUT the sandbox (--no-sandbox): the student's code could read and write "
                      "what the grader's user can")
@@ -403,7 +410,6 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
         nbformat.write(nb, str(out))
     done = finish(status, message, steps)
     done["exec_seconds"] = ex.seconds
-    done["sandbox"] = not no_sandbox
     return done
 
 
