@@ -66,6 +66,16 @@ def test_self_check_and_grader_run_one_executor_and_agree(tmp_path, monkeypatch)
         return real_execute(*args, **kwargs)
 
     monkeypatch.setattr(engine, "execute", spy)
+    from autograder.grading import sandbox
+
+    sandboxed = []
+    real_run = sandbox.run
+
+    def run_spy(spec, argv, **kwargs):  # the grader runs the notebook in its sandbox, in another process
+        sandboxed.append(list(argv))
+        return real_run(spec, argv, **kwargs)
+
+    monkeypatch.setattr(sandbox, "run", run_spy)
 
     report = selfcheck.check_notebook(learner, cell_timeout=60, total_timeout=120, solutions=tmp_path / "solutions")
     result = worker.grade({
@@ -75,7 +85,12 @@ def test_self_check_and_grader_run_one_executor_and_agree(tmp_path, monkeypatch)
         "tmp_root": str(tmp_path),
     })
 
-    assert callers == ["self-check", "grader"]  # both ran the notebook through engine.execute
+    # The self-check ran the notebook through engine.execute here; the grader through the runner
+    # in its sandbox, which runs it through engine.execute too.
+    assert callers == ["self-check"]
+    assert len(sandboxed) == 1 and "autograder.grading.run_notebook" in sandboxed[0]
+    runner = (GRADING / "run_notebook.py").read_text(encoding="utf-8")
+    assert "engine.execute(" in runner
     assert result["status"] == "ok", result["message"]
     checked = {s.id: (s.points, s.max_points, s.passed) for s in report.steps}
     graded = {s["id"]: (s["points"], s["max_points"], s["passed"]) for s in result["steps"]}

@@ -21,7 +21,9 @@ no details, since details can quote inputs, expected values or the learner's exc
 from __future__ import annotations
 
 import ast
+import builtins
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
@@ -129,6 +131,8 @@ def judge_call(call: CheckCall, seed: int, path: Path) -> Any:
     if path.is_file() and not path.is_symlink():
         try:
             record = Observations.load(path, max_bytes=MAX_RECORD_BYTES)
+            for entry in record.entries:
+                entry.value = _quiet_errors(entry.value)
             return step.judge(record, seed=seed, hidden=call.hidden)
         except Exception as e:  # an unreadable or malformed record is the submission's, never ours
             why = f"its record of observations could not be read ({type(e).__name__})"
@@ -141,6 +145,41 @@ def judge_call(call: CheckCall, seed: int, path: Path) -> Any:
     result = CheckResult(step.title or step.name, step.points, seed=seed, hidden=call.hidden)
     result.zero_reason = why
     return result
+
+
+_TRANSPOSE_HINT = (" — after a transpose the tensor is no longer contiguous in memory: use .reshape(...) "
+                   "or .contiguous().view(...)")
+
+
+def quiet_error(message: str) -> str:
+    """An error of the learner's code as the judge may quote it in class grading: the exception's
+    type (a built-in one, else "an exception") and its line number, never its text, which the
+    student's code chooses (and could fill with what it saw of the hidden cases)."""
+    m = re.match(r"raised ([A-Za-z_][A-Za-z0-9_.]*)", message)
+    if m:
+        name = m.group(1)
+        kind = name if name in _BUILTIN_ERRORS else "an exception"
+        lines = re.findall(r"\(line (\d+)", message)
+        where = f" (line {lines[-1]})" if lines else ""
+        hint = _TRANSPOSE_HINT if "view size is not compatible" in message else ""
+        return f"raised {kind}{where}{hint}"
+    if message.startswith("expected a function, got "):
+        return "expected a function, got something else"
+    return message
+
+
+_BUILTIN_ERRORS = {n for n, v in vars(builtins).items() if isinstance(v, type) and issubclass(v, BaseException)}
+
+
+def _quiet_errors(value: Any) -> Any:
+    """A record's value with every learner error's text made :func:`quiet_error`."""
+    if isinstance(value, dict):
+        if value.get("__t__") == "lerr" and isinstance(value.get("msg"), str):
+            return {**value, "msg": quiet_error(value["msg"])}
+        return {k: _quiet_errors(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_quiet_errors(v) for v in value]
+    return value
 
 
 def hidden_summary(result: Any) -> str:
