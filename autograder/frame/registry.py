@@ -65,7 +65,12 @@ class Step:
 
     def probe(self, subject: Any, *, seed: int, hidden: bool = False) -> Observations:
         """Observe the learner's ``subject`` and return the record (plain data)."""
-        return self._run(subject, "record", Observations(self.name, int(seed), hidden))[1].observations
+        return self.record(subject, seed=seed, hidden=hidden)[1]
+
+    def record(self, subject: Any, *, seed: int, hidden: bool = False) -> Tuple[CheckResult, Observations]:
+        """The probe, with the result its own (untrusted) copy of the check found on the way."""
+        result, s = self._run(subject, "record", Observations(self.name, int(seed), hidden))
+        return result, s.observations
 
     def judge(self, observations: Observations, *, seed: int, hidden: bool = False,
               strict: bool = False) -> CheckResult:

@@ -98,9 +98,13 @@ def class_seed(secret: str, assignment: str, step: str, hidden: bool) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+def safe_id(grade_id: str) -> str:
+    """A grade id as a file name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(grade_id))
+
+
 def record_path(obs_dir: str, grade_id: str, index: int) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in grade_id)
-    return str(Path(obs_dir) / f"{safe}-{index}.zip")
+    return str(Path(obs_dir) / f"{safe_id(grade_id)}-{index}.zip")
 
 
 def probe_cell_source(grade_id: str, calls: List[CheckCall], seeds: Mapping[CheckCall, int], obs_dir: str) -> str:

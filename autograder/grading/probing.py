@@ -35,8 +35,10 @@ def probe_cell(items: Sequence[Item]) -> None:
         sink = io.StringIO()
         try:
             with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-                record = steps_by_name()[name].probe(obj, seed=seed, hidden=hidden)
+                result, record = steps_by_name()[name].record(obj, seed=seed, hidden=hidden)
             record.save(out)
+            if not result.passed:  # a hint for drawing pictures only (the judge decides the points)
+                out.with_suffix(".failed").write_text("", encoding="utf-8")
         except BaseException as e:  # never let a probe stop the notebook (but let it be interrupted)
             out.with_suffix(".error").write_text(f"probe {type(e).__name__}", encoding="utf-8")
             if isinstance(e, KeyboardInterrupt):

@@ -25,6 +25,7 @@ def main(argv: List[str]) -> int:
     import nbformat
 
     from . import engine
+    from .judging import safe_id
     from .worker import draw_pictures
 
     run_file = Path(argv[0]).resolve()
@@ -38,8 +39,12 @@ def main(argv: List[str]) -> int:
     pictures: Dict[str, str] = {}
 
     def after(evaluate) -> None:
-        if run.get("pictures"):
-            pictures.update(draw_pictures(nb, evaluate, wanted=run["pictures"]))
+        # Pictures only for the steps whose probes found something wrong (their own, untrusted
+        # verdict: a hint that saves drawing pictures nobody sees; the judge decides the points).
+        obs = nb_path.parent / run.get("observations", ".grading-observations")
+        wanted = [w for w in run.get("pictures") or () if any(obs.glob(f"{safe_id(w[0])}-*.failed"))]
+        if wanted:
+            pictures.update(draw_pictures(nb, evaluate, wanted=wanted))
 
     ex: Dict[str, Any]
     try:

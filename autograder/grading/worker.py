@@ -348,6 +348,7 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
             _copy_files(src_dir, work, skip_names=tuple(p.name for p in src_dir.glob("*.ipynb")))
         nbformat.write(nb, str(work / nb_name))
         run = {"notebook": f"work/{nb_name}", "limits": limits.to_dict(), "out": "out",
+               "observations": judging.OBSERVATIONS,
                "test_cells": sorted(prep.test_cells), "pictures": wanted}
         (workdir / "run.json").write_text(json.dumps(run), encoding="utf-8")
         budget = limits.total_timeout + 120  # the runner's own start and the kernel's, on top
