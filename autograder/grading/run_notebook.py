@@ -22,6 +22,10 @@ from typing import Any, Dict, List
 
 
 def main(argv: List[str]) -> int:
+    # jsonschema (under nbformat) builds an IRI grammar on import when ``rfc3987_syntax`` is
+    # installed (the Jupyter stack pulls it in): about 1 s per sandboxed run, for a check that
+    # notebook validation never uses. This process has no other use for it.
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     import nbformat
 
     from . import engine
