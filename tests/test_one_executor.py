@@ -15,8 +15,8 @@ from autograder.grading import engine, selfcheck, worker
 
 GRADING = ROOT / "autograder" / "grading"
 
-# A check in the course's style, named so that the grader's tamper scan (which flags a
-# notebook's own check_* functions) has nothing to say about it.
+# A check in the course's style, defined in the notebook itself: not a course step, so the grader
+# runs its test cells as nbgrader would (and says so) instead of judging them outside.
 GRADE_DOUBLE = '''\
 def grade_double(fn, points=2.0, hidden=False):
     cases = [(1, 2), (3, 6)] + ([(-5, -10), (7, 14)] if hidden else [])

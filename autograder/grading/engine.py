@@ -3,26 +3,23 @@ progress``) and the class grader (``./course autograde``, one worker process per
 run a notebook through it, so they restore, run and score it the same way.
 
 1. :func:`prepare` restores what a learner may not change from the instructor's copy
-   (:func:`.nbgrader_tools.restore`: test cells, their points, the kernel) and, when the guard
-   is on, scans the learner's code for changes to the grading machinery (:mod:`.tamper`);
+   (:func:`.nbgrader_tools.restore`: test cells, their points, the kernel);
 2. :func:`execute` runs it in a fresh kernel started through :mod:`.sandbox_kernel` (resource
    limits), with a time limit per cell and for the whole notebook (a cell that ignores its
-   interrupt has its kernel killed), a cap on the output kept, and, when the guard is on, the
-   in-kernel integrity check before and after each test cell;
+   interrupt has its kernel killed) and a cap on the output kept;
 3. :func:`run` does 2 and scores every test cell as nbgrader does (:mod:`.scoring`), with the
    status and message of the run.
 
 The notebook is executed in place in memory; the caller decides where it runs (its cwd) and in
 which environment. The self-check runs the learner's notebook in its own folder, without a
-memory limit and without the guard; the grader runs a copy in a temporary folder, with a small
-environment, a memory limit and the guard (unless ``--no-guard``).
+memory limit; the class grader runs it inside its sandbox (:mod:`.run_notebook`), with test cells
+that only observe, and judges the scores outside (:mod:`.judging`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import secrets
 import signal
 import sys
 import tempfile
@@ -33,7 +30,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
 from . import nbgrader_tools as nbt
-from . import tamper
 from .reading import one_line
 from .scoring import StepResult, score_notebook
 
@@ -70,8 +66,6 @@ class Execution:
     died_in: Optional[int] = None  # cell where the kernel died
     timed_out: List[int] = field(default_factory=list)  # cells interrupted at their limit
     truncated: List[int] = field(default_factory=list)  # cells whose output was cut
-    guard: str = "off"  # "active" | "off" | "unavailable: ..."
-    blocked: Dict[int, str] = field(default_factory=dict)  # test cells not run: why
     seconds: float = 0.0
     cell_seconds: Dict[int, float] = field(default_factory=dict)  # cell index -> seconds it took
 
@@ -225,37 +219,15 @@ def _silent(client, code: str, expressions: Optional[Dict[str, str]] = None, tim
     return None if reply is None else reply.get("content", {})
 
 
-def _verify(client, modname: str, test_source: str, limits: Limits) -> Optional[str]:
-    """None when the grading code in the kernel is genuine, else what changed."""
-    names = tamper.called_check_names(test_source)
-    nonce = secrets.token_hex(8)
-    reply = _silent(client, "", {"v": tamper.guard_expression(modname, nonce, names)},
-                    timeout=max(10.0, limits.grace * 2))
-    v = (((reply or {}).get("user_expressions") or {}).get("v") or {})
-    text = (v.get("data") or {}).get("text/plain", "")
-    if text == repr("ok:" + nonce):
-        return None
-    if reply is None:
-        return "the kernel did not answer the integrity check before this test cell"
-    if v.get("status") == "error":
-        return "the grading guard was removed or broken before this test cell"
-    return "the grading code was changed before this test cell: " + text.strip("'\"")[:300]
-
-
 def execute(
     nb,
     cwd: Path,
     limits: Limits,
     env: Optional[Mapping[str, str]] = None,
     test_cells: Optional[Set[int]] = None,
-    guard: bool = True,
-    blocked_after: Optional[int] = None,
-    blocked_reason: str = "",
     after=None,
 ) -> Execution:
-    """Execute ``nb`` in place. ``test_cells``: indices of the test cells (the guard runs before
-    and after each); ``blocked_after``: test cells after this cell index are not run (static
-    tampering found there) and get ``blocked_reason`` as their error; ``after(evaluate)``, if
+    """Execute ``nb`` in place. ``test_cells``: indices of the test cells; ``after(evaluate)``, if
     given, is called once all cells ran and the kernel is still alive, with a function that
     evaluates an expression in the kernel and returns its text (or None)."""
     from nbclient.exceptions import DeadKernelError
@@ -293,8 +265,6 @@ def execute(
     client.cap_total = limits.max_notebook_output_bytes
     client.reset_caps()
     deadline = started + limits.total_timeout
-    modname = "_grading_guard_" + secrets.token_hex(8)
-    guard_on = False
 
     def kernel_pid() -> Optional[int]:
         try:
@@ -314,31 +284,13 @@ def execute(
                 import zmq
 
                 client.kc.shell_channel.socket.setsockopt(zmq.SNDTIMEO, int(1000 * (limits.grace + 5)))
-                if guard and test_cells:
-                    reply = _silent(client, tamper.guard_setup_code(modname),
-                                    {"g": f"{modname!r} in __import__('sys').modules"}, timeout=limits.cell_timeout + 60)
-                    got = (((reply or {}).get("user_expressions") or {}).get("g") or {}).get("data", {}).get("text/plain")
-                    guard_on = got == "True"
-                    res.guard = "active" if guard_on else "unavailable"
                 for index, cell in enumerate(nb.cells):
                     if cell.cell_type != "code":
-                        continue
-                    if index in test_cells and blocked_after is not None and index > blocked_after:
-                        cell.outputs = [_error("TamperingDetected", blocked_reason)]
-                        res.blocked[index] = blocked_reason
-                        res.ran.append(index)
                         continue
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         res.stopped = f"the notebook ran past its total time limit of {limits.total_timeout:g} s"
                         break
-                    if index in test_cells and guard_on:
-                        why = _verify(client, modname, nbt.cell_source(cell), limits)
-                        if why:
-                            cell.outputs = [_error("TamperingDetected", why)]
-                            res.blocked[index] = why
-                            res.ran.append(index)
-                            continue
                     limit = max(1, int(math.ceil(min(limits.cell_timeout, remaining))))
                     whole = limits.cell_timeout > remaining
                     client.timeout = limit
@@ -370,13 +322,6 @@ def execute(
                         watchdog.cancel()
                         res.cell_seconds[index] = time.monotonic() - t0
                     res.ran.append(index)
-                    if index in test_cells and guard_on:
-                        # The student's code runs inside the check: was anything changed meanwhile?
-                        why = _verify(client, modname, nbt.cell_source(cell), limits)
-                        if why:
-                            why = why.replace("before this test cell", "while this test cell ran")
-                            cell.outputs.insert(0, _error("TamperingDetected", why))
-                            res.blocked[index] = why
                     if any(o.get("output_type") == "error" and o.get("ename") == "CellTimeoutError" for o in cell.outputs):
                         res.timed_out.append(index)
                         # nbclient moves on right after the interrupt; a kernel that is still busy
@@ -419,19 +364,17 @@ def execute(
 
 @dataclass
 class Prepared:
-    """A notebook ready to run: restored, its test cells found, its code scanned."""
+    """A notebook ready to run: restored, its test cells found."""
 
     nb: Any
     notes: List[str] = field(default_factory=list)  # what was put back, in words
     test_cells: Set[int] = field(default_factory=set)
-    findings: List[tamper.Finding] = field(default_factory=list)
-    guard: bool = True
 
 
 @dataclass
 class Graded:
     """A run and its scores: ``nb`` (executed in place), one step per test cell, the status
-    (``ok``, ``cell-timeout``, ``timeout``, ``kernel-died``, ``tampered``) and its message."""
+    (``ok``, ``cell-timeout``, ``timeout``, ``kernel-died``) and its message."""
 
     nb: Any
     steps: List[StepResult]
@@ -441,54 +384,37 @@ class Graded:
     message: str
 
 
-def prepare(nb, source=None, guard: bool = True) -> Prepared:
-    """``nb`` with what the learner may not change restored from ``source`` (None: run it as it
-    is), and, when ``guard``, its code cells scanned for tampering (test cells are not scanned:
-    they are the instructor's)."""
+def prepare(nb, source=None) -> Prepared:
+    """``nb`` with what the learner may not change restored from ``source`` (None: run it as it is)."""
     notes: List[str] = []
     if source is not None:
         nb, notes = nbt.restore(nb, source)
     test_cells = {i for i, c in enumerate(nb.cells) if nbt.is_test_cell(c)}
-    findings = tamper.scan((i, nbt.cell_source(c)) for i, c in enumerate(nb.cells)
-                           if c.cell_type == "code" and i not in test_cells) if guard else []
-    return Prepared(nb, list(notes), test_cells, findings, guard)
+    return Prepared(nb, list(notes), test_cells)
 
 
-def run(prep: Prepared, cwd: Path, limits: Limits, env: Optional[Mapping[str, str]] = None, after=None,
-        before_scoring=None) -> Graded:
-    """Execute a prepared notebook (see :func:`execute`; test cells after a tampering finding
-    are not run) and score it. ``before_scoring(nb, execution)``, if given, runs between the two
-    (the class grader writes the judged test cells there). Raises :class:`KernelFailed` when no
-    kernel could run it."""
-    findings = prep.findings
-    blocked_after = findings[0].cell if findings else None
-    blocked_reason = (f"the grading code was changed in {findings[0]} (cell numbers count from 0); "
-                      "test cells after it earn nothing" if findings else "")
-    ex = execute(prep.nb, cwd, limits, env=env, test_cells=prep.test_cells, guard=prep.guard,
-                 blocked_after=blocked_after, blocked_reason=blocked_reason, after=after)
-    if before_scoring is not None:
-        before_scoring(prep.nb, ex)
+def run(prep: Prepared, cwd: Path, limits: Limits, env: Optional[Mapping[str, str]] = None, after=None) -> Graded:
+    """Execute a prepared notebook (see :func:`execute`) and score it. Raises
+    :class:`KernelFailed` when no kernel could run it."""
+    ex = execute(prep.nb, cwd, limits, env=env, test_cells=prep.test_cells, after=after)
     steps = score_notebook(prep.nb, ex.ran, ex.stopped)
+    status, message = outcome(ex, limits)
+    return Graded(prep.nb, steps, run_notes(prep, ex, limits), ex, status, message)
+
+
+def run_notes(prep: Prepared, ex: Execution, limits: Limits) -> List[str]:
+    """What a run's result says besides the scores: what was restored, cut or interrupted."""
     notes = list(prep.notes)
     if ex.truncated:
         notes.append(f"the output of {len(ex.truncated)} cell(s) was cut at {limits.max_output_bytes} characters")
     for i in ex.timed_out:
         if i not in prep.test_cells:
             notes.append(f"cell {i} ran past its time limit of {limits.cell_timeout:g} s and was interrupted")
-    if ex.guard.startswith("unavailable"):
-        notes.append("the in-kernel integrity check could not start (autograder not importable in the kernel)")
-    status, message = _outcome(ex, findings, limits)
-    return Graded(prep.nb, steps, notes, ex, status, message)
+    return notes
 
 
-def _outcome(ex: Execution, findings: List[tamper.Finding], limits: Limits):
+def outcome(ex: Execution, limits: Limits):
     """The status of a run and its message."""
-    if findings:
-        more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
-        return "tampered", f"the grading code was changed: {findings[0]}{more}; test cells after it earn nothing"
-    if ex.blocked:
-        i = min(ex.blocked)
-        return "tampered", f"cell {i}: {ex.blocked[i]}"
     if ex.died_in is not None:
         return "kernel-died", ex.stopped or "the kernel died"
     if ex.stopped:

@@ -13,7 +13,7 @@ from . import course as course_mod
 from .jobs import Job
 
 #: Statuses flagged in the gradebook, for a person to look at.
-PROBLEM_STATUSES = ("timeout", "kernel-died", "tampered", "unreadable", "empty", "wrong-assignment",
+PROBLEM_STATUSES = ("timeout", "kernel-died", "unreadable", "empty", "wrong-assignment",
                     "missing", "grader-error")
 
 

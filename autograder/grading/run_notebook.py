@@ -53,7 +53,7 @@ def main(argv: List[str]) -> int:
     ex: Dict[str, Any]
     try:
         done = engine.execute(nb, nb_path.parent, limits, env=None, test_cells=set(run["test_cells"]),
-                              guard=False, after=after)
+                              after=after)
         ex = {k: v for k, v in vars(done).items()}
     except engine.KernelFailed as e:
         ex = {"kernel_failed": str(e)}

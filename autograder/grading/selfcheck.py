@@ -6,8 +6,8 @@ this very interpreter (whatever kernel the notebook names), in the notebook's fo
 after errors, under the same per-cell and total time limits, and scores every autograded test
 cell exactly as nbgrader would: an error or anything on stderr gives 0, a number as the cell's
 value is partial credit, anything else is full marks. The notebook file itself is only read,
-never written. Unlike the grader it sets no memory limit (the learner's own machine) and runs no
-tamper guard.
+never written. Unlike the grader it sets no memory limit and uses no sandbox (the learner's own
+code on the learner's own machine), and the checks score in the kernel.
 
 A learner's copy of a course notebook is checked with its test cells as the course released them,
 as the class grader does: an edited or deleted test cell is put back from the instructor copy in
@@ -111,7 +111,7 @@ def check_notebook(
     path = Path(path)
     nb = read_notebook(path)
     source = released_copy(path, nb, solutions) if solutions is not None else None
-    prep = engine.prepare(nb, source, guard=False)
+    prep = engine.prepare(nb, source)
     limits = engine.Limits(cell_timeout=cell_timeout, total_timeout=total_timeout, memory_mb=0)
     started = time.monotonic()
     try:

@@ -6,14 +6,16 @@ The grading run (:mod:`autograder.grading.autograde`) starts one of these per su
    the assignment's own files over them (data the notebook reads);
 2. reads the notebook (invalid JSON, an empty file, a notebook of another assignment: a status
    and a message, nothing run);
-3. runs it through the course's one notebook executor (:mod:`.engine`, which the self-check
-   uses too): it restores what the student may not change, from the instructor's source, as
-   nbgrader's ``OverwriteCells`` does (test cells with their source, points and metadata, locked
-   cells, test cells the student deleted, the ``python3`` kernel; student-made or duplicated
-   grade cells lose their grading metadata), scans the student's code for changes to the grading
-   machinery (:mod:`.tamper`), executes it in a kernel under resource limits with the seed of
-   this student and assignment, and scores each test cell as nbgrader does;
-4. writes the executed notebook and a JSON result where the job says. It never touches the
+3. restores what the student may not change, from the instructor's source, as nbgrader's
+   ``OverwriteCells`` does (test cells with their source, points and metadata, locked cells,
+   test cells the student deleted, the ``python3`` kernel; student-made or duplicated grade
+   cells lose their grading metadata), reads the submitted source for forbidden shortcuts
+   (:mod:`.static`), and replaces each test cell by a probe that only observes (:mod:`.judging`);
+4. runs the notebook in the sandbox (:mod:`.sandbox`) through the course's one notebook executor
+   (:mod:`.run_notebook`, :mod:`.engine`, which the self-check uses too), under resource limits;
+5. reads back only files, judges each check's record here, outside the student's code, writes
+   each test cell's report and points, and scores the notebook as nbgrader does;
+6. writes the executed notebook and a JSON result where the job says. It never touches the
    gradebook: the parent does.
 """
 
@@ -55,7 +57,6 @@ STATUSES = {
     "cell-timeout": "graded; a cell ran past its time limit and was interrupted",
     "timeout": "the notebook ran past its total time limit; the steps after that earn 0",
     "kernel-died": "the kernel died; the steps after that earn 0",
-    "tampered": "the grading code was changed; the steps after that earn 0",
     "unreadable": "the file is not a readable notebook; nothing was run",
     "empty": "the file is empty; nothing was run",
     "wrong-assignment": "the notebook belongs to another assignment; nothing was run",
@@ -123,7 +124,7 @@ def draw_pictures(nb, evaluate, wanted: Optional[List[Any]] = None) -> Dict[str,
         if not nbt.is_test_cell(cell):
             continue
         score = nbt.score_test_cell(cell)
-        if score.points >= score.max_points or any(o.get("ename") == "TamperingDetected" for o in cell.get("outputs", [])):
+        if score.points >= score.max_points:
             continue
         try:
             tree = _ast.parse(nbt.cell_source(cell))
@@ -251,50 +252,7 @@ def grade(job: Dict[str, Any]) -> Dict[str, Any]:
                   " (it has no graded cells at all)"))
         return finish("wrong-assignment", msg, zero_steps(source, msg))
 
-    if job.get("judge", True):
-        return _grade_judged(job, nb, source, limits, finish, notes, sub_dir, nb_name)
-
-    # The old way (kept for comparison benchmarks): the checks score in the student's kernel,
-    # under the in-kernel guard.
-    guard = job.get("guard", True)
-    prep = engine.prepare(nb, source, guard=guard)
-    nb = prep.nb
-    copy_notes: List[str] = []
-
-    workdir = Path(tempfile.mkdtemp(prefix="mhsa_grade_", dir=job.get("tmp_root")))
-    try:
-        work = workdir / "work"
-        work.mkdir()
-        _copy_files(sub_dir, work, skip_names=(nb_name,), notes=copy_notes)
-        if job.get("assignment_dir"):
-            src_dir = Path(job["assignment_dir"])
-            _copy_files(src_dir, work, skip_names=tuple(p.name for p in src_dir.glob("*.ipynb")))
-        nbformat.write(nb, str(work / nb_name))
-        env = kernel_env(workdir, job.get("seed"), threads=int(job.get("threads", 1)))
-        os.environ["JUPYTER_RUNTIME_DIR"] = env["JUPYTER_RUNTIME_DIR"]
-        pictures: Dict[str, str] = {}
-        def after(evaluate):
-            if job.get("pictures", True) and not prep.findings:
-                pictures.update(draw_pictures(nb, evaluate))
-
-        try:
-            graded = engine.run(prep, work, limits, env=env, after=after)
-        except engine.KernelFailed as e:
-            notes.extend(prep.notes + copy_notes)
-            msg = str(e)
-            return finish("grader-error", msg, zero_steps(source, msg))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    notes.extend(graded.notes + copy_notes)
-    result["exec_seconds"] = graded.execution.seconds
-    for st in graded.steps:
-        if st.id in pictures:
-            st.picture = pictures[st.id]
-    if job.get("out_notebook"):
-        out = Path(job["out_notebook"])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, str(out))
-    return finish(graded.status, graded.message, graded.steps)
+    return _grade_judged(job, nb, source, limits, finish, notes, sub_dir, nb_name)
 
 
 def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name: str) -> Dict[str, Any]:
@@ -314,7 +272,7 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
         done["sandbox"] = not no_sandbox
         return done
 
-    prep = engine.prepare(nb, source, guard=False)
+    prep = engine.prepare(nb, source)
     nb = prep.nb
     calls = judging.plan(source)
     seeds = judging.seeds_for(calls, str(job.get("seed") or ""), str(job.get("assignment") or ""))
@@ -396,15 +354,11 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     steps = score_notebook(nb, ex.ran, ex.stopped)
-    if ex.truncated:
-        notes.append(f"the output of {len(ex.truncated)} cell(s) was cut at {limits.max_output_bytes} characters")
-    for i in ex.timed_out:
-        if i not in prep.test_cells:
-            notes.append(f"cell {i} ran past its time limit of {limits.cell_timeout:g} s and was interrupted")
+    notes.extend(engine.run_notes(engine.Prepared(nb, [], prep.test_cells), ex, limits))
     for st in steps:
         if st.id in pics and not st.passed:
             st.picture = pics[st.id]
-    status, message = engine._outcome(ex, [], limits)
+    status, message = engine.outcome(ex, limits)
     if job.get("out_notebook"):
         out = Path(job["out_notebook"])
         out.parent.mkdir(parents=True, exist_ok=True)
