@@ -458,3 +458,14 @@ def _our_cgroups():
         if d is not None and d.is_dir():
             found |= {p.name for p in d.iterdir() if p.name.startswith(f"mhsa-sandbox-{os.getpid()}-")}
     return found
+
+
+def test_binds_below_tmp_land_on_top_of_the_private_tmp(tmp_path):
+    """A checkout or virtual environment under /tmp (a CI clone, say) stays visible inside: the
+    private /tmp is mounted first, the binds below it after."""
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    spec = sb.SandboxSpec(scratch=tmp_path, python_dirs=(str(venv),), package_dirs=())
+    order = [m.dest for m in sb.mounts(spec)]
+    assert order.index("/tmp") < order.index(str(venv))
+    assert order.index("/dev") < order.index("/dev/shm")

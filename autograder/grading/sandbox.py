@@ -213,8 +213,15 @@ def _covered(path: str, by: Sequence[str]) -> bool:
 
 
 def mounts(spec: SandboxSpec) -> List[Mount]:
-    """The allow-list, in the order bwrap sets it up (parents before children)."""
-    out: List[Mount] = []
+    """The allow-list, in the order bwrap sets it up: the private /proc, /dev, /tmp and /dev/shm
+    first, so that a bind below one of them (a virtual environment under /tmp) lands on top of it;
+    then parents before children."""
+    out: List[Mount] = [
+        Mount("proc", "/proc"),
+        Mount("dev", "/dev"),
+        Mount("tmpfs", "/tmp", size=spec.tmp_mb * 2**20),
+        Mount("tmpfs", "/dev/shm", size=spec.shm_mb * 2**20),
+    ]
     binds: List[str] = []
     for d in SYSTEM_DIRS:
         if os.path.islink(d):
@@ -230,10 +237,6 @@ def mounts(spec: SandboxSpec) -> List[Mount]:
             binds.append(p)
     out.extend(Mount("ro", p, os.path.realpath(p)) for p in binds)
     out.append(Mount("rw", SCRATCH, os.path.realpath(os.fspath(spec.scratch))))
-    out.append(Mount("proc", "/proc"))
-    out.append(Mount("dev", "/dev"))
-    out.append(Mount("tmpfs", "/tmp", size=spec.tmp_mb * 2**20))
-    out.append(Mount("tmpfs", "/dev/shm", size=spec.shm_mb * 2**20))
     return out
 
 
