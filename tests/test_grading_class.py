@@ -17,7 +17,7 @@ import zipfile
 
 import nbformat
 import pytest
-from conftest import NOTEBOOKS, SOLUTIONS, fill_submission, run_cli
+from conftest import NOTEBOOKS, SOLUTIONS, fill_submission, find_cell, insert_after, run_cli, set_source
 
 from autograder.grading import autograde, collect, course, engine
 from autograder.grading import nbgrader_tools as nbt
@@ -42,29 +42,8 @@ def _with(**points):
     return out
 
 
-def _cell(nb, key):
-    """The cell with this grade_id or cell id."""
-    for i, c in enumerate(nb.cells):
-        if nbt.grade_id(c) == key or c.get("id") == key:
-            return i, c
-    raise KeyError(key)
-
-
-def _set_source(nb, key, text):
-    _cell(nb, key)[1].source = text
-    return nb
-
-
-def _insert_after(nb, key, text):
-    i, _ = _cell(nb, key)
-    cell = nbformat.v4.new_code_cell(text)
-    cell["id"] = f"student-{i}"
-    nb.cells.insert(i + 1, cell)
-    return nb
-
-
 def _delete(nb, key):
-    i, _ = _cell(nb, key)
+    i, _ = find_cell(nb, key)
     del nb.cells[i]
     return nb
 
@@ -79,41 +58,41 @@ def make_cases(learner, source):
     cases["alice"] = (ok(), FULL, "ok")
     cases["bob"] = (ok(pairwise_scores=BUGGY_PAIRWISE), _with(check_pairwise_scores="partial"), "ok")
     nb = ok()
-    _set_source(nb, "pairwise_scores", "while True:\n    pass\n\n" + nbt.cell_source(_cell(nb, "pairwise_scores")[1]))
+    set_source(nb, "pairwise_scores", "while True:\n    pass\n\n" + nbt.cell_source(find_cell(nb, "pairwise_scores")[1]))
     cases["carol_loop_in_solution"] = (nb, _with(check_pairwise_scores=0), "cell-timeout")
-    cases["dave_loop_elsewhere"] = (_set_source(ok(), "nb00-code-04", "while True:\n    pass\n"), FULL, "cell-timeout")
+    cases["dave_loop_elsewhere"] = (set_source(ok(), "nb00-code-04", "while True:\n    pass\n"), FULL, "cell-timeout")
     bomb = "huge = [0] * (10 ** 11)  # 800 GB of pointers\n"
-    cases["erin_memory_bomb"] = (_set_source(ok(), "nb00-code-04", bomb), FULL, "ok")
-    cases["frank_sys_exit"] = (_set_source(ok(), "nb00-code-04", "import sys\nsys.exit(3)\n"), FULL, "ok")
-    cases["grace_os_exit"] = (_set_source(ok(), "nb00-code-15", "import os\nos._exit(1)\n"),
+    cases["erin_memory_bomb"] = (set_source(ok(), "nb00-code-04", bomb), FULL, "ok")
+    cases["frank_sys_exit"] = (set_source(ok(), "nb00-code-04", "import sys\nsys.exit(3)\n"), FULL, "ok")
+    cases["grace_os_exit"] = (set_source(ok(), "nb00-code-15", "import os\nos._exit(1)\n"),
                               _with(checkpoint_einsum_reading=0, checkpoint_batched_matmul=0, check_pairwise_scores=0),
                               "kernel-died")
-    cases["heidi_killed_kernel"] = (_set_source(ok(), "nb00-code-13", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"),
+    cases["heidi_killed_kernel"] = (set_source(ok(), "nb00-code-13", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"),
                                     _with(checkpoint_einsum_reading=0, checkpoint_batched_matmul=0, check_pairwise_scores=0),
                                     "kernel-died")
     nb = ok(pairwise_scores=BUGGY_PAIRWISE)
-    _set_source(nb, "check_pairwise_scores", "2.0")
+    set_source(nb, "check_pairwise_scores", "2.0")
     cases["ivan_edited_test_cell"] = (nb, _with(check_pairwise_scores="partial"), "ok")
     nb = ok()
     _delete(nb, "checkpoint_batched_matmul")
     _delete(nb, "answer_einsum_reading")
     cases["judy_deleted_cells"] = (nb, _with(checkpoint_einsum_reading=0), "ok")
     nb = ok(answer_batched_matmul='return "a"\n')
-    _cell(nb, "checkpoint_fallback")[1].metadata["nbgrader"]["points"] = 100
+    find_cell(nb, "checkpoint_fallback")[1].metadata["nbgrader"]["points"] = 100
     cases["mallory_changed_points"] = (nb, _with(checkpoint_batched_matmul=0), "ok")
     nb = ok()
     nb.metadata["kernelspec"] = {"name": "julia-1.9", "display_name": "Julia 1.9", "language": "julia"}
     cases["niaj_kernelspec"] = (nb, FULL, "ok")
     warn = "import sys, warnings\nprint('careful: deprecated', file=sys.stderr)\nwarnings.warn('an old API')\n"
     nb = ok(pairwise_scores="import warnings\nwarnings.warn('matmul ahead')\nreturn q @ k.transpose(-2, -1)\n")
-    cases["olivia_stderr"] = (_set_source(nb, "nb00-code-04", warn), FULL, "ok")
-    cases["peggy_megabytes"] = (_set_source(ok(), "nb00-code-04", "for _ in range(60):\n    print('x' * 100_000)\n"),
+    cases["olivia_stderr"] = (set_source(nb, "nb00-code-04", warn), FULL, "ok")
+    cases["peggy_megabytes"] = (set_source(ok(), "nb00-code-04", "for _ in range(60):\n    print('x' * 100_000)\n"),
                                 FULL, "ok")
     patch = ("import torch\ntorch.allclose = lambda *a, **k: True\n"
              "check_concept = lambda *a, **k: 1.0\n")
     # Scores are judged outside the student's code: patching the checks changes nothing, neither
     # for right answers (full marks) nor for a wrong one (the same partial credit as bob's).
-    cases["rupert_patches_checks"] = (_insert_after(ok(), "nb00-code-02", patch), FULL, "ok")
+    cases["rupert_patches_checks"] = (insert_after(ok(), "nb00-code-02", patch), FULL, "ok")
     sneaky = ('exec("import autograder.core as c; c.compare = lambda *a, **k: c.Comparison(True, \'\')")\n'
               + BUGGY_PAIRWISE)
     cases["sybil_patches_at_run_time"] = (ok(pairwise_scores=sneaky), _with(check_pairwise_scores="partial"), "ok")
@@ -127,7 +106,7 @@ def make_cases(learner, source):
         "    except OSError as e:\n"
         "        print('could not write', path)\n"
     )
-    cases["trent_intruder"] = (_set_source(ok(), "nb00-code-04", intrude), FULL, "ok")
+    cases["trent_intruder"] = (set_source(ok(), "nb00-code-04", intrude), FULL, "ok")
     cases["victor_invalid_json"] = (b'{"cells": [ this is not json', {k: 0 for k in STEPS}, "unreadable")
     cases["walter_empty_file"] = (b"", {k: 0 for k in STEPS}, "empty")
     cases["xena_other_assignment"] = (other, {k: 0 for k in STEPS}, "wrong-assignment")
@@ -300,7 +279,7 @@ def test_autograded_notebooks_for_formgrader(graded):
         assert path.is_file()
         assert path.stat().st_size < 3_000_000
         nb = nbformat.read(str(path), as_version=4)
-        _, test = _cell(nb, "check_pairwise_scores")
+        _, test = find_cell(nb, "check_pairwise_scores")
         assert HIDDEN_CALL in nbt.cell_source(test)  # the instructor's test cell, restored
         assert nb.metadata["kernelspec"]["name"] == "python3"
 

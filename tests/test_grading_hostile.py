@@ -20,7 +20,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import SOLUTIONS, fill_submission, run_cli
+from conftest import SOLUTIONS, fill_submission, find_cell, insert_after, run_cli, set_source
 
 from autograder.grading import autograde, course, engine
 from autograder.grading import nbgrader_tools as nbt
@@ -42,26 +42,6 @@ RAISED = "RAISEDLEAK"  # starts the text of every exception the spy raises from 
 HIDDEN_LEAK = "HIDDENINPUTLEAK"  # starts the text the spy raises when called with hidden inputs
 HERE = str(Path(__file__).resolve().parents[1])
 SANDBOX_UIDS = range(sandbox_mod.BASE_UID, sandbox_mod.BASE_UID + 64)
-
-
-def _cell(nb, key):
-    for i, c in enumerate(nb.cells):
-        if nbt.grade_id(c) == key or c.get("id") == key:
-            return i, c
-    raise KeyError(key)
-
-
-def _set_source(nb, key, text):
-    _cell(nb, key)[1].source = text
-    return nb
-
-
-def _insert_after(nb, key, text):
-    i, _ = _cell(nb, key)
-    cell = nbformat.v4.new_code_cell(text)
-    cell["id"] = f"student-{i}-{len(nb.cells)}"
-    nb.cells.insert(i + 1, cell)
-    return nb
 
 
 # --------------------------------------------------------------------------- the hostile code
@@ -385,32 +365,32 @@ def make_cases(root, learner, source):
     for i in range(1, 5):
         cases[f"twin{i}"] = (ok(pairwise_scores=BUGGY_PAIRWISE), None)
 
-    nb = _insert_after(blank(), "nb00-code-02", MISCHIEF)
-    nb = _insert_after(nb, "nb00-code-04", REPLACE_PROBE)
-    nb = _insert_after(nb, "pairwise_scores", "del pairwise_scores\n")  # the probe's lookup fails
+    nb = insert_after(blank(), "nb00-code-02", MISCHIEF)
+    nb = insert_after(nb, "nb00-code-04", REPLACE_PROBE)
+    nb = insert_after(nb, "pairwise_scores", "del pairwise_scores\n")  # the probe's lookup fails
     cases["blank_mischief"] = (nb, ZERO)
 
-    nb = _insert_after(ok(), "nb00-code-02", MISCHIEF)
-    nb = _insert_after(nb, "nb00-code-04", WRAP_PROBE)
-    nb = _set_source(nb, "nb00-code-20", AFTER_ANSWERS)
+    nb = insert_after(ok(), "nb00-code-02", MISCHIEF)
+    nb = insert_after(nb, "nb00-code-04", WRAP_PROBE)
+    nb = set_source(nb, "nb00-code-20", AFTER_ANSWERS)
     cases["correct_mischief"] = (nb, FULL)
 
-    nb = _insert_after(blank(), "nb00-code-04", forge_result_code(["forger", "alice"]))
+    nb = insert_after(blank(), "nb00-code-04", forge_result_code(["forger", "alice"]))
     cases["forger"] = (nb, ZERO)
 
-    cases["intruder"] = (_set_source(ok(), "nb00-code-13", intrude_code(root, ["alice", "twin1", "twin2"])), FULL)
+    cases["intruder"] = (set_source(ok(), "nb00-code-13", intrude_code(root, ["alice", "twin1", "twin2"])), FULL)
 
-    nb = _insert_after(ok(pairwise_scores=SPY_PAIRWISE, answer_fallback=SPY_ANSWER,
+    nb = insert_after(ok(pairwise_scores=SPY_PAIRWISE, answer_fallback=SPY_ANSWER,
                           answer_einsum_reading=SPY_ANSWER),
                        "nb00-code-02", spy_read_code(root, "alice"))
-    nb = _set_source(nb, "nb00-code-20", SPY_RAISE_ELSEWHERE)
+    nb = set_source(nb, "nb00-code-20", SPY_RAISE_ELSEWHERE)
     cases["spy"] = (nb, {"checkpoint_fallback": 0, "checkpoint_einsum_reading": 0, "checkpoint_batched_matmul": 1,
                          "check_pairwise_scores": "partial"})
 
-    cases["daemon"] = (_set_source(ok(), "nb00-code-04", DAEMON), FULL)
-    cases["fork_bomb"] = (_set_source(ok(), "nb00-code-20", FORK_BOMB), None)
-    cases["memory_bombs"] = (_set_source(ok(), "nb00-code-04", MEMORY_BOMBS), None)
-    cases["big_line"] = (_set_source(ok(), "nb00-code-04", BIG_LINE), None)
+    cases["daemon"] = (set_source(ok(), "nb00-code-04", DAEMON), FULL)
+    cases["fork_bomb"] = (set_source(ok(), "nb00-code-20", FORK_BOMB), None)
+    cases["memory_bombs"] = (set_source(ok(), "nb00-code-04", MEMORY_BOMBS), None)
+    cases["big_line"] = (set_source(ok(), "nb00-code-04", BIG_LINE), None)
     cases["nosandbox"] = (ok(), FULL)
     return cases
 
@@ -554,7 +534,7 @@ def test_correct_mischief_keeps_its_outputs_outside_test_cells(graded):
     r = graded["results"]["correct_mischief"]
     assert r["score"] == 5
     nb = nbformat.read(str(graded["root"] / "autograded" / "correct_mischief" / NAME / FILE), as_version=4)
-    _, last = _cell(nb, "nb00-code-20")
+    _, last = find_cell(nb, "nb00-code-20")
     assert any(o.get("ename") == "RuntimeError" for o in last.outputs)
 
 
@@ -586,7 +566,7 @@ def test_other_results_and_the_gradebook_are_intact(graded):
             assert r["status"] == "kernel-died", (student, r["status"])
             continue
         nb = nbformat.read(str(path), as_version=4)
-        assert HIDDEN_CALL in nbt.cell_source(_cell(nb, "check_pairwise_scores")[1])
+        assert HIDDEN_CALL in nbt.cell_source(find_cell(nb, "check_pairwise_scores")[1])
         assert not (root / "autograded" / student / "planted.txt").exists()
     with Gradebook(course.db_url(root)) as gb:
         for student, r in graded["results"].items():

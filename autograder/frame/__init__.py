@@ -17,7 +17,7 @@ from .cases import SEED_ENV, distinct_sizes, draw_seed, randn
 from .compare import Comparison, close, compare, describe_failures, format_shape, isclose_scalar, matches
 from .errors import LearnerError
 from .fallback import fallback
-from .mistakes import SAME_OUTPUT, Mistake, by_id, mistake
+from .mistakes import SAME_OUTPUT, Mistake, mistake
 from .observe import Divergence, Observations, Opaque, kind_of
 from .registry import Step, get, step, steps
 from .results import FAIL, PASS, CheckResult, Part
@@ -27,7 +27,7 @@ __all__ = [
     "CALL_TIME_LIMIT", "attempt", "call", "describe_exception", "observe", "run_safely", "short_repr",
     "SEED_ENV", "distinct_sizes", "draw_seed", "randn",
     "Comparison", "close", "compare", "describe_failures", "format_shape", "isclose_scalar", "matches",
-    "LearnerError", "fallback", "SAME_OUTPUT", "Mistake", "by_id", "mistake",
+    "LearnerError", "fallback", "SAME_OUTPUT", "Mistake", "mistake",
     "Divergence", "Observations", "Opaque", "kind_of", "Step", "get", "step", "steps",
     "FAIL", "PASS", "CheckResult", "Part", "find_shortcuts",
 ]

@@ -31,12 +31,6 @@ def mistake(id: str, fn: Callable, advice: str = "", flags: Iterable[str] = ()) 
     return Mistake(id, fn, advice, frozenset(flags))
 
 
-def by_id(mistakes: Sequence[Mistake], id: str) -> Mistake:
-    """The mistake named ``id`` in ``mistakes`` (a clear error for a name that is not there)."""
-    for m in mistakes:
-        if m.id == id:
-            return m
-    raise KeyError(f"id: expected one of {[m.id for m in mistakes]}, got {id!r}")
 
 
 def catalogue(*lists: Sequence[Mistake]) -> Dict[str, Mistake]:

@@ -493,8 +493,6 @@ class Session:
 _ACTIVE: contextvars.ContextVar[Optional[Session]] = contextvars.ContextVar("autograder_session", default=None)
 
 
-def active() -> Optional[Session]:
-    return _ACTIVE.get()
 
 
 @contextlib.contextmanager
@@ -515,9 +513,6 @@ def exchange(label: str, args: Any, produce: Callable[[], Any]) -> Any:
     return s.exchange(label, args, produce)
 
 
-def replaying() -> bool:
-    s = _ACTIVE.get()
-    return s is not None and s.mode == "replay"
 
 
 def plain(x: Any) -> Tuple[Any, List[np.ndarray]]:

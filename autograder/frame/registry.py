@@ -249,11 +249,6 @@ def steps() -> List[Step]:
     return list(_STEPS.values())
 
 
-def by_check_name(check_name: str) -> Step:
-    for s in _STEPS.values():
-        if s.check_name == check_name:
-            return s
-    raise ValueError(f"check: expected one of {sorted(s.check_name for s in _STEPS.values())}, got {check_name!r}")
 
 
 def snake(name: str) -> str:
@@ -290,5 +285,5 @@ def step(name: str, *, points: float, notebook: str, home: Optional[str], kind: 
     return decorate
 
 
-__all__ = ["Step", "step", "register", "get", "steps", "by_check_name", "checked", "remember", "status",
+__all__ = ["Step", "step", "register", "get", "steps", "checked", "remember", "status",
            "namespace_of", "LearnerError", "KINDS", "NO_LIBRARY_HOME"]

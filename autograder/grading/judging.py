@@ -226,16 +226,21 @@ def judged_outputs(judged: Judged) -> List[Any]:
 def shortcuts_in(nb, calls: Dict[str, List[CheckCall]]) -> Dict[str, Dict[int, List[str]]]:
     """grade_id -> call index -> the forbidden uses in the learner's source (see :mod:`.static`)."""
     from ..checks import steps_by_name
-    from .static import shortcuts_in_source
+    from .static import forbidden_uses, scope
 
     steps = steps_by_name()
     found: Dict[str, Dict[int, List[str]]] = {}
     for index, cell in enumerate(nb.cells):
         gid = nbt.grade_id(cell) if nbt.is_test_cell(cell) else None
-        for i, call in enumerate(calls.get(gid, ())):
-            uses = shortcuts_in_source(nb, index, call.subject, steps[call.step].forbidden)
-            if uses:
-                found.setdefault(gid, {})[i] = uses
+        if gid not in calls:
+            continue
+        defs, aliases = scope(nb, index)  # the notebook as this test cell sees it
+        for i, call in enumerate(calls[gid]):
+            torch_names, library = steps[call.step].forbidden
+            if call.subject.isidentifier() and (torch_names or library):
+                uses = forbidden_uses(call.subject, defs, aliases, torch_names, library)
+                if uses:
+                    found.setdefault(gid, {})[i] = uses
     return found
 
 

@@ -188,26 +188,30 @@ def _copy_files(src: Path, dest: Path, skip_names=(), notes: Optional[List[str]]
             shutil.copyfile(p, target)
 
 
-def kernel_env(workdir: Path, seed: Optional[str], threads: int = 1) -> Dict[str, str]:
-    """A small environment for the kernel: nothing of the grader's own (no course paths, no
-    credentials), the grading seed, one thread per kernel (the workers share the cores)."""
-    keep = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT", "TZ")
-    env = {k: os.environ[k] for k in keep if k in os.environ}
-    bindir = str(Path(sys.executable).parent)
-    env["PATH"] = bindir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
-    home = workdir / ".home"
+def run_dirs(workdir: Path, seen_as: str, threads: int = 1) -> Dict[str, str]:
+    """The run's own home, temporary and Jupyter folders (made under ``workdir``, named as the
+    run sees them: ``seen_as`` is ``workdir`` itself, or its path inside the sandbox), and one
+    thread per kernel (the workers share the cores)."""
     for sub in ("", "tmp", "ipython", "mpl", "jupyter"):
-        (home / sub).mkdir(parents=True, exist_ok=True)
-    env.update({
-        "HOME": str(home), "TMPDIR": str(home / "tmp"), "IPYTHONDIR": str(home / "ipython"),
-        "MPLCONFIGDIR": str(home / "mpl"), "JUPYTER_CONFIG_DIR": str(home / "jupyter"),
-        "JUPYTER_DATA_DIR": str(home / "jupyter"), "JUPYTER_RUNTIME_DIR": str(home / "jupyter"),
+        (workdir / ".home" / sub).mkdir(parents=True, exist_ok=True)
+    home = f"{seen_as}/.home"
+    return {
+        "HOME": home, "TMPDIR": f"{home}/tmp", "IPYTHONDIR": f"{home}/ipython",
+        "MPLCONFIGDIR": f"{home}/mpl", "JUPYTER_CONFIG_DIR": f"{home}/jupyter",
+        "JUPYTER_DATA_DIR": f"{home}/jupyter", "JUPYTER_RUNTIME_DIR": f"{home}/jupyter",
         "MPLBACKEND": "Agg", "PYTHONIOENCODING": "utf-8", "PYTHONDONTWRITEBYTECODE": "1",
         "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
         "OPENBLAS_NUM_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": "",
-    })
-    if seed is not None:
-        env["MHSA_GRADING_SEED"] = seed
+    }
+
+
+def kernel_env(workdir: Path, threads: int = 1) -> Dict[str, str]:
+    """A small environment for a run without the sandbox: nothing of the grader's own (no course
+    paths, no credentials) beyond what finds the interpreter, and the run's own folders."""
+    keep = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT", "TZ")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+    env.update(run_dirs(workdir, str(workdir), threads))
     return env
 
 
@@ -311,9 +315,9 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
         (workdir / "run.json").write_text(json.dumps(run), encoding="utf-8")
         budget = limits.total_timeout + 120  # the runner's own start and the kernel's, on top
         argv = [sys.executable, "-m", runner]
-        threads = str(int(job.get("threads", 1)))
+        threads = int(job.get("threads", 1))
         if no_sandbox:
-            env = kernel_env(workdir, None, threads=int(threads))
+            env = kernel_env(workdir, threads)
             try:
                 subprocess.run(argv + [str(workdir / "run.json")], cwd=str(work), env=env, timeout=budget,
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -324,14 +328,8 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
             spec = sandbox.SandboxSpec(
                 scratch=workdir, slot=int(job.get("slot", 0)),
                 memory_mb=int(limits.memory_mb) + 1024 if limits.memory_mb else 8192,
-                file_mb=int(limits.file_mb), cpu_s=int(budget * 2 * int(threads)),
-                env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
-                     "MPLCONFIGDIR": f"{sandbox.SCRATCH}/.home/mpl", "IPYTHONDIR": f"{sandbox.SCRATCH}/.home/ipython",
-                     "JUPYTER_RUNTIME_DIR": f"{sandbox.SCRATCH}/.home/jupyter",
-                     "JUPYTER_CONFIG_DIR": f"{sandbox.SCRATCH}/.home/jupyter",
-                     "JUPYTER_DATA_DIR": f"{sandbox.SCRATCH}/.home/jupyter", "CUDA_VISIBLE_DEVICES": ""})
-            for sub in (".home/mpl", ".home/ipython", ".home/jupyter"):
-                (workdir / sub).mkdir(parents=True, exist_ok=True)
+                file_mb=int(limits.file_mb), cpu_s=int(budget * 2 * threads),
+                env={k: v for k, v in run_dirs(workdir, sandbox.SCRATCH, threads).items() if k != "TMPDIR"})
             try:
                 sandbox.run(spec, argv + [f"{sandbox.SCRATCH}/run.json"], timeout=budget,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
