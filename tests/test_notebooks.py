@@ -72,3 +72,43 @@ def test_learner_and_solution_grade_the_same_steps(reports, name):
     sol = reports(SOLUTIONS / f"{name}.ipynb")
     learner = reports(path)
     assert [(s.id, s.max_points) for s in learner.steps] == [(s.id, s.max_points) for s in sol.steps]
+
+
+def _outputs_text(cell) -> str:
+    parts = []
+    for o in cell.get("outputs", []):
+        if o.get("output_type") == "stream":
+            parts.append(o.get("text", ""))
+        elif "data" in o:
+            parts.append(str(o["data"].get("text/plain", "")))
+    return "".join(parts)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_printed_numbers_keep_one_precision(reports, name):
+    """No float printed with all its digits (0.9999999403953552 next to 0.369) and no printed
+    tensor that switches to scientific notation half way."""
+    report = reports(SOLUTIONS / f"{name}.ipynb")
+    import re
+
+    for i, cell in enumerate(report.executed.cells):
+        text = _outputs_text(cell)
+        long_floats = re.findall(r"(?<![\w.])-?\d+\.\d{8,}", text)
+        assert not long_floats, f"{name} cell {i} prints {long_floats[:3]}: format it (e.g. :.3f)"
+        for line in text.splitlines():
+            if "tensor(" in line or line.lstrip().startswith("["):
+                assert not re.search(r"\de[-+]\d\d", line), f"{name} cell {i} prints a tensor in scientific notation: {line[:120]}"
+
+
+@pytest.mark.slow
+def test_vectorised_heads_are_faster_than_the_loop_as_the_text_says(reports):
+    """02 says the vectorised heads beat the loop; timed on one thread, it holds on a busy machine."""
+    import re
+
+    report = reports(SOLUTIONS / "02_multiple_heads.ipynb")
+    text = "".join(_outputs_text(c) for c in report.executed.cells)
+    found = re.search(r"one thread: loop ([\d.]+) ms, vectorised ([\d.]+) ms \(([\d.]+)x faster\)", text)
+    assert found, "02 no longer prints its timing line"
+    loop_ms, vec_ms = float(found.group(1)), float(found.group(2))
+    assert vec_ms < loop_ms, f"vectorised {vec_ms} ms is not faster than the loop's {loop_ms} ms"
