@@ -12,6 +12,10 @@ Later cells call :func:`fallback` so that a step that is not yet right never blo
 of the notebook.
 """
 
+#: Marks this package as the course's own: PyPI has an unrelated package named ``autograder``, and
+#: each notebook's set-up cell tells the two apart by this name.
+COURSE = "mhsa-course"
+
 # The checks (and torch with them) load on first use, so the command line (`python -m
 # autograder ...`) starts fast and keeps working even if one check module is broken. Every
 # public name of autograder.checks is available here: add new checks to its __init__ and

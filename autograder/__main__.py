@@ -21,6 +21,7 @@ COMMANDS = {
     "feedback": ("feedback", "write each student's HTML feedback and a plain-text summary"),
     "export": ("export", "write the grades as CSV: one file per assignment and one for the course"),
     "progress": ("progress", "check all of your notebooks and see your progress through the course"),
+    "wheel": ("wheel", "build the course's packages into one wheel, for notebooks opened outside the course"),
 }
 
 

@@ -39,6 +39,9 @@ to the lower right; linear layers follow ``nn.Linear`` (y = x Wᵀ + b, W of sha
 scores are scaled by 1/√Dh, the per-head width.
 """
 
+#: The distribution this package comes in (see autograder.COURSE).
+COURSE = "mhsa-course"
+
 from . import interop as interop  # mhsa_lib.interop.mha_from_torch, block_to_torch, ...
 from .attention import (
     BACKENDS,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from . import nbgrader_tools as nbt
+from . import setup_cell
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SOLUTIONS = PROJECT_ROOT / "solutions"
@@ -46,9 +47,10 @@ def source_notebooks(solutions: Path) -> List[Path]:
     return sorted(p for p in Path(solutions).glob("*.ipynb") if p.is_file())
 
 
-def _prepare_source(src: Path, dest: Path, notes: List[str]) -> None:
+def _prepare_source(src: Path, dest: Path, notes: List[str], package: Optional[str] = None) -> None:
     """Copy one source notebook into the course folder, with the two things nbgrader needs to
-    produce a stable, gradable release: the ``python3`` kernel and fixed cell ids."""
+    produce a stable, gradable release: the ``python3`` kernel and fixed cell ids; with
+    ``package``, the class's course package written into its set-up cell (:mod:`.setup_cell`)."""
     import json
 
     import nbformat
@@ -77,6 +79,8 @@ def _prepare_source(src: Path, dest: Path, notes: List[str]) -> None:
             "(nbgrader autograde accepts no other)"
         )
         nb.metadata["kernelspec"] = dict(nbt.KERNELSPEC)
+    if package is not None and not setup_cell.set_package(nb, package):
+        notes.append(f"{src.name}: no course set-up cell, so the package source is not written into it")
     dest.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(dest))
 
@@ -102,7 +106,7 @@ def problems_in_learner_notebook(text: str) -> List[str]:
     return found
 
 
-def generate(solutions: Path, workdir: Path, timeout: float = 600) -> Released:
+def generate(solutions: Path, workdir: Path, timeout: float = 600, package: Optional[str] = None) -> Released:
     """Run nbgrader on every source notebook in ``solutions`` inside the course folder
     ``workdir`` (created, and left for the caller to remove)."""
     solutions = Path(solutions)
@@ -116,7 +120,7 @@ def generate(solutions: Path, workdir: Path, timeout: float = 600) -> Released:
     for src in sources:
         name = src.stem
         try:
-            _prepare_source(src, course / "source" / name / f"{name}.ipynb", out.notes)
+            _prepare_source(src, course / "source" / name / f"{name}.ipynb", out.notes, package)
         except Exception as e:  # invalid JSON, not a notebook...
             raise ReleaseError(f"{src}: cannot be read as a notebook ({type(e).__name__}: {e})") from None
         if data.is_dir():
@@ -172,13 +176,15 @@ def _same_tree(a: Path, b: Path) -> bool:
     return all(_same_tree(a / d, b / d) for d in cmp.common_dirs)
 
 
-def release(solutions: Path = DEFAULT_SOLUTIONS, notebooks: Path = DEFAULT_NOTEBOOKS, check: bool = False) -> List[str]:
+def release(solutions: Path = DEFAULT_SOLUTIONS, notebooks: Path = DEFAULT_NOTEBOOKS, check: bool = False,
+            package: Optional[str] = None) -> List[str]:
     """Regenerate the learner notebooks. With ``check``, change nothing and return the list of
     differences (empty when ``notebooks`` is up to date); otherwise write them and return the
-    list of what changed."""
+    list of what changed. ``package``: where a notebook opened outside the course installs the
+    course from (see :mod:`.setup_cell`)."""
     notebooks = Path(notebooks)
     with tempfile.TemporaryDirectory(prefix="mhsa_release_") as tmp:
-        released = generate(Path(solutions), Path(tmp) / "course")
+        released = generate(Path(solutions), Path(tmp) / "course", package=package)
         for note in released.notes:
             print(f"release: note: {note}", file=sys.stderr)
         diffs = _differences(released, notebooks)
@@ -212,12 +218,16 @@ def add_arguments(parser) -> None:
                         help="the instructor's source notebooks (default: solutions/)")
     parser.add_argument("--notebooks", type=Path, default=DEFAULT_NOTEBOOKS, metavar="DIR",
                         help="where the learner notebooks go (default: notebooks/)")
+    parser.add_argument("--package", metavar="SOURCE", default=None,
+                        help="where a notebook opened outside the course installs the course from: a wheel "
+                             "(URL or path), a git+ URL, or a folder / index URL holding the wheel "
+                             "(default: none; the notebook then says how to install the course)")
 
 
 def main(args) -> int:
     try:
-        diffs = release(args.solutions, args.notebooks, check=args.check)
-    except (ReleaseError, OSError) as e:
+        diffs = release(args.solutions, args.notebooks, check=args.check, package=args.package)
+    except (ReleaseError, OSError, ValueError) as e:
         print(f"release: {e}", file=sys.stderr)
         return 1
     if args.check:
