@@ -39,9 +39,6 @@ to the lower right; linear layers follow ``nn.Linear`` (y = x Wᵀ + b, W of sha
 scores are scaled by 1/√Dh, the per-head width.
 """
 
-#: The distribution this package comes in (see autograder.COURSE).
-COURSE = "mhsa-course"
-
 from . import interop as interop  # mhsa_lib.interop.mha_from_torch, block_to_torch, ...
 from .attention import (
     BACKENDS,
@@ -62,6 +59,9 @@ from .multihead import (
     attention_heads_loop,
 )
 from .positional import LearnedPositionalEmbedding, shift_matrix, sinusoidal_positional_encoding
+
+#: The distribution this package comes in (see autograder.COURSE).
+COURSE = "mhsa-course"
 
 __all__ = [
     "BACKENDS",
