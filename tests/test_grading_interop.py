@@ -106,6 +106,29 @@ def test_config_rejects_a_bad_course_id(tmp_path):
         nbt.write_course_config(tmp_path, course_id="my course")
 
 
+def test_a_config_written_with_an_absolute_root_elsewhere_is_warned_about(tmp_path, capsys):
+    import argparse
+
+    from nbgrader.api import Gradebook
+
+    here = tmp_path / "moved"
+    nbt.write_course_config(here)
+    assert course.config_warning(here) is None
+    with Gradebook(course.db_url(here)):
+        pass
+    # A config from before paths were relative, built in a folder that has since moved.
+    (here / "nbgrader_config.py").write_text(
+        "c = get_config()\nc.CourseDirectory.root = '/srv/old/classroom'\n"
+        "c.CourseDirectory.db_url = 'sqlite:////srv/old/classroom/gradebook.db'\n")
+    warning = course.config_warning(here)
+    assert warning and "'/srv/old/classroom'" in warning and "./course build --course" in warning
+    assert feedback.main(argparse.Namespace(course=here, student=None)) == 0
+    err = capsys.readouterr().err
+    assert "feedback: warning:" in err and "/srv/old/classroom" in err
+    (here / "nbgrader_config.py").write_text(f"c = get_config()\nc.CourseDirectory.root = {str(here)!r}\n")
+    assert course.config_warning(here) is None  # an absolute root that is this folder is fine
+
+
 # --------------------------------------------------------------------------- quick: feedback lines
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -139,6 +140,33 @@ def check_course(course: Path) -> Optional[str]:
     if not (course / "gradebook.db").is_file():
         return f"{course} has no gradebook.db; run `python -m autograder build --course {course}`"
     return None
+
+
+_LITERAL_ROOT = re.compile(r"""^c\.CourseDirectory\.root\s*=\s*(['"])(?P<path>.+?)\1\s*$""", re.MULTILINE)
+
+
+def config_warning(course: Path) -> Optional[str]:
+    """What is wrong with the paths of ``course``'s nbgrader_config.py, or None: a config written
+    before paths were relative names the folder it was built in, so after a move nbgrader would
+    work on the old folder (the course's own commands use ``--course`` and are not affected)."""
+    course = Path(course)
+    try:
+        text = (course / "nbgrader_config.py").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    m = _LITERAL_ROOT.search(text)
+    if not m:
+        return None
+    named = Path(m.group("path"))
+    try:
+        same = named.is_absolute() and named.resolve() == course.resolve()
+    except OSError:
+        same = False
+    if same:
+        return None
+    return (f"{course / 'nbgrader_config.py'} names {str(named)!r} as the course folder, not this one, so nbgrader "
+            f"commands run here would use that folder; run `./course build --course {course}` to rewrite it "
+            "with paths relative to the folder")
 
 
 def build(course: Path, solutions: Path = DEFAULT_SOLUTIONS, only: Optional[List[str]] = None,

@@ -86,6 +86,9 @@ def main(args) -> int:
     if problem:
         print(f"export: {problem}", file=sys.stderr)
         return 1
+    warning = course_mod.config_warning(args.course)
+    if warning:
+        print(f"export: warning: {warning}", file=sys.stderr)
     for path in export(args.course, args.to):
         print(f"export: wrote {path}")
     return 0

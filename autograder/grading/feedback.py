@@ -322,6 +322,9 @@ def main(args) -> int:
     if problem:
         print(f"feedback: {problem}", file=sys.stderr)
         return 1
+    warning = course_mod.config_warning(args.course)
+    if warning:
+        print(f"feedback: warning: {warning}", file=sys.stderr)
     pages = write_feedback(args.course, args.student)
     if not pages:
         print("feedback: nothing graded yet; run `python -m autograder autograde` first")
