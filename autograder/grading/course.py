@@ -7,15 +7,21 @@ Layout (nbgrader's own, so formgrader and ``nbgrader`` commands work on it)::
     COURSE/source/NAME/NAME.ipynb one assignment per solutions/NAME.ipynb, plus data/
     COURSE/release/NAME/...       what students get (nbgrader generate_assignment)
     COURSE/submitted/STUDENT/NAME/NAME.ipynb   (python -m autograder collect)
-    COURSE/autograded/STUDENT/NAME/NAME.ipynb  the executed, restored notebooks (autograde)
+    COURSE/autograded/STUDENT/NAME/NAME.ipynb  the executed, restored notebooks (autograde); for a
+                                               submission that could not run, a stand-in (below)
     COURSE/grading/STUDENT/NAME.json           each submission's status, steps and messages
-    COURSE/feedback/STUDENT/NAME/NAME.html     (feedback), COURSE/exports/*.csv (export)
+    COURSE/feedback/STUDENT/NAME/NAME.html     (feedback, with the timestamp.txt and
+                                               submission_secret.txt nbgrader release_feedback reads)
+    COURSE/exports/*.csv                       (export)
+
+``nbgrader_config.py`` computes every path from its own folder, so the folder can be moved.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -50,6 +56,68 @@ def source_notebook(course: Path, assignment: str) -> Path:
     return Path(course) / "source" / assignment / f"{assignment}.ipynb"
 
 
+def grade_order(course: Path, assignment: str) -> List[str]:
+    """The grade cell names of an assignment's source notebook, in notebook order ([] when the
+    source cannot be read)."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(source_notebook(course, assignment)), as_version=4)
+    except Exception:  # a missing or broken source: no order to follow
+        return []
+    return [str(nbt.grade_id(c)) for c in nb.cells if nbt.is_grade(c)]
+
+
+def step_order(course: Path, assignment: str, known: List[str]) -> List[str]:
+    """``known`` grade cell names in the order of the assignment's source notebook (names the
+    source does not have last, sorted)."""
+    order = grade_order(course, assignment)
+    return [s for s in order if s in known] + sorted(s for s in known if s not in order)
+
+
+def write_standin_notebook(course: Path, assignment: str, dest: Path, status: str, message: str) -> Path:
+    """Write ``dest``: the notebook formgrader shows for a submission that produced no graded
+    notebook (unreadable, empty, another assignment's, missing, or the grader's own failure).
+
+    formgrader lists a submission only where ``autograded/STUDENT/ASSIGNMENT/NOTEBOOK.ipynb``
+    exists, so without it such a submission would be invisible there. The stand-in is the
+    released assignment (no hidden tests, no solutions) with every answer cell emptied and a
+    first cell saying why nothing was graded; the student's own files stay in ``submitted/``."""
+    import copy
+    import html
+
+    import nbformat
+
+    course = Path(course)
+    release = course / "release" / assignment / f"{assignment}.ipynb"
+    base = release if release.is_file() else source_notebook(course, assignment)
+    nb = nbformat.read(str(base), as_version=4)
+    why = html.escape(" ".join(str(message or "").split())[:2000])
+    note = (f"**Not graded ({html.escape(str(status))})**: {why}\n\n"
+            f"This is the released assignment standing in for the student's notebook, which could not "
+            f"be graded; every step was given 0 points and the submission is flagged. The student's "
+            f"files are in `submitted/<student>/{html.escape(assignment)}/`: grade by hand here if "
+            f"they deserve points.")
+    cells = []
+    for cell in nb.cells:
+        cell = copy.deepcopy(cell)
+        if nbt.is_solution(cell):
+            cell.source = ("# no answer: this submission could not be graded" if cell.cell_type == "code"
+                           else "*No answer: this submission could not be graded.*")
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        cells.append(cell)
+    first = nbformat.v4.new_markdown_cell(note)
+    first["id"] = "not-graded-note"
+    nb.cells = [first] + cells
+    nb.metadata["kernelspec"] = dict(nbt.KERNELSPEC)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(dest))
+    return dest
+
+
 def grading_seed(course: Path, assignment: str) -> str:
     """The seed of an assignment's cases for the whole class: the same for every student (identical
     code scores identically) and on every re-grade, and not guessable without the course's own
@@ -72,6 +140,33 @@ def check_course(course: Path) -> Optional[str]:
     if not (course / "gradebook.db").is_file():
         return f"{course} has no gradebook.db; run `python -m autograder build --course {course}`"
     return None
+
+
+_LITERAL_ROOT = re.compile(r"""^c\.CourseDirectory\.root\s*=\s*(['"])(?P<path>.+?)\1\s*$""", re.MULTILINE)
+
+
+def config_warning(course: Path) -> Optional[str]:
+    """What is wrong with the paths of ``course``'s nbgrader_config.py, or None: a config written
+    before paths were relative names the folder it was built in, so after a move nbgrader would
+    work on the old folder (the course's own commands use ``--course`` and are not affected)."""
+    course = Path(course)
+    try:
+        text = (course / "nbgrader_config.py").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    m = _LITERAL_ROOT.search(text)
+    if not m:
+        return None
+    named = Path(m.group("path"))
+    try:
+        same = named.is_absolute() and named.resolve() == course.resolve()
+    except OSError:
+        same = False
+    if same:
+        return None
+    return (f"{course / 'nbgrader_config.py'} names {str(named)!r} as the course folder, not this one, so nbgrader "
+            f"commands run here would use that folder; run `./course build --course {course}` to rewrite it "
+            "with paths relative to the folder")
 
 
 def build(course: Path, solutions: Path = DEFAULT_SOLUTIONS, only: Optional[List[str]] = None,

@@ -1,11 +1,12 @@
 """Grades as CSV, read from the gradebook: ``python -m autograder export``.
 
-``COURSE/exports/ASSIGNMENT.csv``: one row per student of the gradebook, one column per step (in
-notebook order), then ``score``, ``max_score`` and the grader's ``status``; a student without a
-submission has empty step cells and the status ``no submission``.
+``COURSE/exports/ASSIGNMENT.csv``: one row per student of the gradebook, one column per graded
+cell (in notebook order), then ``score``, ``max_score``, the grader's ``status`` and
+``graded_by_instructor`` (the cells whose score an instructor set in formgrader, separated by
+``;``); a student without a submission has empty step cells and the status ``no submission``.
 ``COURSE/exports/course.csv``: one row per student, one column per assignment, then ``total`` and
 ``max_total``. The gradebook stays the source of truth: a manual score given in formgrader is
-what these files hold.
+what these files hold, in the cell and in the totals.
 """
 
 from __future__ import annotations
@@ -16,19 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from . import course as course_mod
-from . import nbgrader_tools as nbt
 from .jobs import load_result
-
-
-def _step_order(course: Path, assignment: str, known: List[str]) -> List[str]:
-    import nbformat
-
-    try:
-        nb = nbformat.read(str(course_mod.source_notebook(course, assignment)), as_version=4)
-        order = [nbt.grade_id(c) for c in nb.cells if nbt.is_grade(c)]
-    except Exception:
-        order = []
-    return [s for s in order if s in known] + sorted(s for s in known if s not in order)
 
 
 def _fmt(x: Optional[float]) -> str:
@@ -51,24 +40,27 @@ def export(course: Path, out_dir: Optional[Path] = None) -> List[Path]:
             for nb in assignment.notebooks:
                 for gc in nb.grade_cells:
                     cells[gc.name] = gc.max_score
-            steps = _step_order(course, assignment.name, list(cells))
+            steps = course_mod.step_order(course, assignment.name, list(cells))
             maxima[assignment.name] = float(sum(cells.values()))
             subs = {s.student.id: s for s in assignment.submissions}
             path = out_dir / f"{assignment.name}.csv"
             with open(path, "w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f)
-                w.writerow(["student_id", *steps, "score", "max_score", "status"])
+                w.writerow(["student_id", *steps, "score", "max_score", "status", "graded_by_instructor"])
                 for student in students:
                     sub = subs.get(student)
                     if sub is None:
-                        w.writerow([student, *[""] * len(steps), "0", _fmt(maxima[assignment.name]), "no submission"])
+                        w.writerow([student, *[""] * len(steps), "0", _fmt(maxima[assignment.name]), "no submission", ""])
                         totals.setdefault(student, {})[assignment.name] = 0.0
                         continue
-                    grades = {g.name: g.score for snb in sub.notebooks for g in snb.grades}
+                    all_grades = [g for snb in sub.notebooks for g in snb.grades]
+                    grades = {g.name: g.score for g in all_grades}  # the instructor's score where set
+                    manual = [s for s in steps if any(g.name == s and g.manual_score is not None for g in all_grades)]
                     score = float(sum(v or 0.0 for v in grades.values()))
                     result = load_result(course, student, assignment.name) or {}
                     w.writerow([student, *[_fmt(grades.get(s)) for s in steps], _fmt(score),
-                                _fmt(maxima[assignment.name]), result.get("status", "graded by nbgrader")])
+                                _fmt(maxima[assignment.name]), result.get("status", "graded by nbgrader"),
+                                ";".join(manual)])
                     totals.setdefault(student, {})[assignment.name] = score
             written.append(path)
     names = sorted(maxima)
@@ -94,6 +86,9 @@ def main(args) -> int:
     if problem:
         print(f"export: {problem}", file=sys.stderr)
         return 1
+    warning = course_mod.config_warning(args.course)
+    if warning:
+        print(f"export: warning: {warning}", file=sys.stderr)
     for path in export(args.course, args.to):
         print(f"export: wrote {path}")
     return 0

@@ -106,6 +106,9 @@ def store_result(course: Path, job: Job, result: Dict[str, Any]) -> None:
             shutil.copyfile(p, dest / p.name)
     if nb:
         shutil.copyfile(nb, dest / f"{job.assignment}.ipynb")
+    else:  # nothing ran: a stand-in, so that formgrader lists (and flags) the submission too
+        course_mod.write_standin_notebook(course, job.assignment, dest / f"{job.assignment}.ipynb",
+                                          result.get("status", ""), result.get("message", ""))
     path = result_path(course, job.student, job.assignment)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -167,34 +167,84 @@ def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+#: What ``nbgrader generate_feedback`` says in a course folder built here, instead of running.
+FEEDBACK_REFUSAL = (
+    "nbgrader generate_feedback is switched off in this course folder: it would replace the course's "
+    "feedback in feedback/STUDENT/ASSIGNMENT/ with pages that show the hidden tests' source. Write the "
+    "feedback with `./course feedback --course DIR` (or `python -m autograder feedback --course DIR`), then "
+    "hand it out with `nbgrader release_feedback ASSIGNMENT` as usual."
+)
+
+_CONFIG_HEAD = """\
+# nbgrader's settings for this course folder, written by `python -m autograder build`.
+# Every path is relative to this file's folder, so the folder can be moved or copied.
+import os
+
+c = get_config()  # noqa: F821
+try:
+    _here = os.path.dirname(os.path.abspath(__file__))
+except NameError:  # read by something other than traitlets' config loader
+    _here = os.getcwd()
+"""
+
+_CONFIG_REFUSE_FEEDBACK = """
+# `nbgrader generate_feedback` (and formgrader's "generate feedback") would overwrite the course's
+# feedback pages with nbgrader's, which show the hidden tests' source: it stops here, before
+# touching anything. Delete these lines only if you accept that students see the hidden tests.
+from nbconvert.exporters import HTMLExporter as _HTMLExporter
+
+
+class CourseFeedbackOnly(_HTMLExporter):
+    message = {message!r}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from nbgrader.converters.base import NbGraderException
+
+        self.log.error(self.message)
+        raise NbGraderException(self.message)
+
+
+c.GenerateFeedback.exporter_class = CourseFeedbackOnly
+"""
+
+
 def write_course_config(
     course_dir: Path,
     course_id: str = "mhsa_course",
     db: bool = True,
     execute_timeout: Optional[int] = None,
     extra: Iterable[str] = (),
+    refuse_generate_feedback: bool = True,
 ) -> Path:
     """Write ``nbgrader_config.py`` for a course folder rooted at ``course_dir``.
 
-    With ``db``, the gradebook is ``course_dir/gradebook.db``. Settings in this file beat the
-    command line (``c.Execute.timeout`` over ``--ExecutePreprocessor.timeout``), so everything a
-    grading run depends on is set here.
+    Paths are computed from the config file's own folder when nbgrader reads it (never written
+    as absolute paths), so a moved or copied course folder keeps working. With ``db``, the
+    gradebook is ``course_dir/gradebook.db``. Settings in this file beat the command line
+    (``c.Execute.timeout`` over ``--ExecutePreprocessor.timeout``), so everything a grading run
+    depends on is set here. With ``refuse_generate_feedback``, ``nbgrader generate_feedback``
+    stops with :data:`FEEDBACK_REFUSAL` instead of overwriting the course's feedback.
     """
     course_dir = Path(course_dir)
+    if not isinstance(course_id, str) or not course_id.isidentifier():
+        raise ValueError(f"course_id must be a plain name (letters, digits, _), got {course_id!r}")
     course_dir.mkdir(parents=True, exist_ok=True)
     lines = [
-        "c = get_config()  # noqa: F821",
-        f"c.CourseDirectory.root = {str(course_dir.resolve())!r}",
+        _CONFIG_HEAD,
+        "c.CourseDirectory.root = _here",
         f"c.CourseDirectory.course_id = {course_id!r}",
         # A test cell the instructor deleted by mistake is restored from the gradebook
         # instead of leaving the step 'needs manual grading'.
         "c.OverwriteCells.add_missing_cells = True",
     ]
     if db:
-        lines.append(f"c.CourseDirectory.db_url = {('sqlite:///' + str((course_dir / 'gradebook.db').resolve()))!r}")
+        lines.append("c.CourseDirectory.db_url = 'sqlite:///' + os.path.join(_here, 'gradebook.db')")
     if execute_timeout is not None:
         lines.append(f"c.Execute.timeout = {int(execute_timeout)}")
     lines.extend(extra)
+    if refuse_generate_feedback:
+        lines.append(_CONFIG_REFUSE_FEEDBACK.format(message=FEEDBACK_REFUSAL))
     path = course_dir / "nbgrader_config.py"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
