@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from .calls import attempt, observe, run_safely
 from .cases import randn
@@ -68,28 +69,107 @@ def reference(module: nn.Module, gen: torch.Generator) -> nn.Module:
     return randomise(module.double().eval(), gen)
 
 
+def has_lazy(module: nn.Module) -> bool:
+    """Whether ``module`` has lazy layers (``nn.LazyLinear`` ...) that have no shapes yet."""
+    return any(isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()
+               for m in module.modules())
+
+
 def materialise(module: nn.Module, example: Optional[Tensor] = None) -> None:
-    """Give lazy layers (``nn.LazyLinear`` ...) their shapes, by one forward pass on ``example``."""
-    lazy = [m for m in module.modules() if isinstance(m, nn.modules.lazy.LazyModuleMixin)
-            and m.has_uninitialized_params()]
-    if lazy and example is not None:
-        with torch.no_grad():
-            module(example)
+    """Give lazy layers (``nn.LazyLinear`` ...) their shapes, by one forward pass on ``example``
+    (in its dtype, else in float32, else in float64 for a module built in float64). Raises what
+    the last forward raised if the lazy layers still have no shapes."""
+    if example is None or not has_lazy(module):
+        return
+    error: Optional[Exception] = None
+    for dtype in dict.fromkeys((example.dtype, torch.float32, torch.float64)):
+        try:
+            with torch.no_grad():
+                module(example.to(dtype))
+        except Exception as e:  # the learner's forward: the next dtype may suit it
+            error = e
+        if not has_lazy(module):
+            return
+    raise error if error is not None else RuntimeError("a forward pass left lazy layers without shapes")
 
 
 def _copy_parameters(dst: nn.Module, src: nn.Module) -> Optional[str]:
+    """Copy ``src``'s parameters into ``dst`` by name, or say what does not fit. A parametrized
+    weight (``torch.nn.utils.parametrize``: weight norm, orthogonal ...) and the older hook-based
+    weight norm (``weight_g`` and ``weight_v``) take the value through their own inverse."""
     theirs = dict(dst.named_parameters(remove_duplicate=False))
     with torch.no_grad():
         for name, p in src.named_parameters():
             q = theirs.get(name)
             if q is None:
-                return f"your module has no parameter {name} of shape {tuple(p.shape)}"
+                problem = _assign(dst, name, p)
+                if problem:
+                    q = _renamed(dst, src, name)
+                    if q is None:
+                        return problem
+                else:
+                    continue
             if isinstance(q, nn.parameter.UninitializedParameter):
                 return f"{name} is a lazy parameter that has no shape yet"
             if tuple(q.shape) != tuple(p.shape):
                 return f"{name} has shape {tuple(q.shape)}, expected {tuple(p.shape)}"
-            q.copy_(p)
+            q.copy_(p.to(q.dtype))
     return None
+
+
+def _assign(dst: nn.Module, name: str, value: Tensor) -> Optional[str]:
+    """Give ``dst``'s computed weight ``name`` (not a parameter of its own) the value ``value``."""
+    missing = f"your module has no parameter {name} of shape {tuple(value.shape)}"
+    prefix, _, leaf = name.rpartition(".")
+    try:
+        owner = dst.get_submodule(prefix) if prefix else dst
+    except AttributeError:
+        return missing
+    if parametrize.is_parametrized(owner, leaf):
+        current = getattr(owner, leaf)
+        if tuple(current.shape) != tuple(value.shape):
+            return f"{name} has shape {tuple(current.shape)}, expected {tuple(value.shape)}"
+        try:
+            setattr(owner, leaf, value.to(current.dtype))
+        except NotImplementedError:
+            return f"{name} is parametrized without a right_inverse, so it cannot be given the check's values"
+        return None
+    for hook in list(getattr(owner, "_forward_pre_hooks", {}).values()):
+        if type(hook).__name__ == "WeightNorm" and getattr(hook, "name", None) == leaf:
+            g, v = getattr(owner, f"{leaf}_g", None), getattr(owner, f"{leaf}_v", None)
+            if not (isinstance(g, Tensor) and isinstance(v, Tensor)) or tuple(v.shape) != tuple(value.shape):
+                return missing
+            v.copy_(value.to(v.dtype))
+            g.copy_(_norm_except_dim(value, hook.dim).view(g.shape).to(g.dtype))
+            setattr(owner, leaf, value.to(v.dtype).clone())
+            return None
+    return missing
+
+
+def _renamed(dst: nn.Module, src: nn.Module, name: str) -> Optional[Tensor]:
+    """The parameter of ``dst`` that plays the part of ``src``'s ``name`` under another name: the
+    submodule at the same place holds its own parameters under other names, as many, in the same
+    order and of the same shapes (a LayerNorm with ``a_2`` and ``b_2`` for ``weight`` and ``bias``)."""
+    prefix, _, leaf = name.rpartition(".")
+    try:
+        ours = src.get_submodule(prefix) if prefix else src
+        theirs = dst.get_submodule(prefix) if prefix else dst
+    except AttributeError:
+        return None
+    mine, yours = list(ours.named_parameters(recurse=False)), list(theirs.named_parameters(recurse=False))
+    if len(mine) != len(yours) or {n for n, _ in mine} & {n for n, _ in yours}:
+        return None
+    if any(tuple(a.shape) != tuple(b.shape) for (_, a), (_, b) in zip(mine, yours)):
+        return None
+    return yours[[n for n, _ in mine].index(leaf)][1]
+
+
+def _norm_except_dim(w: Tensor, dim: int) -> Tensor:
+    """The norm of ``w`` over every axis but ``dim`` (all axes for dim = -1), as weight norm's g."""
+    if dim == -1:
+        return w.norm()
+    dim = dim % w.ndim
+    return w.transpose(0, dim).reshape(w.shape[dim], -1).norm(dim=1)
 
 
 def load_reference(dst: nn.Module, src: nn.Module) -> nn.Module:
@@ -124,6 +204,8 @@ def _build(cls: Callable, args: tuple, kwargs: dict, src: nn.Module, example: Op
         return f"{call_repr(cls, args, kwargs)} {e}"
     if not isinstance(module, nn.Module):
         return f"{call_repr(cls, args, kwargs)} built a {type(module).__name__}, expected an nn.Module"
+    if example is None and args and type(args[0]) is int and args[0] > 0:
+        example = torch.zeros(1, 2, args[0])  # a module step's first argument is its width D
     try:  # lazy layers start as float32 and learn their shapes from one forward pass
         materialise(module, None if example is None else example.float())
     except Exception as e:
