@@ -96,8 +96,12 @@ def materialise(module: nn.Module, example: Optional[Tensor] = None) -> None:
 def _copy_parameters(dst: nn.Module, src: nn.Module) -> Optional[str]:
     """Copy ``src``'s parameters into ``dst`` by name, or say what does not fit. A parametrized
     weight (``torch.nn.utils.parametrize``: weight norm, orthogonal ...) and the older hook-based
-    weight norm (``weight_g`` and ``weight_v``) take the value through their own inverse."""
+    weight norm (``weight_g`` and ``weight_v``) take the value through their own inverse; a
+    parameter under another name is found where it stands in the order of its submodule's, or
+    else of the whole module's (same count, same shapes), so that a check of the module's outputs
+    does not hinge on its names (a structure part checks those)."""
     theirs = dict(dst.named_parameters(remove_duplicate=False))
+    in_order: Optional[Dict[str, Tensor]] = None
     with torch.no_grad():
         for name, p in src.named_parameters():
             q = theirs.get(name)
@@ -105,6 +109,9 @@ def _copy_parameters(dst: nn.Module, src: nn.Module) -> Optional[str]:
                 problem = _assign(dst, name, p)
                 if problem:
                     q = _renamed(dst, src, name)
+                    if q is None:
+                        in_order = _in_order(dst, src) if in_order is None else in_order
+                        q = in_order.get(name)
                     if q is None:
                         return problem
                 else:
@@ -129,8 +136,8 @@ def _assign(dst: nn.Module, name: str, value: Tensor) -> Optional[str]:
         current = getattr(owner, leaf)
         if tuple(current.shape) != tuple(value.shape):
             return f"{name} has shape {tuple(current.shape)}, expected {tuple(value.shape)}"
-        try:
-            setattr(owner, leaf, value.to(current.dtype))
+        try:  # (a plain tensor: a Parameter would be registered under the parametrized name)
+            setattr(owner, leaf, value.detach().to(current.dtype).clone())
         except NotImplementedError:
             return f"{name} is parametrized without a right_inverse, so it cannot be given the check's values"
         return None
@@ -140,8 +147,8 @@ def _assign(dst: nn.Module, name: str, value: Tensor) -> Optional[str]:
             if not (isinstance(g, Tensor) and isinstance(v, Tensor)) or tuple(v.shape) != tuple(value.shape):
                 return missing
             v.copy_(value.to(v.dtype))
-            g.copy_(_norm_except_dim(value, hook.dim).view(g.shape).to(g.dtype))
-            setattr(owner, leaf, value.to(v.dtype).clone())
+            g.copy_(_norm_except_dim(value.detach(), hook.dim).view(g.shape).to(g.dtype))
+            setattr(owner, leaf, value.detach().to(v.dtype).clone())
             return None
     return missing
 
@@ -162,6 +169,19 @@ def _renamed(dst: nn.Module, src: nn.Module, name: str) -> Optional[Tensor]:
     if any(tuple(a.shape) != tuple(b.shape) for (_, a), (_, b) in zip(mine, yours)):
         return None
     return yours[[n for n, _ in mine].index(leaf)][1]
+
+
+def _in_order(dst: nn.Module, src: nn.Module) -> Dict[str, Tensor]:
+    """``src``'s parameter names -> ``dst``'s parameters in the same places of their order, if
+    ``dst`` has exactly as many, each of the same shape (a module whose layers have other names,
+    d2l's ``W_q`` ... ``W_o`` for ``q_proj`` ... ``out_proj``); else nothing."""
+    mine, yours = list(src.named_parameters()), list(dst.named_parameters())
+    if len(mine) != len(yours):
+        return {}
+    for (_, a), (_, b) in zip(mine, yours):
+        if isinstance(b, nn.parameter.UninitializedParameter) or tuple(a.shape) != tuple(b.shape):
+            return {}
+    return {n: b for (n, _), (_, b) in zip(mine, yours)}
 
 
 def _norm_except_dim(w: Tensor, dim: int) -> Tensor:

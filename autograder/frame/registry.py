@@ -323,9 +323,9 @@ def _cell_of(obj: Any) -> Optional[str]:
     return name if isinstance(name, str) and _CELL_FILE.search(name) else None
 
 
-def _calls(f: Any) -> Tuple[int, int, set, bool, bool]:
-    """(required positional, most positional, optional names, takes *args, takes **kwargs) of ``f``
-    (of a class: its constructor's)."""
+def _calls(f: Any) -> Tuple[int, int, set, set, bool, bool]:
+    """(required positional, most positional, optional names, optional positional names, takes
+    *args, takes **kwargs) of ``f`` (of a class: its constructor's)."""
     P = inspect.Parameter
     params = list(inspect.signature(f).parameters.values())
     if any(p.kind == P.KEYWORD_ONLY and p.default is P.empty for p in params):
@@ -333,25 +333,26 @@ def _calls(f: Any) -> Tuple[int, int, set, bool, bool]:
     positional = [p for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
     required = sum(p.default is P.empty for p in positional)
     optional = {p.name for p in params if p.default is not P.empty and p.kind != P.POSITIONAL_ONLY}
-    return (required, len(positional), optional, any(p.kind == P.VAR_POSITIONAL for p in params),
-            any(p.kind == P.VAR_KEYWORD for p in params))
+    return (required, len(positional), optional,
+            {p.name for p in positional if p.default is not P.empty and p.kind != P.POSITIONAL_ONLY},
+            any(p.kind == P.VAR_POSITIONAL for p in params), any(p.kind == P.VAR_KEYWORD for p in params))
 
 
 def _same_calls(obj: Any, reference: Any) -> bool:
-    """Whether every call of the reference fits ``obj`` and every call of ``obj`` fits the reference
-    (required arguments counted, optional ones by name)."""
+    """Whether ``obj`` takes the arguments the step asks for (the reference's required ones, and
+    its optional ones by name, keyword-only extras such as ``device=`` aside) and the reference
+    takes every call of ``obj`` (so that either can stand in for the other)."""
     try:
         mine, ref = _calls(obj), _calls(reference)
     except (TypeError, ValueError):
         return False
     if mine[0] != ref[0]:
         return False
-    for a, b in ((mine, ref), (ref, mine)):
-        if not (b[4] or a[2] <= b[2]):  # a's optional names are b's, unless b takes **kwargs
-            return False
-        if a[1] > b[1] and not b[3]:  # a takes more positional arguments than b can
-            return False
-    return True
+    if not (mine[5] or ref[3] <= mine[2]):  # the step's optional arguments, by name
+        return False
+    if not (ref[5] or mine[2] <= ref[2]):  # nothing the reference would refuse
+        return False
+    return mine[1] <= ref[1] or ref[4]
 
 
 # --------------------------------------------------------------------------- the registry

@@ -1,0 +1,235 @@
+"""No false failures on correct code of any style.
+
+Every function step and every module step is answered correctly in the styles of well-known code
+bases (tests/styles: nanoGPT, minGPT, the Annotated Transformer, d2l, Hugging Face's GPT-2,
+Llama/torchtune, einsum everywhere, assert-style validation, float64, helpers named like other
+steps), run as notebook cells; each earns full marks with no note that blames an earlier step.
+Where a style differs from the spec for real, it loses exactly the part that says so.
+
+The isolation (an earlier step that fails its own check is swapped for the reference while a later
+step is checked) swaps only the learner's answer to that earlier step, never a helper that shares
+its name, and never where the swap would cost points; and every module check gives a result, never
+an exception, for any nn.Module a learner can build (lazy layers, parametrizations, weight norm,
+buffers, containers, hooks, float64, **kwargs, tuple outputs)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import run_check
+from styles import run_cells
+from styles.functions import FUNCTION_STYLES
+from styles.modules import BLOCK_A2B2, LAYER_NORM_A2B2, MODULE_STYLES
+from torch import nn
+
+import autograder
+import autograder.checks  # registers every step
+import mhsa_lib
+from autograder.frame.registry import answers_step, get
+
+SWAP_NOTE = "does not pass its own check yet"
+
+
+def _check(step: str):
+    return getattr(autograder, get(step).check_name)
+
+
+def _cases(styles: dict):
+    return [pytest.param(step, notebook, cells, id=f"{step}: {style}")
+            for step, (notebook, entries) in styles.items() for style, cells in entries]
+
+
+def _full_marks(step: str, obj, capsys, seed: int = 1):
+    points, report = run_check(_check(step), obj, capsys, seed=seed)
+    assert points == get(step).points, report
+    assert SWAP_NOTE not in report, report
+    return report
+
+
+@pytest.mark.parametrize("step, notebook, cells", _cases(FUNCTION_STYLES))
+def test_function_steps_in_every_style_earn_full_marks(step, notebook, cells, capsys):
+    namespace = run_cells(notebook, cells)
+    _full_marks(step, namespace[step], capsys)
+
+
+@pytest.mark.parametrize("step, notebook, cells", _cases(MODULE_STYLES))
+def test_module_steps_in_every_style_earn_full_marks(step, notebook, cells, capsys):
+    namespace = run_cells(notebook, cells)
+    _full_marks(step, namespace[step], capsys)
+
+
+def test_every_function_and_module_step_has_styles():
+    graded = {s.name for s in autograder.frame.steps() if s.kind in ("function", "module", "warmup")}
+    assert graded <= set(FUNCTION_STYLES) | set(MODULE_STYLES), graded - set(FUNCTION_STYLES) - set(MODULE_STYLES)
+    assert all(len(entries) >= 2 for _, entries in {**FUNCTION_STYLES, **MODULE_STYLES}.values())
+
+
+def test_a_layer_norm_with_a2_b2_loses_only_the_structure_part(capsys):
+    """The Annotated Transformer's names for the gain and shift are not the spec's weight and bias:
+    the structure part says so; the rest (its values are found by position) holds."""
+    namespace = run_cells("04", [LAYER_NORM_A2B2])
+    points, report = run_check(autograder.check_layer_norm, namespace["LayerNorm"], capsys, seed=1)
+    assert points == 2.57, report
+    assert "no nn.Parameter named weight" in report and "no nn.Parameter named bias" in report
+    assert report.count("✗") == 1
+
+
+def test_an_annotated_transformer_block_loses_only_the_structure_part(capsys):
+    """Its own LayerNorm (a_2, b_2) written in the block's cell is part of the block: never swapped
+    for mhsa_lib's, no note; the structure part says the norms have no weight; the wiring is right."""
+    namespace = run_cells("04", BLOCK_A2B2)
+    points, report = run_check(autograder.check_transformer_block, namespace["TransformerBlock"], capsys, seed=1)
+    assert points == 4.55, report
+    assert "norm1 is missing or has no weight" in report
+    assert SWAP_NOTE not in report and report.count("✗") == 1
+
+
+# --------------------------------------------------------------------------- the isolation
+
+
+_MHA_USING = (
+    "class MultiHeadAttention(nn.Module):\n"
+    "    def __init__(self, d_model, num_heads, bias=True):\n"
+    "        super().__init__()\n"
+    "        if d_model % num_heads:\n"
+    "            raise ValueError('d_model')\n"
+    "        self.h = num_heads\n"
+    "        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (\n"
+    "            nn.Linear(d_model, d_model, bias=bias) for _ in range(4))\n"
+    "    def forward(self, x, mask=None, return_weights=False):\n"
+    "{body}"
+    "        out = self.out_proj(merge_heads(o))\n"
+    "        return (out, w) if return_weights else out\n")
+_STANDARD_BODY = (
+    "        q, k, v = (split_heads(f(x), self.h) for f in (self.q_proj, self.k_proj, self.v_proj))\n"
+    "        o, w = scaled_dot_product_attention(q, k, v, mask)\n")
+_MERGE_NO_TRANSPOSE = "def merge_heads(x):\n    b, h, t, d = x.shape\n    return x.reshape(b, t, h * d)\n"
+_MERGE_RIGHT = "def merge_heads(x):\n    return x.transpose(1, 2).flatten(2)\n"
+
+
+def test_a_wrong_earlier_answer_in_its_own_cell_is_swapped_and_said(capsys):
+    """The notebook's own merge_heads, answered wrongly in its cell: the module is checked with
+    mhsa_lib's merge_heads, earns full marks for itself, and the report says why."""
+    namespace = run_cells("03", [_MERGE_NO_TRANSPOSE, _MHA_USING.format(body=_STANDARD_BODY)])
+    points, report = run_check(autograder.check_multi_head_attention, namespace["MultiHeadAttention"], capsys,
+                               seed=2)
+    assert points == 6.0, report
+    assert f"your merge_heads {SWAP_NOTE}" in report
+    assert namespace["merge_heads"].__module__ == "__main__"  # the learner's own is put back
+
+
+def test_a_wrong_helper_written_in_the_answers_own_cell_is_part_of_the_answer(capsys):
+    """The same wrong merge_heads, written in the module's own cell: it is the module's code, the
+    module is wrong, and no note blames an earlier step."""
+    namespace = run_cells("03", [_MERGE_NO_TRANSPOSE + "\n" + _MHA_USING.format(body=_STANDARD_BODY)])
+    points, report = run_check(autograder.check_multi_head_attention, namespace["MultiHeadAttention"], capsys,
+                               seed=2)
+    assert points < 6.0, report
+    assert SWAP_NOTE not in report
+
+
+def test_a_same_named_helper_of_another_layout_is_never_swapped_in_where_it_costs(capsys):
+    """split_heads redefined in its own cell with the step's signature but the (B, T, H, Dh) layout
+    (it fails split_heads' check), used consistently by a correct module: swapping in mhsa_lib's
+    would break the module, so the check keeps the learner's, full marks, no note."""
+    helper = "def split_heads(x, num_heads):\n    return x.unflatten(-1, (num_heads, -1))\n"
+    body = ("        q, k, v = (split_heads(f(x), self.h).transpose(1, 2)\n"
+            "                   for f in (self.q_proj, self.k_proj, self.v_proj))\n"
+            "        o, w = scaled_dot_product_attention(q, k, v, mask)\n")
+    namespace = run_cells("03", [_MERGE_RIGHT, helper, _MHA_USING.format(body=body)])
+    assert autograder.check_split_heads(namespace["split_heads"], seed=0, quiet=True) < 3.0
+    report = _full_marks("MultiHeadAttention", namespace["MultiHeadAttention"], capsys, seed=3)
+    assert "split_heads" not in report
+
+
+def test_a_helper_with_torchs_arguments_in_another_cell_is_not_the_step(capsys):
+    """scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False) returning
+    only the output, in a cell of its own: another signature, so never checked as the notebook-01
+    step nor swapped."""
+    helper = ("def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False):\n"
+              "    s = query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1])\n"
+              "    if attn_mask is not None:\n"
+              "        s = s.masked_fill(~attn_mask, float('-inf'))\n"
+              "    return s.softmax(-1) @ value\n")
+    body = ("        q, k, v = (split_heads(f(x), self.h) for f in (self.q_proj, self.k_proj, self.v_proj))\n"
+            "        o = scaled_dot_product_attention(q, k, v, attn_mask=mask)\n"
+            "        w = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(\n"
+            "            ~mask if mask is not None else torch.zeros((), dtype=torch.bool), float('-inf')).softmax(-1)\n")
+    namespace = run_cells("03", [_MERGE_RIGHT, helper, _MHA_USING.format(body=body)])
+    assert not answers_step(namespace["scaled_dot_product_attention"], get("scaled_dot_product_attention"),
+                            namespace["MultiHeadAttention"])
+    _full_marks("MultiHeadAttention", namespace["MultiHeadAttention"], capsys, seed=4)
+
+
+def test_what_counts_as_the_answer_to_an_earlier_step():
+    namespace = run_cells("04", [
+        "class LayerNorm(nn.Module):\n    def __init__(self, d_model, eps=1e-5):\n        super().__init__()\n",
+        "class Helper(nn.Module):\n    def __init__(self, ndim, bias):\n        super().__init__()\n",
+        "def FeedForward(d_model, d_ff, activation='relu'):\n    return None\n",
+        "class Block(nn.Module):\n    def forward(self, x):\n        return x\n\nclass Norm(nn.Module):\n"
+        "    def __init__(self, d_model, eps=1e-5):\n        super().__init__()\n",
+    ])
+    ln, ffn = get("LayerNorm"), get("FeedForward")
+    block = namespace["Block"]
+    assert answers_step(namespace["LayerNorm"], ln, block)  # own cell, the step's signature and kind
+    assert not answers_step(namespace["Helper"], ln, block)  # another signature
+    assert not answers_step(namespace["FeedForward"], ffn, block)  # a function for a class step
+    assert not answers_step(namespace["Norm"], ln, block)  # written in the block's own cell
+    assert not answers_step(nn.LayerNorm, ln, block)  # torch's
+    assert not answers_step(mhsa_lib.LayerNorm, ln, block)  # the library's
+    assert not answers_step(torch.softmax, get("softmax"), block)  # a builtin
+
+
+# --------------------------------------------------------------------------- any nn.Module
+
+
+_ODD_MODULES = {
+    "forward returns a tuple, like nn.MultiheadAttention": (
+        "class Odd(nn.Module):\n"
+        "    def __init__(self, d_model, *args, **kwargs):\n"
+        "        super().__init__()\n"
+        "        self.mha = nn.MultiheadAttention(d_model, 1, batch_first=True)\n"
+        "    def forward(self, x, *args, **kwargs):\n"
+        "        return self.mha(x, x, x)\n"),
+    "lazy layers whose forward needs a keyword argument": (
+        "class Odd(nn.Module):\n"
+        "    def __init__(self, *args, **kwargs):\n"
+        "        super().__init__()\n"
+        "        self.q_proj = nn.LazyLinear(4)\n"
+        "    def forward(self, x, mask=None, *, scale):\n"
+        "        return self.q_proj(x) * scale\n"),
+    "a parametrization without right_inverse, an old-style weight norm, a raising hook": (
+        "class Twice(nn.Module):\n"
+        "    def forward(self, w):\n"
+        "        return 2 * w\n"
+        "\n"
+        "class Odd(nn.Module):\n"
+        "    def __init__(self, d_model, *args, **kwargs):\n"
+        "        super().__init__()\n"
+        "        self.q_proj = nn.Linear(d_model, d_model)\n"
+        "        nn.utils.parametrize.register_parametrization(self.q_proj, 'weight', Twice())\n"
+        "        self.out_proj = nn.utils.weight_norm(nn.Linear(d_model, d_model))\n"
+        "        self.register_buffer('steps', torch.zeros(()))\n"
+        "        self.register_forward_pre_hook(lambda m, a: None if m.steps.add_(1) < 5 else 1 / 0)\n"
+        "    def forward(self, x, mask=None, **kwargs):\n"
+        "        return self.out_proj(self.q_proj(x))\n"),
+    "float64 layers in containers that return the wrong width": (
+        "class Odd(nn.Module):\n"
+        "    def __init__(self, d_model, *args, **kwargs):\n"
+        "        super().__init__()\n"
+        "        self.layers = nn.ModuleList([nn.Sequential(nn.Linear(d_model, 3, dtype=torch.float64))])\n"
+        "        self.extra = nn.ModuleDict({'norm': nn.LayerNorm(3)})\n"
+        "    def forward(self, x, mask=None, **kwargs):\n"
+        "        return self.extra['norm'](self.layers[0](x.double()))\n"),
+}
+
+_MODULE_CHECKS = ["LayerNorm", "FeedForward", "MultiHeadAttention", "TransformerBlock", "GroupedQueryAttention"]
+
+
+@pytest.mark.parametrize("odd", list(_ODD_MODULES))
+@pytest.mark.parametrize("step", _MODULE_CHECKS)
+def test_every_module_check_survives_any_module(step, odd, capsys):
+    namespace = run_cells("05", [_ODD_MODULES[odd]])
+    points, report = run_check(_check(step), namespace["Odd"], capsys, seed=5)
+    assert 0.0 <= points < get(step).points, report
+    assert "✗" in report  # the report says what is wrong
