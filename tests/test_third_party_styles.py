@@ -233,3 +233,67 @@ def test_every_module_check_survives_any_module(step, odd, capsys):
     points, report = run_check(_check(step), namespace["Odd"], capsys, seed=5)
     assert 0.0 <= points < get(step).points, report
     assert "✗" in report  # the report says what is wrong
+
+
+# --------------------------------------------------------------------------- in a real kernel
+
+
+_KERNEL_LAYER_NORM_WRONG = (  # the notebook's LayerNorm step, answered wrongly (divides by D - 1)
+    "class LayerNorm(nn.Module):\n"
+    "    def __init__(self, d_model, eps=1e-5):\n"
+    "        super().__init__()\n"
+    "        self.eps = eps\n"
+    "        self.weight = nn.Parameter(torch.ones(d_model))\n"
+    "        self.bias = nn.Parameter(torch.zeros(d_model))\n"
+    "    def forward(self, x):\n"
+    "        mu, var = x.mean(-1, keepdim=True), x.var(-1, keepdim=True)\n"
+    "        return (x - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias\n")
+_KERNEL_BLOCK_USING_ANSWERS = (
+    "class UsesTheAnswers(nn.Module):\n"
+    "    def __init__(self, d_model, num_heads, d_ff, norm_placement='pre', dropout=0.0):\n"
+    "        super().__init__()\n"
+    "        self.norm_placement = norm_placement\n"
+    "        self.attn = MultiHeadAttention(d_model, num_heads)\n"
+    "        self.ffn = mhsa_lib.FeedForward(d_model, d_ff)\n"
+    "        self.norm1, self.norm2 = LayerNorm(d_model), LayerNorm(d_model)\n"
+    "        self.drop = nn.Dropout(dropout)\n"
+    "    def forward(self, x, mask=None):\n"
+    "        if self.norm_placement == 'pre':\n"
+    "            x = x + self.drop(self.attn(self.norm1(x), mask))\n"
+    "            return x + self.drop(self.ffn(self.norm2(x)))\n"
+    "        x = self.norm1(x + self.drop(self.attn(x, mask)))\n"
+    "        return self.norm2(x + self.drop(self.ffn(x)))\n")
+
+
+@pytest.mark.slow
+def test_in_a_kernel_the_isolation_tells_answers_from_helpers(tmp_path):
+    """``./course check`` runs the cells in a Jupyter kernel: a block built on the notebook's wrong
+    LayerNorm answer (its own cell) is checked with mhsa_lib's and says so; nanoGPT's block, with
+    its own LayerNorm(ndim, bias) helper in its cell (which rebinds the name), earns full marks and
+    no note."""
+    import json
+
+    from conftest import code, graded_cell, notebook, run_cli, solution, write
+    from styles.modules import TRANSFORMER_BLOCK
+
+    nanogpt = dict(TRANSFORMER_BLOCK)["nanoGPT: a Block with its own LayerNorm(ndim, bias) helper class and an MLP, "
+                                      "in one cell"][0]
+    cells = [
+        code("import torch\nfrom torch import nn\nimport torch.nn.functional as F\nimport mhsa_lib\n"
+             "from mhsa_lib import MultiHeadAttention\n"
+             "from autograder import check_layer_norm, check_transformer_block\n"),
+        solution("LayerNorm", _KERNEL_LAYER_NORM_WRONG),
+        graded_cell("check_layer_norm", 3, "check_layer_norm(LayerNorm, seed=1)"),
+        solution("UsesTheAnswers", _KERNEL_BLOCK_USING_ANSWERS),
+        graded_cell("check_uses_the_answers", 5, "check_transformer_block(UsesTheAnswers, seed=1)"),
+        solution("TransformerBlock", nanogpt),
+        graded_cell("check_transformer_block", 5, "check_transformer_block(TransformerBlock, seed=1)"),
+    ]
+    path = write(notebook(cells), tmp_path / "styles.ipynb")
+    proc = run_cli("check", path, "--json", "--timeout", "120", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    steps = {s["id"]: s for s in json.loads(proc.stdout)["steps"]}
+    assert steps["check_layer_norm"]["points"] < 3.0
+    uses, nano = steps["check_uses_the_answers"], steps["check_transformer_block"]
+    assert uses["points"] == 5.0 and f"your LayerNorm {SWAP_NOTE}" in " ".join(uses["message"].split()), uses
+    assert nano["points"] == 5.0 and SWAP_NOTE not in nano["message"], nano
