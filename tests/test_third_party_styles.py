@@ -19,7 +19,14 @@ import torch
 from conftest import run_check
 from styles import run_cells
 from styles.functions import FUNCTION_STYLES
-from styles.modules import BLOCK_A2B2, LAYER_NORM_A2B2, MODULE_STYLES
+from styles.modules import (
+    BLOCK_A2B2,
+    CONV1D,
+    CONV1D_FEED_FORWARD,
+    CONV1D_MULTI_HEAD,
+    LAYER_NORM_A2B2,
+    MODULE_STYLES,
+)
 from torch import nn
 
 import autograder
@@ -82,6 +89,21 @@ def test_an_annotated_transformer_block_loses_only_the_structure_part(capsys):
     assert points == 4.55, report
     assert "norm1 is missing or has no weight" in report
     assert SWAP_NOTE not in report and report.count("✗") == 1
+
+
+@pytest.mark.parametrize("step, cells, points", [
+    ("FeedForward", [CONV1D, CONV1D_FEED_FORWARD], 1.75),
+    ("MultiHeadAttention", [CONV1D, CONV1D_MULTI_HEAD], 5.4),
+], ids=["FeedForward", "MultiHeadAttention"])
+def test_gpt2_conv1d_layers_lose_only_the_structure_part(step, cells, points, capsys):
+    """GPT-2's Conv1D layers (weight stored (in, out)) are not the spec's nn.Linear: the structure
+    part says so; the values, masks and head probes all hold (the reference's weights reach the
+    layers in their own layout)."""
+    namespace = run_cells("03", cells)
+    got, report = run_check(_check(step), namespace[step], capsys, seed=1)
+    assert got == points, report
+    assert "fc1 is Conv1D" in report or "q_proj is Conv1D" in report
+    assert report.count("✗") == 1 and SWAP_NOTE not in report
 
 
 # --------------------------------------------------------------------------- the isolation
@@ -223,7 +245,8 @@ _ODD_MODULES = {
         "        return self.extra['norm'](self.layers[0](x.double()))\n"),
 }
 
-_MODULE_CHECKS = ["LayerNorm", "FeedForward", "MultiHeadAttention", "TransformerBlock", "GroupedQueryAttention"]
+_MODULE_CHECKS = ["LayerNorm", "FeedForward", "MultiHeadAttention", "TransformerBlock", "GroupedQueryAttention",
+                  "FixedBlock", "FixedAttention", "StableEncoder", "FastCausalAttention"]
 
 
 @pytest.mark.parametrize("odd", list(_ODD_MODULES))

@@ -118,10 +118,52 @@ def _copy_parameters(dst: nn.Module, src: nn.Module) -> Optional[str]:
                     continue
             if isinstance(q, nn.parameter.UninitializedParameter):
                 return f"{name} is a lazy parameter that has no shape yet"
+            if p.ndim == 2 and tuple(q.shape) == tuple(p.shape)[::-1] != tuple(p.shape):
+                q.copy_(p.T.to(q.dtype))  # a weight stored (in, out), as GPT-2's Conv1D does
+                continue
             if tuple(q.shape) != tuple(p.shape):
                 return f"{name} has shape {tuple(q.shape)}, expected {tuple(p.shape)}"
             q.copy_(p.to(q.dtype))
+            if p.ndim == 2 and p.shape[0] == p.shape[1] and _stored_transposed(dst, name, q):
+                q.copy_(p.T.to(q.dtype))
     return None
+
+
+def _stored_transposed(dst: nn.Module, name: str, weight: Tensor) -> bool:
+    prefix, _, leaf = name.rpartition(".")
+    try:
+        owner = dst.get_submodule(prefix) if prefix else dst
+    except AttributeError:
+        return False
+    return leaf == "weight" and stores_transposed(owner)
+
+
+def stores_transposed(layer: Any) -> bool:
+    """Whether ``layer`` (not an nn.Linear: a layer of the learner's own with only a 2-D weight and
+    maybe a bias) computes x @ W + b, as GPT-2's Conv1D does, rather than nn.Linear's x @ W.T + b:
+    seen from its output for the identity. Never raises (the learner's layer: False)."""
+    try:
+        weight = getattr(layer, "weight", None)
+        if (isinstance(layer, nn.Linear) or not isinstance(layer, nn.Module) or not isinstance(weight, Tensor)
+                or weight.ndim != 2 or list(layer.children())
+                or {n for n, _ in layer.named_parameters()} - {"weight", "bias"}):
+            return False
+        with torch.no_grad():
+            bias = getattr(layer, "bias", None)
+            shift = bias if isinstance(bias, Tensor) else torch.zeros(weight.shape[1], dtype=weight.dtype)
+            y = layer(torch.eye(weight.shape[0], dtype=weight.dtype))
+            if not isinstance(y, Tensor) or tuple(y.shape) != tuple(weight.shape) or not close(y, weight + shift):
+                return False
+            return weight.shape[0] != weight.shape[1] or not close(y, weight.T + shift)
+    except Exception:
+        return False
+
+
+def linear_weight(layer: Any) -> Tensor:
+    """``layer``'s weight laid out as nn.Linear's, (out, in): the weight itself, or a transposed
+    view of it for a layer that stores (in, out) (:func:`stores_transposed`); writing into the
+    result writes into the layer."""
+    return layer.weight.T if stores_transposed(layer) else layer.weight
 
 
 def _assign(dst: nn.Module, name: str, value: Tensor) -> Optional[str]:

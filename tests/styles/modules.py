@@ -376,6 +376,42 @@ BLOCK_A2B2 = [
     "        return self.sublayer(x, self.norm2, self.ffn)\n",
 ]
 
+#: Hugging Face's GPT-2 stores its projections as Conv1D layers, weight (in, out) and x @ W + b:
+#: not the spec's nn.Linear (a genuine difference, which costs exactly the structure part; the
+#: checks give such a layer the reference's weights in its own layout).
+CONV1D = (
+    "class Conv1D(nn.Module):\n"
+    "    def __init__(self, nf, nx):\n"
+    "        super().__init__()\n"
+    "        self.nf = nf\n"
+    "        self.weight = nn.Parameter(torch.empty(nx, nf))\n"
+    "        self.bias = nn.Parameter(torch.zeros(nf))\n"
+    "        nn.init.normal_(self.weight, std=0.02)\n"
+    "    def forward(self, x):\n"
+    "        size_out = x.size()[:-1] + (self.nf,)\n"
+    "        x = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)\n"
+    "        return x.view(size_out)\n")
+CONV1D_FEED_FORWARD = (
+    "class FeedForward(nn.Module):\n"
+    "    def __init__(self, d_model, d_ff, activation='relu'):\n"
+    "        super().__init__()\n"
+    "        if activation not in ('relu', 'gelu'):\n"
+    "            raise ValueError(activation)\n"
+    "        self.fc1 = Conv1D(d_ff, d_model)\n"
+    "        self.fc2 = Conv1D(d_model, d_ff)\n"
+    "        self.act = nn.ReLU() if activation == 'relu' else nn.GELU()\n"
+    "    def forward(self, x):\n"
+    "        return self.fc2(self.act(self.fc1(x)))\n")
+CONV1D_MULTI_HEAD = (
+    "class MultiHeadAttention(nn.Module):\n"
+    + _MHA_INIT +
+    "        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (Conv1D(d_model, d_model) for _ in range(4))\n"
+    "    def forward(self, x, mask=None, return_weights=False):\n"
+    "        q, k, v = (split_heads(f(x), self.n_head) for f in (self.q_proj, self.k_proj, self.v_proj))\n"
+    "        o, w = scaled_dot_product_attention(q, k, v, mask)\n"
+    "        out = self.out_proj(o.transpose(1, 2).flatten(2))\n"
+    "        return (out, w) if return_weights else out\n")
+
 # --------------------------------------------------------------------------- notebook 05
 
 GQA_INIT = (
