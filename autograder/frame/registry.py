@@ -26,9 +26,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from .calls import run_safely
 from .cases import draw_seed
 from .errors import LearnerError
-from .calls import run_safely
 from .modules import guarded
 from .observe import Divergence, Observations, Opaque, Session, exchange, session
 from .results import CheckResult
