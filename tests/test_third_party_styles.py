@@ -26,6 +26,7 @@ from styles.modules import (
     CONV1D_MULTI_HEAD,
     LAYER_NORM_A2B2,
     MODULE_STYLES,
+    NANOGPT_FUSED,
 )
 from torch import nn
 
@@ -104,6 +105,18 @@ def test_gpt2_conv1d_layers_lose_only_the_structure_part(step, cells, points, ca
     assert got == points, report
     assert "fc1 is Conv1D" in report or "q_proj is Conv1D" in report
     assert report.count("✗") == 1 and SWAP_NOTE not in report
+
+
+def test_nanogpts_fused_c_attn_is_named_as_the_difference_it_is(capsys):
+    """One fused c_attn (D, 3D) and a c_proj instead of the spec's q_proj, k_proj, v_proj and
+    out_proj: the check says exactly that, without an exception and without a note."""
+    namespace = run_cells("03", [NANOGPT_FUSED])
+    points, report = run_check(autograder.check_multi_head_attention, namespace["MultiHeadAttention"], capsys,
+                               seed=1)
+    assert points == 0.0, report
+    assert "q_proj is NoneType, expected nn.Linear(12, 12)" in report
+    assert "your module has no parameter q_proj.weight" in report
+    assert SWAP_NOTE not in report
 
 
 # --------------------------------------------------------------------------- the isolation

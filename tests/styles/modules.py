@@ -412,6 +412,26 @@ CONV1D_MULTI_HEAD = (
     "        out = self.out_proj(o.transpose(1, 2).flatten(2))\n"
     "        return (out, w) if return_weights else out\n")
 
+#: nanoGPT's own attention fuses the three projections into one c_attn = nn.Linear(D, 3D) and
+#: names the output projection c_proj: not the spec's four projections, so the check cannot give
+#: it the reference's weights (a genuine difference it names).
+NANOGPT_FUSED = (
+    "class MultiHeadAttention(nn.Module):\n"
+    + _MHA_INIT +
+    "        self.c_attn = nn.Linear(d_model, 3 * d_model, bias=bias)\n"
+    "        self.c_proj = nn.Linear(d_model, d_model, bias=bias)\n"
+    "        self.register_buffer('bias', torch.tril(torch.ones(64, 64)).view(1, 1, 64, 64))\n"
+    "    def forward(self, x, mask=None, return_weights=False):\n"
+    "        B, T, C = x.size()\n"
+    "        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)\n"
+    "        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))\n"
+    "        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))\n"
+    "        if mask is not None:\n"
+    "            att = att.masked_fill(~mask, float('-inf'))\n"
+    "        att = F.softmax(att, dim=-1)\n"
+    "        y = self.c_proj((att @ v).transpose(1, 2).contiguous().view(B, T, C))\n"
+    "        return (y, att) if return_weights else y\n")
+
 # --------------------------------------------------------------------------- notebook 05
 
 GQA_INIT = (
