@@ -24,6 +24,7 @@ from styles.modules import (
     CONV1D,
     CONV1D_FEED_FORWARD,
     CONV1D_MULTI_HEAD,
+    GQA_INIT,
     LAYER_NORM_A2B2,
     MODULE_STYLES,
     NANOGPT_FUSED,
@@ -175,6 +176,42 @@ def test_a_same_named_helper_of_another_layout_is_never_swapped_in_where_it_cost
     assert autograder.check_split_heads(namespace["split_heads"], seed=0, quiet=True) < 3.0
     report = _full_marks("MultiHeadAttention", namespace["MultiHeadAttention"], capsys, seed=3)
     assert "split_heads" not in report
+
+
+def test_llamas_repeat_kv_on_its_own_layout_keeps_a_correct_gqa_whole(capsys):
+    """Llama's repeat_kv repeats axis 2 of its (B, S, G, Dh) layout: in a cell of its own, with the
+    step's name and signature, it is the notebook's repeat_kv answer and fails that check; the GQA
+    built on it (in Llama's layout) is right, and swapping mhsa_lib's in would break it, so the
+    check keeps the learner's: full marks, no note."""
+    helper = ("def repeat_kv(x, n_rep):\n"
+              "    bs, slen, n_kv_heads, head_dim = x.shape\n"
+              "    if n_rep == 1:\n"
+              "        return x\n"
+              "    return (x[:, :, :, None, :].expand(bs, slen, n_kv_heads, n_rep, head_dim)\n"
+              "            .reshape(bs, slen, n_kv_heads * n_rep, head_dim))\n")
+    gqa = ("class GroupedQueryAttention(nn.Module):\n" + GQA_INIT +
+           "        self.q_proj = nn.Linear(d_model, d_model, bias=bias)\n"
+           "        self.k_proj = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=bias)\n"
+           "        self.v_proj = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=bias)\n"
+           "        self.out_proj = nn.Linear(d_model, d_model, bias=bias)\n"
+           "    def forward(self, x, mask=None, cache=None, *, causal=False):\n"
+           "        b, t, _ = x.shape\n"
+           "        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim)\n"
+           "        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim)\n"
+           "        v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim)\n"
+           "        if cache is not None:\n"
+           "            k, v = cache.update(k.transpose(1, 2), v.transpose(1, 2))\n"
+           "            k, v = k.transpose(1, 2), v.transpose(1, 2)\n"
+           "        k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)  # (B, S, H, Dh)\n"
+           "        if causal:\n"
+           "            lower = causal_mask(t, k.shape[1], device=x.device)\n"
+           "            mask = lower if mask is None else mask & lower\n"
+           "        out, _ = scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)\n"
+           "        return self.out_proj(out.transpose(1, 2).reshape(b, t, -1))\n")
+    namespace = run_cells("05", [helper, gqa])
+    assert answers_step(namespace["repeat_kv"], get("repeat_kv"), namespace["GroupedQueryAttention"])
+    assert autograder.check_repeat_kv(namespace["repeat_kv"], seed=0, quiet=True) < 2.0
+    _full_marks("GroupedQueryAttention", namespace["GroupedQueryAttention"], capsys, seed=6)
 
 
 def test_a_helper_with_torchs_arguments_in_another_cell_is_not_the_step(capsys):
