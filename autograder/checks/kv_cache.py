@@ -44,7 +44,7 @@ from ..frame import (
     randn,
     run_safely,
 )
-from ..frame.modules import build, diagnose_modules, not_implemented, reference
+from ..frame.modules import build, diagnose_modules, materialise, not_implemented, reference
 from ..frame.registry import step
 from ..mistakes import kv_cache as M
 from .heads import HARD_CODED, describe_output
@@ -294,6 +294,7 @@ def _gqa_structure(cls, module: Any) -> List[str]:
     if not isinstance(module, nn.Module):
         return [f"GroupedQueryAttention(12, 6, 2) built a {type(module).__name__}, expected an nn.Module"]
     problems = []
+    materialise(module, torch.zeros(1, 2, 12))  # lazy layers learn their shapes
     shapes = {"q_proj": (12, 12), "k_proj": (12, 4), "v_proj": (12, 4), "out_proj": (12, 12)}
     for name, (i, o) in shapes.items():
         layer = getattr(module, name, None)

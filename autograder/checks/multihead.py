@@ -32,7 +32,7 @@ from ..frame import (
     randn,
 )
 from ..frame.diagnosis import diagnose_by_output
-from ..frame.modules import build, load_reference, materialise
+from ..frame.modules import build, linear_weight, load_reference, materialise
 from ..frame.registry import step
 from ..mistakes import multihead as M
 from .heads import HARD_CODED
@@ -345,8 +345,8 @@ def _head_outputs(module: nn.Module, x: Tensor, head: int, dh: int, deltas: List
     and after adding ``deltas[i]`` to rows [head·Dh, (head+1)·Dh) of q_proj, k_proj, v_proj in turn.
     Run in the probe (it changes the learner's module, and puts its weights back)."""
     cols = slice(head * dh, (head + 1) * dh)
-    layers = [getattr(module, name) for name, _ in _PROJECTIONS]
-    w_o = module.out_proj.weight
+    layers = [linear_weight(getattr(module, name)) for name, _ in _PROJECTIONS]  # (out, in) views
+    w_o = linear_weight(module.out_proj)
     saved_o = w_o.detach().clone()
     keep = torch.zeros_like(saved_o)
     keep[:, cols] = 1
@@ -356,13 +356,13 @@ def _head_outputs(module: nn.Module, x: Tensor, head: int, dh: int, deltas: List
             for view, factor in (("only", keep), ("without", 1 - keep)):
                 w_o.copy_(saved_o * factor)
                 found[view] = attempt(module, x.clone())
-                for (name, _), layer, delta in zip(_PROJECTIONS, layers, deltas):
-                    saved = layer.weight.detach().clone()
-                    layer.weight[cols] += delta.to(layer.weight.dtype)
+                for (name, _), weight, delta in zip(_PROJECTIONS, layers, deltas):
+                    saved = weight.detach().clone()
+                    weight[cols] += delta.to(weight.dtype)
                     try:
                         found[f"{view} {name}"] = attempt(module, x.clone())
                     finally:
-                        layer.weight.copy_(saved)
+                        weight.copy_(saved)
     finally:
         with torch.no_grad():
             w_o.copy_(saved_o)
