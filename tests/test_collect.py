@@ -148,22 +148,6 @@ def test_roster_and_assignment_prefix_that_disagree_are_reported(course, tmp_pat
     assert set(rep.collected) == {("jane_doe", SDPA)}
 
 
-def test_the_gradebooks_students_are_the_roster_by_default(course, tmp_path):
-    from nbgrader.api import Gradebook
-
-    from autograder.grading import course as course_mod
-
-    with Gradebook(course_mod.db_url(course)) as gb:
-        for s in ("jane_doe", "john_doe"):
-            gb.add_student(s)
-    files = {lms("assignment01", s, TS1, f"{SDPA}.ipynb"): body(s) for s in ("jane_doe", "john_doe")}
-    rep = collect.collect(course, make_source(tmp_path, "zip", files))
-    assert set(rep.collected) == {("jane_doe", SDPA), ("john_doe", SDPA)}
-    # A roster given replaces the gradebook's.
-    rep = collect.collect(course, make_source(tmp_path, "zip", files), roster=["alice"])
-    assert rep.collected == {} and len(rep.ambiguous) == 2
-
-
 def test_no_prefix_and_an_id_with_underscores(course, tmp_path):
     files = {lms("", "jane_doe", TS1, f"{SDPA}.ipynb"): body("j"), lms("", "alice", TS1, f"{SDPA}.ipynb"): body("a")}
     rep = collect.collect(course, make_source(tmp_path, "zip", files))
@@ -388,11 +372,16 @@ def test_unsafe_zip_members_are_listed(course, tmp_path):
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("../escape.ipynb", b"{}")
         z.writestr("__MACOSX/._junk", b"")
+        z.writestr("..\\..\\evil.ipynb", b"{}")  # a Windows archiver's separators
         z.writestr(lms(SDPA, "amy", TS1, f"{SDPA}.ipynb"), body("amy"))
+        z.writestr("export\\" + lms(SDPA, "ben", TS1, f"{SDPA}.ipynb"), body("ben"))
     rep = collect.collect(course, path)
-    assert set(rep.collected) == {("amy", SDPA)}
+    assert set(rep.collected) == {("amy", SDPA), ("ben", SDPA)}
     assert "unsafe" in why(rep, "escape")
     assert "unsafe" in why(rep, "__MACOSX")
+    assert "unsafe" in why(rep, "evil")
+    assert len(rep.unmatched) == 3
+    assert not (tmp_path.parent / "evil.ipynb").exists()
 
 
 @KINDS
@@ -436,11 +425,20 @@ def test_dry_run_copies_nothing(course, tmp_path):
 
 
 def test_a_custom_regex_with_an_assignment_group(course, tmp_path):
-    files = {f"{SDPA}--o'brien--nb.ipynb": body("o"), f"99_nope--amy--nb.ipynb": body("a")}
+    files = {f"{SDPA}--o'brien--nb.ipynb": body("o"), "99_nope--amy--nb.ipynb": body("a")}
     rep = collect.collect(course, make_source(tmp_path, "folder", files),
                           regex=r"^(?P<assignment>.+?)--(?P<student_id>.+)--(?P<file_id>.+)$")
     assert set(rep.collected) == {("o'brien", SDPA)}
     assert "cannot tell which assignment" in why(rep, "99_nope")
+
+
+def test_a_regex_naming_the_lms_prefix_settles_the_split(course, tmp_path):
+    # The pattern README.md suggests when no roster is at hand.
+    regex = r"^assignment01_(?P<student_id>.+?)_attempt_(?P<timestamp>[0-9-]+)_(?P<file_id>.+)$"
+    files = {lms("assignment01", s, TS1, f"{SDPA}_attempt_{TS2}_x.ipynb"): body(s) for s in ("jane_doe", "doe")}
+    rep = collect.collect(course, make_source(tmp_path, "zip", files), regex=regex)
+    assert set(rep.collected) == {("jane_doe", SDPA), ("doe", SDPA)}
+    assert submitted(course)[("doe", SDPA)]["timestamp.txt"] == b"2024-01-15 10:30:00\n"
 
 
 # --------------------------------------------------------------------------- bad input

@@ -280,14 +280,15 @@ def _match_assignment(file_id: str, names: Sequence[str]) -> Optional[str]:
 
 
 def _member_name(info: zipfile.ZipInfo) -> str:
-    """A zip member's name: UTF-8 also when the archiver did not set the UTF-8 flag (as many do not)."""
+    """A zip member's name: UTF-8 also when the archiver did not set the UTF-8 flag (as many do not),
+    folders separated by ``/``."""
     name = info.filename
     if not info.flag_bits & 0x800:
         try:
             name = name.encode("cp437").decode("utf-8")
         except (UnicodeEncodeError, UnicodeDecodeError):
             pass
-    return _nfc(name)
+    return _nfc(name.replace("\\", "/"))  # some Windows archivers separate folders with backslashes
 
 
 def _safe_unzip(zpath: Path, dest: Path, report: CollectReport) -> None:
