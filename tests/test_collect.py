@@ -104,6 +104,11 @@ def test_a_roster_resolves_the_split(course, tmp_path, kind, roster_kind):
     else:
         roster = ids
     rep = collect.collect(course, make_source(tmp_path, kind, files), roster=roster)
+    # What the roster left out of the names is noted once, for a person to check.
+    assert [n for n in rep.notes if "prefix" in n] == [
+        f"3 file(s) read as the ids on the roster after the prefix 'assignment01' (e.g. "
+        f"{lms('assignment01', 'jane_doe', TS1, f'{SDPA}.ipynb')} as 'jane_doe'); check that prefix if it looks "
+        "like part of a name"]
     assert rep.ambiguous == {amy: ["assignment01_amy", "amy"]}
     assert [n for n, _ in rep.unmatched] == [amy]
     assert "none of them is on the roster" in why(rep, amy)
@@ -122,6 +127,14 @@ def test_a_roster_with_two_matching_ids_leaves_the_name_ambiguous(course, tmp_pa
     # With only one of them on the roster, it is that one.
     rep = collect.collect(course, src, roster=["jane_doe", "alice"])
     assert set(rep.collected) == {("jane_doe", SDPA)}
+
+
+def test_an_incomplete_roster_reads_a_name_and_says_what_it_left_out(course, tmp_path):
+    # jane_doe is not on the roster yet; doe is. The reading is the roster's, and it is noted.
+    name = lms("", "jane_doe", TS1, f"{SDPA}.ipynb")
+    rep = collect.collect(course, make_source(tmp_path, "folder", {name: body("j")}), roster=["doe"])
+    assert set(rep.collected) == {("doe", SDPA)}
+    assert any(n.startswith("1 file(s) read as the ids on the roster after the prefix 'jane'") for n in rep.notes)
 
 
 @KINDS
@@ -474,6 +487,9 @@ def test_roster_file_formats(tmp_path):
     p = tmp_path / "r.txt"
     p.write_text("\ufeffjane_doe\r\njohn doe\n  zoe\u0308  \no'brien, pat\n", encoding="utf-8")
     assert collect.load_roster(p) == {"jane_doe", "john doe", "zoë", "o'brien, pat"}
+    p = tmp_path / "one_column.txt"
+    p.write_text("Username\njane_doe\n", encoding="utf-8")
+    assert collect.load_roster(p) == {"jane_doe"}
     p = tmp_path / "export"
     p.write_text('Username,First,Last\n"doe, j",Jane,Doe\n李雷,Lei,Li\n', encoding="utf-8")
     assert collect.load_roster(p) == {"doe, j", "李雷"}
@@ -493,5 +509,9 @@ def test_command_line_roster_and_report(course, tmp_path, capsys):
     assert main(["collect", "--course", str(course), "--roster", str(roster), str(src)]) == 0
     out = capsys.readouterr().out
     assert "collected 2 submission(s) from 2 student(s)" in out and "NOT collected" not in out
+    bell = make_source(tmp_path / "bell", "folder", {lms(SDPA, "ja\x07ne", TS1, f"{SDPA}.ipynb"): body("x")})
+    assert main(["collect", "--course", str(course), str(bell)]) == 0
+    out = capsys.readouterr().out
+    assert "\x07" not in out and "ja\\x07ne" in out and "control character (U+0007)" in out
     assert main(["collect", "--course", str(course), "--roster", str(tmp_path / "nope.txt"), str(src)]) == 1
     assert "roster" in capsys.readouterr().err

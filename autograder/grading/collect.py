@@ -72,6 +72,7 @@ class CollectReport:
     unmatched: List[Tuple[str, str]] = field(default_factory=list)  # (file, why): everything not collected
     notes: List[str] = field(default_factory=list)
     ambiguous: Dict[str, List[str]] = field(default_factory=dict)  # file -> the ids it could be read as
+    roster_prefixes: Dict[str, List[Tuple[str, str]]] = field(default_factory=dict)  # prefix -> (file, id)
 
 
 # --------------------------------------------------------------------------- ids
@@ -127,7 +128,7 @@ def load_roster(path: Path) -> Set[str]:
     header = [h.strip() for h in next(csv.reader([first]), [])] if first else []
     keys = [h.lower().replace("-", "_").replace(" ", "_") for h in header]
     column = next((keys.index(k) for k in ROSTER_ID_COLUMNS if k in keys), None)
-    is_csv = path.suffix.lower() == ".csv" or (column is not None and len(header) > 1)
+    is_csv = path.suffix.lower() == ".csv" or column is not None
     if is_csv:
         if column is None:
             raise ValueError(f"roster {path}: a CSV file without an id column (its columns: {header}; "
@@ -481,6 +482,9 @@ def _read_flat(rel: str, path: Path, pattern, people: _Roster, prefixes: Set[str
             report.unmatched.append((rel, why))
             return None
         possible = [r.student for r in readings]
+        if len(readings) > 1 and reading.prefix is not None and reading.prefix not in prefixes:
+            # Read by the roster: what it left out is noted, once per prefix, for a person to check.
+            report.roster_prefixes.setdefault(reading.prefix, []).append((rel, reading.student))
     else:
         m = pattern.match(name)
         if not m:
@@ -519,6 +523,10 @@ def _collect_flat(course: Path, root: Path, names: List[str], assignment: Option
                                           f"(use --assignment; known: {', '.join(names)})"))
             continue
         items.append(item)
+    for prefix, read in sorted(report.roster_prefixes.items()):
+        rel, student = read[0]
+        report.notes.append(f"{len(read)} file(s) read as the ids on the roster after the prefix {prefix!r} "
+                            f"(e.g. {rel} as {student!r}); check that prefix if it looks like part of a name")
 
     # A file known only by its prefix that is not a notebook goes with a notebook of its attempt.
     notebook_attempts = {(i.student, i.assignment, i.timestamp) for i in items if i.file_id.endswith(".ipynb")}
@@ -631,6 +639,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="report what would be collected, copy nothing")
 
 
+def _printable(text: str) -> str:
+    """``text``, or its repr when it holds control characters a terminal would act on."""
+    return text if text.isprintable() else repr(text)
+
+
 def main(args) -> int:
     try:
         report = collect(args.course, args.source, args.assignment, args.regex, args.dry_run,
@@ -644,11 +657,11 @@ def main(args) -> int:
     for (student, name), files in sorted(report.collected.items()):
         print(f"  {student:<20} {name:<36} {', '.join(files)}")
     for note in report.notes:
-        print(f"collect: note: {note}")
+        print(f"collect: note: {_printable(note)}")
     if report.unmatched:
         print(f"collect: {len(report.unmatched)} file(s) NOT collected:")
         for name, why in report.unmatched:
-            print(f"  {name}: {why}")
+            print(f"  {_printable(name)}: {_printable(why)}")
     if report.ambiguous:
         print(f"collect: {len(report.ambiguous)} file(s) could belong to more than one student id; "
               "pass --roster FILE (or add the students to the gradebook) and collect again")
