@@ -259,6 +259,14 @@ def test_an_id_without_a_prefix_that_starts_with_a_dot_is_refused(course, tmp_pa
     assert "starts with '.'" in why(rep, bad)
 
 
+def test_an_ambiguous_name_says_which_of_its_ids_could_not_be_folders(course, tmp_path):
+    bad = lms("assignment01", "..", TS1, f"{SDPA}.ipynb")
+    rep = collect.collect(course, make_source(tmp_path, "zip", {bad: body("x")}))
+    assert rep.collected == {}
+    assert rep.ambiguous == {bad: ["assignment01_..", ".."]}
+    assert "'..': '..' is not a folder name" in why(rep, bad)
+
+
 def test_unsafe_folder_names_in_the_nbgrader_layout_are_refused(course, tmp_path):
     src = tmp_path / "incoming"
     for student in ("zoë", "john doe", "o'brien", ".hidden", "bad\x01id", "jane_doe"):

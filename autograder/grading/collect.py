@@ -268,6 +268,9 @@ def resolve(readings: Sequence[Reading], roster: _Roster,
     else:
         possible = order
         why = f"none of them is on the roster and no prefix is an assignment's name ({roster.hint()})"
+    unsafe = [f"{s!r}: {unsafe_id_reason(s)}" for s in possible if unsafe_id_reason(s)]
+    if unsafe:
+        why += f" (and {'; '.join(unsafe)})"
     return None, f"ambiguous: the student id could be {_show(possible)}; {why}", possible
 
 
