@@ -471,6 +471,9 @@ def test_bad_arguments_say_what_was_wrong(course, tmp_path):
         collect.collect(course, src, regex=r"^(?P<who>.+)$")
     with pytest.raises(ValueError, match="no assignment '02_x'"):
         collect.collect(course, src, assignment="02_x")
+    (course / "submitted" / "amy" / SDPA).mkdir(parents=True)
+    with pytest.raises(ValueError, match="inside .*submitted, where collect writes"):
+        collect.collect(course, course / "submitted")
     with pytest.raises(ValueError, match="neither a folder nor a zip"):
         collect.collect(course, tmp_path / "missing.zip")
     with pytest.raises(ValueError, match=r"expected student ids as strings, got 3 \(int\)"):

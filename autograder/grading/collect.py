@@ -351,6 +351,9 @@ def collect(course: Path, src: Path, assignment: Optional[str] = None, regex: Op
         if "student_id" not in pattern.groupindex:
             raise ValueError(f"--regex {regex!r} has no group named student_id (expected a pattern such as "
                              r"'(?P<student_id>[^_]+)_(?P<file_id>.+)')")
+    inbox = (course / "submitted").resolve()
+    if src.resolve() == inbox or inbox in src.resolve().parents:
+        raise ValueError(f"{src} is inside {course / 'submitted'}, where collect writes; collect from elsewhere")
     people = _Roster(course, roster)
     report = CollectReport()
     with tempfile.TemporaryDirectory(prefix="mhsa_collect_") as tmp:
