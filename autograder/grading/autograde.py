@@ -85,6 +85,7 @@ def plan(course: Path, jobs: Sequence[Job], writer: GradebookWriter, force: bool
         except Exception:  # a gradebook that cannot be read now: grade it again, the store says why
             state = "regrade"
         if state == storing.STORED:
+            storing.remove_leftovers(course, job.student, job.assignment)  # a stopped run's temporary files
             skipped.append(job)
         elif state == "restore":
             restore.append((job, old))

@@ -97,7 +97,10 @@ def _hash_tree(h, folder: Path, top: bool = True) -> None:
 
 def fingerprint(sub_dir: Path, assignment_dir: Path, limits: Limits, seed: str, sandbox: bool) -> str:
     h = hashlib.sha256()
-    h.update(f"v{GRADER_VERSION}|{json.dumps(limits.to_dict(), sort_keys=True)}|{seed}|{sandbox}\n".encode())
+    # Numbers as floats: --timeout 20 on the command line and Limits(cell_timeout=20) are one limit.
+    lim = {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+           for k, v in limits.to_dict().items()}
+    h.update(f"v{GRADER_VERSION}|{json.dumps(lim, sort_keys=True)}|{seed}|{bool(sandbox)}\n".encode())
     _hash_tree(h, Path(sub_dir))
     h.update(b"|source|")
     _hash_tree(h, Path(assignment_dir))
