@@ -1,6 +1,10 @@
 """The one writer of the gradebook during a grading run: the parent process records each
 graded submission as its result comes in (the workers never touch the database, so there are
-no SQLite lock errors), and flags those with a problem status."""
+no SQLite lock errors), and flags those with a problem status. A submission's scores and flag are
+committed together at the ``gradebook-commit`` point of the storing path (:mod:`.storing`, which
+also retries a write that fails, e.g. while formgrader holds the database); nbgrader commits the
+student and submission rows on their own before that, which the storing path allows for (a
+submission row without the result's scores is found by :meth:`differs` and stored again).
 
 from __future__ import annotations
 
@@ -83,8 +87,9 @@ class GradebookWriter:
         return sorted(found)
 
     def write(self, course: Path, job: Job, result: Dict[str, Any]) -> List[str]:
-        """Record one graded submission in one transaction: its auto scores and problem flag
-        (a manual score is the instructor's and stays). Returns problems (cells the gradebook
+        """Record one graded submission: its student and submission rows (nbgrader commits them),
+        then its auto scores and problem flag in one commit (a manual score is the instructor's and
+        stays). Returns problems (cells the gradebook
         does not know). An error rolls the transaction back and is raised (the storing path
         retries, :mod:`.storing`)."""
         from nbgrader.api import MissingEntry

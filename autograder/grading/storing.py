@@ -10,8 +10,10 @@ The sequence (:func:`store`), each write named by a point of :data:`CRASH_POINTS
    fsync, rename) with ``"state": "pending"`` and the SHA-256 of the executed notebook;
 3. ``autograded-swap`` and ``autograded-swap-half``: the old autograded folder is renamed aside,
    the temporary one renamed into its place, the old one removed;
-4. ``gradebook-commit``: the auto scores and the problem flag are committed to the gradebook in
-   one transaction (manual scores are the instructor's and stay);
+4. ``gradebook-commit``: the auto scores and the problem flag are committed to the gradebook
+   together (nbgrader has committed the student and submission rows just before; a row without
+   the result's scores is found like any other difference); manual scores are the instructor's
+   and stay;
 5. ``result-stored``: the result file is rewritten atomically with ``"state": "stored"``;
 6. ``exports`` and ``exports-half`` (once per run, after the last submission): when
    ``COURSE/exports/`` exists, the CSV files are regenerated in a temporary folder and each one
