@@ -428,7 +428,18 @@ def test_odd_folders_are_their_submissions_problems(quick, monkeypatch):
     os.mkdir(sub / "ivan")
     os.symlink(sub / "nowhere", sub / "ivan" / A)  # a dangling link
     unreadable = {sub / "erin" / A, sub / "frank"}  # as if chmod 000 (tests may run as root)
+    _submit(root, "kim")
+    (sub / "kim" / A / "data").mkdir()
+    (sub / "kim" / A / "data" / "table.csv").write_text("1,2\n")
+    unreadable.add(sub / "kim" / A / "data" / "table.csv")
     real = jobs._list_dir
+
+    def open_file(path, *args, **kwargs):
+        if Path(path) in unreadable:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(jobs, "open", open_file, raising=False)  # what the fingerprint reads with
 
     def list_dir(folder):
         if Path(folder) in unreadable:
@@ -438,10 +449,11 @@ def test_odd_folders_are_their_submissions_problems(quick, monkeypatch):
     monkeypatch.setattr(jobs, "_list_dir", list_dir)
     run = _grade(root)
     by = {r["student"]: r for r in run["results"]}
-    assert set(by) == {"alice", "bob", "carol", "dave", "erin", "ivan"}
+    assert set(by) == {"alice", "bob", "carol", "dave", "erin", "ivan", "kim"}
     assert by["alice"]["status"] == by["bob"]["status"] == "ok"
     for student, words in (("carol", "cannot be read"), ("dave", "is a file, not a folder"),
-                           ("erin", "Permission denied"), ("ivan", "link to nothing")):
+                           ("erin", "Permission denied"), ("ivan", "link to nothing"),
+                           ("kim", "data/table.csv cannot be read (PermissionError")):
         assert by[student]["status"] == "unreadable", student
         assert words in by[student]["message"] and f"submitted/{student}/{A}" in by[student]["message"], student
         assert by[student]["score"] == 0 and _result(root, student)["state"] == storing.STORED
@@ -456,12 +468,23 @@ def test_odd_folders_are_their_submissions_problems(quick, monkeypatch):
     assert "3 folder(s) not graded" in out.getvalue()
     # Nothing changed: the problems are stable, nothing is graded again.
     again = _grade(root)
-    assert again["results"] == [] and len(again["skipped"]) == 6
+    assert again["results"] == [] and len(again["skipped"]) == 7
     # Fixed: graded.
     unreadable.clear()
     again = _grade(root)
-    assert {r["student"] for r in again["results"]} == {"erin", "frank"}
+    assert {r["student"] for r in again["results"]} == {"erin", "frank", "kim"}
     assert all(r["status"] == "ok" for r in again["results"])
+
+
+def test_limits_are_compared_as_numbers_in_the_fingerprint(tmp_path):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "a.txt").write_text("x")
+    one = jobs.fingerprint(sub, tmp_path / "src", engine.Limits(cell_timeout=20, memory_mb=0), "7", False)
+    assert one == jobs.fingerprint(sub, tmp_path / "src", engine.Limits(cell_timeout=20.0, memory_mb=0.0), "7", False)
+    assert one != jobs.fingerprint(sub, tmp_path / "src", engine.Limits(cell_timeout=21, memory_mb=0), "7", False)
+    (sub / "a.txt").write_text("y")
+    assert one != jobs.fingerprint(sub, tmp_path / "src", engine.Limits(cell_timeout=20, memory_mb=0), "7", False)
 
 
 def test_statuses_are_known_and_problems_flagged():

@@ -4,7 +4,7 @@ no SQLite lock errors), and flags those with a problem status. A submission's sc
 committed together at the ``gradebook-commit`` point of the storing path (:mod:`.storing`, which
 also retries a write that fails, e.g. while formgrader holds the database); nbgrader commits the
 student and submission rows on their own before that, which the storing path allows for (a
-submission row without the result's scores is found by :meth:`differs` and stored again).
+submission row without the result's scores is found by :meth:`differs` and stored again)."""
 
 from __future__ import annotations
 

@@ -175,8 +175,13 @@ def find_submissions(course: Path, names: Sequence[str], students: Optional[Sequ
                 try:
                     fp = fingerprint(adir, course / "source" / name, limits, seed, sandbox)
                 except OSError as e:
-                    why = (f"submitted/{shown(student)}/{name}: {shown(str(getattr(e, 'filename', '') or ''))} "
-                           f"cannot be read ({type(e).__name__}: {e.strerror or e})")
+                    what = str(e.filename or "")
+                    try:
+                        what = Path(what).relative_to(adir).as_posix()
+                    except ValueError:
+                        pass
+                    what = f"submitted/{shown(student)}/{name}" + (f": {shown(what)}" if what else "")
+                    why = f"{what} cannot be read ({type(e).__name__}: {e.strerror or e})"
             if why is not None:
                 problem = ("unreadable", why + "; nothing was graded")
                 fp = hashlib.sha256(f"v{GRADER_VERSION}|problem|{why}|{seed}".encode()).hexdigest()
