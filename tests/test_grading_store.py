@@ -550,6 +550,14 @@ def test_check_on_agreeing_stores_says_so(graded, capsys):
     assert "result files, gradebook, autograded notebooks and exports agree" in capsys.readouterr().out
 
 
+def test_check_of_some_students_looks_at_them_only(graded, capsys):
+    root = graded["root"]
+    _corrupt_notebook(root)
+    assert _cli("--course", root, "--check", "--dry-run", "--student", "alice") == 0
+    assert _cli("--course", root, "--check", "--dry-run", "--student", "bob") == 1
+    assert "bob/01_tiny: autograded/bob/01_tiny/01_tiny.ipynb is not the graded one" in capsys.readouterr().out
+
+
 def test_check_reports_what_it_cannot_repair(graded, capsys):
     root = graded["root"]
     _delete_notebook(root)

@@ -246,7 +246,8 @@ def summary_lines(results: List[Dict[str, Any]]) -> List[str]:
 
 def check_class(course: Path, assignments: Optional[Sequence[str]] = None, repair: bool = True,
                 workers: Optional[int] = None, limits: Optional[engine.Limits] = None, sandbox: bool = True,
-                stream: Optional[TextIO] = None) -> Tuple[List[storing.Finding], List[str]]:
+                stream: Optional[TextIO] = None, students: Optional[Sequence[str]] = None
+                ) -> Tuple[List[storing.Finding], List[str]]:
     """``autograde --check``: find every divergence between the result files, the gradebook (auto
     scores and flags; manual scores are the instructor's and stay), the autograded notebooks and
     the CSV exports, and (with ``repair``) repair it: temporary leftovers removed, complete results
@@ -257,7 +258,7 @@ def check_class(course: Path, assignments: Optional[Sequence[str]] = None, repai
     names = _check_arguments(course, assignments, sandbox and repair)
     writer = GradebookWriter(course)
     try:
-        findings = storing.audit(course, names, writer)
+        findings = storing.audit(course, names, writer, students)
     finally:
         writer.close()
     left: List[str] = []
@@ -284,7 +285,7 @@ def check_class(course: Path, assignments: Optional[Sequence[str]] = None, repai
             left.append(f"{r['student']}/{r['assignment']}: {r['store_error']}")
     writer = GradebookWriter(course)
     try:
-        after = storing.audit(course, names, writer)
+        after = storing.audit(course, names, writer, students)
     finally:
         writer.close()
     left += [f"{f.where}: {f.why}" for f in after]
@@ -332,7 +333,7 @@ def main_check(args) -> int:
     repair = not args.dry_run
     try:
         findings, left = check_class(args.course, args.assignments, repair=repair, workers=args.workers,
-                                     limits=_limits(args), sandbox=not args.no_sandbox)
+                                     limits=_limits(args), sandbox=not args.no_sandbox, students=args.student)
     except RuntimeError as e:
         print(f"autograde: {e}", file=sys.stderr)
         return 1

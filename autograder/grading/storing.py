@@ -408,9 +408,10 @@ def _keys(course: Path, names: List[str], writer) -> List[Tuple[str, str]]:
     return sorted(keys)
 
 
-def audit(course: Path, names: List[str], writer) -> List[Finding]:
+def audit(course: Path, names: List[str], writer, students: Optional[List[str]] = None) -> List[Finding]:
     """Every divergence between the result files, the gradebook's auto scores and flags, the
-    autograded notebooks and the CSV exports of these assignments (nothing is changed)."""
+    autograded notebooks and the CSV exports of these assignments (of these students only, when
+    given; nothing is changed)."""
     from .jobs import load_result
 
     course = Path(course)
@@ -418,6 +419,8 @@ def audit(course: Path, names: List[str], writer) -> List[Finding]:
     for p in sorted(course.glob(".exports.*")):
         found.append(Finding(p.name, "a temporary export folder left by a stopped run", "remove"))
     for student, assignment in _keys(course, names, writer):
+        if students and student not in students:
+            continue
         where = f"{student}/{assignment}"
         for p in leftovers(course, student, assignment):
             found.append(Finding(str(p.relative_to(course)), "a temporary file left by a stopped run", "remove",
