@@ -395,6 +395,29 @@ def test_a_passing_storage_error_is_retried(quick, monkeypatch):
     _assert_consistent(root)
 
 
+def test_a_grader_error_is_that_submissions(quick, monkeypatch):
+    root = quick["root"]
+    real = autograde.run_worker
+
+    def worker(job, *args):
+        if job.student == "alice":
+            raise RuntimeError("the pool broke")
+        return real(job, *args)
+
+    monkeypatch.setattr(autograde, "run_worker", worker)
+    run = _grade(root)
+    by = {r["student"]: r for r in run["results"]}
+    assert by["alice"]["status"] == "grader-error" and "the pool broke" in by["alice"]["message"]
+    assert [s["points"] for s in by["alice"]["steps"]] == [0.0, 0.0]
+    assert by["bob"]["status"] == "ok"
+    gb, _ = _gradebook(root)
+    assert gb[("alice", A)][1] is True and gb[("bob", A)][1] is False
+    _assert_consistent(root)
+    assert autograde.report(run, io.StringIO()) == 1
+    monkeypatch.setattr(autograde, "run_worker", real)
+    assert [r["student"] for r in _grade(root)["results"]] == ["alice"]  # a grader error is graded again
+
+
 def test_a_grader_error_while_storing_keeps_the_others(quick, monkeypatch):
     root = quick["root"]
 

@@ -94,7 +94,7 @@ def plan(course: Path, jobs: Sequence[Job], writer: GradebookWriter, force: bool
     return todo, restore, skipped
 
 
-def _problem_result(course: Path, job: Job, status: str, message: str) -> Dict[str, Any]:
+def _problem_result(status: str, message: str) -> Dict[str, Any]:
     return {"status": status, "message": message, "steps": [], "notes": []}
 
 
@@ -139,7 +139,8 @@ def _store(course: Path, job: Job, result: Dict[str, Any], writer: GradebookWrit
         result["store_error"] = str(e)
     except Exception as e:  # never the whole run's end: the next run finds what is not stored
         result["store_error"] = f"storing failed: {type(e).__name__}: {e}"
-    _with_gradebook_view(result, writer)
+    if "store_error" not in result:  # (else the gradebook still holds an older grade)
+        _with_gradebook_view(result, writer)
 
 
 def grade_class(
@@ -184,7 +185,7 @@ def grade_class(
             restored.append(old)
         direct = [j for j in todo if j.problem is not None]
         for job in direct:
-            result = _complete(course, job, _problem_result(course, job, *job.problem))
+            result = _complete(course, job, _problem_result(*job.problem))
             _store(course, job, result, writer)
             results.append(result)
         graded = [j for j in todo if j.problem is None]
