@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat as stat_mod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -122,8 +123,6 @@ def _folder_problem(path: Path, what: str) -> Optional[str]:
         return f"{what} vanished while the run looked at it"
     except OSError as e:
         return f"{what} cannot be read ({type(e).__name__}: {e.strerror or e})"
-    import stat as stat_mod
-
     if not stat_mod.S_ISDIR(st.st_mode):
         return f"{what} is a file, not a folder"
     try:
