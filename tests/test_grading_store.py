@@ -499,6 +499,22 @@ def test_odd_folders_are_their_submissions_problems(quick, monkeypatch):
     assert all(r["status"] == "ok" for r in again["results"])
 
 
+def test_a_chmod_000_folder_is_found_unreadable(quick):
+    if os.geteuid() == 0:
+        pytest.skip("root reads a chmod 000 folder anyway; test_odd_folders_are_their_submissions_problems "
+                    "covers unreadable folders by making the listing fail")
+    root = quick["root"]
+    locked = root / "submitted" / "bob" / A
+    locked.chmod(0)
+    try:
+        found, problems = jobs.find_submissions(root, [A], None, engine.Limits(), False)
+    finally:
+        locked.chmod(0o755)
+    by = {j.student: j for j in found}
+    assert by["alice"].problem is None and problems == []
+    assert by["bob"].problem[0] == "unreadable" and "PermissionError" in by["bob"].problem[1]
+
+
 def test_limits_are_compared_as_numbers_in_the_fingerprint(tmp_path):
     sub = tmp_path / "sub"
     sub.mkdir()
