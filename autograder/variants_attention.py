@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -283,40 +283,69 @@ def read_shape_message(message: str, letters: Letters, inputs: Dict[str, Any]) -
     return f"torch reports a shape error: {message}"
 
 
+# --------------------------------------------------------------------------- choices
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One choice of an axis: its ``name`` (in the variant's id) and what it does, ``fn`` (each
+    axis says what its functions take and return), so that a new wrong choice of a listed kind is
+    one more entry in the axis and nothing else changes. ``token``: a regular expression of the
+    learner's code that makes this choice (read in the learner's line of an error)."""
+
+    name: str
+    fn: Any = field(default=None, compare=False, hash=False)
+    token: str = field(default="", compare=False, hash=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def tokens_of(axes: Sequence[Axis]) -> Dict[Tuple[str, str], str]:
+    """(axis, choice) -> the regular expression of the learner's code for each wrong choice."""
+    return {(a.name, str(c)): c.token for a in axes for c in a.wrong if isinstance(c, Choice) and c.token}
+
+
+def _named(c: Dict[str, Any]) -> Dict[str, str]:
+    return {k: str(v) for k, v in c.items()}
+
+
+def _t(x: Tensor) -> Tensor:
+    return x.transpose(-2, -1)
+
+
 # --------------------------------------------------------------------------- pairwise_scores
+# contract: fn(q, keys) -> scores; keys: fn(q, k) -> the tensor used as keys; scale: fn(q, k) -> divisor.
 
 
 def _pairwise_build(c: Dict[str, Any]) -> Callable:
     def fn(q: Tensor, k: Tensor) -> Tensor:
-        if c["keys"] == "q":
-            k = q
-        if c["contract"] == "kq":
-            s = k @ q.transpose(-2, -1)
-        elif c["contract"] == "neg":
-            s = -(q @ k.transpose(-2, -1))
-        elif c["contract"] == "dist":
-            s = -((q.unsqueeze(-2) - k.unsqueeze(-3)) ** 2).sum(-1)
-        else:
-            s = q @ k.transpose(-2, -1)
-        scale = {"none": 1.0, "sqrt_d": math.sqrt(q.shape[-1]), "d": float(q.shape[-1]),
-                 "sqrt_s": math.sqrt(k.shape[-2])}[c["scale"]]
-        return s / scale
+        return c["contract"].fn(q, c["keys"].fn(q, k)) / c["scale"].fn(q, k)
     return fn
 
 
 PAIRWISE_AXES = [
-    Axis("contract", "qk", {
-        "kq": "you computed K Qᵀ, whose entry [b, j, i] pairs key j with query i: the scores must be (B, T, S), "
-              "query rows and key columns: q @ k.transpose(-2, -1)",
-        "neg": "your scores are the negated dot products: scores[b, i, j] = +q[b, i] · k[b, j]",
-        "dist": "your scores are negative squared distances, not dot products: scores[b, i, j] = q[b, i] · k[b, j]",
+    Axis("contract", Choice("qk", lambda q, k: q @ _t(k)), {
+        Choice("kq", lambda q, k: k @ _t(q)):
+            "you computed K Qᵀ, whose entry [b, j, i] pairs key j with query i: the scores must be (B, T, S), "
+            "query rows and key columns: q @ k.transpose(-2, -1)",
+        Choice("neg", lambda q, k: -(q @ _t(k))):
+            "your scores are the negated dot products: scores[b, i, j] = +q[b, i] · k[b, j]",
+        Choice("dist", lambda q, k: -((q.unsqueeze(-2) - k.unsqueeze(-3)) ** 2).sum(-1)):
+            "your scores are negative squared distances, not dot products: scores[b, i, j] = q[b, i] · k[b, j]",
     }),
-    Axis("keys", "k", {"q": "you multiply q by its own transpose: the scores compare each query with every key k"}),
-    Axis("scale", "none", {
-        "sqrt_d": "you divide by √D: pairwise_scores is the plain dot product (the 1/√d_k scale comes in attention, "
-                  "notebook 01)",
-        "d": "you divide by D: pairwise_scores is the plain dot product, no scale",
-        "sqrt_s": "you divide by √S: pairwise_scores is the plain dot product, no scale",
+    Axis("keys", Choice("k", lambda q, k: k), {
+        Choice("q", lambda q, k: q): "you multiply q by its own transpose: the scores compare each query with every "
+                                     "key k",
+    }),
+    Axis("scale", Choice("none", lambda q, k: 1.0), {
+        Choice("sqrt_d", lambda q, k: math.sqrt(q.shape[-1])):
+            "you divide by √D: pairwise_scores is the plain dot product (the 1/√d_k scale comes in attention, "
+            "notebook 01)",
+        Choice("d", lambda q, k: float(q.shape[-1])): "you divide by D: pairwise_scores is the plain dot product, "
+                                                      "no scale",
+        Choice("sqrt_s", lambda q, k: math.sqrt(k.shape[-2])): "you divide by √S: pairwise_scores is the plain dot "
+                                                               "product, no scale",
     }),
 ]
 
@@ -325,52 +354,39 @@ def pairwise_variants() -> Iterable[Mistake]:
     return generate(PAIRWISE_AXES, _pairwise_build)
 
 
-def _pairwise_shape_build(c: Dict[str, Any]) -> Callable:
-    def fn(q: Tensor, k: Tensor) -> Tensor:
-        form = c["form"]
-        if form == "no_t":
-            return q @ k
-        if form == "T":
-            return q @ k.T
-        if form == "t01":
-            return q @ k.transpose(0, 1)
-        if form == "mm":
-            return torch.mm(q, k.t())
-        if form == "bmm_no_t":
-            return torch.bmm(q, k)
-        if form == "elementwise":
-            return (q * k).sum(-1)
-        if form == "qT":
-            return q.transpose(-2, -1) @ k
-        if form == "einsum_2d":
-            return torch.einsum("td,sd->ts", q, k)
-        return q @ k.transpose(-2, -1)
-    return fn
-
-
-PAIRWISE_SHAPE_AXES = [Axis("form", "qkT", {
-    "no_t": "`q @ k` multiplies {q} by {k}: the inner sizes D and S do not match. Transpose the last two axes "
-            "of k first: q @ k.transpose(-2, -1)",
-    "T": "`k.T` on a {k} tensor reverses all its axes, giving {k_T}; the keys must become {k_need}: transpose "
-         "only the last two axes, q @ k.transpose(-2, -1) (or k.mT)",
-    "t01": "`k.transpose(0, 1)` on a {k} tensor gives {k_t01}, the batch axis moved; the keys must become "
-           "{k_need}: transpose the last two axes, k.transpose(-2, -1)",
-    "mm": "`torch.mm` and `.t()` take only 2-D matrices, but q is {q}: use q @ k.transpose(-2, -1), which handles "
-          "the batch axis",
-    "bmm_no_t": "`torch.bmm(q, k)` multiplies {q} by {k}: the keys must be transposed first, "
-                "torch.bmm(q, k.transpose(1, 2)) or q @ k.transpose(-2, -1)",
-    "elementwise": "you multiplied q and k elementwise, which pairs query i only with key i and needs T = S; every "
-                   "query must meet every key: q @ k.transpose(-2, -1), or einsum('btd,bsd->bts', q, k)",
-    "qT": "`q.transpose(-2, -1) @ k` multiplies {q_t} by {k}: transpose k, not q: q @ k.transpose(-2, -1)",
-    "einsum_2d": "your einsum names 2 axes per operand but q is {q}: name the batch axis too, "
-                 "einsum('btd,bsd->bts', q, k)",
+# form: fn(q, k) -> scores, the way the learner wrote them.
+PAIRWISE_SHAPE_AXES = [Axis("form", Choice("qkT", lambda q, k: q @ _t(k)), {
+    Choice("no_t", lambda q, k: q @ k, r"@\s*k\b(?!\s*\.)"):
+        "`q @ k` multiplies {q} by {k}: the inner sizes D and S do not match. Transpose the last two axes of k "
+        "first: q @ k.transpose(-2, -1)",
+    Choice("T", lambda q, k: q @ k.T, r"k\.T\b"):
+        "`k.T` on a {k} tensor reverses all its axes, giving {k_T}; the keys must become {k_need}: transpose only "
+        "the last two axes, q @ k.transpose(-2, -1) (or k.mT)",
+    Choice("t01", lambda q, k: q @ k.transpose(0, 1), r"transpose\(\s*(0\s*,\s*1|1\s*,\s*0)\s*\)"):
+        "`k.transpose(0, 1)` on a {k} tensor gives {k_t01}, the batch axis moved; the keys must become {k_need}: "
+        "transpose the last two axes, k.transpose(-2, -1)",
+    Choice("mm", lambda q, k: torch.mm(q, k.t()), r"\bmm\(|\.t\(\)"):
+        "`torch.mm` and `.t()` take only 2-D matrices, but q is {q}: use q @ k.transpose(-2, -1), which handles "
+        "the batch axis",
+    Choice("bmm_no_t", lambda q, k: torch.bmm(q, k), r"bmm\("):
+        "`torch.bmm(q, k)` multiplies {q} by {k}: the keys must be transposed first, torch.bmm(q, k.transpose(1, 2)) "
+        "or q @ k.transpose(-2, -1)",
+    Choice("elementwise", lambda q, k: (q * k).sum(-1), r"\*"):
+        "you multiplied q and k elementwise, which pairs query i only with key i and needs T = S; every query must "
+        "meet every key: q @ k.transpose(-2, -1), or einsum('btd,bsd->bts', q, k)",
+    Choice("qT", lambda q, k: _t(q) @ k, r"q\.(transpose|T|mT)"):
+        "`q.transpose(-2, -1) @ k` multiplies {q_t} by {k}: transpose k, not q: q @ k.transpose(-2, -1)",
+    Choice("einsum_2d", lambda q, k: torch.einsum("td,sd->ts", q, k), r"einsum\("):
+        "your einsum names 2 axes per operand but q is {q}: name the batch axis too, einsum('btd,bsd->bts', q, k)",
 })]
 
-PAIRWISE_SHAPE_TOKENS = {
-    ("form", "no_t"): r"@\s*k\b(?!\s*\.)", ("form", "T"): r"k\.T\b", ("form", "t01"): r"transpose\(\s*0\s*,\s*1\s*\)",
-    ("form", "mm"): r"\bmm\(|\.t\(\)", ("form", "bmm_no_t"): r"bmm\(", ("form", "elementwise"): r"\*",
-    ("form", "qT"): r"q\.(transpose|T|mT)", ("form", "einsum_2d"): r"einsum\(",
-}
+PAIRWISE_SHAPE_TOKENS = tokens_of(PAIRWISE_SHAPE_AXES)
+
+
+def _pairwise_shape_build(c: Dict[str, Any]) -> Callable:
+    def fn(q: Tensor, k: Tensor) -> Tensor:
+        return c["form"].fn(q, k)
+    return fn
 
 
 def pairwise_shape_candidates() -> List[Mistake]:
@@ -394,58 +410,65 @@ def _transposed(shape: Sequence[int], a: int, b: int, letters: Letters) -> str:
 
 
 # --------------------------------------------------------------------------- softmax
+# dim: fn(x, dim) -> the axis the code normalises; max: fn(x, d) -> the shift; sum: fn(e, d) -> the
+# divisor; base: fn(z) -> the exponentials; empty (what an all -inf slice becomes): structural.
+
+
+def _other(x: Tensor, d: int) -> int:
+    return 0 if d != 0 else x.ndim - 1
 
 
 def _softmax_build(c: Dict[str, Any]) -> Callable:
     def fn(x: Tensor, dim: int = -1) -> Tensor:
-        nd = x.ndim
-        d = nd - 1 if c["dim"] == "last" else dim % nd  # the axis the learner's code treats as dim
-        other = 0 if d != 0 else nd - 1
-        if c["empty"] == "uniform":
+        d = c["dim"].fn(x, dim)
+        empty = str(c["empty"])
+        if empty == "uniform":
             x = x.clamp_min(-1e9)
-        shift = {"dim": lambda: x.amax(d, keepdim=True), "none": lambda: torch.zeros((), dtype=x.dtype),
-                 "global": lambda: x.max(), "last": lambda: x.amax(-1, keepdim=True),
-                 "other": lambda: x.amax(other, keepdim=True)}[c["max"]]()
-        if c["empty"] == "zeros":
+        shift = c["max"].fn(x, d)
+        if empty == "zeros":
             shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-        z = x - shift
-        e = {"e": torch.exp, "2": torch.exp2, "10": lambda t: torch.pow(10.0, t)}[c["base"]](z)
-        total = {"dim": lambda: e.sum(d, keepdim=True), "last": lambda: e.sum(-1, keepdim=True),
-                 "other": lambda: e.sum(other, keepdim=True), "global": lambda: e.sum()}[c["sum"]]()
-        if c["empty"] == "zeros":
+        e = c["base"].fn(x - shift)
+        total = c["sum"].fn(e, d)
+        if empty == "zeros":
             total = torch.where(total > 0, total, torch.ones_like(total))
         return e / total
     return fn
 
 
 SOFTMAX_AXES = [
-    Axis("dim", "given", {
-        "last": "you always normalise over the last axis and ignore the `dim` argument: softmax(x, dim={dim}) must "
-                "normalise along axis {dim}",
+    Axis("dim", Choice("given", lambda x, dim: dim % x.ndim), {
+        Choice("last", lambda x, dim: x.ndim - 1):
+            "you always normalise over the last axis and ignore the `dim` argument: softmax(x, dim={dim}) must "
+            "normalise along axis {dim}",
     }),
-    Axis("sum", "dim", {
-        "other": "you normalise over the wrong axis: with dim={dim}, every slice along axis {dim} must sum to 1; use "
-                 "dim in both the max and the sum (with keepdim=True)",
-        "global": "you divide by the sum over the whole tensor; divide by the sum along `dim` (keepdim=True), so "
-                  "that each slice sums to 1",
-        "last": "you take the maximum along dim but the sum over the last axis: with dim={dim}, every slice along "
-                "axis {dim} must sum to 1",
+    Axis("sum", Choice("dim", lambda e, d: e.sum(d, keepdim=True)), {
+        Choice("other", lambda e, d: e.sum(_other(e, d), keepdim=True)):
+            "you normalise over the wrong axis: with dim={dim}, every slice along axis {dim} must sum to 1; use dim in "
+            "both the max and the sum (with keepdim=True)",
+        Choice("global", lambda e, d: e.sum()):
+            "you divide by the sum over the whole tensor; divide by the sum along `dim` (keepdim=True), so that each "
+            "slice sums to 1",
+        Choice("last", lambda e, d: e.sum(-1, keepdim=True)):
+            "you take the maximum along dim but the sum over the last axis: with dim={dim}, every slice along axis "
+            "{dim} must sum to 1",
     }),
-    Axis("max", "dim", {
-        "none": "no max-subtraction: on large logits exp(x) overflows to inf and inf/inf gives NaN. Subtract "
-                "x.amax(dim, keepdim=True) before exp: softmax(x) = softmax(x - c)",
-        "global": "you subtract the maximum of the whole tensor; a slice far below it underflows to exp(...) = 0 "
-                  "everywhere and 0/0 gives NaN. Subtract the maximum of each slice along `dim` "
-                  "(x.amax(dim, keepdim=True))",
-        "last": "you subtract the maximum over the last axis but normalise along dim={dim}: a slice along dim can "
-                "lie far below those maxima and underflow to 0/0 = NaN. Take the maximum along the same `dim` as "
-                "the sum",
-        "other": "you subtract the maximum over another axis than the one you normalise: a slice can lie far below "
-                 "those maxima and underflow to 0/0 = NaN. Take the maximum along `dim`, as the sum",
+    Axis("max", Choice("dim", lambda x, d: x.amax(d, keepdim=True)), {
+        Choice("none", lambda x, d: torch.zeros((), dtype=x.dtype)):
+            "no max-subtraction: on large logits exp(x) overflows to inf and inf/inf gives NaN. Subtract "
+            "x.amax(dim, keepdim=True) before exp: softmax(x) = softmax(x - c)",
+        Choice("global", lambda x, d: x.max()):
+            "you subtract the maximum of the whole tensor; a slice far below it underflows to exp(...) = 0 everywhere "
+            "and 0/0 gives NaN. Subtract the maximum of each slice along `dim` (x.amax(dim, keepdim=True))",
+        Choice("last", lambda x, d: x.amax(-1, keepdim=True)):
+            "you subtract the maximum over the last axis but normalise along dim={dim}: a slice along dim can lie far "
+            "below those maxima and underflow to 0/0 = NaN. Take the maximum along the same `dim` as the sum",
+        Choice("other", lambda x, d: x.amax(_other(x, d), keepdim=True)):
+            "you subtract the maximum over another axis than the one you normalise: a slice can lie far below those "
+            "maxima and underflow to 0/0 = NaN. Take the maximum along `dim`, as the sum",
     }),
-    Axis("base", "e", {
-        "2": "you use 2**x (exp2) instead of exp: softmax is e^x / Σ e^x",
-        "10": "you use 10**x instead of exp: softmax is e^x / Σ e^x",
+    Axis("base", Choice("e", torch.exp), {
+        Choice("2", torch.exp2): "you use 2**x (exp2) instead of exp: softmax is e^x / Σ e^x",
+        Choice("10", lambda z: torch.pow(10.0, z)): "you use 10**x instead of exp: softmax is e^x / Σ e^x",
     }),
     Axis("empty", "zeros", {
         "nan": "a slice that is all -inf (a query with no allowed key) gives NaN: its maximum is -inf and "
@@ -459,42 +482,39 @@ SOFTMAX_AXES = [
 
 def _softmax_valid(c: Dict[str, Any]) -> bool:
     # (with dim ignored, the last axis is the learner's dim: "max over the last axis" says nothing more)
-    return not (c["dim"] == "last" and (c["max"] == "last" or c["sum"] == "last"))
+    n = _named(c)
+    return not (n["dim"] == "last" and (n["max"] == "last" or n["sum"] == "last"))
 
 
 def softmax_variants() -> Iterable[Mistake]:
     return generate(SOFTMAX_AXES, _softmax_build, valid=_softmax_valid)
 
 
-def _softmax_shape_build(c: Dict[str, Any]) -> Callable:
-    def fn(x: Tensor, dim: int = -1) -> Tensor:
-        if c["max"] == "no_keepdim":
-            m = x.amax(dim)
-        elif c["max"] == "tuple":
-            m = x.max(dim)
-        else:
-            m = x.amax(dim, keepdim=True)
-        e = torch.exp(x - m)
-        s = e.sum(dim) if c["sum"] == "no_keepdim" else e.sum(dim, keepdim=True)
-        return e / s
-    return fn
-
-
+# max: fn(x, dim) -> what is subtracted; sum: fn(e, dim) -> the divisor, the way the learner wrote them.
 SOFTMAX_SHAPE_AXES = [
-    Axis("max", "keepdim", {
-        "no_keepdim": "the maximum along dim without keepdim=True drops that axis ({x} becomes {x_drop}), so it no "
-                      "longer lines up with x: x.amax(dim, keepdim=True)",
-        "tuple": "x.max(dim) returns a pair (values, indices), not a tensor: use x.amax(dim, keepdim=True) or "
-                 "x.max(dim, keepdim=True).values",
+    Axis("max", Choice("keepdim", lambda x, dim: x.amax(dim, keepdim=True)), {
+        Choice("no_keepdim", lambda x, dim: x.amax(dim), r"(amax|max)\("):
+            "the maximum along dim without keepdim=True drops that axis ({x} becomes {x_drop}), so it no longer "
+            "lines up with x: x.amax(dim, keepdim=True)",
+        Choice("tuple", lambda x, dim: x.max(dim), r"\.max\("):
+            "x.max(dim) returns a pair (values, indices), not a tensor: use x.amax(dim, keepdim=True) or "
+            "x.max(dim, keepdim=True).values",
     }),
-    Axis("sum", "keepdim", {
-        "no_keepdim": "the sum along dim without keepdim=True drops that axis ({x} becomes {x_drop}), so it no "
-                      "longer lines up with the exponentials: e.sum(dim, keepdim=True)",
+    Axis("sum", Choice("keepdim", lambda e, dim: e.sum(dim, keepdim=True)), {
+        Choice("no_keepdim", lambda e, dim: e.sum(dim), r"sum\("):
+            "the sum along dim without keepdim=True drops that axis ({x} becomes {x_drop}), so it no longer lines up "
+            "with the exponentials: e.sum(dim, keepdim=True)",
     }),
 ]
 
-SOFTMAX_SHAPE_TOKENS = {("max", "no_keepdim"): r"(amax|max)\(", ("max", "tuple"): r"\.max\(",
-                        ("sum", "no_keepdim"): r"sum\("}
+SOFTMAX_SHAPE_TOKENS = tokens_of(SOFTMAX_SHAPE_AXES)
+
+
+def _softmax_shape_build(c: Dict[str, Any]) -> Callable:
+    def fn(x: Tensor, dim: int = -1) -> Tensor:
+        e = torch.exp(x - c["max"].fn(x, dim))
+        return e / c["sum"].fn(e, dim)
+    return fn
 
 
 def softmax_shape_candidates() -> List[Mistake]:
@@ -508,22 +528,19 @@ def softmax_context(x: Tensor, dim: int, letters: Letters) -> Dict[str, str]:
 
 
 # --------------------------------------------------------------------------- causal_mask
+# diagonal: how many positions past its own a query sees (an integer); align: fn(t, s) -> the
+# absolute position of query 0; polarity: fn(allowed) -> the mask's truth; shape: fn(mask);
+# dtype: fn(allowed) -> the returned tensor.
 
 
 def _causal_build(c: Dict[str, Any]) -> Callable:
     def fn(seq_len_q: int, seq_len_k: Optional[int] = None) -> Tensor:
         t = seq_len_q
         s = t if seq_len_k is None else seq_len_k
-        offset = {"lower_right": s - t, "upper_left": 0, "flipped": t - s}[c["align"]] + int(c["diagonal"])
         i = torch.arange(t).unsqueeze(-1)
         j = torch.arange(s).unsqueeze(0)
-        allowed = j <= i + offset
-        if c["polarity"] == "blocked":
-            allowed = ~allowed
-        if c["shape"] == "ST":
-            allowed = allowed.T
-        return {"bool": lambda: allowed, "float": lambda: allowed.float(), "int": lambda: allowed.long(),
-                "additive": lambda: torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))}[c["dtype"]]()
+        allowed = j <= i + c["align"].fn(t, s) + int(str(c["diagonal"]))
+        return c["dtype"].fn(c["shape"].fn(c["polarity"].fn(allowed)))
     return fn
 
 
@@ -531,29 +548,36 @@ CAUSAL_AXES = [
     Axis("diagonal", "0", {
         "-1": "off by one: your mask blocks the diagonal, but each query may attend to its own position (use <=, or "
               "torch.tril with diagonal=S - T)",
-        "1": "off by one: each query may also see the next position, so the future leaks in. Query i may see keys "
-             "up to its own position only",
+        "1": "off by one: each query may also see the next position, so the future leaks in. Query i may see keys up "
+             "to its own position only",
     }),
-    Axis("align", "lower_right", {
-        "upper_left": "aligned to the upper left when S > T: with a cache, query i sits at absolute position "
-                      "S - T + i, so the last query must see every key (torch.tril(..., diagonal=S - T))",
-        "flipped": "your offset is T - S where it must be S - T: query i sits at absolute position S - T + i, so "
-                   "with S > T it sees more keys than i, not fewer",
+    Axis("align", Choice("lower_right", lambda t, s: s - t), {
+        Choice("upper_left", lambda t, s: 0):
+            "aligned to the upper left when S > T: with a cache, query i sits at absolute position S - T + i, so the "
+            "last query must see every key (torch.tril(..., diagonal=S - T))",
+        Choice("flipped", lambda t, s: t - s):
+            "your offset is T - S where it must be S - T: query i sits at absolute position S - T + i, so with S > T "
+            "it sees more keys than i, not fewer",
     }),
-    Axis("polarity", "attend", {
-        "blocked": "polarity inverted: in this course True means 'may attend', so the lower triangle must be True "
-                   "(torch.nn.MultiheadAttention uses the opposite convention)",
+    Axis("polarity", Choice("attend", lambda m: m), {
+        Choice("blocked", lambda m: ~m):
+            "polarity inverted: in this course True means 'may attend', so the lower triangle must be True "
+            "(torch.nn.MultiheadAttention uses the opposite convention)",
     }),
-    Axis("shape", "TS", {
-        "ST": "your mask has shape (S, T), keys as rows: it must be (T, S), one row per query and one column per key",
+    Axis("shape", Choice("TS", lambda m: m), {
+        Choice("ST", lambda m: m.T):
+            "your mask has shape (S, T), keys as rows: it must be (T, S), one row per query and one column per key",
     }),
-    Axis("dtype", "bool", {
-        "float": "return a bool tensor (True = may attend), not 0/1 numbers: masked_fill and "
-                 "F.scaled_dot_product_attention read a float mask as values to add to the scores",
-        "int": "return a bool tensor (True = may attend), not integers 0/1: `~` on integers flips every bit "
-               "(~1 is -2) instead of negating the mask",
-        "additive": "you return an additive 0/-inf mask; this course's masks are bool (True = may attend). Return "
-                    "the comparison itself, e.g. j <= i + (S - T)",
+    Axis("dtype", Choice("bool", lambda m: m), {
+        Choice("float", lambda m: m.float()):
+            "return a bool tensor (True = may attend), not 0/1 numbers: masked_fill and "
+            "F.scaled_dot_product_attention read a float mask as values to add to the scores",
+        Choice("int", lambda m: m.long()):
+            "return a bool tensor (True = may attend), not integers 0/1: `~` on integers flips every bit (~1 is -2) "
+            "instead of negating the mask",
+        Choice("additive", lambda m: torch.zeros(m.shape).masked_fill(~m, float("-inf"))):
+            "you return an additive 0/-inf mask; this course's masks are bool (True = may attend). Return the "
+            "comparison itself, e.g. j <= i + (S - T)",
     }),
 ]
 
@@ -563,6 +587,10 @@ def causal_variants() -> Iterable[Mistake]:
 
 
 # --------------------------------------------------------------------------- scaled_dot_product_attention
+# scores: fn(q, k) -> raw scores; scale: fn(q, k, v) -> (factor on the scores, divisor of the
+# weights); softmax: fn(scores) -> weights; mask: fn(mask) -> the mask used (None: none); fill: the
+# value blocked scores get; stage (where the mask acts) and empty (what a query with no allowed key
+# gets): structural; returns: fn(out, weights, scores) -> the pair returned.
 
 
 def _heads(q: Tensor) -> int:
@@ -571,74 +599,74 @@ def _heads(q: Tensor) -> int:
 
 def _attention_build(c: Dict[str, Any]) -> Callable:
     def fn(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        dk = q.shape[-1]
-        s = k @ q.transpose(-2, -1) if c["scores"] == "kq" else q @ k.transpose(-2, -1)
-        factor = {"sqrt_dk": 1 / math.sqrt(dk), "none": 1.0, "dk": 1 / dk, "times_sqrt_dk": math.sqrt(dk),
-                  "sqrt_model": 1 / math.sqrt(_heads(q) * dk), "sqrt_t": 1 / math.sqrt(q.shape[-2]),
-                  "sqrt_s": 1 / math.sqrt(k.shape[-2]), "sqrt_dv": 1 / math.sqrt(v.shape[-1]),
-                  "after_softmax": 1.0}[c["scale"]]
-        s = s * factor
-        m = None
-        if mask is not None and c["mask"] != "ignored":
-            m = ~mask if c["mask"] == "inverted" else mask
-        if m is not None and c["stage"] == "before":
-            fill = {"-inf": float("-inf"), "zero": 0.0, "finite": -1e9}[c["fill"]]
-            s = s.masked_fill(~m, fill)
-        if c["softmax"] == "queries":
-            w = torch.softmax(s, dim=-2)
-        elif c["softmax"] == "both":
-            w = torch.softmax(s.flatten(-2), dim=-1).reshape(s.shape)
-        else:
-            w = torch.softmax(s, dim=-1)
-        if m is not None and c["stage"] != "before":
+        factor, divisor = c["scale"].fn(q, k, v)
+        s = c["scores"].fn(q, k) * factor
+        m = None if mask is None else c["mask"].fn(mask)
+        before = str(c["stage"]) == "before"
+        if m is not None and before:
+            s = s.masked_fill(~m, c["fill"].fn)
+        w = c["softmax"].fn(s)
+        if m is not None and not before:
             w = w.masked_fill(~m, 0.0)
-        if m is not None and c["empty"] == "zeros" and c["stage"] == "before":
+        if m is not None and before and str(c["empty"]) == "zeros":
             w = torch.nan_to_num(w, nan=0.0)
-        if c["scale"] == "after_softmax":
-            w = w / math.sqrt(dk)
-        out = w @ v
-        if c["returns"] == "weights_out":
-            return w, out
-        if c["returns"] == "scores":
-            return out, s
-        return out, w
+        w = w / divisor
+        return c["returns"].fn(w @ v, w, s)
     return fn
 
 
+def _scale(f: Callable[[Tensor, Tensor, Tensor], float], after: bool = False) -> Callable:
+    return lambda q, k, v: (1.0, f(q, k, v)) if after else (f(q, k, v), 1.0)
+
+
 ATTENTION_AXES = [
-    Axis("scale", "sqrt_dk", {
-        "none": "no 1/√d_k scale: your weights are softmax(QKᵀ). Divide the scores by √d_k = √{dk}, or the softmax "
-                "saturates as d_k grows",
-        "dk": "you scale by 1/d_k = 1/{dk}; the scale is 1/√d_k = 1/√{dk}. It keeps the scores' variance near 1 when "
-              "q and k have unit variance",
-        "times_sqrt_dk": "you multiply the scores by √d_k instead of dividing by it: scores = QKᵀ / √d_k",
-        "sqrt_model": "you scale by 1/√D (the model width H·Dh = {heads}·{dk}); each head scales by its own width: "
-                      "1/√Dh = 1/√{dk} = 1/√q.shape[-1]",
-        "sqrt_t": "your scores are scaled by 1/√T = 1/√{T} (T is the number of queries); scale by 1/√d_k = 1/√{dk}, "
-                  "the width of the queries and keys (q.shape[-1])",
-        "sqrt_s": "your scores are scaled by 1/√S = 1/√{S} (S is the number of keys); scale by 1/√d_k = 1/√{dk}, "
-                  "the width of the queries and keys (q.shape[-1])",
-        "sqrt_dv": "your scores are scaled by 1/√Dv = 1/√{Dv} (Dv is the width of the values); scale by 1/√d_k = "
-                   "1/√{dk}, the width of the queries and keys (q.shape[-1])",
-        "after_softmax": "you divide the weights by √d_k after the softmax, so the rows sum to 1/√d_k, not 1: the "
-                         "scale belongs to the scores, before the softmax",
+    Axis("scale", Choice("sqrt_dk", _scale(lambda q, k, v: 1 / math.sqrt(q.shape[-1]))), {
+        Choice("none", _scale(lambda q, k, v: 1.0)):
+            "no 1/√d_k scale: your weights are softmax(QKᵀ). Divide the scores by √d_k = √{dk}, or the softmax "
+            "saturates as d_k grows",
+        Choice("dk", _scale(lambda q, k, v: 1 / q.shape[-1])):
+            "you scale by 1/d_k = 1/{dk}; the scale is 1/√d_k = 1/√{dk}. It keeps the scores' variance near 1 when q "
+            "and k have unit variance",
+        Choice("times_sqrt_dk", _scale(lambda q, k, v: math.sqrt(q.shape[-1]))):
+            "you multiply the scores by √d_k instead of dividing by it: scores = QKᵀ / √d_k",
+        Choice("sqrt_model", _scale(lambda q, k, v: 1 / math.sqrt(_heads(q) * q.shape[-1]))):
+            "you scale by 1/√D (the model width H·Dh = {heads}·{dk}); each head scales by its own width: "
+            "1/√Dh = 1/√{dk} = 1/√q.shape[-1]",
+        Choice("sqrt_t", _scale(lambda q, k, v: 1 / math.sqrt(q.shape[-2]))):
+            "your scores are scaled by 1/√T = 1/√{T} (T is the number of queries); scale by 1/√d_k = 1/√{dk}, the "
+            "width of the queries and keys (q.shape[-1])",
+        Choice("sqrt_s", _scale(lambda q, k, v: 1 / math.sqrt(k.shape[-2]))):
+            "your scores are scaled by 1/√S = 1/√{S} (S is the number of keys); scale by 1/√d_k = 1/√{dk}, the "
+            "width of the queries and keys (q.shape[-1])",
+        Choice("sqrt_dv", _scale(lambda q, k, v: 1 / math.sqrt(v.shape[-1]))):
+            "your scores are scaled by 1/√Dv = 1/√{Dv} (Dv is the width of the values); scale by 1/√d_k = 1/√{dk}, "
+            "the width of the queries and keys (q.shape[-1])",
+        Choice("after_softmax", _scale(lambda q, k, v: math.sqrt(q.shape[-1]), after=True)):
+            "you divide the weights by √d_k after the softmax, so the rows sum to 1/√d_k, not 1: the scale belongs "
+            "to the scores, before the softmax",
     }),
-    Axis("softmax", "keys", {
-        "queries": "your weights sum to 1 over the queries, not the keys: softmax over dim=-1 (each query's row of "
-                   "weights sums to 1)",
-        "both": "you normalise over the whole (T, S) matrix at once: softmax over the keys only (dim=-1), so that "
-                "each query's row sums to 1",
+    Axis("softmax", Choice("keys", lambda s: torch.softmax(s, dim=-1)), {
+        Choice("queries", lambda s: torch.softmax(s, dim=-2)):
+            "your weights sum to 1 over the queries, not the keys: softmax over dim=-1 (each query's row of weights "
+            "sums to 1)",
+        Choice("both", lambda s: torch.softmax(s.flatten(-2), dim=-1).reshape(s.shape)):
+            "you normalise over the whole (T, S) matrix at once: softmax over the keys only (dim=-1), so that each "
+            "query's row sums to 1",
     }),
-    Axis("mask", "given", {
-        "ignored": "your output is what attention gives with no mask at all: the mask argument is not used",
-        "inverted": "mask polarity inverted: True means 'may attend', so block the positions where the mask is "
-                    "False (masked_fill(~mask, -inf)). torch.nn.MultiheadAttention uses the opposite convention",
+    Axis("mask", Choice("given", lambda m: m), {
+        Choice("ignored", lambda m: None):
+            "your output is what attention gives with no mask at all: the mask argument is not used",
+        Choice("inverted", lambda m: ~m):
+            "mask polarity inverted: True means 'may attend', so block the positions where the mask is False "
+            "(masked_fill(~mask, -inf)). torch.nn.MultiheadAttention uses the opposite convention",
     }),
-    Axis("fill", "-inf", {
-        "zero": "you fill the blocked scores with 0, an ordinary score: blocked keys still get weight (e^0 against "
-                "the others). Fill them with -inf, so that they get weight exactly 0",
-        "finite": "you fill the blocked scores with a large finite negative number: a query with no allowed key then "
-                  "gets uniform weights (the mean of the values) instead of weights 0 and output 0",
+    Axis("fill", Choice("-inf", float("-inf")), {
+        Choice("zero", 0.0):
+            "you fill the blocked scores with 0, an ordinary score: blocked keys still get weight (e^0 against the "
+            "others). Fill them with -inf, so that they get weight exactly 0",
+        Choice("finite", -1e9):
+            "you fill the blocked scores with a large finite negative number: a query with no allowed key then gets "
+            "uniform weights (the mean of the values) instead of weights 0 and output 0",
     }),
     Axis("stage", "before", {
         "after": "the mask is applied after the softmax: the blocked weights are zeroed but the rows no longer sum "
@@ -651,24 +679,26 @@ ATTENTION_AXES = [
                "zeros for an all -inf row, as your softmax of section 2 must (where the maximum is not finite "
                "subtract 0, where the sum is 0 divide by 1)",
     }),
-    Axis("scores", "qk", {
-        "kq": "your scores are K Qᵀ, keys as rows and queries as columns: scores = q @ k.transpose(-2, -1), "
-              "(..., T, S)",
+    Axis("scores", Choice("qk", lambda q, k: q @ _t(k)), {
+        Choice("kq", lambda q, k: k @ _t(q)):
+            "your scores are K Qᵀ, keys as rows and queries as columns: scores = q @ k.transpose(-2, -1), (..., T, S)",
     }),
-    Axis("returns", "out_weights", {
-        "weights_out": "you return (weights, out); the function returns (out, weights)",
-        "scores": "the second result you return is the scores before the softmax, not the weights",
+    Axis("returns", Choice("out_weights", lambda out, w, s: (out, w)), {
+        Choice("weights_out", lambda out, w, s: (w, out)): "you return (weights, out); the function returns "
+                                                           "(out, weights)",
+        Choice("scores", lambda out, w, s: (out, s)): "the second result you return is the scores before the "
+                                                      "softmax, not the weights",
     }),
 ]
 
 
 def _attention_valid(c: Dict[str, Any]) -> bool:
-    masked = c["mask"] != "ignored"
-    if not masked and (c["fill"] != "-inf" or c["stage"] != "before" or c["empty"] != "zeros"):
+    n = _named(c)
+    if n["mask"] == "ignored" and (n["fill"] != "-inf" or n["stage"] != "before" or n["empty"] != "zeros"):
         return False  # (what a mask is filled with cannot matter when it is not used)
-    if c["stage"] != "before" and (c["fill"] != "-inf" or c["empty"] != "zeros"):
+    if n["stage"] != "before" and (n["fill"] != "-inf" or n["empty"] != "zeros"):
         return False
-    if c["fill"] != "-inf" and c["empty"] != "zeros":
+    if n["fill"] != "-inf" and n["empty"] != "zeros":
         return False  # (a finite fill never gives NaN)
     return True
 
@@ -682,109 +712,82 @@ def attention_context(q: Tensor, k: Tensor, v: Tensor) -> Dict[str, Any]:
             "S": k.shape[-2], "Dv": v.shape[-1]}
 
 
-def _attention_shape_build(c: Dict[str, Any]) -> Callable:
-    def fn(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        form = c["scores"]
-        if form == "no_t":
-            s = q @ k
-        elif form == "T":
-            s = q @ k.T
-        elif form == "t12":
-            s = q @ k.transpose(1, 2)
-        elif form == "t01":
-            s = q @ k.transpose(0, 1)
-        elif form == "t23":
-            s = q @ k.transpose(2, 3)
-        elif form == "bmm":
-            s = torch.bmm(q, k.transpose(1, 2))
-        elif form == "bmm_last":
-            s = torch.bmm(q, k.transpose(-2, -1))
-        elif form == "mm":
-            s = torch.mm(q, k.t())
-        elif form == "einsum3":
-            s = torch.einsum("btd,bsd->bts", q, k)
-        elif form == "einsum2":
-            s = torch.einsum("td,sd->ts", q, k)
-        elif form == "kq":
-            s = k @ q.transpose(-2, -1)
-        else:
-            s = q @ k.transpose(-2, -1)
-        if mask is not None:
-            m = {"given": lambda: mask, "unsqueeze1": lambda: mask.unsqueeze(1),
-                 "transposed": lambda: mask.transpose(-2, -1)}[c["mask"]]()
-            s = s.masked_fill(~m, float("-inf"))
-        w = torch.softmax(s, dim={"-1": -1, "2": 2, "3": 3}[c["softmax"]])
-        form = c["values"]
-        if form == "wT":
-            out = w.transpose(-2, -1) @ v
-        elif form == "v_w":
-            out = v @ w
-        elif form == "vT":
-            out = w @ v.transpose(-2, -1)
-        elif form == "bmm":
-            out = torch.bmm(w, v)
-        else:
-            out = w @ v
-        return out, w
-    return fn
-
+# scores: fn(q, k); mask: fn(mask) -> the mask as used; softmax: the dim; values: fn(weights, v) -> out,
+# each the way the learner wrote it.
+_LAST_TWO = "transpose the last two axes, k.transpose(-2, -1)"
 
 ATTENTION_SHAPE_AXES = [
-    Axis("scores", "qkT", {
-        "no_t": "`q @ k` multiplies {q} by {k}: the inner sizes Dk and S do not match. The keys must stand as "
-                "columns, {k_need}: q @ k.transpose(-2, -1)",
-        "T": "`k.T` on a {k} tensor reverses all its axes, giving {k_T}; the scores need {k_need}: transpose only "
-             "the last two axes, k.transpose(-2, -1) (or k.mT)",
-        "t12": "`k.transpose(1, 2)` on a {k} tensor gives {k_t12}; the scores need {k_need}: transpose the last two "
-               "axes, k.transpose(-2, -1)",
-        "t01": "`k.transpose(0, 1)` on a {k} tensor gives {k_t01}; the scores need {k_need}: transpose the last two "
-               "axes, k.transpose(-2, -1)",
-        "t23": "`k.transpose(2, 3)` on a {k} tensor gives {k_t23}; the scores need {k_need}: transpose the last two "
-               "axes, k.transpose(-2, -1), which works whatever the number of leading axes",
-        "bmm": "`torch.bmm` takes only 3-D tensors, but q is {q}: use q @ k.transpose(-2, -1), which works with any "
-               "number of leading axes",
-        "bmm_last": "`torch.bmm` takes only 3-D tensors, but q is {q}: use q @ k.transpose(-2, -1), which works with "
-                    "any number of leading axes",
-        "mm": "`torch.mm` and `.t()` take only 2-D matrices, but q is {q}: use q @ k.transpose(-2, -1), which works "
-              "with any number of leading axes",
-        "einsum3": "your einsum names exactly 3 axes per operand, but q is {q}: write the leading axes as `...`, "
-                   "einsum('...td,...sd->...ts', q, k)",
-        "einsum2": "your einsum names exactly 2 axes per operand, but q is {q}: write the leading axes as `...`, "
-                   "einsum('...td,...sd->...ts', q, k)",
-        "kq": "`k @ q.transpose(-2, -1)` gives (..., S, T) scores, keys as rows: scores = q @ k.transpose(-2, -1), "
-              "{w}",
+    Axis("scores", Choice("qkT", lambda q, k: q @ _t(k)), {
+        Choice("no_t", lambda q, k: q @ k, r"@\s*k\b(?!\s*\.)"):
+            "`q @ k` multiplies {q} by {k}: the inner sizes Dk and S do not match. The keys must stand as columns, "
+            "{k_need}: q @ k.transpose(-2, -1)",
+        Choice("T", lambda q, k: q @ k.T, r"k\.T\b"):
+            "`k.T` on a {k} tensor reverses all its axes, giving {k_T}; the scores need {k_need}: transpose only the "
+            "last two axes, k.transpose(-2, -1) (or k.mT)",
+        Choice("t12", lambda q, k: q @ k.transpose(1, 2), r"transpose\(\s*(1\s*,\s*2|2\s*,\s*1)\s*\)"):
+            "`k.transpose(1, 2)` on a {k} tensor gives {k_t12}; the scores need {k_need}: " + _LAST_TWO,
+        Choice("t01", lambda q, k: q @ k.transpose(0, 1), r"transpose\(\s*(0\s*,\s*1|1\s*,\s*0)\s*\)"):
+            "`k.transpose(0, 1)` on a {k} tensor gives {k_t01}; the scores need {k_need}: " + _LAST_TWO,
+        Choice("t23", lambda q, k: q @ k.transpose(2, 3), r"transpose\(\s*(2\s*,\s*3|3\s*,\s*2)\s*\)"):
+            "`k.transpose(2, 3)` on a {k} tensor gives {k_t23}; the scores need {k_need}: " + _LAST_TWO
+            + ", which works whatever the number of leading axes",
+        Choice("bmm", lambda q, k: torch.bmm(q, k.transpose(1, 2)), r"bmm\("):
+            "`torch.bmm` takes only 3-D tensors, but q is {q}: use q @ k.transpose(-2, -1), which works with any "
+            "number of leading axes",
+        Choice("bmm_last", lambda q, k: torch.bmm(q, _t(k)), r"bmm\("):
+            "`torch.bmm` takes only 3-D tensors, but q is {q}: use q @ k.transpose(-2, -1), which works with any "
+            "number of leading axes",
+        Choice("mm", lambda q, k: torch.mm(q, k.t()), r"\bmm\(|\.t\(\)"):
+            "`torch.mm` and `.t()` take only 2-D matrices, but q is {q}: use q @ k.transpose(-2, -1), which works "
+            "with any number of leading axes",
+        Choice("einsum3", lambda q, k: torch.einsum("btd,bsd->bts", q, k), r"einsum\("):
+            "your einsum names exactly 3 axes per operand, but q is {q}: write the leading axes as `...`, "
+            "einsum('...td,...sd->...ts', q, k)",
+        Choice("einsum2", lambda q, k: torch.einsum("td,sd->ts", q, k), r"einsum\("):
+            "your einsum names exactly 2 axes per operand, but q is {q}: write the leading axes as `...`, "
+            "einsum('...td,...sd->...ts', q, k)",
+        Choice("kq", lambda q, k: k @ _t(q), r"k\s*@\s*q"):
+            "`k @ q.transpose(-2, -1)` gives (..., S, T) scores, keys as rows: scores = q @ k.transpose(-2, -1), {w}",
     }),
-    Axis("values", "w_v", {
-        "wT": "`weights.transpose(-2, -1) @ v` multiplies {w_T} by {v}: the weights {w} already have one row per "
-              "query, out = weights @ v, {w} @ {v}",
-        "v_w": "`v @ weights` multiplies {v} by {w}: the product goes the other way, out = weights @ v",
-        "vT": "`weights @ v.transpose(-2, -1)` multiplies {w} by {v_T}: out = weights @ v, {w} @ {v}",
-        "bmm": "`torch.bmm` takes only 3-D tensors, but the weights are {w}: out = weights @ v works with any number "
-               "of leading axes",
+    Axis("values", Choice("w_v", lambda w, v: w @ v), {
+        Choice("wT", lambda w, v: _t(w) @ v, r"(\.T|transpose\([^)]*\)|\.mT)\s*@\s*v"):
+            "`weights.transpose(-2, -1) @ v` multiplies {w_T} by {v}: the weights {w} already have one row per "
+            "query, out = weights @ v, {w} @ {v}",
+        Choice("v_w", lambda w, v: v @ w, r"\bv\s*@"):
+            "`v @ weights` multiplies {v} by {w}: the product goes the other way, out = weights @ v",
+        Choice("vT", lambda w, v: w @ _t(v), r"v\.(T|mT|transpose)"):
+            "`weights @ v.transpose(-2, -1)` multiplies {w} by {v_T}: out = weights @ v, {w} @ {v}",
+        Choice("bmm", lambda w, v: torch.bmm(w, v), r"bmm\("):
+            "`torch.bmm` takes only 3-D tensors, but the weights are {w}: out = weights @ v works with any number of "
+            "leading axes",
     }),
-    Axis("mask", "given", {
-        "unsqueeze1": "`mask.unsqueeze(1)` turns the mask {mask} into {mask_u1}, which does not broadcast against the "
-                      "scores {w}: use the mask as given, it already broadcasts to (..., T, S)",
-        "transposed": "you transpose the mask ({mask} becomes {mask_T}); it is already (..., T, S), one row per "
-                      "query: use it as given",
+    Axis("mask", Choice("given", lambda m: m), {
+        Choice("unsqueeze1", lambda m: m.unsqueeze(1), r"unsqueeze\(\s*1\s*\)|\[\s*:\s*,\s*None"):
+            "`mask.unsqueeze(1)` turns the mask {mask} into {mask_u1}, which does not broadcast against the scores "
+            "{w}: use the mask as given, it already broadcasts to (..., T, S)",
+        Choice("transposed", lambda m: _t(m), r"mask\.(T|mT|transpose)"):
+            "you transpose the mask ({mask} becomes {mask_T}); it is already (..., T, S), one row per query: use it "
+            "as given",
     }),
-    Axis("softmax", "-1", {
-        "2": "softmax over dim=2 fails on {w} scores: use dim=-1 (the keys), whatever the number of leading axes",
-        "3": "softmax over dim=3 fails on {w} scores: use dim=-1 (the keys), whatever the number of leading axes",
+    Axis("softmax", Choice("-1", -1), {
+        Choice("2", 2, r"\b2\s*\)|dim\s*=\s*2"):
+            "softmax over dim=2 fails on {w} scores: use dim=-1 (the keys), whatever the number of leading axes",
+        Choice("3", 3, r"\b3\s*\)|dim\s*=\s*3"):
+            "softmax over dim=3 fails on {w} scores: use dim=-1 (the keys), whatever the number of leading axes",
     }),
 ]
 
-ATTENTION_SHAPE_TOKENS = {
-    ("scores", "no_t"): r"@\s*k\b(?!\s*\.)", ("scores", "T"): r"k\.T\b",
-    ("scores", "t12"): r"transpose\(\s*(1\s*,\s*2|2\s*,\s*1)\s*\)",
-    ("scores", "t01"): r"transpose\(\s*(0\s*,\s*1|1\s*,\s*0)\s*\)",
-    ("scores", "t23"): r"transpose\(\s*(2\s*,\s*3|3\s*,\s*2)\s*\)", ("scores", "bmm"): r"bmm\(", ("scores", "bmm_last"): r"bmm\(",
-    ("scores", "mm"): r"\bmm\(|\.t\(\)", ("scores", "einsum3"): r"einsum\(", ("scores", "einsum2"): r"einsum\(",
-    ("scores", "kq"): r"k\s*@\s*q", ("values", "wT"): r"(\.T|transpose\([^)]*\)|\.mT)\s*@\s*v",
-    ("values", "v_w"): r"\bv\s*@", ("values", "vT"): r"v\.(T|mT|transpose)", ("values", "bmm"): r"bmm\(",
-    ("mask", "unsqueeze1"): r"unsqueeze\(\s*1\s*\)|\[\s*:\s*,\s*None", ("mask", "transposed"): r"mask\.(T|mT|transpose)",
-    ("softmax", "2"): r"\b2\s*\)|dim\s*=\s*2", ("softmax", "3"): r"\b3\s*\)|dim\s*=\s*3",
-}
+ATTENTION_SHAPE_TOKENS = tokens_of(ATTENTION_SHAPE_AXES)
+
+
+def _attention_shape_build(c: Dict[str, Any]) -> Callable:
+    def fn(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        s = c["scores"].fn(q, k)
+        if mask is not None:
+            s = s.masked_fill(~c["mask"].fn(mask), float("-inf"))
+        w = torch.softmax(s, dim=c["softmax"].fn)
+        return c["values"].fn(w, v), w
+    return fn
 
 
 def attention_shape_candidates() -> List[Mistake]:

@@ -724,3 +724,25 @@ def test_diagnosis_timing(capsys):
         torch.set_num_threads(threads)
     with capsys.disabled():
         print("\n" + "\n".join(lines))
+
+
+def test_a_new_wrong_choice_is_one_axis_entry(capsys, monkeypatch):
+    """A wrong choice nobody listed yet is named once it is one more entry of its axis: the
+    diagnosis code does not change."""
+    from autograder import variants_attention as V
+
+    def att_half(q, k, v, mask=None):
+        s = 0.5 * (q @ k.transpose(-2, -1))
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf"))
+        w = torch.nan_to_num(torch.softmax(s, -1))
+        return w @ v, w
+
+    points, report = run(check_scaled_dot_product_attention, att_half, capsys, seed=2)
+    assert points < 5.0 and "halve" not in report
+    scale = V.ATTENTION_AXES[0]
+    wrong = dict(scale.wrong)
+    wrong[V.Choice("half", V._scale(lambda q, k, v: 0.5))] = "you halve the scores instead of dividing by √d_k"
+    monkeypatch.setattr(V, "ATTENTION_AXES", [V.Axis(scale.name, scale.correct, wrong)] + V.ATTENTION_AXES[1:])
+    points, report = run(check_scaled_dot_product_attention, att_half, capsys, seed=2)
+    assert points < 5.0 and "You halve the scores instead of dividing by √d_k." in report, report
