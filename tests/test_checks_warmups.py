@@ -145,3 +145,22 @@ def test_shape_messages_are_read_in_course_letters():
     assert V.explain_error("raised ZeroDivisionError: division by zero (line 1)", {"q": q}, letters, [], {}, {}) is None
     assert V.explain_error("not implemented yet", {"q": q}, letters, [], {}, {}) is None
     assert V.Letters({"T": 3, "Dv": 3}).shape((3, 7)) == "(3, 7)"  # a size two axes share keeps its number
+
+
+def test_diagnosis_timing(capsys):
+    """Prints how long the check takes on wrong answers, diagnosis search included (single thread;
+    read with -s). No assertion on time: the numbers depend on the machine."""
+    import time
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        lines = []
+        for fn in (ps_k_dot_T, ps_scaled, ps_hard_coded_on_values, lambda q, k: q[..., :1] * 0):
+            start = time.perf_counter()
+            check_pairwise_scores.step.run(fn, seed=1)
+            lines.append(f"pairwise_scores {getattr(fn, '__name__', '?'):<28} {1000 * (time.perf_counter() - start):7.1f} ms")
+    finally:
+        torch.set_num_threads(threads)
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))

@@ -640,10 +640,10 @@ def _diagnose_attention(fn, result: CheckResult, calls, public_ok: bool, gen) ->
                                   lambda y, e, tol: _pair_matches(y, e, atol=tol, rtol=tol)[0]):
         result.diagnose(V.HARD_CODED)
         return
-    _describe_attention_outputs(result, bad)
+    _describe_attention_outputs(result, bad, calls)
 
 
-def _describe_attention_outputs(result: CheckResult, bad) -> None:
+def _describe_attention_outputs(result: CheckResult, bad, calls) -> None:
     """No known mistake reproduces the outputs: say what is true of them (observations, not causes)."""
     for (q, k, v, mask), (out, w) in bad:
         ref = _reference(q, k, v, mask)
@@ -687,7 +687,8 @@ def _describe_attention_outputs(result: CheckResult, bad) -> None:
             result.diagnose(f"your weights behave like softmax(c · QKᵀ) with c ≈ {scale:.4g}; expected "
                             f"c = 1/√d_k = {1 / math.sqrt(dk):.4g}.")
             return
-    if all(case[3] is not None for case, _ in bad):
+    unmasked = [(case, got) for case, got in calls if case[3] is None]
+    if unmasked and all(_pair_matches(got, _reference(*case))[0] for case, got in unmasked):
         result.diagnose("your results are right without a mask but not with one.")
 
 
