@@ -590,7 +590,8 @@ def causal_variants() -> Iterable[Mistake]:
 # scores: fn(q, k) -> raw scores; scale: fn(q, k, v) -> (factor on the scores, divisor of the
 # weights); softmax: fn(scores) -> weights; mask: fn(mask) -> the mask used (None: none); fill: the
 # value blocked scores get; stage (where the mask acts) and empty (what a query with no allowed key
-# gets): structural; returns: fn(out, weights, scores) -> the pair returned.
+# gets): structural; values: fn(weights, k, v) -> out; returns: fn(out, weights, scores) -> the pair
+# returned.
 
 
 def _heads(q: Tensor) -> int:
@@ -611,7 +612,7 @@ def _attention_build(c: Dict[str, Any]) -> Callable:
         if m is not None and before and str(c["empty"]) == "zeros":
             w = torch.nan_to_num(w, nan=0.0)
         w = w / divisor
-        return c["returns"].fn(w @ v, w, s)
+        return c["returns"].fn(c["values"].fn(w, k, v), w, s)
     return fn
 
 
@@ -682,6 +683,9 @@ ATTENTION_AXES = [
     Axis("scores", Choice("qk", lambda q, k: q @ _t(k)), {
         Choice("kq", lambda q, k: k @ _t(q)):
             "your scores are K Qᵀ, keys as rows and queries as columns: scores = q @ k.transpose(-2, -1), (..., T, S)",
+    }),
+    Axis("values", Choice("v", lambda w, k, v: w @ v), {
+        Choice("k", lambda w, k, v: w @ k): "your output weights the keys, not the values: out = weights @ v",
     }),
     Axis("returns", Choice("out_weights", lambda out, w, s: (out, w)), {
         Choice("weights_out", lambda out, w, s: (w, out)): "you return (weights, out); the function returns "

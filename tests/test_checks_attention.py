@@ -469,6 +469,11 @@ def sm_max_pair(x, dim=-1):
 _SOFTMAX_ANSWER = mhsa_lib.softmax(C.SOFTMAX_PUBLIC_X)
 
 
+def sm_whole_tensor_sum(x, dim=-1):
+    e = torch.exp(x - x.amax(dim, keepdim=True))
+    return torch.nan_to_num(e / e.sum(), nan=0.0)
+
+
 def sm_hard_coded_on_values(x, dim=-1):
     if x.shape == C.SOFTMAX_PUBLIC_X.shape and torch.equal(x, C.SOFTMAX_PUBLIC_X):
         return _SOFTMAX_ANSWER.clone()
@@ -485,6 +490,7 @@ def sm_hard_coded_on_values(x, dim=-1):
     (sm_no_keepdim, "without keepdim=True drops that axis", "raised RuntimeError: The size"),
     (sm_max_pair, "returns a pair (values, indices)", "Diagnosis: on an input"),
     (sm_hard_coded_on_values, "hard-coded", "sum over the whole tensor"),
+    (sm_whole_tensor_sum, "whole output sums to 1", "hard-coded"),
 ])
 @pytest.mark.parametrize("seed", [3, 11])
 def test_softmax_variants_are_named(fn, words, never, seed, capsys):
@@ -602,6 +608,12 @@ def att_softmax_whole_matrix(q, k, v, mask=None):
     return w @ v, w
 
 
+def att_weights_keys(q, k, v, mask=None):
+    w = torch.nan_to_num(torch.softmax(_scores(q, k).masked_fill(~mask, -math.inf) if mask is not None
+                                       else _scores(q, k), dim=-1))
+    return torch.einsum("...ts,...sd->...td", w, k), w
+
+
 def att_returns_swapped(q, k, v, mask=None):
     out, w = attention_matmul(q, k, v, mask)
     return w, out
@@ -632,6 +644,7 @@ def att_hard_coded_on_values(q, k, v, mask=None):
     (att_scale_by_queries, "1/√T", "1/√S"),
     (att_softmax_whole_matrix, "whole (T, S) matrix", "over the queries"),
     (att_returns_swapped, "return (weights, out)", "hard-coded"),
+    (att_weights_keys, "weights the keys, not the values", "hard-coded"),
     (att_hard_coded_on_values, "hard-coded", "no 1/√d_k"),
 ])
 @pytest.mark.parametrize("seed", [5, 21])
