@@ -17,6 +17,16 @@ from autograder.mistakes import attention as M
 SEEDS = [0, 1, 12345]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The checks' tensors are tiny: one thread each, so a busy machine's other processes cannot
+    slow them down by contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 run = run_check
 
 

@@ -12,6 +12,16 @@ from autograder.mistakes import warmups as M
 run = run_check
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The checks' tensors are tiny: one thread each, so a busy machine's other processes cannot
+    slow them down by contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("fn", [
     lambda q, k: q @ k.transpose(-2, -1),
     lambda q, k: torch.einsum("btd,bsd->bts", q, k),
