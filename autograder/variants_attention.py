@@ -411,7 +411,8 @@ def _transposed(shape: Sequence[int], a: int, b: int, letters: Letters) -> str:
 
 # --------------------------------------------------------------------------- softmax
 # dim: fn(x, dim) -> the axis the code normalises; max: fn(x, d) -> the shift; sum: fn(e, d) -> the
-# divisor; base: fn(z) -> the exponentials; empty (what an all -inf slice becomes): structural.
+# divisor; base: fn(z) -> the exponentials; output: fn(probabilities) -> what is returned; empty (what
+# an all -inf slice becomes): structural.
 
 
 def _other(x: Tensor, d: int) -> int:
@@ -431,7 +432,7 @@ def _softmax_build(c: Dict[str, Any]) -> Callable:
         total = c["sum"].fn(e, d)
         if empty == "zeros":
             total = torch.where(total > 0, total, torch.ones_like(total))
-        return e / total
+        return c["output"].fn(e / total)
     return fn
 
 
@@ -469,6 +470,10 @@ SOFTMAX_AXES = [
     Axis("base", Choice("e", torch.exp), {
         Choice("2", torch.exp2): "you use 2**x (exp2) instead of exp: softmax is e^x / Σ e^x",
         Choice("10", lambda z: torch.pow(10.0, z)): "you use 10**x instead of exp: softmax is e^x / Σ e^x",
+    }),
+    Axis("output", Choice("probabilities", lambda p: p), {
+        Choice("log", torch.log): "you return log-probabilities (a log-softmax): return the probabilities "
+                                  "themselves, exp(x - max) / sum",
     }),
     Axis("empty", "zeros", {
         "nan": "a slice that is all -inf (a query with no allowed key) gives NaN: its maximum is -inf and "
@@ -606,8 +611,10 @@ def _attention_build(c: Dict[str, Any]) -> Callable:
         before = str(c["stage"]) == "before"
         if m is not None and before:
             s = s.masked_fill(~m, c["fill"].fn)
+        if m is not None and str(c["stage"]) == "added":
+            s = s + m.to(s.dtype)
         w = c["softmax"].fn(s)
-        if m is not None and not before:
+        if m is not None and str(c["stage"]) == "after":
             w = w.masked_fill(~m, 0.0)
         if m is not None and before and str(c["empty"]) == "zeros":
             w = torch.nan_to_num(w, nan=0.0)
@@ -642,6 +649,12 @@ ATTENTION_AXES = [
         Choice("sqrt_dv", _scale(lambda q, k, v: 1 / math.sqrt(v.shape[-1]))):
             "your scores are scaled by 1/√Dv = 1/√{Dv} (Dv is the width of the values); scale by 1/√d_k = 1/√{dk}, "
             "the width of the queries and keys (q.shape[-1])",
+        Choice("q_dim1", _scale(lambda q, k, v: 1 / math.sqrt(q.shape[1]))):
+            "you scale by 1/√q.shape[1], which is d_k only for 2-D inputs (for (B, T, Dk) it is T, for "
+            "(B, H, T, Dh) it is H): d_k is the last axis, q.shape[-1]",
+        Choice("q_dim0", _scale(lambda q, k, v: 1 / math.sqrt(q.shape[0]))):
+            "you scale by 1/√q.shape[0], the size of the first axis (T for 2-D inputs, B with a batch): d_k is the "
+            "last axis, q.shape[-1]",
         Choice("after_softmax", _scale(lambda q, k, v: math.sqrt(q.shape[-1]), after=True)):
             "you divide the weights by √d_k after the softmax, so the rows sum to 1/√d_k, not 1: the scale belongs "
             "to the scores, before the softmax",
@@ -650,6 +663,12 @@ ATTENTION_AXES = [
         Choice("queries", lambda s: torch.softmax(s, dim=-2)):
             "your weights sum to 1 over the queries, not the keys: softmax over dim=-1 (each query's row of weights "
             "sums to 1)",
+        Choice("dim1", lambda s: torch.softmax(s, dim=1)):
+            "softmax over dim=1 normalises the keys only for 2-D scores (for (B, T, S) it normalises the queries, "
+            "for (B, H, T, S) the heads): use dim=-1, the last axis",
+        Choice("dim2", lambda s: torch.softmax(s, dim=2)):
+            "softmax over dim=2 normalises the keys only for (B, T, S) scores (for (B, H, T, S) it normalises the "
+            "queries): use dim=-1, the last axis",
         Choice("both", lambda s: torch.softmax(s.flatten(-2), dim=-1).reshape(s.shape)):
             "you normalise over the whole (T, S) matrix at once: softmax over the keys only (dim=-1), so that each "
             "query's row sums to 1",
@@ -672,6 +691,8 @@ ATTENTION_AXES = [
     Axis("stage", "before", {
         "after": "the mask is applied after the softmax: the blocked weights are zeroed but the rows no longer sum "
                  "to 1. Fill the blocked scores with -inf before the softmax",
+        "added": "you add the bool mask to the scores, which adds 1 where a key is allowed and blocks nothing: fill "
+                 "the blocked scores with -inf, scores.masked_fill(~mask, float('-inf'))",
     }),
     Axis("empty", "zeros", {
         "nan": "the weights of a query with no allowed key are NaN: every score of its row is -inf, and a softmax "

@@ -484,6 +484,11 @@ def sm_whole_tensor_sum(x, dim=-1):
     return torch.nan_to_num(e / e.sum(), nan=0.0)
 
 
+def sm_log_softmax(x, dim=-1):
+    z = x - _guarded(x, dim)
+    return z - torch.log(torch.exp(z).sum(dim, keepdim=True))
+
+
 def sm_hard_coded_on_values(x, dim=-1):
     if x.shape == C.SOFTMAX_PUBLIC_X.shape and torch.equal(x, C.SOFTMAX_PUBLIC_X):
         return _SOFTMAX_ANSWER.clone()
@@ -501,12 +506,13 @@ def sm_hard_coded_on_values(x, dim=-1):
     (sm_max_pair, "returns a pair (values, indices)", "Diagnosis: on an input"),
     (sm_hard_coded_on_values, "hard-coded", "sum over the whole tensor"),
     (sm_whole_tensor_sum, "whole output sums to 1", "hard-coded"),
+    (sm_log_softmax, "log-probabilities", "hard-coded"),
 ])
 @pytest.mark.parametrize("seed", [3, 11])
 def test_softmax_variants_are_named(fn, words, never, seed, capsys):
     points, report = run(check_softmax, fn, capsys, seed=seed)
     assert points < 3.0, report
-    assert words in report, report
+    assert words.lower() in report.lower(), report
     diagnosis = report.partition("Diagnosis:")[2]
     assert never not in diagnosis, report
 
@@ -624,6 +630,30 @@ def att_weights_keys(q, k, v, mask=None):
     return torch.einsum("...ts,...sd->...td", w, k), w
 
 
+def att_scale_by_shape_1(q, k, v, mask=None):
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[1])
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    w = torch.nan_to_num(torch.softmax(s, -1))
+    return w @ v, w
+
+
+def att_softmax_dim_1(q, k, v, mask=None):
+    s = _scores(q, k)
+    if mask is not None:
+        s = s.masked_fill(mask.logical_not(), float("-inf"))
+    w = torch.nan_to_num(s.softmax(dim=1))
+    return w @ v, w
+
+
+def att_adds_bool_mask(q, k, v, mask=None):
+    s = _scores(q, k)
+    if mask is not None:
+        s = s + mask
+    w = torch.softmax(s, -1)
+    return w @ v, w
+
+
 def att_returns_swapped(q, k, v, mask=None):
     out, w = attention_matmul(q, k, v, mask)
     return w, out
@@ -655,13 +685,16 @@ def att_hard_coded_on_values(q, k, v, mask=None):
     (att_softmax_whole_matrix, "whole (T, S) matrix", "over the queries"),
     (att_returns_swapped, "return (weights, out)", "hard-coded"),
     (att_weights_keys, "weights the keys, not the values", "hard-coded"),
+    (att_scale_by_shape_1, "1/√q.shape[1], which is d_k only for 2-D inputs", "1/√T"),
+    (att_softmax_dim_1, "softmax over dim=1 normalises the keys only for 2-D scores", "over the queries, not"),
+    (att_adds_bool_mask, "you add the bool mask to the scores", "fill the blocked scores with 0"),
     (att_hard_coded_on_values, "hard-coded", "no 1/√d_k"),
 ])
 @pytest.mark.parametrize("seed", [5, 21])
 def test_attention_variants_are_named(fn, words, never, seed, capsys):
     points, report = run(check_scaled_dot_product_attention, fn, capsys, seed=seed)
     assert points < 5.0, report
-    assert words in report, report
+    assert words.lower() in report.lower(), report
     diagnosis = report.partition("Diagnosis:")[1] + report.partition("Diagnosis:")[2]
     assert never not in diagnosis, report
 
@@ -693,6 +726,10 @@ def cm_upper_left_float(t, s=None):
     return torch.ones(t, s).tril()
 
 
+def cm_no_default(t, s=None):
+    return torch.ones(t, s, dtype=torch.bool).tril(diagonal=s - t)
+
+
 def cm_hard_coded(t, s=None):
     return torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]).bool()
 
@@ -705,6 +742,7 @@ def cm_hard_coded(t, s=None):
     (cm_upper_left_float, "upper left"),
     (cm_upper_left_float, "not 0/1 numbers"),
     (cm_hard_coded, "hard-coded"),
+    (cm_no_default, "fails only when seq_len_k is left out"),
 ])
 def test_causal_mask_variants_are_named(fn, words, capsys):
     points, report = run(check_causal_mask, fn, capsys, seed=4)

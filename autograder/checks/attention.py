@@ -333,11 +333,17 @@ def _grid(m: Tensor) -> str:
 
 
 def _diagnose_causal(result: CheckResult, calls) -> None:
+    raised = [(args, m) for args, m in calls if isinstance(m, LearnerError)]
+    if raised and all(len(args) == 1 for args, _ in raised) and any(len(args) == 2 for args, _ in calls) and all(
+            not isinstance(m, LearnerError) for args, m in calls if len(args) == 2):
+        args, error = raised[0]
+        result.diagnose(f"your function fails only when seq_len_k is left out (causal_mask{args} {error}): it "
+                        "defaults to seq_len_q, `if seq_len_k is None: seq_len_k = seq_len_q`.")
+    elif raised:
+        args, error = raised[0]
+        result.diagnose(f"causal_mask{args} {error}.")
     seen = [(args, m) for args, m in calls if isinstance(m, Tensor)]
     if not seen:
-        first = next((m for _, m in calls if isinstance(m, LearnerError)), None)
-        if first is not None:
-            result.diagnose(f"your causal_mask {first}.")
         return
 
     def produce(mistake, args):
