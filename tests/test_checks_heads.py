@@ -165,3 +165,73 @@ def _not_yet(*args, **kw):
 def test_repeat_kv_unfinished_or_broken_answers(obj, words, capsys):
     points, report = run(check_repeat_kv, obj, capsys, seed=0)
     assert points == 0.0 and words in report, report
+
+
+# --------------------------------------------------------------------------- generated variants
+# Wrong layouts no hand-written mistake models: the check names them from the generated variants
+# (autograder/checks/variants_modules.py), in the learner's terms.
+
+
+def split_swaps_wrong_axes(x, num_heads):
+    b, t, d = x.shape
+    return x.view(b, t, num_heads, d // num_heads).transpose(2, 3)  # (B, T, Dh, H)
+
+
+def split_dim_major_transposed(x, num_heads):
+    b, t, d = x.shape
+    return x.reshape(b, t, -1, num_heads).transpose(1, 2)  # view(B, T, Dh, H), then the usual swap
+
+
+def split_dim_major_chunks(x, num_heads):
+    # every H-th feature per head, written with slicing, then the positions and heads kept in order
+    return torch.stack([x[..., h::num_heads] for h in range(num_heads)], dim=2)
+
+
+def merge_mean_of_heads(x):
+    return x.mean(dim=1)
+
+
+def merge_swaps_positions_and_features(x):
+    b, h, t, dh = x.shape
+    return x.transpose(2, 3).reshape(b, t, h * dh)
+
+
+def repeat_kv_on_features(x, n_rep):
+    return torch.repeat_interleave(x, n_rep, dim=-1)
+
+
+def repeat_kv_by_group_count(x, n_rep):
+    return x.repeat_interleave(x.shape[1], dim=1)
+
+
+@pytest.mark.parametrize("check,fn,words", [
+    (check_split_heads, split_swaps_wrong_axes, "wrong pair of axes (2 and 3)"),
+    (check_split_heads, split_dim_major_transposed, "dim-major"),
+    (check_split_heads, split_dim_major_chunks, "dim-major"),
+    (check_merge_heads, merge_mean_of_heads, "average the heads"),
+    (check_merge_heads, merge_swaps_positions_and_features, "swap the positions and features of each head"),
+    (check_repeat_kv, repeat_kv_on_features, "along the features (dim=3)"),
+    (check_repeat_kv, repeat_kv_by_group_count, "G times"),
+])
+def test_unmodelled_layouts_are_named_from_the_generated_variants(check, fn, words, capsys):
+    points, report = run(check, fn, capsys, seed=4)
+    assert points < check.step.points, report
+    assert words in report, report
+
+
+def test_split_heads_shape_error_is_said_in_course_terms(capsys):
+    def split_wrong_count(x, num_heads):
+        b, t, d = x.shape
+        return x.view(b, t, num_heads, d // num_heads - 1).transpose(1, 2)
+
+    points, report = run(check_split_heads, split_wrong_count, capsys, seed=1)
+    assert points == 0.0, report
+    assert "a view/reshape to (1, T=2, H=3, 1) of a tensor of 12 elements failed: the new shape must hold" in report, report
+
+
+@pytest.mark.parametrize("check,fn", [(check_split_heads, split_chunks), (check_merge_heads, merge_cat),
+                                      (check_repeat_kv, lambda x, n: x[:, :, None].expand(
+                                          -1, -1, n, -1, -1).flatten(1, 2))])
+def test_correct_solutions_get_no_diagnosis(check, fn, capsys):
+    points, report = run(check, fn, capsys, seed=6)
+    assert points == check.step.points and "Diagnosis" not in report, report

@@ -47,6 +47,7 @@ from ..frame.modules import (
 )
 from ..frame.registry import step
 from ..mistakes import block as M
+from . import variants_modules as V
 from .heads import HARD_CODED
 
 LAYER_NORM_POINTS = 3.0
@@ -146,7 +147,7 @@ def check_layer_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden
             x, d, eps, w, bias = case
             return _ln_reference_into(mistake.fn(d, eps), w, bias)(x)
 
-        diagnose_modules(result, seen, M.LAYER_NORM_MISTAKES, None, mistake_output)
+        _diagnose_all(result, seen, M.LAYER_NORM_MISTAKES, mistake_output, V.layer_norm_variants, _ln_sizes)
         if public_ok and fails:
             ref = _ln_reference(4, 1e-5, LN_PUBLIC_WEIGHT, LN_PUBLIC_BIAS)
             mod = build(cls, (4,), {}, ref, example=_example(4))
@@ -291,8 +292,9 @@ def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidd
 
         for activation in ("relu", "gelu"):
             group = [s for s in seen if s[0][3] == activation]
-            diagnose_modules(result, group, M.FEED_FORWARD_MISTAKES, None, mistake_output,
-                             prefix="" if activation == "relu" else "with activation='gelu', ")
+            prefix = "" if activation == "relu" else "with activation='gelu', "
+            _diagnose_all(result, group, M.FEED_FORWARD_MISTAKES, mistake_output,
+                          lambda a=activation: V.feed_forward_variants(a), _ffn_sizes, prefix)
         if public_ok and fails["relu"]:
             pub_gen = torch.Generator().manual_seed(2024)
             ref = _ffn_reference(4, 6, "relu", pub_gen)
@@ -472,8 +474,9 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
         named = False
         for placement in ("pre", "post"):
             group = [s for s in seen if s[0][0] == placement]
-            named |= diagnose_modules(result, group, M.TRANSFORMER_BLOCK_MISTAKES, None,
-                                      mistake_output, prefix=f"norm_placement='{placement}': ")
+            prefix = f"norm_placement='{placement}': "
+            named |= _diagnose_all(result, group, M.TRANSFORMER_BLOCK_MISTAKES, mistake_output, V.block_variants,
+                                   _block_sizes_of, prefix)
         if not named and not dropout_random and dropout_fails and not any(fails.values()):
             result.diagnose("with dropout=0.5 your block in eval mode gives a different output than the "
                             "same block without dropout: in eval mode dropout must change nothing (no "
@@ -633,3 +636,45 @@ def _observe_problems(label: str, inspect: Callable[[Any], List[str]], module: A
         return list(observe(label, inspect, module))
     except LearnerError as e:
         return [f"looking at your module {e}"]
+
+
+def _diagnose_all(result: CheckResult, seen, mistakes, mistake_output: Callable, variants: Callable,
+                  sizes_of: Callable, prefix: str = "") -> bool:
+    """A shape error in the course's letters when no output is a tensor; else the hand-written
+    mistakes, then the generated variants."""
+    pairs = [(case, y) for case, y, _ in seen]
+    if seen and not any(isinstance(y, Tensor) for _, y in pairs) and V.diagnose_error(
+            result, pairs, sizes_of, prefix + "your forward"):
+        return True
+    return (diagnose_modules(result, seen, mistakes, None, mistake_output, prefix=prefix)
+            or _search(result, seen, variants, sizes_of, prefix))
+
+
+def _search(result: CheckResult, seen, variants: Callable, sizes_of: Callable, prefix: str = "") -> bool:
+    """The generated variants (built from the reference's own parameters, as copied into the
+    learner's module) matched against the learner's outputs ``seen`` = (case, yours, expected),
+    where some output differs from the expected one; or a shape error in the course's letters."""
+    differs = [(case, y) for case, y, e in seen if isinstance(y, Tensor) and not close(y, e, atol=1e-6)]
+    if differs:
+        outputs = [(case, y) for case, y, _ in seen if isinstance(y, Tensor)]
+        m = V.match_variant(outputs, variants(), lambda variant, case: variant.fn(case), atol=1e-6)
+        if m is not None:
+            result.diagnose(prefix + m.advice)
+            return True
+        return False
+    return V.diagnose_error(result, [(case, y) for case, y, _ in seen], sizes_of, prefix + "your forward")
+
+
+def _ln_sizes(case) -> dict:
+    x = case[0]
+    return {"B": x.shape[0], "T": x.shape[-2], "D": x.shape[-1]} if x.ndim == 3 else {"D": x.shape[-1]}
+
+
+def _ffn_sizes(case) -> dict:
+    x, d, f = case[:3]
+    return {"B": x.shape[0], "T": x.shape[1], "D": d, "F": f}
+
+
+def _block_sizes_of(case) -> dict:
+    _, d, h, f, _, x, _ = case
+    return {"B": x.shape[0], "T": x.shape[1], "D": d, "H": h, "Dh": d // h, "F": f}

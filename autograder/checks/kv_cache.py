@@ -47,6 +47,7 @@ from ..frame import (
 from ..frame.modules import build, diagnose_modules, not_implemented, reference
 from ..frame.registry import step
 from ..mistakes import kv_cache as M
+from . import variants_modules as V
 from .heads import HARD_CODED, describe_output
 
 GQA_POINTS = 5.0
@@ -230,7 +231,17 @@ def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Gene
         # Ignoring the cache and masking every cached key give the same outputs: the cache tells.
         skip = M.CATALOGUE["gqa-causal-blocks-cache" if cache_unused else "gqa-ignores-cache"]
         mistakes = [m for m in M.GQA_MISTAKES if m is not skip]
-        diagnose_modules(result, seen, mistakes, None, mistake_output)
+        pairs = [(case, y) for case, y, _ in seen]
+        if not any(isinstance(y, Tensor) for _, y in pairs) and V.diagnose_error(
+                result, pairs, _gqa_sizes_of, "your forward"):
+            pass
+        elif not diagnose_modules(result, seen, mistakes, None, mistake_output):
+            differs = [(case, y) for case, y, e in seen if isinstance(y, Tensor) and not close(y, e, atol=1e-6)]
+            m = V.match_variant(pairs, V.gqa_variants(), lambda variant, case: variant.fn(case)) if differs else None
+            if m is not None:
+                result.diagnose(m.advice)
+            else:
+                V.diagnose_error(result, pairs, _gqa_sizes_of, "your forward")
         if cached_heads:
             h, g = cached_heads
             result.diagnose(M.CATALOGUE["gqa-caches-repeated"].advice.format(h=h, g=g))
@@ -282,12 +293,23 @@ def _cache_problem(held: dict, expected: Tuple[int, int, int, int], h: int) -> O
             return f"the cache's {what} is {got}, expected a tensor (B, G, S, Dh) = {expected}"
         shape, dtype = tuple(got[0]), got[1]
         if shape != expected:
-            heads = (f": H = {h} heads (the keys after repeat_kv) instead of G = {g}"
+            heads = (f": H = {h} heads (the keys after repeat_kv) instead of G = {g}, "
+                     f"{_bytes(b, h, s, dh)} where {_bytes(b, g, s, dh)} would do ({h // g}x the memory)"
                      if len(shape) == 4 and shape[1] == h != g else "")
             return f"the cache holds {what} of shape {shape}, expected (B, G, S, Dh) = {expected}{heads}"
         if dtype != "float64":
             return f"the cache holds {what} in {dtype}, expected float64 (the module's own dtype)"
     return None
+
+
+def _bytes(b: int, heads: int, s: int, dh: int) -> str:
+    """Memory of keys and values of ``heads`` heads in float64, said in bytes."""
+    return f"{2 * b * heads * s * dh * 8} bytes"
+
+
+def _gqa_sizes_of(case) -> dict:
+    _, d, h, g, _, x, _ = case
+    return {"B": x.shape[0], "T": x.shape[1], "D": d, "H": h, "G": g, "Dh": d // h}
 
 
 def _gqa_structure(cls, module: Any) -> List[str]:
@@ -542,15 +564,34 @@ def _kv_decoding_probe(cls, gen: torch.Generator) -> List[str]:
     return []
 
 
+def _kv_variant(outputs):
+    """The first generated variant of update whose returned pairs equal the learner's on every
+    replay (the returned pairs of each update, in order)."""
+    if not outputs:
+        return None
+    for variant in V.kv_cache_variants():
+        try:
+            if all(len(got[1]) == len(updates) and all(
+                    isinstance(a, (tuple, list)) and len(a) == 2 and matches(a[0], e[0]) and matches(a[1], e[1])
+                    for a, e in zip(got[1], variant.fn(updates))) for updates, got in outputs):
+                return variant
+        except Exception:  # a variant that cannot run on these updates explains nothing
+            continue
+    return None
+
+
 def _diagnose_kv_cache(result: CheckResult, seen, probe_problems: List[str]) -> None:
     outputs = [(updates, got) for updates, got in seen if not isinstance(got, LearnerError)]
     if not outputs:
-        for _, got in seen:
+        for updates, got in seen:
             if isinstance(got, LearnerError):
                 if "must match except in dimension 1" in str(got) or "must match except in dimension 0" in str(got):
                     result.diagnose(M.CATALOGUE["kv-cache-head-axis"].advice)
                 else:
-                    result.diagnose(f"your cache {str(got).rstrip('.')}.")
+                    b, g, _, dh = updates[0][0].shape
+                    why = V.explain_shape_error(str(got), {"B": b, "G": g, "Dh": dh})
+                    result.diagnose(f"your cache {str(got).rstrip('.')}." if why is None
+                                    else f"your cache failed on these shapes: {why}.")
                 return
     for mistake in M.KV_CACHE_MISTAKES:
         if not mistake.by_output:
@@ -570,6 +611,10 @@ def _diagnose_kv_cache(result: CheckResult, seen, probe_problems: List[str]) -> 
         if ok and outputs:
             result.diagnose(mistake.advice)
             return
+    m = _kv_variant(outputs)
+    if m is not None:
+        result.diagnose(m.advice)
+        return
     for problem in probe_problems:
         if "decoded output" in problem:
             result.diagnose("decoding with your cache differs from decoding with mhsa_lib's: update must "
