@@ -126,7 +126,7 @@ def _heads_parts(fn: Callable, result: CheckResult, gen: torch.Generator, hidden
 
     problems = _heads_probes(run, gen)
     result.add("probes: permutation-equivariant without a mask; changing one head's weights "
-               "changes only that head", 0.5, not problems, "; ".join(problems))
+               "changes that head and only that head", 0.5, not problems, "; ".join(problems))
 
     if not result.passed:
         mistakes = M.HEADS_LOOP_MISTAKES if loop else M.HEADS_ATTENTION_MISTAKES
@@ -177,6 +177,9 @@ def _heads_probes(run: Callable, gen: torch.Generator) -> List[str]:
         others = [i for i in range(h) if i != 1]
         if not close(y2[:, others], y[:, others], atol=1e-5):
             problems.append("changing head 1's query weights (rows [Dh, 2·Dh) of W_q) changes other heads' outputs")
+        elif close(y2[:, 1], y[:, 1], atol=1e-8):
+            problems.append("changing head 1's query weights (rows [Dh, 2·Dh) of W_q) does not change head 1's "
+                            "output: head 1 does not use its own rows of W_q")
     else:
         problems.append("second call failed")
     return problems

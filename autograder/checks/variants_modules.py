@@ -36,9 +36,9 @@ def _name(n: int, sizes: Dict[str, int]) -> str:
     size may be 1)."""
     if n <= 1:
         return str(n)
-    for k, v in sizes.items():
-        if v == n:
-            return f"{k}={n}"
+    same = [k for k, v in sizes.items() if v == n]
+    if same:
+        return f"{'/'.join(same)}={n}"  # sizes that happen to be equal: every reading is named
     keys = list(sizes)
     for i, a in enumerate(keys):
         for b in keys[i + 1:]:
