@@ -587,6 +587,9 @@ def _diagnose_kv_cache(result: CheckResult, seen, probe_problems: List[str]) -> 
             if isinstance(got, LearnerError):
                 if "must match except in dimension 1" in str(got) or "must match except in dimension 0" in str(got):
                     result.diagnose(M.CATALOGUE["kv-cache-head-axis"].advice)
+                elif "must match except in dimension 3" in str(got):
+                    advice = V.KV_AXES[0].wrong[-1]
+                    result.diagnose(advice[:1].upper() + advice[1:] + ".")
                 else:
                     b, g, _, dh = updates[0][0].shape
                     why = V.explain_shape_error(str(got), {"B": b, "G": g, "Dh": dh})
