@@ -538,6 +538,13 @@ class BlockFinalNorm(BlockOwnParts):
         return self.norm2(y) if self.pre else y
 
 
+class BlockPostNormTwice(BlockOwnParts):
+    """Post-norm that normalises each residual sum twice (pre-norm is right)."""
+
+    def _residual(self, x, f, norm, drop):
+        return x + drop(f(norm(x))) if self.pre else norm(norm(x + drop(f(x))))
+
+
 class BlockGelu(BlockOwnParts):
     def __init__(self, d_model, num_heads, d_ff, norm_placement="pre", dropout=0.0):
         super().__init__(d_model, num_heads, d_ff, norm_placement, dropout)
@@ -555,6 +562,7 @@ class BlockGelu(BlockOwnParts):
     (check_transformer_block, BlockNoFFNResidual, "feed-forward sub-layer has no residual"),
     (check_transformer_block, BlockFinalNorm, "norm2 once more"),
     (check_transformer_block, BlockGelu, "GELU where the block asks for ReLU"),
+    (check_transformer_block, BlockPostNormTwice, "norm_placement='post': You apply the norm twice"),
 ])
 def test_block_variants_are_named(check, cls, words, capsys):
     points, report = run(check, cls, capsys, seed=3)

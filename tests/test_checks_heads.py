@@ -235,3 +235,22 @@ def test_split_heads_shape_error_is_said_in_course_terms(capsys):
 def test_correct_solutions_get_no_diagnosis(check, fn, capsys):
     points, report = run(check, fn, capsys, seed=6)
     assert points == check.step.points and "Diagnosis" not in report, report
+
+
+def test_a_new_wrong_choice_is_one_more_axis_entry(monkeypatch, capsys):
+    """Transposing the batch and feature axes is in no axis: not named. One more entry in the
+    'swap' axis, and nothing else, names it."""
+    from autograder.checks import variants_modules as V
+    from autograder.frame.variants import Axis
+
+    def split_swaps_batch_and_features(x, num_heads):
+        b, t, d = x.shape
+        return x.view(b, t, num_heads, d // num_heads).transpose(0, 3)
+
+    _, report = run(check_split_heads, split_swaps_batch_and_features, capsys, seed=2)
+    assert "Diagnosis" not in report, report
+    view, swap = V.SPLIT_AXES
+    wider = Axis(swap.name, swap.correct, {**swap.wrong, "0,3": "you transpose the batch and feature axes"})
+    monkeypatch.setattr(V, "SPLIT_AXES", [view, wider])
+    _, report = run(check_split_heads, split_swaps_batch_and_features, capsys, seed=2)
+    assert "Diagnosis: You transpose the batch and feature axes" in report, report

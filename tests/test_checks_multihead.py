@@ -283,6 +283,11 @@ def heads_softmax_over_queries_model_scale(x, w_q, w_k, w_v, num_heads, mask=Non
     return torch.softmax(s, dim=-2) @ v
 
 
+def heads_full_matrix_per_head(x, w_q, w_k, w_v, num_heads, mask=None):
+    q, k, v = (torch.stack([x @ w.T] * num_heads, dim=1) for w in (w_q, w_k, w_v))  # (B, H, T, D)
+    return mhsa_lib.scaled_dot_product_attention(q, k, v, mask)[0]
+
+
 def loop_untransposed(x, w_q, w_k, w_v, mask=None):
     return torch.stack([mhsa_lib.scaled_dot_product_attention(x @ wq, x @ wk, x @ wv, mask)[0]
                         for wq, wk, wv in zip(w_q, w_k, w_v)], dim=1)
@@ -305,6 +310,7 @@ def loop_unscaled(x, w_q, w_k, w_v, mask=None):
     (check_attention_heads_loop, loop_untransposed, "a matrix product of (T=3, D=4) by (H/Dh=2, D=4) failed"),
     (check_attention_heads_loop, loop_untransposed, "is applied as x @ W.T"),
     (check_attention_heads_loop, loop_unscaled, "you do not scale the scores"),
+    (check_attention_heads, heads_full_matrix_per_head, "every head uses the same full matrix"),
 ])
 def test_heads_variants_are_named(check, fn, words, capsys):
     points, report = run(check, fn, capsys, seed=4)

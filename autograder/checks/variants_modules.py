@@ -15,7 +15,6 @@ Dh = D / H, F feed-forward width.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -243,7 +242,9 @@ def repeat_variants() -> List[Mistake]:
 
 
 def _scores_scale(c: Dict[str, Any], d: int, dh: int) -> float:
-    return {"sqrt(Dh)": math.sqrt(dh), "sqrt(D)": math.sqrt(d), "none": 1.0, "Dh": float(dh)}[c["scale"]]
+    """What the scores are divided by: the scale axis's choice is a formula in D and Dh
+    (``"Dh**0.5"``), so a new wrong scale is one more axis entry."""
+    return float(eval(c["scale"], {"__builtins__": {}}, {"D": d, "Dh": dh}))  # the course's own formulas
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Optional[Tensor], c: Dict[str, Any]):
@@ -257,9 +258,9 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Optional[Tensor
 
 
 _SCALE_WRONG = {
-    "sqrt(D)": "you scale the scores by 1/√D, the model width: each head's scores are scaled by 1/√Dh, "
+    "D**0.5": "you scale the scores by 1/√D, the model width: each head's scores are scaled by 1/√Dh, "
                "its own width",
-    "none": "you do not scale the scores: divide them by √Dh",
+    "1": "you do not scale the scores: divide them by √Dh",
     "Dh": "you divide the scores by Dh: divide by √Dh",
 }
 _MASK_WRONG = {
@@ -274,11 +275,13 @@ _WEIGHTS_PHRASES = {
                   "weight is stored (out_features, in_features)",
     "columns": "each head takes its slice along the wrong axis of W (columns W[:, h·Dh:(h+1)·Dh] instead "
                "of rows W[h·Dh:(h+1)·Dh])",
+    "full": "every head uses the same full matrix W (x @ W.T for each head): head h uses only its rows "
+            "[h·Dh, (h+1)·Dh), so its output is Dh wide",
 }
 
 HEADS_AXES = [
     Axis("weights", "own", _WEIGHTS_PHRASES),
-    Axis("scale", "sqrt(Dh)", _SCALE_WRONG),
+    Axis("scale", "Dh**0.5", _SCALE_WRONG),
     Axis("softmax", "keys", {"queries": "your softmax runs over the queries (dim=-2): each query's "
                                         "weights over the keys must sum to 1 (dim=-1)"}),
     Axis("mask", "applied", _MASK_WRONG),
@@ -298,6 +301,8 @@ def _head_weight(w: Tensor, i: int, dh: int, choice: str) -> Tensor:
         return w.T[i * dh:(i + 1) * dh]
     if choice == "columns":
         return w[:, i * dh:(i + 1) * dh].T
+    if choice == "full":
+        return w
     return w[i * dh:(i + 1) * dh]
 
 
@@ -321,7 +326,7 @@ def heads_variants(loop: bool) -> List[Mistake]:
     """Variants of ``attention_heads`` (``loop``: of ``attention_heads_loop``, whose per-head weights
     cannot be sliced along a wrong axis)."""
     def valid(c):
-        return not (loop and c["weights"] in ("transposed", "columns"))
+        return not (loop and c["weights"] in ("transposed", "columns", "full"))
     return list(generate(HEADS_AXES, _heads_variant, valid=valid))
 
 
@@ -344,7 +349,7 @@ MODULE_AXES = [
     Axis("weights", "own", {"head0": _WEIGHTS_PHRASES["head0"], "transposed": _WEIGHTS_PHRASES["transposed"]}),
     Axis("split", "ok", _SPLIT_LAYOUT),
     Axis("merge", "ok", _MERGE_LAYOUT),
-    Axis("scale", "sqrt(Dh)", _SCALE_WRONG),
+    Axis("scale", "Dh**0.5", _SCALE_WRONG),
     Axis("mask", "applied", _MASK_WRONG),
     Axis("out", "applied", {
         "missing": "the output projection is missing: merge the heads, then apply out_proj",
@@ -552,15 +557,16 @@ def layer_norm_variants() -> List[Mistake]:
 
 
 def _act(name: str, asked: str) -> Callable[[Tensor], Tensor]:
+    """An activation by name: a few spelled out, any other one torch.nn.functional's of that name
+    (so a new wrong activation is one more axis entry)."""
     name = asked if name == "asked" else name
-    return {
-        "relu": torch.relu,
-        "gelu": torch.nn.functional.gelu,
+    special = {
         "gelu-tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
         "none": lambda t: t,
-        "sigmoid": torch.sigmoid,
-        "silu": torch.nn.functional.silu,
-    }[name]
+        "sigmoid": torch.sigmoid,  # torch's own: the functional spellings are deprecated
+        "tanh": torch.tanh,
+    }
+    return special.get(name) or getattr(torch.nn.functional, name)
 
 
 _ACT_PHRASES = {
@@ -607,6 +613,7 @@ BLOCK_AXES = [
         "sublayer": "you normalise the sub-layer's output inside the residual, x + LN(F(x)): pre-norm is "
                     "x + F(LN(x)), post-norm LN(x + F(x))",
         "none": "the LayerNorms are never applied",
+        "twice": "you apply the norm twice to the residual sum, LN(LN(x + F(x))): once is enough",
     }),
     Axis("res1", "yes", {"no": "the attention sub-layer has no residual connection (x + ...)"}),
     Axis("res2", "yes", {"no": "the feed-forward sub-layer has no residual connection (h + ...)"}),
@@ -649,6 +656,8 @@ def block_forward(c: Dict[str, Any], ref: Any, x: Tensor, mask: Optional[Tensor]
             return norm(keep + f(norm(src)))
         if style == "sublayer":
             return keep + norm(f(src))
+        if style == "twice":
+            return norm(norm(keep + f(src)))
         return keep + f(src)
 
     h = sub(x, attn, n1, c["res1"])
