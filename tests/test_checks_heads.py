@@ -226,7 +226,7 @@ def test_split_heads_shape_error_is_said_in_course_terms(capsys):
 
     points, report = run(check_split_heads, split_wrong_count, capsys, seed=1)
     assert points == 0.0, report
-    assert "a view/reshape to (1, T=2, H=3, 1) of a tensor of 12 elements failed: the new shape must hold" in report, report
+    assert "a view/reshape to (1, T/Dh=2, H=3, 1) of a tensor of 12 elements failed: the new shape must hold" in report, report
 
 
 @pytest.mark.parametrize("check,fn", [(check_split_heads, split_chunks), (check_merge_heads, merge_cat),
@@ -254,3 +254,27 @@ def test_a_new_wrong_choice_is_one_more_axis_entry(monkeypatch, capsys):
     monkeypatch.setattr(V, "SPLIT_AXES", [view, wider])
     _, report = run(check_split_heads, split_swaps_batch_and_features, capsys, seed=2)
     assert "Diagnosis: You transpose the batch and feature axes" in report, report
+
+
+@pytest.mark.parametrize("message,sizes,words", [
+    ("mat1 and mat2 shapes cannot be multiplied (10x12 and 4x12)", {"B": 2, "T": 5, "D": 12, "Dh": 4},
+     "a matrix product of (B·T=10, D=12) by (Dh=4, D=12) failed"),
+    ("Expected size for first two dimensions of batch2 tensor to be: [6, 4] but got: [6, 5].",
+     {"B·H": 6, "Dh": 4, "T": 5}, "should start with (B·H=6, Dh=4) but starts with (B·H=6, T=5)"),
+    ("The size of tensor a (5) must match the size of tensor b (7) at non-singleton dimension 3",
+     {"T": 5, "S": 7}, "met sizes T=5 and S=7 on axis 3"),
+    ("shape '[2, 5, 3, 5]' is invalid for input of size 120", {"B": 2, "T": 5, "H": 3, "D": 12},
+     "a view/reshape to (B=2, T=5, H=3, T=5) of a tensor of 120 elements failed"),
+    ("Dimension out of range (expected to be in range of [-3, 2], but got 3)", {}, "only 3 axes"),
+    ("expected m1 and m2 to have the same dtype, but got: float != double", {}, "different dtypes"),
+])
+def test_shape_errors_are_said_in_course_letters(message, sizes, words):
+    from autograder.checks.variants_modules import explain_shape_error
+
+    assert words in explain_shape_error(message, sizes)
+
+
+def test_other_errors_are_left_as_they_are():
+    from autograder.checks.variants_modules import explain_shape_error
+
+    assert explain_shape_error("name 'q' is not defined", {"B": 2}) is None

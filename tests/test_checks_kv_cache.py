@@ -492,3 +492,25 @@ def test_kv_cache_variants_are_named(cls, words, capsys):
 def test_kv_correct_styles_get_no_diagnosis(check, cls, capsys):
     points, report = run(check, cls, capsys, seed=7)
     assert points == check.step.points and "Diagnosis" not in report, report
+
+
+class GQAKeysUntransposed(GQAExpand):
+    """Keys and values as x @ W: W is (G·Dh, D), so the product fails on its shapes."""
+
+    def forward(self, x, mask=None, cache=None, *, causal=False):
+        b, t, d = x.shape
+        q = self.q_proj(x).view(b, t, self.h, self.dh).transpose(1, 2)
+        k = (x @ self.k_proj.weight).view(b, t, self.g, self.dh).transpose(1, 2)
+        v = (x @ self.v_proj.weight).view(b, t, self.g, self.dh).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        k, v = repeat_kv_expand(k, self.h // self.g), repeat_kv_expand(v, self.h // self.g)
+        out, _ = mhsa_lib.scaled_dot_product_attention(q, k, v, mask)
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+def test_gqa_shape_error_is_said_in_course_terms(capsys):
+    points, report = run(check_grouped_query_attention, GQAKeysUntransposed, capsys, seed=0)
+    assert points < 5.0, report
+    assert "Diagnosis: your forward failed on these shapes: a matrix product of (T=3, D=8) by" in report, report
+    assert "is applied as x @ W.T" in report, report
