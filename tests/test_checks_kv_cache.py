@@ -512,5 +512,5 @@ class GQAKeysUntransposed(GQAExpand):
 def test_gqa_shape_error_is_said_in_course_terms(capsys):
     points, report = run(check_grouped_query_attention, GQAKeysUntransposed, capsys, seed=0)
     assert points < 5.0, report
-    assert "Diagnosis: your forward failed on these shapes: a matrix product of (T=3, D=8) by" in report, report
+    assert "Diagnosis: your forward failed on these shapes: a matrix product of (B·T=" in report, report
     assert "is applied as x @ W.T" in report, report

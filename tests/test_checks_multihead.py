@@ -307,7 +307,8 @@ def loop_unscaled(x, w_q, w_k, w_v, mask=None):
     (check_attention_heads, heads_einsum_head_zero, "every head uses head 0's slice"),
     (check_attention_heads, heads_softmax_over_queries_model_scale, "1/√D, the model width"),
     (check_attention_heads, heads_softmax_over_queries_model_scale, "softmax runs over the queries"),
-    (check_attention_heads_loop, loop_untransposed, "a matrix product of (T=3, D=4) by (H/Dh=2, D=4) failed"),
+    (check_attention_heads_loop, loop_untransposed, "Diagnosis: your attention_heads_loop failed on these shapes: "
+                                                    "a matrix product of (B·T=42, D=12) by (Dh=4, D=12) failed"),
     (check_attention_heads_loop, loop_untransposed, "is applied as x @ W.T"),
     (check_attention_heads_loop, loop_unscaled, "you do not scale the scores"),
     (check_attention_heads, heads_full_matrix_per_head, "every head uses the same full matrix"),

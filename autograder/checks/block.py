@@ -25,6 +25,7 @@ import mhsa_lib
 
 from ..frame import (
     CheckResult,
+    Comparison,
     LearnerError,
     attempt,
     close,
@@ -107,7 +108,7 @@ def check_layer_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden
     y, e = case(LN_PUBLIC_X, 4, None, LN_PUBLIC_WEIGHT, LN_PUBLIC_BIAS)
     if not_implemented(result, "LayerNorm", y):
         return
-    c = compare(y, e, what="output") if e is not None else None
+    c = _compare(y, e) if e is not None else None
     public_ok = bool(c and c.ok)
     result.add("public case: x (B=1, T=3, D=4), weight [1.5, 0.5, 1, 2], bias [0.1, -0.2, 0, 0.3]",
                1.0, public_ok, y if c is None else c.detail)
@@ -118,7 +119,7 @@ def check_layer_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden
         x = tokens(gen, b, t, d)
         w, bias = 0.5 + torch.rand(d, generator=gen, dtype=torch.float64), randn(gen, d, dtype=torch.float64)
         y, e = case(x, d, None, w, bias)
-        c = compare(y, e, what="output") if e is not None else None
+        c = _compare(y, e) if e is not None else None
         if c is None or not c.ok:
             fails.append(f"x (B={b}, T={t}, D={d}): {y if c is None else c.detail}")
     result.add("random cases with random weight and bias (B, T, D all different)", 1.0, not fails,
@@ -131,7 +132,7 @@ def check_layer_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden
                           ("tokens of variance ~1e-4 with the default eps",
                            tokens(gen, b, t, d, spread=False) * 0.01, None)):
         y, e = case(x, d, eps, w, bias)
-        c = compare(y, e, what="output") if e is not None else None
+        c = _compare(y, e) if e is not None else None
         if c is None or not c.ok:
             eps_fails.append(f"{label}: {y if c is None else c.detail}")
     result.add("eps is added to the variance, inside the square root: LayerNorm(D, eps=0.1), and "
@@ -260,7 +261,7 @@ def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidd
     y, e = case(randn(pub_gen, 1, 3, 4, dtype=torch.float64), 4, 6, "relu", ref)
     if not_implemented(result, "FeedForward", y):
         return
-    c = compare(y, e, what="output") if e is not None else None
+    c = _compare(y, e) if e is not None else None
     public_ok = bool(c and c.ok)
     result.add("public case: D=4, F=6, x (B=1, T=3, D=4), ReLU", 0.5, public_ok, y if c is None else c.detail)
 
@@ -271,7 +272,7 @@ def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidd
             f = d + int(torch.randint(1, 2 * d, (1,), generator=gen))  # F ≠ D
             ref = _ffn_reference(d, f, activation, gen)
             y, e = case(tokens(gen, b, t, d), d, f, activation, ref)
-            c = compare(y, e, what="output") if e is not None else None
+            c = _compare(y, e) if e is not None else None
             if c is None or not c.ok:
                 fails[activation].append(f"B={b}, T={t}, D={d}, F={f}: {y if c is None else c.detail}")
     result.add("random cases, ReLU (B, T, D, F all different)", 0.5, not fails["relu"],
@@ -418,7 +419,7 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
         y, e = case(placement, (4, 2, 6), None, ref, x)
         if not_implemented(result, "TransformerBlock", y):
             return
-        c = compare(y, e, what="output") if e is not None else None
+        c = _compare(y, e) if e is not None else None
         public_ok[placement] = bool(c and c.ok)
         result.add(f"public case, norm_placement='{placement}': D=4, H=2, F=6, x (B=1, T=3, D=4), no mask",
                    0.5, public_ok[placement], y if c is None else c.detail)
@@ -432,7 +433,7 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
             ref = _block_reference(d, h, f, placement, gen)
             x = tokens(gen, b, t, d, spread=False)
             y, e = case(placement, (d, h, f), None, ref, x)
-            c = compare(y, e, what="output") if e is not None else None
+            c = _compare(y, e) if e is not None else None
             if c is None or not c.ok:
                 fails[placement].append(f"B={b}, T={t}, D={d}, H={h}, F={f}: {y if c is None else c.detail}")
             if i == 0:
@@ -441,7 +442,7 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
                 for name, mask in (("causal (T, T)", mhsa_lib.causal_mask(t)),
                                    ("padding (B, 1, 1, T)", mhsa_lib.padding_mask(lengths, t).unsqueeze(1))):
                     y, e = case(placement, (d, h, f), mask, ref, x)
-                    c = compare(y, e, what="output") if e is not None else None
+                    c = _compare(y, e) if e is not None else None
                     if c is None or not c.ok:
                         mask_fails.append(f"'{placement}', {name} mask: {y if c is None else c.detail}")
     for placement in ("pre", "post"):
@@ -678,3 +679,11 @@ def _ffn_sizes(case) -> dict:
 def _block_sizes_of(case) -> dict:
     _, d, h, f, _, x, _ = case
     return {"B": x.shape[0], "T": x.shape[1], "D": d, "H": h, "Dh": d // h, "F": f}
+
+
+def _compare(y: Any, e: Tensor) -> Comparison:
+    """:func:`compare` of a forward's output, the learner's error said as itself (the diagnosis
+    explains a shape error in the course's letters)."""
+    if isinstance(y, LearnerError):
+        return Comparison(False, f"forward {y}")
+    return compare(y, e, what="output")

@@ -31,6 +31,7 @@ import mhsa_lib
 
 from ..frame import (
     CheckResult,
+    Comparison,
     LearnerError,
     attempt,
     call,
@@ -150,7 +151,7 @@ def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Gene
     y, e = direct(8, 4, 2, ref, x_pub)
     if not_implemented(result, "GroupedQueryAttention", y):
         return
-    c = compare(y, e, what="output") if e is not None else None
+    c = _compare(y, e) if e is not None else None
     public_ok = bool(c and c.ok)
     result.add("public case: D=8, H=4, G=2, x (B=1, T=3, D=8), no mask", 1.0, public_ok,
                y if c is None else c.detail)
@@ -163,7 +164,7 @@ def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Gene
         x = randn(gen, b, t, d, dtype=torch.float64)
         for label, mask in (("no mask", None), ("causal mask (T, T)", mhsa_lib.causal_mask(t))):
             y, e = direct(d, h, g, ref, x, mask)
-            c = compare(y, e, what="output") if e is not None else None
+            c = _compare(y, e) if e is not None else None
             if c is None or not c.ok:
                 fails.append(f"B={b}, T={t}, D={d}, H={h}, G={g}, {label}: {y if c is None else c.detail}")
     result.add("random cases with 1 < G < H (B, T, Dh, H, G all different), without and with a causal mask",
@@ -715,3 +716,9 @@ def _diagnose_bytes(result: CheckResult, seen, not_int) -> None:
             result.diagnose(f"you return a {type(y).__name__}: return a Python int.")
 
 
+def _compare(y: Any, e: Tensor) -> Comparison:
+    """:func:`compare` of a forward's output, the learner's error said as itself (the diagnosis
+    explains a shape error in the course's letters)."""
+    if isinstance(y, LearnerError):
+        return Comparison(False, f"forward {y}")
+    return compare(y, e, what="output")

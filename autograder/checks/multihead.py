@@ -19,6 +19,7 @@ import mhsa_lib
 
 from ..frame import (
     CheckResult,
+    Comparison,
     LearnerError,
     Opaque,
     attempt,
@@ -101,7 +102,7 @@ def _heads_parts(fn: Callable, result: CheckResult, gen: torch.Generator, hidden
     if isinstance(got, LearnerError) and got.kind == "not_implemented":
         result.zero_reason = f"{step} {got}"
         return
-    c_pub = compare(got, _heads_reference(x, *ws, 2, None), what="output")
+    c_pub = _compare_heads(got, _heads_reference(x, *ws, 2, None), (x, ws, 2, None))
     result.add("public case: B=1, T=3, D=4, H=2", 1.0, c_pub.ok, c_pub.detail)
     seen = [((x, ws, 2, None), got)]
 
@@ -111,7 +112,7 @@ def _heads_parts(fn: Callable, result: CheckResult, gen: torch.Generator, hidden
         x, ws = _heads_case(gen, b, t, h, dh)
         y = run(x, ws, h)
         seen.append(((x, ws, h, None), y))
-        c = compare(y, _heads_reference(x, *ws, h, None), what="output")
+        c = _compare_heads(y, _heads_reference(x, *ws, h, None), (x, ws, h, None))
         if not c.ok:
             fails.append(f"B={b}, T={t}, H={h}, Dh={dh}: {c.detail}")
     result.add("random cases without a mask (B, T, H, Dh all different)", 1.0, not fails, describe_failures(fails, 1))
@@ -121,7 +122,7 @@ def _heads_parts(fn: Callable, result: CheckResult, gen: torch.Generator, hidden
     mask = mhsa_lib.causal_mask(t)
     y = run(x, ws, h, mask)
     seen.append(((x, ws, h, mask), y))
-    c = compare(y, _heads_reference(x, *ws, h, mask), what="output")
+    c = _compare_heads(y, _heads_reference(x, *ws, h, mask), (x, ws, h, mask))
     result.add("with a causal mask (T, T)", 0.5, c.ok, c.detail)
 
     problems = _heads_probes(run, gen)
@@ -144,6 +145,14 @@ def _heads_parts(fn: Callable, result: CheckResult, gen: torch.Generator, hidden
     shortcuts = find_shortcuts(fn, shortcut_args, MHA_TORCH, forbid_library=MHA_LIBRARY)
     if shortcuts:
         result.zero_reason = f"your {step} calls {', '.join(shortcuts)}: this step asks you to build the heads yourself"
+
+
+def _compare_heads(y: Any, expected: Tensor, case) -> Comparison:
+    """:func:`compare`, with the learner's error said as itself (and in the course's letters when
+    it is a shape error) rather than as a value that is not a tensor."""
+    if isinstance(y, LearnerError):
+        return Comparison(False, V.with_explanation(y, _heads_sizes(case)))
+    return compare(y, expected, what="output")
 
 
 def _heads_sizes(args) -> dict:

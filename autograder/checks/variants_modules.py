@@ -36,14 +36,11 @@ def _name(n: int, sizes: Dict[str, int]) -> str:
     if n <= 1:
         return str(n)
     same = [k for k, v in sizes.items() if v == n]
-    if same:
-        return f"{'/'.join(same)}={n}"  # sizes that happen to be equal: every reading is named
-    keys = list(sizes)
-    for i, a in enumerate(keys):
-        for b in keys[i + 1:]:
-            if sizes[a] * sizes[b] == n:
-                return f"{a}·{b}={n}"
-    return str(n)
+    keys = [k for k, v in sizes.items() if v > 1]
+    same += [f"{a}·{b}" for i, a in enumerate(keys) for b in keys[i + 1:] if sizes[a] * sizes[b] == n
+             and not ({a, b} == {"H", "Dh"} and "D" in same)]  # D is H·Dh by definition
+    # sizes that happen to be equal: every reading is named
+    return f"{'/'.join(same)}={n}" if same else str(n)
 
 
 def _shape(dims: Iterable[int], sizes: Dict[str, int]) -> str:
@@ -105,7 +102,10 @@ def explain_shape_error(message: str, sizes: Dict[str, int]) -> Optional[str]:
 
 def diagnose_error(result: CheckResult, seen: Sequence[Tuple[Any, Any]], sizes_of: Callable[[Any], Dict[str, int]],
                    what: str = "your code") -> bool:
-    """Name the first shape error among the learner's outputs in course terms; True if named."""
+    """Name a shape error among the learner's outputs in course terms, from the case whose sizes
+    read least ambiguously (sizes that happen to be equal are named together, ``H/Dh=2``); True if
+    named."""
+    found = []
     for case, y in seen:
         if isinstance(y, LearnerError):
             try:
@@ -114,9 +114,12 @@ def diagnose_error(result: CheckResult, seen: Sequence[Tuple[Any, Any]], sizes_o
                 sizes = {}
             why = explain_shape_error(str(y), sizes)
             if why:
-                result.diagnose(f"{what} failed on these shapes: {why}.")
-                return True
-    return False
+                found.append(why)
+    if not found:
+        return False
+    why = min(found, key=lambda w: w.count("/"))  # the first of the least ambiguous
+    result.diagnose(f"{what} failed on these shapes: {why}.")
+    return True
 
 
 def match_variant(seen: Sequence[Tuple[Any, Any]], variants: Iterable[Mistake],
