@@ -133,6 +133,8 @@ def lab(tmp_path):
     """JupyterLab started by `./course start` on a copy of notebooks/: (url, folder, log)."""
     folder = tmp_path / "notebooks"
     shutil.copytree(ROOT / "notebooks", folder)
+    marker = "served-from-the-copy.txt"  # only in the copy: the repository's notebooks stay untouched
+    (folder / marker).write_text("", encoding="utf-8")
     port, token = _free_port(), "browser-test"
     # The test's own JupyterLab user settings: every cell in the page (no virtual scrolling), so the
     # n-th cell of the page is the n-th of the file; and no news toast over the notebook.
@@ -170,7 +172,8 @@ def lab(tmp_path):
             f"`./course start` exited with status {proc.returncode}" if proc.poll() is not None
             else f"`./course start` did not answer within {STARTUP_S} s") + f"; its log:\n{tail}"
         names = {item["name"] for item in contents["content"]}
-        assert NOTEBOOK in names, f"`./course start` serves {sorted(names)}, not the copy in {folder}; its log:\n{tail}"
+        assert {NOTEBOOK, marker} <= names, (
+            f"`./course start --notebook-dir={folder}` serves {sorted(names)}, not that folder; its log:\n{tail}")
         yield f"{base}/lab/tree/{NOTEBOOK}?token={token}", folder, log
     finally:
         with contextlib.suppress(ProcessLookupError):
