@@ -331,3 +331,32 @@ def test_a_learner_fixes_softmax_in_the_browser(lab, page, tmp_path):
         run.snap("done")
     except Exception as e:
         raise AssertionError(f"{type(e).__name__}: {e}\n{run.keep()}") from e
+
+
+# The test's premises, checked quickly (no kernel, no browser).
+
+
+def test_the_cells_it_runs_are_found_in_notebook_01():
+    notebook = ROOT / "notebooks" / NOTEBOOK
+    cells = _cells(notebook)
+    sources = ["".join(c["source"]) for c in json.loads(notebook.read_text(encoding="utf-8"))["cells"]]
+    assert cells["set-up"] < cells["imports"] < cells["answer"] < cells["check"] < cells["plot"], cells
+    assert "raise NotImplementedError" in sources[cells["answer"]], "the answer cell should be the learner's stub"
+    assert "check_softmax" in sources[cells["check"]]
+    assert "plt.show()" in sources[cells["plot"]]
+
+
+def test_the_typed_answers_get_what_the_browser_test_expects():
+    wrong = _report(WRONG_SOFTMAX)
+    got, most = _points(wrong)
+    assert got < most and "✗" in wrong
+    assert "max" in _diagnosis(wrong)
+    right = _report(RIGHT_SOFTMAX)
+    got, most = _points(right)
+    assert got == most and "✗" not in right, right
+
+
+def test_without_chromium_it_skips_saying_why(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(pytest.skip.Exception, match="no Chromium here"):
+        _chromium()
