@@ -42,6 +42,10 @@ def add_course_argument(parser) -> None:
 
 
 def db_url(course: Path) -> str:
+    """The gradebook's address, for nbgrader's ``Gradebook``. nbgrader runs ``alembic`` by name when
+    it opens a gradebook, so this interpreter's own bin/ goes first on PATH (a grader started as
+    ``.venv/bin/python -m autograder``, without activating .venv, would otherwise not find it)."""
+    nbt.tools_on_path()
     return "sqlite:///" + str((Path(course) / "gradebook.db").resolve())
 
 

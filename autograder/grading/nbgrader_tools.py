@@ -130,6 +130,14 @@ def tool_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     return env
 
 
+def tools_on_path() -> None:
+    """Put this interpreter's bin/ first on this process's PATH, where nbgrader finds alembic."""
+    bindir = str(Path(sys.executable).parent)
+    parts = os.environ.get("PATH", "").split(os.pathsep)
+    if not parts or parts[0] != bindir:
+        os.environ["PATH"] = os.pathsep.join([bindir] + [p for p in parts if p and p != bindir])
+
+
 class NbgraderError(RuntimeError):
     """An nbgrader command failed; the message holds its command line and the end of its log."""
 
