@@ -91,7 +91,7 @@ def _ok(proc, what):
 class Hub:
     """JupyterHub in a folder of its own, run by root; stopped (with every server) by stop()."""
 
-    def __init__(self, base: Path, users, instructor, role_dirs, common_dir):
+    def __init__(self, base: Path, users, instructor, role_dirs, common_dir, python):
         self.base, self.port, self.token = base, _free_port(), secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{self.port}"
         roles = {u: str(role_dirs["instructor" if u == instructor else "learner"]) for u in users}
@@ -114,7 +114,7 @@ c.Authenticator.admin_users = {{{instructor!r}}}
 c.JupyterHub.services = [{{"name": "course-test", "api_token": {self.token!r}}}]
 c.JupyterHub.load_roles = [{{"name": "admin", "services": ["course-test"]}}]
 c.JupyterHub.spawner_class = "localprocess"
-c.Spawner.cmd = [{str(VENV_BIN / 'jupyterhub-singleuser')!r}]
+c.Spawner.cmd = [{python!r}, "-m", "jupyterhub.singleuser"]
 c.Spawner.default_url = "/lab"
 c.Spawner.notebook_dir = "~"
 c.Spawner.start_timeout = 180
@@ -123,7 +123,7 @@ _roles = {roles!r}
 c.Spawner.environment = {{
     # each account's role: its Jupyter config folder first, then the class's (exchange, course id)
     "JUPYTER_CONFIG_PATH": lambda spawner: _roles[spawner.user.name] + ":" + {str(common_dir)!r},
-    "PATH": {str(VENV_BIN)!r} + ":/usr/local/bin:/usr/bin:/bin",
+    "PATH": {str(Path(python).parent)!r} + ":/usr/local/bin:/usr/bin:/bin",
 }}
 """)
         self.users_started = []
@@ -174,6 +174,52 @@ c.Spawner.environment = {{
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
+
+
+def _python_for_accounts(base: Path, user: str, home: Path):
+    """The interpreter the accounts run the course with, and how they call `./course`.
+
+    The course's own .venv where the account can run it. Where it cannot (a .venv made from an
+    interpreter under a private folder such as /root, mode 700), an environment made here from a
+    system interpreter of the same version that loads the .venv's packages (a `.pth` file); then
+    the course's commands are `python -m autograder` (what `./course` runs) and grading runs
+    without bubblewrap, which mounts only the interpreter's own environment into its sandbox.
+    """
+    own = VENV_BIN / "python"
+    if _as(user, home, [str(own), "-c", "import autograder, nbgrader, jupyterhub"], home, {}).returncode == 0:
+        return str(own), [str(ROOT / "course")], True
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    for candidate in (Path("/usr/bin") / version, Path("/usr/local/bin") / version):
+        if not candidate.is_file() or _as(user, home, [str(candidate), "-c", "1"], home, {}).returncode != 0:
+            continue
+        env_dir = base / "accounts-python"
+        made = subprocess.run([str(candidate), "-m", "venv", "--without-pip", str(env_dir)], capture_output=True,
+                              text=True)
+        if made.returncode != 0:
+            continue
+        site_dir = next(env_dir.glob("lib/python3*/site-packages"))
+        venv_site = next(VENV_BIN.parent.glob("lib/python3*/site-packages"))
+        (site_dir / "course-venv.pth").write_text(f"import site; site.addsitedir({str(venv_site)!r})\n")
+        # the .venv's Jupyter config and data (server extensions, labextensions, kernels)
+        for shared in ("etc", "share"):
+            if (VENV_BIN.parent / shared).is_dir() and not (env_dir / shared).exists():
+                (env_dir / shared).symlink_to(VENV_BIN.parent / shared)
+        # the .venv's commands (nbgrader runs `alembic`, for one), started by this interpreter
+        for script in VENV_BIN.iterdir():
+            if script.is_file() and not script.is_symlink() and not (env_dir / "bin" / script.name).exists():
+                head, _, rest = script.read_bytes().partition(b"\n")
+                if head.startswith(b"#!") and head[2:].strip() == str(VENV_BIN / "python").encode():
+                    (env_dir / "bin" / script.name).write_bytes(b"#!" + str(env_dir / "bin" / "python").encode()
+                                                                 + b"\n" + rest)
+        for p in (env_dir, *env_dir.rglob("*")):
+            if not p.is_symlink():
+                p.chmod(0o755 if p.is_dir() else 0o644 if p.suffix else 0o755)
+        py = str(env_dir / "bin" / "python")
+        ok = _as(user, home, [py, "-c", "import autograder, nbgrader, jupyterhub"], home, {})
+        if ok.returncode == 0:
+            return py, [py, "-m", "autograder"], False
+    pytest.skip(f"other accounts cannot run {own} (its interpreter {os.path.realpath(own)} is in a private "
+                f"folder) and no {version} of the system can stand in for it")
 
 
 def disabled(page: str) -> set:
@@ -260,15 +306,17 @@ def test_a_class_on_jupyterhub(accounts):
         for p in base.rglob("*"):
             if p != exchange:
                 p.chmod(0o755 if p.is_dir() else 0o644)
-        env = {"JUPYTER_CONFIG_PATH": str(common)}
+        python, course_cmd, own_venv = _python_for_accounts(base, teacher, home[teacher])
+        nbgrader = [python, "-m", "nbgrader"]
+        env = {"JUPYTER_CONFIG_PATH": str(common), "PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin"}
 
-        hub = Hub(base, list(accounts.values()), teacher, role_dirs, common)
+        hub = Hub(base, list(accounts.values()), teacher, role_dirs, common, python)
         hub.wait_up()
         # Every account's server, started through the hub; then each speaks only with its own token.
         tokens = {}
         for user in accounts.values():
             status, _ = hub.api(f"/users/{user}/server", "POST")
-            assert status in (201, 202), (status, hub.logs())
+            assert status in (201, 202), f"{status}\n{hub.logs()}"
             hub.users_started.append(user)
             status, made = hub.api(f"/users/{user}/tokens", "POST", {"note": "course test", "expires_in": 900})
             assert status == 201, (status, made)
@@ -276,9 +324,9 @@ def test_a_class_on_jupyterhub(accounts):
 
         # Meanwhile the instructor builds the course in their home and releases the assignment.
         course = home[teacher] / "classroom"
-        _ok(_as(teacher, home[teacher], [str(ROOT / "course"), "build", "--course", str(course), ASSIGNMENT],
+        _ok(_as(teacher, home[teacher], [*course_cmd, "build", "--course", str(course), ASSIGNMENT],
                 home[teacher], env), "./course build")
-        _ok(_as(teacher, home[teacher], ["nbgrader", "release_assignment", ASSIGNMENT], course, env),
+        _ok(_as(teacher, home[teacher], [*nbgrader, "release_assignment", ASSIGNMENT], course, env),
             "nbgrader release_assignment")
 
         for user in accounts.values():
@@ -306,7 +354,7 @@ def test_a_class_on_jupyterhub(accounts):
                    for a in listing["value"]), listing
 
         for user, right in ((ada, True), (bob, False)):
-            _ok(_as(user, home[user], ["nbgrader", "fetch_assignment", ASSIGNMENT, "--course", COURSE_ID],
+            _ok(_as(user, home[user], [*nbgrader, "fetch_assignment", ASSIGNMENT, "--course", COURSE_ID],
                     home[user], env), f"{user}: nbgrader fetch_assignment")
             path = f"/api/contents/{ASSIGNMENT}/{ASSIGNMENT}.ipynb"
             status, model = server(user, f"{path}?content=1")
@@ -316,7 +364,7 @@ def test_a_class_on_jupyterhub(accounts):
             assert status in (200, 201), (status, saved)
             written = home[user] / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
             assert written.stat().st_uid == int(subprocess.check_output(["id", "-u", user]))  # written by its own server
-            _ok(_as(user, home[user], ["nbgrader", "submit", ASSIGNMENT, "--course", COURSE_ID], home[user], env),
+            _ok(_as(user, home[user], [*nbgrader, "submit", ASSIGNMENT, "--course", COURSE_ID], home[user], env),
                 f"{user}: nbgrader submit")
 
         # The exchange keeps submissions apart: a learner can neither list the inbound folder nor
@@ -327,29 +375,35 @@ def test_a_class_on_jupyterhub(accounts):
         assert _as(ada, home[ada], ["ls", str(inbound)], home[ada], {}).returncode != 0
         assert _as(ada, home[ada], ["cat", str(home[bob] / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")], home[ada],
                    {}).returncode != 0
-        theirs = bobs[0] / f"{ASSIGNMENT}.ipynb"
-        peek = _as(ada, home[ada], ["cat", str(theirs)], home[ada], {})
-        # nbgrader leaves the file itself world-readable; what hides it is the folder that cannot
-        # be listed and the name's random part, which a learner cannot guess
-        assert re.search(r"\+[0-9a-f]{32}$", bobs[0].name) or peek.returncode != 0, bobs[0].name
+        # nbgrader leaves a submission's files readable by all; what keeps them from other learners
+        # is the inbound folder, which they may write but not list (mode 733), and the random part
+        # of each submission's name: no listing, no glob, no way to name another's submission.
+        assert (inbound.stat().st_mode & 0o777) == 0o733, oct(inbound.stat().st_mode)
+        assert re.search(r"\+[A-Za-z0-9_-]{8,}$", bobs[0].name), bobs[0].name
+        for probe in (f"cat {inbound}/{bob}+*/{ASSIGNMENT}.ipynb", f"find {exchange} -name '{bob}+*'",
+                      f"ls {inbound}/{bob}+*"):
+            seen = _as(ada, home[ada], ["sh", "-c", probe], home[ada], {})
+            assert bob + "+" not in seen.stdout and '"cells"' not in seen.stdout, (probe, seen.stdout)
 
         # The instructor collects from the exchange into a folder of nbgrader's layout, brings it
         # into the course with ./course collect, grades, writes and releases the feedback.
-        _ok(_as(teacher, home[teacher], ["nbgrader", "collect", ASSIGNMENT,
+        _ok(_as(teacher, home[teacher], [*nbgrader, "collect", ASSIGNMENT,
                                         "--CourseDirectory.submitted_directory=inbox"], course, env),
             "nbgrader collect")
-        _ok(_as(teacher, home[teacher], [str(ROOT / "course"), "collect", "--course", str(course),
+        _ok(_as(teacher, home[teacher], [*course_cmd, "collect", "--course", str(course),
                                         str(course / "inbox")], home[teacher], env), "./course collect")
+        # The sandbox mounts the grader's own environment: graded in it where the account runs the
+        # course's .venv and bwrap starts for it (unprivileged user namespaces), else without.
         sandbox = _as(teacher, home[teacher], ["bwrap", "--ro-bind", "/", "/", "--unshare-all", "true"],
                       home[teacher], {})
-        no_sandbox = [] if sandbox.returncode == 0 else ["--no-sandbox"]
-        if no_sandbox:  # an account without root can run bwrap only with unprivileged user namespaces
-            print(f"bwrap cannot start as {teacher} here ({sandbox.stderr.strip()}); grading with --no-sandbox")
-        _ok(_as(teacher, home[teacher], [str(ROOT / "course"), "autograde", "--course", str(course), "-j", "2",
+        no_sandbox = [] if own_venv and sandbox.returncode == 0 else ["--no-sandbox"]
+        if no_sandbox:
+            print(f"grading with --no-sandbox: {'bwrap: ' + sandbox.stderr.strip() if own_venv else 'a stand-in interpreter'}")
+        _ok(_as(teacher, home[teacher], [*course_cmd, "autograde", "--course", str(course), "-j", "2",
                                         *no_sandbox], home[teacher], env, timeout=400), "./course autograde")
-        _ok(_as(teacher, home[teacher], [str(ROOT / "course"), "feedback", "--course", str(course)],
+        _ok(_as(teacher, home[teacher], [*course_cmd, "feedback", "--course", str(course)],
                 home[teacher], env), "./course feedback")
-        _ok(_as(teacher, home[teacher], ["nbgrader", "release_feedback", ASSIGNMENT], course, env),
+        _ok(_as(teacher, home[teacher], [*nbgrader, "release_feedback", ASSIGNMENT], course, env),
             "nbgrader release_feedback")
 
         # The grades: the right answer gets every step's points, the wrong one loses pairwise_scores'.
@@ -363,7 +417,7 @@ def test_a_class_on_jupyterhub(accounts):
 
         # Each learner fetches their own feedback, which shows their own score.
         for user in (ada, bob):
-            _ok(_as(user, home[user], ["nbgrader", "fetch_feedback", ASSIGNMENT, "--course", COURSE_ID],
+            _ok(_as(user, home[user], [*nbgrader, "fetch_feedback", ASSIGNMENT, "--course", COURSE_ID],
                     home[user], env), f"{user}: nbgrader fetch_feedback")
             pages = list((home[user] / ASSIGNMENT / "feedback").glob(f"*/{ASSIGNMENT}.html"))
             assert len(pages) == 1, pages
