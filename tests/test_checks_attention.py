@@ -17,6 +17,16 @@ from autograder.mistakes import attention as M
 SEEDS = [0, 1, 12345]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The checks' tensors are tiny: one thread each, so a busy machine's other processes cannot
+    slow them down by contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 run = run_check
 
 
@@ -24,7 +34,8 @@ run = run_check
 
 
 def softmax_logsumexp(x, dim=-1):
-    return torch.exp(x - torch.logsumexp(x, dim=dim, keepdim=True))
+    lse = torch.logsumexp(x, dim=dim, keepdim=True)  # -inf for an all -inf slice
+    return torch.exp(x - torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse)))
 
 
 def softmax_loop(x, dim=-1):
@@ -32,6 +43,9 @@ def softmax_loop(x, dim=-1):
     flat = moved.reshape(-1, moved.shape[-1])
     rows = []
     for row in flat:
+        if bool(torch.isinf(row).all()):
+            rows.append(torch.zeros_like(row))
+            continue
         e = torch.exp(row - row.max())
         rows.append(e / e.sum())
     return torch.stack(rows).reshape(moved.shape).movedim(-1, dim)
@@ -40,19 +54,30 @@ def softmax_loop(x, dim=-1):
 def softmax_extra_kwarg(x, dim=-1, temperature=1.0):
     z = x / temperature
     z = z - z.max(dim=dim, keepdim=True).values
-    return z.exp() / z.exp().sum(dim=dim, keepdim=True)
+    return torch.nan_to_num(z.exp() / z.exp().sum(dim=dim, keepdim=True), nan=0.0)
 
 
 def softmax_numpy(x, dim=-1):
     import numpy as np
 
     a = x.detach().cpu().numpy()
-    e = np.exp(a - a.max(axis=dim, keepdims=True))
-    return torch.from_numpy(e / e.sum(axis=dim, keepdims=True))
+    m = a.max(axis=dim, keepdims=True)
+    e = np.exp(a - np.where(np.isfinite(m), m, 0.0))
+    total = e.sum(axis=dim, keepdims=True)
+    return torch.from_numpy(e / np.where(total > 0, total, 1.0))
+
+
+def softmax_masked_exp(x, dim=-1):
+    # -inf entries are set to 0 explicitly, finite ones are shifted by the finite maximum
+    finite = torch.isfinite(x)
+    m = x.masked_fill(~finite, float("-inf")).amax(dim, keepdim=True).nan_to_num(neginf=0.0)
+    e = torch.where(finite, torch.exp(x - m), torch.zeros_like(x))
+    return e / e.sum(dim, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("fn", [softmax_logsumexp, softmax_loop, softmax_extra_kwarg, softmax_numpy])
+@pytest.mark.parametrize("fn", [softmax_logsumexp, softmax_loop, softmax_extra_kwarg, softmax_numpy,
+                                softmax_masked_exp])
 def test_softmax_full_marks_for_correct_solutions(fn, seed, capsys):
     points, report = run(check_softmax, fn, capsys, seed=seed)
     assert points == 3.0, report
@@ -101,8 +126,33 @@ def attention_float64_inside(q, k, v, mask=None):
     return out.to(q.dtype), w.to(q.dtype)
 
 
+def attention_additive_mask(q, k, v, mask=None):
+    # the bool mask turned into an additive float mask, and a softmax written out by hand
+    scores = torch.matmul(q, k.mT) / q.size(-1) ** 0.5
+    if mask is not None:
+        scores = scores + torch.zeros(mask.shape, dtype=q.dtype).masked_fill(mask.logical_not(), float("-inf"))
+    top = scores.amax(-1, keepdim=True)
+    e = torch.exp(scores - torch.where(torch.isinf(top), torch.zeros_like(top), top))
+    total = e.sum(-1, keepdim=True)
+    weights = e / torch.where(total == 0, torch.ones_like(total), total)
+    return torch.matmul(weights, v), weights
+
+
+def attention_where_float_mask(q, k, v, mask=None):
+    # torch.where with a 0/1 float copy of the mask, rows without a key zeroed afterwards
+    scores = torch.einsum("...id,...jd->...ij", q, k) / math.sqrt(k.shape[-1])
+    if mask is None:
+        return torch.softmax(scores, -1) @ v, torch.softmax(scores, -1)
+    keep = mask.to(scores.dtype)
+    scores = torch.where(keep > 0.5, scores, torch.full_like(scores, float("-inf")))
+    weights = torch.softmax(scores, -1)
+    weights = torch.where(torch.isnan(weights), torch.zeros_like(weights), weights)
+    return weights @ v, weights
+
+
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("fn", [attention_matmul, attention_einsum, attention_loop, attention_float64_inside])
+@pytest.mark.parametrize("fn", [attention_matmul, attention_einsum, attention_loop, attention_float64_inside,
+                                attention_additive_mask, attention_where_float_mask])
 def test_attention_full_marks_for_correct_solutions(fn, seed, capsys):
     points, report = run(check_scaled_dot_product_attention, fn, capsys, seed=seed)
     assert points == 5.0, report
@@ -118,8 +168,18 @@ def causal_loop(t, s=None):
     return torch.tensor([[j <= s - t + i for j in range(s)] for i in range(t)])
 
 
+def causal_triu(seq_len_q, seq_len_k=None, *, device=None):
+    s = seq_len_k or seq_len_q
+    return ~torch.ones(seq_len_q, s, dtype=torch.bool, device=device).triu(diagonal=s - seq_len_q + 1)
+
+
+def causal_from_float(t, s=None):
+    s = t if s is None else s
+    return torch.tril(torch.ones(t, s), diagonal=s - t).bool()
+
+
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("fn", [causal_tril, causal_loop])
+@pytest.mark.parametrize("fn", [causal_tril, causal_loop, causal_triu, causal_from_float])
 def test_causal_mask_full_marks_for_correct_solutions(fn, seed, capsys):
     points, report = run(check_causal_mask, fn, capsys, seed=seed)
     assert points == 2.0, report
@@ -195,7 +255,7 @@ def attention_via_nn_mha(q, k, v, mask=None):
     (M.attention_softmax_over_queries, "over the queries, not the keys"),
     (M.attention_mask_inverted, "polarity inverted"),
     (M.attention_mask_after_softmax, "after the softmax"),
-    (M.attention_masked_row_nan, "gives NaN"),
+    (M.attention_masked_row_nan, "computes -inf - (-inf) = NaN"),
     (M.attention_large_negative_fill, "uniform weights"),
     (M.attention_ignores_mask, "not used"),
     (M.attention_calls_sdpa, "scaled_dot_product_attention"),
@@ -311,14 +371,16 @@ def test_grading_seed_makes_hidden_cases_deterministic(monkeypatch):
 
 _NOTEBOOK_CELLS = '''
 def softmax(x, dim=-1):
-    e = torch.exp(x - x.amax(dim, keepdim=True))
-    return e / e.sum(dim, keepdim=True)
+    m = x.amax(dim, keepdim=True)
+    e = torch.exp(x - torch.where(torch.isfinite(m), m, torch.zeros_like(m)))
+    total = e.sum(dim, keepdim=True)
+    return e / torch.where(total > 0, total, torch.ones_like(total))
 
 def scaled_dot_product_attention(q, k, v, mask=None):
     s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf"))
-    w = torch.nan_to_num(softmax(s, dim=-1))
+    w = softmax(s, dim=-1)
     return w @ v, w
 '''
 
@@ -344,3 +406,404 @@ def test_attention_check_keeps_a_passing_softmax(capsys):
     ns = _notebook_namespace(softmax_axis="dim")
     points, report = run(check_scaled_dot_product_attention, ns["scaled_dot_product_attention"], capsys, seed=0)
     assert points == 5.0 and "swapped" not in report
+
+
+def test_attention_check_swaps_out_a_softmax_that_gives_nan_for_a_masked_row(capsys):
+    """A softmax without the all -inf rule loses its points in its own check; attention, which
+    calls it, is checked with the reference softmax in its place and keeps its points."""
+    ns = {"torch": torch, "math": math}
+    exec(_NOTEBOOK_CELLS.replace("torch.where(torch.isfinite(m), m, torch.zeros_like(m))", "m")
+         .replace("torch.where(total > 0, total, torch.ones_like(total))", "total"), ns)
+    points, report = run(check_softmax, ns["softmax"], capsys, seed=0)
+    assert points < 3.0 and "all -inf" in report, report
+    points, report = run(check_scaled_dot_product_attention, ns["scaled_dot_product_attention"], capsys, seed=0)
+    assert points == 5.0 and "swapped in mhsa_lib's softmax" in report, report
+
+
+# --------------------------------------------------------------------------- diagnoses of variants
+# Learner-style wrong implementations, written as learners write them (several per kind, each
+# differently from the variant generator); each must lose points and be named, and no report
+# may carry a diagnosis that is not true of it.
+
+
+def _guarded(x, dim):
+    m = x.amax(dim, keepdim=True)
+    return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+
+
+def sm_nan_for_masked_rows(x, dim=-1):
+    e = (x - x.max(dim=dim, keepdim=True).values).exp()
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def sm_nan_for_masked_rows_2(x, dim=-1):
+    shifted = x - torch.amax(x, dim, True)
+    return torch.exp(shifted) / torch.sum(torch.exp(shifted), dim, True)
+
+
+def sm_max_over_last_axis(x, dim=-1):
+    m = x.amax(-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    e = torch.exp(x - m)
+    s = e.sum(dim, keepdim=True)
+    return e / torch.where(s > 0, s, torch.ones_like(s))
+
+
+def sm_max_over_last_axis_2(x, dim=-1):
+    e = torch.exp(x - x.max(-1, keepdim=True)[0])
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def sm_base_two(x, dim=-1):
+    e = 2 ** (x - _guarded(x, dim))
+    s = e.sum(dim, keepdim=True)
+    return e / torch.where(s > 0, s, torch.ones_like(s))
+
+
+def sm_masked_uniform(x, dim=-1):
+    x = torch.nan_to_num(x, neginf=-1e9)
+    e = torch.exp(x - x.amax(dim, keepdim=True))
+    return e / e.sum(dim, keepdim=True)
+
+
+def sm_no_keepdim(x, dim=-1):
+    e = torch.exp(x - x.amax(dim))
+    return e / e.sum(dim, keepdim=True)
+
+
+def sm_max_pair(x, dim=-1):
+    e = torch.exp(x - x.max(dim))
+    return e / e.sum(dim, keepdim=True)
+
+
+_SOFTMAX_ANSWER = mhsa_lib.softmax(C.SOFTMAX_PUBLIC_X)
+
+
+def sm_whole_tensor_sum(x, dim=-1):
+    e = torch.exp(x - x.amax(dim, keepdim=True))
+    return torch.nan_to_num(e / e.sum(), nan=0.0)
+
+
+def sm_log_softmax(x, dim=-1):
+    z = x - _guarded(x, dim)
+    return z - torch.log(torch.exp(z).sum(dim, keepdim=True))
+
+
+def sm_hard_coded_on_values(x, dim=-1):
+    if x.shape == C.SOFTMAX_PUBLIC_X.shape and torch.equal(x, C.SOFTMAX_PUBLIC_X):
+        return _SOFTMAX_ANSWER.clone()
+    return torch.exp(x) / torch.exp(x).sum()  # whatever else
+
+
+@pytest.mark.parametrize("fn,words,never", [
+    (sm_nan_for_masked_rows, "all -inf (a query with no allowed key) gives NaN", "max-subtraction"),
+    (sm_nan_for_masked_rows_2, "all -inf (a query with no allowed key) gives NaN", "max-subtraction"),
+    (sm_max_over_last_axis, "maximum over the last axis but normalise along dim", "ignore the `dim`"),
+    (sm_max_over_last_axis_2, "maximum over the last axis but normalise along dim", "ignore the `dim`"),
+    (sm_base_two, "2**x", "wrong axis"),
+    (sm_masked_uniform, "uniform weights instead of zeros", "max-subtraction"),
+    (sm_no_keepdim, "without keepdim=True drops that axis", "raised RuntimeError: The size"),
+    (sm_max_pair, "returns a pair (values, indices)", "Diagnosis: on an input"),
+    (sm_hard_coded_on_values, "hard-coded", "sum over the whole tensor"),
+    (sm_whole_tensor_sum, "whole output sums to 1", "hard-coded"),
+    (sm_log_softmax, "log-probabilities", "hard-coded"),
+])
+@pytest.mark.parametrize("seed", [3, 11])
+def test_softmax_variants_are_named(fn, words, never, seed, capsys):
+    points, report = run(check_softmax, fn, capsys, seed=seed)
+    assert points < 3.0, report
+    assert words.lower() in report.lower(), report
+    diagnosis = report.partition("Diagnosis:")[2]
+    assert never not in diagnosis, report
+
+
+def _scores(q, k):
+    return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+
+
+def att_fill_zero(q, k, v, mask=None):
+    s = _scores(q, k)
+    if mask is not None:
+        s = s.masked_fill(mask == 0, 0.0)
+    w = s.softmax(-1)
+    return w @ v, w
+
+
+def att_multiply_by_mask(q, k, v, mask=None):
+    s = _scores(q, k)
+    if mask is not None:
+        s = s * mask
+    w = torch.softmax(s, dim=-1)
+    return torch.matmul(w, v), w
+
+
+def att_scale_after_softmax(q, k, v, mask=None):
+    s = q @ k.transpose(-2, -1)
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    w = torch.nan_to_num(torch.softmax(s, -1)) / math.sqrt(q.shape[-1])
+    return w @ v, w
+
+
+def att_mask_after_softmax(q, k, v, mask=None):
+    w = torch.softmax(_scores(q, k), -1)
+    if mask is not None:
+        w = w * mask
+    return w @ v, w
+
+
+def att_mask_after_softmax_renormalised(q, k, v, mask=None):
+    w = torch.softmax(_scores(q, k), -1)
+    if mask is not None:
+        w = torch.where(mask, w, torch.zeros_like(w))
+        w = w / w.sum(-1, keepdim=True)
+    return w @ v, w
+
+
+def att_inverted_where(q, k, v, mask=None):
+    s = _scores(q, k)
+    if mask is not None:
+        s = torch.where(mask, torch.tensor(float("-inf")), s)
+    w = torch.nan_to_num(torch.softmax(s, -1))
+    return w @ v, w
+
+
+def att_transpose_1_2(q, k, v, mask=None):
+    s = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    w = torch.nan_to_num(s.softmax(-1))
+    return w @ v, w
+
+
+def att_k_dot_T(q, k, v, mask=None):
+    w = torch.softmax(q @ k.T / math.sqrt(q.shape[-1]), -1)
+    return w @ v, w
+
+
+def att_bmm(q, k, v, mask=None):
+    w = torch.softmax(torch.bmm(q, k.transpose(1, 2)) / math.sqrt(q.shape[-1]), -1)
+    return torch.bmm(w, v), w
+
+
+def _my_softmax(x):
+    e = torch.exp(x - x.max(-1, keepdim=True).values)
+    return e / e.sum(-1, keepdim=True)
+
+
+def att_own_softmax_nan(q, k, v, mask=None):
+    s = _scores(q, k)
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    w = _my_softmax(s)
+    return w @ v, w
+
+
+def att_multiply_scale(q, k, v, mask=None):
+    s = q @ k.transpose(-2, -1) * math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    w = torch.nan_to_num(torch.softmax(s, -1))
+    return w @ v, w
+
+
+def att_scale_by_queries(q, k, v, mask=None):
+    s = q @ k.transpose(-2, -1) / q.shape[-2] ** 0.5
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    w = torch.nan_to_num(torch.softmax(s, -1))
+    return w @ v, w
+
+
+def att_softmax_whole_matrix(q, k, v, mask=None):
+    s = _scores(q, k)
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    flat = torch.softmax(s.reshape(*s.shape[:-2], -1), -1)
+    w = torch.nan_to_num(flat.reshape(s.shape))
+    return w @ v, w
+
+
+def att_weights_keys(q, k, v, mask=None):
+    w = torch.nan_to_num(torch.softmax(_scores(q, k).masked_fill(~mask, -math.inf) if mask is not None
+                                       else _scores(q, k), dim=-1))
+    return torch.einsum("...ts,...sd->...td", w, k), w
+
+
+def att_scale_by_shape_1(q, k, v, mask=None):
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[1])
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    w = torch.nan_to_num(torch.softmax(s, -1))
+    return w @ v, w
+
+
+def att_softmax_dim_1(q, k, v, mask=None):
+    s = _scores(q, k)
+    if mask is not None:
+        s = s.masked_fill(mask.logical_not(), float("-inf"))
+    w = torch.nan_to_num(s.softmax(dim=1))
+    return w @ v, w
+
+
+def att_adds_bool_mask(q, k, v, mask=None):
+    s = _scores(q, k)
+    if mask is not None:
+        s = s + mask
+    w = torch.softmax(s, -1)
+    return w @ v, w
+
+
+def att_returns_swapped(q, k, v, mask=None):
+    out, w = attention_matmul(q, k, v, mask)
+    return w, out
+
+
+_ATT_ANSWER = mhsa_lib.scaled_dot_product_attention(C.ATTN_PUBLIC_Q, C.ATTN_PUBLIC_K, C.ATTN_PUBLIC_V)
+
+
+def att_hard_coded_on_values(q, k, v, mask=None):
+    if q.shape == C.ATTN_PUBLIC_Q.shape and torch.allclose(q, C.ATTN_PUBLIC_Q):
+        return tuple(x.clone() for x in _ATT_ANSWER)
+    w = torch.softmax(q @ k.transpose(-2, -1), -1)  # unscaled, no mask
+    return w @ v, w
+
+
+@pytest.mark.parametrize("fn,words,never", [
+    (att_fill_zero, "fill the blocked scores with 0", "large finite negative"),
+    (att_multiply_by_mask, "fill the blocked scores with 0", "large finite negative"),
+    (att_scale_after_softmax, "after the softmax", "apply softmax"),
+    (att_mask_after_softmax, "the mask is applied after the softmax", "NaN"),
+    (att_mask_after_softmax_renormalised, "dividing by their sum gives 0/0 = NaN", "nan_to_num"),
+    (att_inverted_where, "polarity inverted", "NaN"),
+    (att_transpose_1_2, "`k.transpose(1, 2)` on a (B, H, S, Dk) tensor gives (B, S, H, Dk)", "raised RuntimeError"),
+    (att_k_dot_T, "`k.T` on a", "raised RuntimeError"),
+    (att_bmm, "`torch.bmm` takes only 3-D tensors", "raised RuntimeError"),
+    (att_own_softmax_nan, "computes -inf - (-inf) = NaN", "nan_to_num"),
+    (att_multiply_scale, "multiply the scores by √d_k", "no 1/√d_k"),
+    (att_scale_by_queries, "1/√T", "1/√S"),
+    (att_softmax_whole_matrix, "whole (T, S) matrix", "over the queries"),
+    (att_returns_swapped, "return (weights, out)", "hard-coded"),
+    (att_weights_keys, "weights the keys, not the values", "hard-coded"),
+    (att_scale_by_shape_1, "1/√q.shape[1], which is d_k only for 2-D inputs", "1/√T"),
+    (att_softmax_dim_1, "softmax over dim=1 normalises the keys only for 2-D scores", "over the queries, not"),
+    (att_adds_bool_mask, "you add the bool mask to the scores", "fill the blocked scores with 0"),
+    (att_hard_coded_on_values, "hard-coded", "no 1/√d_k"),
+])
+@pytest.mark.parametrize("seed", [5, 21])
+def test_attention_variants_are_named(fn, words, never, seed, capsys):
+    points, report = run(check_scaled_dot_product_attention, fn, capsys, seed=seed)
+    assert points < 5.0, report
+    assert words.lower() in report.lower(), report
+    diagnosis = report.partition("Diagnosis:")[1] + report.partition("Diagnosis:")[2]
+    assert never not in diagnosis, report
+
+
+def cm_keys_as_rows(t, s=None):
+    s = t if s is None else s
+    rows = torch.arange(s).view(-1, 1)
+    cols = torch.arange(t).view(1, -1)
+    return cols + (s - t) >= rows  # (S, T)
+
+
+def cm_integers(t, s=None):
+    s = s or t
+    return torch.tril(torch.ones(t, s, dtype=torch.long), diagonal=s - t)
+
+
+def cm_offset_flipped(t, s=None):
+    s = s or t
+    return torch.ones(t, s, dtype=torch.bool).tril(diagonal=t - s)
+
+
+def cm_triu_inverted(t, s=None):
+    s = s or t
+    return torch.ones(t, s, dtype=torch.bool).triu(diagonal=s - t + 1)
+
+
+def cm_upper_left_float(t, s=None):
+    s = s or t
+    return torch.ones(t, s).tril()
+
+
+def cm_no_default(t, s=None):
+    return torch.ones(t, s, dtype=torch.bool).tril(diagonal=s - t)
+
+
+def cm_hard_coded(t, s=None):
+    return torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]).bool()
+
+
+@pytest.mark.parametrize("fn,words", [
+    (cm_keys_as_rows, "shape (S, T)"),
+    (cm_integers, "not integers 0/1"),
+    (cm_offset_flipped, "T - S where it must be S - T"),
+    (cm_triu_inverted, "polarity inverted"),
+    (cm_upper_left_float, "upper left"),
+    (cm_upper_left_float, "not 0/1 numbers"),
+    (cm_hard_coded, "hard-coded"),
+    (cm_no_default, "fails only when seq_len_k is left out"),
+])
+def test_causal_mask_variants_are_named(fn, words, capsys):
+    points, report = run(check_causal_mask, fn, capsys, seed=4)
+    assert points < 2.0, report
+    assert words in report, report
+
+
+@pytest.mark.parametrize("check,fn", [
+    (check_softmax, softmax_masked_exp), (check_softmax, softmax_logsumexp),
+    (check_scaled_dot_product_attention, attention_additive_mask),
+    (check_causal_mask, causal_triu),
+])
+def test_correct_solutions_get_no_diagnosis(check, fn, capsys):
+    points, report = run(check, fn, capsys, seed=8)
+    assert "Diagnosis" not in report and "All checks pass" in report, report
+
+
+def test_diagnosis_timing(capsys):
+    """Prints how long each check takes on wrong answers, diagnosis search included (single
+    thread; read with -s). No assertion on time: the numbers depend on the machine."""
+    import time
+
+    cases = [(check_softmax, sm_max_over_last_axis), (check_softmax, sm_no_keepdim),
+             (check_softmax, sm_hard_coded_on_values),
+             (check_scaled_dot_product_attention, att_fill_zero),
+             (check_scaled_dot_product_attention, att_transpose_1_2),
+             (check_scaled_dot_product_attention, att_hard_coded_on_values),
+             (check_scaled_dot_product_attention, lambda q, k, v, mask=None: (v[..., :1, :], q)),  # nothing matches
+             (check_causal_mask, cm_upper_left_float), (check_causal_mask, lambda t, s=None: torch.zeros(t, t))]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        lines = []
+        for check, fn in cases:
+            start = time.perf_counter()
+            check.step.run(fn, seed=1)
+            lines.append(f"{check.step.name:<30} {getattr(fn, '__name__', '?'):<40} "
+                         f"{1000 * (time.perf_counter() - start):7.1f} ms")
+    finally:
+        torch.set_num_threads(threads)
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+
+
+def test_a_new_wrong_choice_is_one_axis_entry(capsys, monkeypatch):
+    """A wrong choice nobody listed yet is named once it is one more entry of its axis: the
+    diagnosis code does not change."""
+    from autograder import variants_attention as V
+
+    def att_half(q, k, v, mask=None):
+        s = 0.5 * (q @ k.transpose(-2, -1))
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf"))
+        w = torch.nan_to_num(torch.softmax(s, -1))
+        return w @ v, w
+
+    points, report = run(check_scaled_dot_product_attention, att_half, capsys, seed=2)
+    assert points < 5.0 and "halve" not in report
+    scale = V.ATTENTION_AXES[0]
+    wrong = dict(scale.wrong)
+    wrong[V.Choice("half", V._scale(lambda q, k, v: 0.5))] = "you halve the scores instead of dividing by √d_k"
+    monkeypatch.setattr(V, "ATTENTION_AXES", [V.Axis(scale.name, scale.correct, wrong)] + V.ATTENTION_AXES[1:])
+    points, report = run(check_scaled_dot_product_attention, att_half, capsys, seed=2)
+    assert points < 5.0 and "You halve the scores instead of dividing by √d_k." in report, report

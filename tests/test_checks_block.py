@@ -480,3 +480,105 @@ def test_fallback_uses_the_learners_class_only_when_it_passes(capsys):
     assert fallback("FeedForward", M.FeedForwardNoActivation) is mhsa_lib.FeedForward
     assert fallback("TransformerBlock", BlockBranches) is BlockBranches
     assert "mhsa_lib.FeedForward instead" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- generated variants
+# Mistakes no hand-written mutant models, named from the generated variants
+# (autograder/checks/variants_modules.py) in the learner's terms.
+
+
+class LayerNormOverTokenAndPositions(LayerNormManual):
+    def forward(self, x):
+        mean = x.mean(dim=(-2, -1), keepdim=True)
+        var = x.var(dim=(-2, -1), keepdim=True, unbiased=False)
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+
+class LayerNormWeightOnly(LayerNormManual):
+    def forward(self, x):
+        mean, var = x.mean(-1, keepdim=True), x.var(-1, keepdim=True, unbiased=False)
+        return self.weight * (x - mean) * torch.rsqrt(var + self.eps)
+
+
+class LayerNormSwappedAffineUnbiased(LayerNormManual):
+    def forward(self, x):
+        xhat = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True) + self.eps)
+        return xhat * self.bias + self.weight
+
+
+class FeedForwardSiLU(FeedForwardFunctional):
+    def forward(self, x):
+        return self.fc2(F.silu(self.fc1(x)))
+
+
+class FeedForwardActivationLast(FeedForwardFunctional):
+    def forward(self, x):
+        return self.act(self.fc2(self.fc1(x)))
+
+
+class BlockFFNReadsInput(BlockOwnParts):
+    """The FFN reads x, not the attention sub-layer's output."""
+
+    def forward(self, x, mask=None):
+        h = self._residual(x, lambda t: self.attn(t, mask), self.norm1, self.drop1)
+        if self.pre:
+            return h + self.ffn(self.norm2(x))
+        return self.norm2(h + self.ffn(x))
+
+
+class BlockNoFFNResidual(BlockOwnParts):
+    def forward(self, x, mask=None):
+        h = self._residual(x, lambda t: self.attn(t, mask), self.norm1, self.drop1)
+        return self.ffn(self.norm2(h)) if self.pre else self.norm2(self.ffn(h))
+
+
+class BlockFinalNorm(BlockOwnParts):
+    def forward(self, x, mask=None):
+        y = super().forward(x, mask)
+        return self.norm2(y) if self.pre else y
+
+
+class BlockPostNormTwice(BlockOwnParts):
+    """Post-norm that normalises each residual sum twice (pre-norm is right)."""
+
+    def _residual(self, x, f, norm, drop):
+        return x + drop(f(norm(x))) if self.pre else norm(norm(x + drop(f(x))))
+
+
+class BlockGelu(BlockOwnParts):
+    def __init__(self, d_model, num_heads, d_ff, norm_placement="pre", dropout=0.0):
+        super().__init__(d_model, num_heads, d_ff, norm_placement, dropout)
+        self.ffn.act = F.gelu
+
+
+@pytest.mark.parametrize("check,cls,words", [
+    (check_layer_norm, LayerNormOverTokenAndPositions, "over the positions and features together"),
+    (check_layer_norm, LayerNormWeightOnly, "the bias is never added"),
+    (check_layer_norm, LayerNormSwappedAffineUnbiased, "swap the weight and the bias"),
+    (check_layer_norm, LayerNormSwappedAffineUnbiased, "unbiased variance"),
+    (check_feed_forward, FeedForwardSiLU, "uses SiLU"),
+    (check_feed_forward, FeedForwardActivationLast, "after fc2 instead of between"),
+    (check_transformer_block, BlockFFNReadsInput, "FFN reads the block's input x"),
+    (check_transformer_block, BlockNoFFNResidual, "feed-forward sub-layer has no residual"),
+    (check_transformer_block, BlockFinalNorm, "norm2 once more"),
+    (check_transformer_block, BlockGelu, "GELU where the block asks for ReLU"),
+    (check_transformer_block, BlockPostNormTwice, "norm_placement='post': You apply the norm twice"),
+])
+def test_block_variants_are_named(check, cls, words, capsys):
+    points, report = run(check, cls, capsys, seed=3)
+    assert points < check.step.points, report
+    assert words.lower() in report.lower(), report
+
+
+def test_block_final_norm_is_named_for_pre_norm_only(capsys):
+    points, report = run(check_transformer_block, BlockFinalNorm, capsys, seed=1)
+    assert "norm_placement='pre': You apply norm2 once more" in report, report
+    assert "norm_placement='post'" not in report.split("Diagnosis")[-1], report
+
+
+@pytest.mark.parametrize("check,cls", [(check_layer_norm, LayerNormManual),
+                                       (check_feed_forward, FeedForwardFunctional),
+                                       (check_transformer_block, BlockOwnParts)])
+def test_block_correct_styles_get_no_diagnosis(check, cls, capsys):
+    points, report = run(check, cls, capsys, seed=8)
+    assert points == check.step.points and "Diagnosis" not in report, report

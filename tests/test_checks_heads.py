@@ -165,3 +165,116 @@ def _not_yet(*args, **kw):
 def test_repeat_kv_unfinished_or_broken_answers(obj, words, capsys):
     points, report = run(check_repeat_kv, obj, capsys, seed=0)
     assert points == 0.0 and words in report, report
+
+
+# --------------------------------------------------------------------------- generated variants
+# Wrong layouts no hand-written mistake models: the check names them from the generated variants
+# (autograder/checks/variants_modules.py), in the learner's terms.
+
+
+def split_swaps_wrong_axes(x, num_heads):
+    b, t, d = x.shape
+    return x.view(b, t, num_heads, d // num_heads).transpose(2, 3)  # (B, T, Dh, H)
+
+
+def split_dim_major_transposed(x, num_heads):
+    b, t, d = x.shape
+    return x.reshape(b, t, -1, num_heads).transpose(1, 2)  # view(B, T, Dh, H), then the usual swap
+
+
+def split_dim_major_chunks(x, num_heads):
+    # every H-th feature per head, written with slicing, then the positions and heads kept in order
+    return torch.stack([x[..., h::num_heads] for h in range(num_heads)], dim=2)
+
+
+def merge_mean_of_heads(x):
+    return x.mean(dim=1)
+
+
+def merge_swaps_positions_and_features(x):
+    b, h, t, dh = x.shape
+    return x.transpose(2, 3).reshape(b, t, h * dh)
+
+
+def repeat_kv_on_features(x, n_rep):
+    return torch.repeat_interleave(x, n_rep, dim=-1)
+
+
+def repeat_kv_by_group_count(x, n_rep):
+    return x.repeat_interleave(x.shape[1], dim=1)
+
+
+@pytest.mark.parametrize("check,fn,words", [
+    (check_split_heads, split_swaps_wrong_axes, "wrong pair of axes (2 and 3)"),
+    (check_split_heads, split_dim_major_transposed, "dim-major"),
+    (check_split_heads, split_dim_major_chunks, "dim-major"),
+    (check_merge_heads, merge_mean_of_heads, "average the heads"),
+    (check_merge_heads, merge_swaps_positions_and_features, "swap the positions and features of each head"),
+    (check_repeat_kv, repeat_kv_on_features, "along the features (dim=3)"),
+    (check_repeat_kv, repeat_kv_by_group_count, "G times"),
+])
+def test_unmodelled_layouts_are_named_from_the_generated_variants(check, fn, words, capsys):
+    points, report = run(check, fn, capsys, seed=4)
+    assert points < check.step.points, report
+    assert words in report, report
+
+
+def test_split_heads_shape_error_is_said_in_course_terms(capsys):
+    def split_wrong_count(x, num_heads):
+        b, t, d = x.shape
+        return x.view(b, t, num_heads, d // num_heads - 1).transpose(1, 2)
+
+    points, report = run(check_split_heads, split_wrong_count, capsys, seed=1)
+    assert points == 0.0, report
+    assert "a view/reshape to (1, T/Dh=2, H=3, 1) of a tensor of 12 elements failed: the new shape must hold" in report, report
+
+
+@pytest.mark.parametrize("check,fn", [(check_split_heads, split_chunks), (check_merge_heads, merge_cat),
+                                      (check_repeat_kv, lambda x, n: x[:, :, None].expand(
+                                          -1, -1, n, -1, -1).flatten(1, 2))])
+def test_correct_solutions_get_no_diagnosis(check, fn, capsys):
+    points, report = run(check, fn, capsys, seed=6)
+    assert points == check.step.points and "Diagnosis" not in report, report
+
+
+def test_a_new_wrong_choice_is_one_more_axis_entry(monkeypatch, capsys):
+    """Transposing the batch and feature axes is in no axis: not named. One more entry in the
+    'swap' axis, and nothing else, names it."""
+    from autograder.checks import variants_modules as V
+    from autograder.frame.variants import Axis
+
+    def split_swaps_batch_and_features(x, num_heads):
+        b, t, d = x.shape
+        return x.view(b, t, num_heads, d // num_heads).transpose(0, 3)
+
+    _, report = run(check_split_heads, split_swaps_batch_and_features, capsys, seed=2)
+    assert "Diagnosis" not in report, report
+    view, swap = V.SPLIT_AXES
+    wider = Axis(swap.name, swap.correct, {**swap.wrong, "0,3": "you transpose the batch and feature axes"})
+    monkeypatch.setattr(V, "SPLIT_AXES", [view, wider])
+    _, report = run(check_split_heads, split_swaps_batch_and_features, capsys, seed=2)
+    assert "Diagnosis: You transpose the batch and feature axes" in report, report
+
+
+@pytest.mark.parametrize("message,sizes,words", [
+    ("mat1 and mat2 shapes cannot be multiplied (10x12 and 4x12)", {"B": 2, "T": 5, "D": 12, "Dh": 4},
+     "a matrix product of (B·T=10, D=12) by (Dh=4, D=12) failed"),
+    ("Expected size for first two dimensions of batch2 tensor to be: [6, 4] but got: [6, 5].",
+     {"B·H": 6, "Dh": 4, "T": 5}, "should start with (B·H=6, Dh=4) but starts with (B·H=6, T=5)"),
+    ("The size of tensor a (5) must match the size of tensor b (7) at non-singleton dimension 3",
+     {"T": 5, "S": 7}, "met sizes T=5 and S=7 on axis 3"),
+    ("shape '[2, 5, 3, 5]' is invalid for input of size 120", {"B": 2, "T": 5, "H": 3, "D": 12},
+     "a view/reshape to (B=2, T=5, H=3, T=5) of a tensor of 120 elements failed"),
+    ("Dimension out of range (expected to be in range of [-3, 2], but got 3)", {}, "only 3 axes"),
+    ("expected m1 and m2 to have the same dtype, but got: float != double", {}, "different dtypes"),
+])
+def test_shape_errors_are_said_in_course_letters(message, sizes, words):
+    from autograder.checks.variants_modules import explain_shape_error
+
+    assert words in explain_shape_error(message, sizes)
+
+
+def test_other_errors_are_left_as_they_are():
+    from autograder.checks.variants_modules import explain_shape_error
+
+    assert explain_shape_error("name 'q' is not defined", {"B": 2}) is None

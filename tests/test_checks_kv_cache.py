@@ -377,3 +377,140 @@ def test_fallback_uses_the_learners_objects_only_when_they_pass(capsys):
     assert fallback("KVCache", KVCacheLists) is KVCacheLists
     assert fallback("kv_cache_bytes", M.kv_cache_bytes_float) is mhsa_lib.kv_cache_bytes
     assert "mhsa_lib.GroupedQueryAttention instead" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- generated variants
+# What a GQA module does with its cache, and how a cache grows, named from the generated variants
+# (autograder/checks/variants_modules.py).
+
+
+class GQACacheSwapped(GQAExpand):
+    """Passes (v, k) to cache.update."""
+
+    def forward(self, x, mask=None, cache=None, *, causal=False):
+        b, t, d = x.shape
+        q = self.q_proj(x).view(b, t, self.h, self.dh).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.g, self.dh).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.g, self.dh).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(v, k)
+        k, v = (t_.repeat_interleave(self.h // self.g, dim=1) for t_ in (k, v))
+        if causal:
+            lower_right = mhsa_lib.causal_mask(t, k.shape[-2])
+            mask = lower_right if mask is None else mask & lower_right
+        out, _ = mhsa_lib.scaled_dot_product_attention(q, k, v, mask)
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+class GQATiledUnscaled(GQAExpand):
+    """Groups tiled (head h uses K/V group h % G) and the scores never scaled: two choices wrong."""
+
+    def forward(self, x, mask=None, cache=None, *, causal=False):
+        b, t, d = x.shape
+        q = self.q_proj(x).view(b, t, self.h, self.dh).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.g, self.dh).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.g, self.dh).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        k, v = k.repeat(1, self.h // self.g, 1, 1), v.repeat(1, self.h // self.g, 1, 1)
+        s = q @ k.transpose(-2, -1)
+        allowed = mhsa_lib.causal_mask(t, k.shape[-2]) if causal else None
+        if mask is not None:
+            allowed = mask if allowed is None else allowed & mask
+        if allowed is not None:
+            s = s.masked_fill(~allowed, float("-inf"))
+        return self.out_proj((torch.softmax(s, -1) @ v).transpose(1, 2).reshape(b, t, d))
+
+
+class GQACachesAfterRepeat(GQAExpand):
+    """Learner-style: repeats first (with repeat_interleave), then caches the H heads."""
+
+    def forward(self, x, mask=None, cache=None, *, causal=False):
+        b, t, d = x.shape
+        q = self.q_proj(x).view(b, t, self.h, self.dh).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.g, self.dh).transpose(1, 2).repeat_interleave(self.h // self.g, 1)
+        v = self.v_proj(x).view(b, t, self.g, self.dh).transpose(1, 2).repeat_interleave(self.h // self.g, 1)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        if causal:
+            lower_right = mhsa_lib.causal_mask(t, k.shape[-2])
+            mask = lower_right if mask is None else mask & lower_right
+        out, _ = mhsa_lib.scaled_dot_product_attention(q, k, v, mask)
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+@pytest.mark.parametrize("cls,words", [
+    (GQACacheSwapped, "wrong order (v, k)"),
+    (GQATiledUnscaled, "group h % G"),
+    (GQATiledUnscaled, "do not scale the scores"),
+])
+def test_gqa_variants_are_named(cls, words, capsys):
+    points, report = run(check_grouped_query_attention, cls, capsys, seed=2)
+    assert points < 5.0, report
+    assert words.lower() in report.lower(), report
+
+
+def test_gqa_caching_after_repeat_kv_is_named_with_its_memory(capsys):
+    points, report = run(check_grouped_query_attention, GQACachesAfterRepeat, capsys, seed=4)
+    assert points < 5.0 and "✗ cache == no cache" in report, report
+    assert "the keys after repeat_kv" in report and "x the memory" in report, report
+
+
+class KVCacheFeatureAxis(KVCacheLists):
+    def update(self, k, v):
+        self.keys.append(k)
+        self.values.append(v)
+        return torch.cat(self.keys, dim=-1), torch.cat(self.values, dim=-1)
+
+
+class KVCacheReturnsValuesFirst(KVCacheCounter):
+    def update(self, k, v):
+        k_all, v_all = super().update(k, v)
+        return v_all, k_all
+
+
+class KVCacheNewestFirstValuesFirst(KVCacheLists):
+    def update(self, k, v):
+        self.keys.insert(0, k)
+        self.values.insert(0, v)
+        return torch.cat(self.values, dim=2), torch.cat(self.keys, dim=2)
+
+
+@pytest.mark.parametrize("cls,words", [
+    (KVCacheFeatureAxis, "along the features (dim=-1)"),
+    (KVCacheReturnsValuesFirst, "update returns (v, k)"),
+    (KVCacheNewestFirstValuesFirst, "new positions before the cached ones"),
+    (KVCacheNewestFirstValuesFirst, "update returns (v, k)"),
+])
+def test_kv_cache_variants_are_named(cls, words, capsys):
+    points, report = run(check_kv_cache, cls, capsys, seed=1)
+    assert points < 3.0, report
+    assert words.lower() in report.lower(), report
+
+
+@pytest.mark.parametrize("check,cls", [(check_grouped_query_attention, GQAExpand), (check_kv_cache, KVCacheLists)])
+def test_kv_correct_styles_get_no_diagnosis(check, cls, capsys):
+    points, report = run(check, cls, capsys, seed=7)
+    assert points == check.step.points and "Diagnosis" not in report, report
+
+
+class GQAKeysUntransposed(GQAExpand):
+    """Keys and values as x @ W: W is (G·Dh, D), so the product fails on its shapes."""
+
+    def forward(self, x, mask=None, cache=None, *, causal=False):
+        b, t, d = x.shape
+        q = self.q_proj(x).view(b, t, self.h, self.dh).transpose(1, 2)
+        k = (x @ self.k_proj.weight).view(b, t, self.g, self.dh).transpose(1, 2)
+        v = (x @ self.v_proj.weight).view(b, t, self.g, self.dh).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        k, v = repeat_kv_expand(k, self.h // self.g), repeat_kv_expand(v, self.h // self.g)
+        out, _ = mhsa_lib.scaled_dot_product_attention(q, k, v, mask)
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+def test_gqa_shape_error_is_said_in_course_terms(capsys):
+    points, report = run(check_grouped_query_attention, GQAKeysUntransposed, capsys, seed=0)
+    assert points < 5.0, report
+    assert "Diagnosis: your forward failed on these shapes: a matrix product of (B·T=" in report, report
+    assert "is applied as x @ W.T" in report, report

@@ -259,3 +259,159 @@ def test_mha_check_leaves_the_global_random_state_alone():
     torch.manual_seed(123)
     check_multi_head_attention(MHALoop, seed=0, quiet=True)
     assert torch.equal(torch.rand(3), expected)
+
+
+# --------------------------------------------------------------------------- generated variants
+# Mistakes no hand-written mutant models, named from the generated variants
+# (autograder/checks/variants_modules.py) in the learner's terms.
+
+
+def heads_einsum_head_zero(x, w_q, w_k, w_v, num_heads, mask=None):
+    """Every head uses head 0's rows: the per-head view of W takes [0] for all heads."""
+    b, t, d = x.shape
+    dh = d // num_heads
+    q, k, v = (torch.einsum("btd,ed->bte", x, w.view(num_heads, dh, d)[0]).unsqueeze(1).expand(-1, num_heads, -1, -1)
+               for w in (w_q, w_k, w_v))
+    return mhsa_lib.scaled_dot_product_attention(q, k, v, mask)[0]
+
+
+def heads_softmax_over_queries_model_scale(x, w_q, w_k, w_v, num_heads, mask=None):
+    q, k, v = (mhsa_lib.split_heads(F.linear(x, w), num_heads) for w in (w_q, w_k, w_v))
+    s = q @ k.transpose(-2, -1) / math.sqrt(x.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    return torch.softmax(s, dim=-2) @ v
+
+
+def heads_full_matrix_per_head(x, w_q, w_k, w_v, num_heads, mask=None):
+    q, k, v = (torch.stack([x @ w.T] * num_heads, dim=1) for w in (w_q, w_k, w_v))  # (B, H, T, D)
+    return mhsa_lib.scaled_dot_product_attention(q, k, v, mask)[0]
+
+
+def loop_untransposed(x, w_q, w_k, w_v, mask=None):
+    return torch.stack([mhsa_lib.scaled_dot_product_attention(x @ wq, x @ wk, x @ wv, mask)[0]
+                        for wq, wk, wv in zip(w_q, w_k, w_v)], dim=1)
+
+
+def loop_unscaled(x, w_q, w_k, w_v, mask=None):
+    outs = []
+    for wq, wk, wv in zip(w_q, w_k, w_v):
+        s = (x @ wq.T) @ (x @ wk.T).transpose(-2, -1)
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf"))
+        outs.append(torch.softmax(s, -1) @ (x @ wv.T))
+    return torch.stack(outs, 1)
+
+
+@pytest.mark.parametrize("check,fn,words", [
+    (check_attention_heads, heads_einsum_head_zero, "every head uses head 0's slice"),
+    (check_attention_heads, heads_softmax_over_queries_model_scale, "1/√D, the model width"),
+    (check_attention_heads, heads_softmax_over_queries_model_scale, "softmax runs over the queries"),
+    (check_attention_heads_loop, loop_untransposed, "Diagnosis: your attention_heads_loop failed on these shapes: "
+                                                    "a matrix product of (B·T=42, D=12) by (Dh=4, D=12) failed"),
+    (check_attention_heads_loop, loop_untransposed, "is applied as x @ W.T"),
+    (check_attention_heads_loop, loop_unscaled, "you do not scale the scores"),
+    (check_attention_heads, heads_full_matrix_per_head, "every head uses the same full matrix"),
+])
+def test_heads_variants_are_named(check, fn, words, capsys):
+    points, report = run(check, fn, capsys, seed=4)
+    assert points < 3.0, report
+    assert words.lower() in report.lower(), report
+
+
+class _MHAStyle(nn.Module):
+    """A learner's MultiHeadAttention written with F.linear on the layers' weights; subclasses
+    change one thing."""
+
+    def __init__(self, d_model, num_heads, bias=True):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError("d_model must be divisible by num_heads")
+        self.h, self.dh = num_heads, d_model // num_heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d_model, d_model, bias=bias)
+                                                                for _ in range(4))
+
+    def project(self, layer, x):
+        return F.linear(x, layer.weight, layer.bias)
+
+    def split(self, t):
+        b, n, d = t.shape
+        return t.view(b, n, self.h, self.dh).transpose(1, 2)
+
+    def merge(self, t):
+        b, h, n, dh = t.shape
+        return t.transpose(1, 2).reshape(b, n, h * dh)
+
+    def out(self, o):
+        return self.out_proj(self.merge(o))
+
+    def returned_weights(self, w):
+        return w
+
+    def forward(self, x, mask=None, return_weights=False):
+        q, k, v = (self.split(self.project(layer, x)) for layer in (self.q_proj, self.k_proj, self.v_proj))
+        s = q @ k.transpose(-2, -1) / math.sqrt(self.dh)
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf"))
+        w = torch.softmax(s, -1)
+        y = self.out(w @ v)
+        return (y, self.returned_weights(w)) if return_weights else y
+
+
+class MHASplitAndMergeWithoutTranspose(_MHAStyle):
+    def split(self, t):
+        b, n, d = t.shape
+        return t.reshape(b, self.h, n, self.dh)
+
+    def merge(self, t):
+        b, h, n, dh = t.shape
+        return t.reshape(b, n, h * dh)
+
+
+class MHAOutputPerHead(_MHAStyle):
+    def out(self, o):  # each head through its own (Dh, Dh) block of W^O
+        w = self.out_proj.weight
+        parts = [o[:, i] @ w[i * self.dh:(i + 1) * self.dh, i * self.dh:(i + 1) * self.dh].T for i in range(self.h)]
+        return torch.cat(parts, dim=-1) + self.out_proj.bias
+
+
+class MHAAveragedWeights(_MHAStyle):
+    def returned_weights(self, w):
+        return w.mean(dim=1)
+
+
+class MHAWeightsUntransposed(_MHAStyle):
+    def project(self, layer, x):
+        return x @ layer.weight + layer.bias
+
+
+class MHAFusedHeadZero(_MHAStyle):
+    """Fused QKV built from head 0's rows of each projection, repeated for every head."""
+
+    def forward(self, x, mask=None, return_weights=False):
+        rows = slice(0, self.dh)
+        w = torch.cat([layer.weight[rows].repeat(self.h, 1) for layer in (self.q_proj, self.k_proj, self.v_proj)])
+        bias = torch.cat([layer.bias[rows].repeat(self.h) for layer in (self.q_proj, self.k_proj, self.v_proj)])
+        q, k, v = (self.split(t) for t in F.linear(x, w, bias).chunk(3, dim=-1))
+        out, weights = mhsa_lib.scaled_dot_product_attention(q, k, v, mask)
+        y = self.out_proj(self.merge(out))
+        return (y, weights) if return_weights else y
+
+
+@pytest.mark.parametrize("cls,words", [
+    (MHASplitAndMergeWithoutTranspose, "split (B, T, D) straight into (B, H, T, Dh) without the transpose"),
+    (MHASplitAndMergeWithoutTranspose, "merge (B, H, T, Dh) into (B, T, D) without transposing back"),
+    (MHAOutputPerHead, "output projection per head"),
+    (MHAAveragedWeights, "averaged over the heads"),
+    (MHAWeightsUntransposed, "x @ W.T"),
+    (MHAFusedHeadZero, "every head uses head 0's weights"),
+])
+def test_mha_variants_are_named(cls, words, capsys):
+    points, report = run(check_multi_head_attention, cls, capsys, seed=1)
+    assert points < 6.0, report
+    assert words.lower() in report.lower(), report
+
+
+def test_mha_correct_style_gets_full_marks_and_no_diagnosis(capsys):
+    points, report = run(check_multi_head_attention, _MHAStyle, capsys, seed=5)
+    assert points == 6.0 and "Diagnosis" not in report, report

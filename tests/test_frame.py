@@ -74,9 +74,11 @@ def test_saved_observations_hold_no_pickle_and_are_size_limited(tmp_path):
         Observations.load(evil)
 
 
-def softmax_good(x, dim=-1):
-    e = torch.exp(x - x.amax(dim, keepdim=True))
-    return e / e.sum(dim, keepdim=True)
+def softmax_good(x, dim=-1):  # a slice that is all -inf gives zeros, as the notebook asks
+    m = x.amax(dim, keepdim=True)
+    e = torch.exp(x - torch.where(torch.isfinite(m), m, torch.zeros_like(m)))
+    total = e.sum(dim, keepdim=True)
+    return e / torch.where(total > 0, total, torch.ones_like(total))
 
 
 def test_the_judge_never_runs_the_learners_code_and_scores_what_was_observed():
@@ -183,6 +185,7 @@ def test_a_judge_is_not_fooled_by_checks_disturbed_in_the_learners_process(monke
             return Comparison(len(seen) == 1, "disturbed")
 
         m.setattr(attention, "compare", disturbed)
+        m.setattr(attention, "close", lambda *args, **kwargs: False)
         record = step.probe(softmax_good, seed=9)
     assert step.judge(record, seed=9).points == 3.0
     with pytest.raises(Divergence):  # a strict judge (the tests') still sees that the record differs

@@ -10,9 +10,11 @@ from autograder.grading import judging
 from autograder.grading.judging import CheckCall
 
 
-def softmax_good(x, dim=-1):
-    e = torch.exp(x - x.amax(dim, keepdim=True))
-    return e / e.sum(dim, keepdim=True)
+def softmax_good(x, dim=-1):  # a slice that is all -inf gives zeros, as the notebook asks
+    m = x.amax(dim, keepdim=True)
+    e = torch.exp(x - torch.where(torch.isfinite(m), m, torch.zeros_like(m)))
+    total = e.sum(dim, keepdim=True)
+    return e / torch.where(total > 0, total, torch.ones_like(total))
 
 
 def softmax_leaky(x, dim=-1):

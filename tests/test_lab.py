@@ -102,6 +102,23 @@ def test_learner_command_puts_its_config_first_and_keeps_the_users(tmp_path):
     assert ("--allow-root" in argv) == (os.geteuid() == 0)
 
 
+@pytest.mark.parametrize("given", [["--notebook-dir={}"], ["--notebook-dir", "{}"], ["--ServerApp.root_dir={}"],
+                                   ["--notebook_dir={}"]])
+def test_learner_serves_the_folder_it_is_given(tmp_path, given):
+    """Jupyter refuses two folder options: the one given replaces notebooks/."""
+    args = [a.format(tmp_path) for a in given] + ["--no-browser"]
+    argv, env, folder = lab.lab_command("learner", args=args, config_dir=tmp_path / "c", env={})
+    assert folder == tmp_path.resolve()
+    assert sum(a.startswith(lab.FOLDER_OPTIONS) for a in argv) == 1 and argv[-len(args):] == args
+    with pytest.raises(lab.LabError, match="the folder to serve is missing"):
+        lab.lab_command("learner", args=[f"--notebook-dir={tmp_path / 'nope'}"], config_dir=tmp_path / "c", env={})
+
+
+def test_instructor_takes_its_folder_as_course_only(tmp_path):
+    with pytest.raises(lab.LabError, match=r"--notebook-dir: `instructor` serves the course folder; give it as --course"):
+        lab.lab_command("instructor", course=tmp_path, args=[f"--notebook-dir={tmp_path}"], config_dir=tmp_path / "c")
+
+
 def test_learner_refuses_a_course_folder():
     with pytest.raises(lab.LabError, match="--course: only `instructor`"):
         lab.lab_command("learner", course=Path("classroom"))

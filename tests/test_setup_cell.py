@@ -216,3 +216,35 @@ def test_notebook_01_as_committed_runs_where_only_the_notebook_is(tmp_path):
         if nbt.is_test_cell(cell):
             score = nbt.score_test_cell(cell)
             assert score.points == score.max_points, (nbt.grade_id(cell), score)
+
+
+def test_a_course_folder_remembers_its_package_until_told_otherwise(tmp_path):
+    from autograder.grading.course import class_package
+
+    assert class_package(tmp_path) is None
+    assert class_package(tmp_path, "https://x.org/c.whl") == "https://x.org/c.whl"
+    assert class_package(tmp_path) == "https://x.org/c.whl"
+    with pytest.raises(ValueError, match="package: expected"):
+        class_package(tmp_path, "two\nlines")
+    assert class_package(tmp_path) == "https://x.org/c.whl"
+    assert class_package(tmp_path, "none") is None and class_package(tmp_path) is None
+
+
+@pytest.mark.slow
+def test_build_writes_the_class_package_into_the_released_notebooks(tmp_path):
+    from autograder.grading.course import build
+
+    course = tmp_path / "classroom"
+    name = "00_orientation"
+
+    def released_line():
+        nb = nbformat.read(str(course / "release" / name / f"{name}.ipynb"), as_version=4)
+        cell = next(c for c in nb.cells if setup_cell.is_setup_cell(c))
+        return next(l for l in nbt.cell_source(cell).splitlines() if l.startswith("COURSE_PACKAGE"))
+
+    build(course, only=[name], package="https://example.org/mhsa_course-0.1.0-py3-none-any.whl")
+    assert "'https://example.org/mhsa_course-0.1.0-py3-none-any.whl'" in released_line()
+    build(course, only=[name])  # remembered
+    assert "example.org" in released_line()
+    build(course, only=[name], package="none")
+    assert released_line().startswith("COURSE_PACKAGE = None")

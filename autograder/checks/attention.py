@@ -16,6 +16,7 @@ from torch import Tensor
 
 import mhsa_lib
 
+from .. import variants_attention as V
 from ..frame import (
     CheckResult,
     LearnerError,
@@ -26,7 +27,6 @@ from ..frame import (
     describe_failures,
     distinct_sizes,
     find_shortcuts,
-    matches,
     randn,
 )
 from ..frame.registry import step
@@ -50,57 +50,75 @@ def check_softmax(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bo
     """Check a learner's ``softmax(x, dim=-1)``; print the report, return the points (max 3)."""
     x_pub = SOFTMAX_PUBLIC_X
     expected_pub = mhsa_lib.softmax(x_pub.double(), dim=-1)
+    # Every (input, dim, tolerance) the learner's function was called on, with its output: a
+    # diagnosis must explain them all. The most telling cases go first (see _diagnose_softmax).
+    calls: List[Tuple[Tuple[Tensor, int, float], Any]] = []
 
     # 1. Public case: the one in the notebook.
     try:
         y_pub = call(fn, x_pub.clone())
     except LearnerError as e:
         result.zero_reason = f"softmax(x) {e}"
+        _explain_softmax_error(result, e, x_pub, -1)
         return
+    calls.append(((x_pub, -1, 1e-5), y_pub))
     c_pub = compare(y_pub, expected_pub, what="softmax(x)")
     result.add("public case: softmax of a (3, 4) tensor over the last axis", 1.0, c_pub.ok, c_pub.detail)
 
     # 2. Random shapes and axes.
     n_cases = 10 if hidden else 4
     failures: List[str] = []
-    first_bad: Optional[Tuple[Tensor, int, Any]] = None
-    seen = [(x_pub, -1, y_pub)]  # every (input, dim, output): a diagnosis must explain them all
     for _ in range(n_cases):
         ndim = int(torch.randint(2, 5, (1,), generator=gen))
         shape = distinct_sizes(gen, ndim)
         dim = int(torch.randint(-ndim, ndim, (1,), generator=gen))
         x = randn(gen, *shape, scale=2.0)
         y = attempt(fn, x.clone(), dim=dim)
-        seen.append((x, dim, y))
+        calls.append(((x, dim, 1e-5), y))
         c = compare(y, mhsa_lib.softmax(x.double(), dim=dim), what="output")
         if not c.ok:
             failures.append(f"shape {tuple(shape)}, dim={dim}: {c.detail}")
-            first_bad = first_bad or (x, dim, y)
     result.add(f"{n_cases} random cases (shapes with distinct sizes, every axis)", 1.0, not failures,
                describe_failures(failures))
 
-    # 3. Large logits: offsets of ±1e4 per row, and rows far apart from each other.
-    x_big = randn(gen, 4, 7, scale=3.0) + torch.tensor([[1e4], [-1e4], [50.0], [3e3]])
-    y_big = attempt(fn, x_big.clone(), dim=-1)
-    # float32 holds 1e4 to about 1e-3, so any float32 method carries that much error here.
-    c_big = compare(y_big, mhsa_lib.softmax(x_big.double(), dim=-1), what="output", atol=2e-3, rtol=2e-3)
-    result.add("stable for large logits (rows around +1e4 and -1e4)", 0.5, c_big.ok, c_big.detail)
+    # 3. Large logits: offsets of ±1e4 per slice, and slices far apart from each other, along the
+    # last axis and along the first.
+    offsets = torch.tensor([[1e4], [-1e4], [50.0], [3e3]])
+    big_fails = []
+    for x_big, dim in ((randn(gen, 4, 7, scale=3.0) + offsets, -1), (randn(gen, 4, 7, scale=3.0).T + offsets.T, 0)):
+        y_big = attempt(fn, x_big.clone(), dim=dim)
+        calls.append(((x_big, dim, 2e-3), y_big))
+        # float32 holds 1e4 to about 1e-3, so any float32 method carries that much error here.
+        c_big = compare(y_big, mhsa_lib.softmax(x_big.double(), dim=dim), what="output", atol=2e-3, rtol=2e-3)
+        if not c_big.ok:
+            big_fails.append(f"dim={dim}: {c_big.detail}")
+    result.add("stable for large logits (slices around +1e4 and -1e4, along the last and the first axis)", 0.5,
+               not big_fails, describe_failures(big_fails, 1))
 
     # 4. float64 in, float64 out, to float64 precision.
     x64 = randn(gen, *distinct_sizes(gen, 3), dtype=torch.float64)
     y64 = attempt(fn, x64.clone(), dim=1)
+    calls.append(((x64, 1, 1e-5), y64))
     c64 = compare(y64, mhsa_lib.softmax(x64, dim=1), what="output", dtype=torch.float64, atol=1e-12, rtol=1e-10)
     result.add("float64 input keeps float64 precision", 0.25, c64.ok, c64.detail)
 
-    # 5. Invariants: non-negative, sums to 1 along dim, unchanged by adding a constant.
+    # 5. A fully masked slice: scores of blocked keys are -inf, and one slice is -inf throughout.
+    x_inf = _masked_scores(gen)
+    y_inf = attempt(fn, x_inf.clone(), dim=1)
+    calls.insert(0, ((x_inf, 1, 1e-5), y_inf))  # the most telling case: first in the search
+    c_inf = compare(y_inf, mhsa_lib.softmax(x_inf.double(), dim=1), what="output")
+    result.add("-inf entries get 0, and a slice that is all -inf (a query with no allowed key) gives zeros, no NaN",
+               0.5, c_inf.ok, c_inf.detail)
+
+    # 6. Invariants: non-negative, sums to 1 along dim, unchanged by adding a constant.
     x_inv = randn(gen, *distinct_sizes(gen, 3))
-    inv = _softmax_invariants(fn, x_inv, dim=1)
+    inv = _softmax_invariants(fn, x_inv, dim=1, calls=calls)
     result.add("invariants: entries ≥ 0, each slice along dim sums to 1, softmax(x + c) = softmax(x)",
                0.25, not inv, "; ".join(inv))
 
     # Diagnosis.
     if not result.passed:
-        _diagnose_softmax(fn, result, first_bad, seen, (x_big, y_big), c_pub.ok and bool(failures), gen)
+        _diagnose_softmax(fn, result, calls, c_pub.ok, gen)
     shortcuts = find_shortcuts(fn, (randn(gen, 3, 5),), SOFTMAX_FORBIDDEN)
     if shortcuts:
         result.zero_reason = (
@@ -110,8 +128,20 @@ def check_softmax(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bo
     return
 
 
-def _softmax_invariants(fn: Callable, x: Tensor, dim: int) -> List[str]:
+def _masked_scores(gen: torch.Generator) -> Tensor:
+    """(A, N, C) scores for softmax over dim=1 with -inf entries (blocked keys); the slice [0, :, 0]
+    is all -inf, every other slice keeps at least one finite entry."""
+    a, n, c = distinct_sizes(gen, 3, 2, 7)
+    x = randn(gen, a, n, c, scale=2.0)
+    blocked = torch.rand(a, n, c, generator=gen) < 0.4
+    blocked[:, 0, :] = False
+    blocked[0, :, 0] = True
+    return x.masked_fill(blocked, float("-inf"))
+
+
+def _softmax_invariants(fn: Callable, x: Tensor, dim: int, calls: list) -> List[str]:
     y = attempt(fn, x.clone(), dim=dim)
+    calls.append(((x, dim, 1e-5), y))
     if not isinstance(y, Tensor) or y.shape != x.shape:
         return ["output is not a tensor of the input's shape"]
     problems = []
@@ -123,57 +153,97 @@ def _softmax_invariants(fn: Callable, x: Tensor, dim: int) -> List[str]:
     sums = y.sum(dim=dim)
     if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
         problems.append(f"slices along dim={dim} sum to values like {float(sums.flatten()[0]):.4g}, not 1")
-    y_shift = attempt(fn, x.clone() + 7.0, dim=dim)
+    x_shift = x.clone() + 7.0
+    y_shift = attempt(fn, x_shift.clone(), dim=dim)
+    calls.append(((x_shift, dim, 1e-5), y_shift))
     if not close(y_shift, y, atol=1e-5):
         problems.append("adding a constant to x changes the output")
     return problems
 
 
-def _diagnose_softmax(fn, result: CheckResult, first_bad, seen, big, public_ok_random_bad: bool, gen) -> None:
-    if first_bad is not None:
-        x, dim, y = first_bad
-        if isinstance(y, Tensor) and y.shape == x.shape:
-            for mistake in (M.CATALOGUE[i] for i in ("softmax-ignores-dim", "softmax-wrong-axis", "softmax-global-sum")):
-                if all(matches(yy, mistake.fn(xx.double(), dim=d)) for xx, d, yy in seen):
-                    result.diagnose(mistake.advice.format(dim=dim))
-                    break
-            else:
-                sums = [y.detach().double().sum(a) for a in range(x.ndim)]
-                axes = [a for a, t in enumerate(sums) if torch.allclose(t, torch.ones_like(t), atol=1e-4)]
-                if axes and (dim % x.ndim) not in axes:
-                    result.diagnose(f"your output sums to 1 over axis {axes[0]}, but softmax(x, dim={dim}) must sum to 1 along dim={dim}.")
-        elif isinstance(y, Tensor):
-            result.diagnose(
-                f"your output has shape {tuple(y.shape)} for an input of shape {tuple(x.shape)}: softmax keeps the "
-                "shape; did you forget keepdim=True when taking the max or the sum?"
-            )
-        elif isinstance(y, LearnerError):
+def _explain_softmax_error(result: CheckResult, error: Any, x: Tensor, dim: int, calls=()) -> bool:
+    """Name what a shape error of the learner's softmax means (consistent with its other
+    ``calls``); True if it did."""
+    letters = V.Letters({})
+    others = [({"x": xx, "dim": d}, str(y) if isinstance(y, LearnerError) else None)
+              for (xx, d, _), y in calls if xx is not x]
+    text = V.explain_error(str(error), {"x": x, "dim": dim}, letters, _SOFTMAX_SHAPES, V.SOFTMAX_SHAPE_TOKENS,
+                           V.softmax_context(x, dim, letters), others)
+    if text is None:
+        return False
+    result.diagnose(f"on softmax(x, dim={dim}) {text}")
+    return True
+
+
+def _softmax_produce(m, case):
+    x, dim, tol = case
+    return m.fn(x.clone(), dim=dim), tol
+
+
+def _softmax_same(y, produced) -> bool:
+    out, tol = produced
+    return V.same_tensor(y, out, atol=tol, rtol=max(tol, 1e-4))
+
+
+def _diagnose_softmax(fn, result: CheckResult, calls, public_ok: bool, gen) -> None:
+    # A call that raised: what the error means, from the shapes of its input.
+    for (x, dim, _), y in calls:
+        if isinstance(y, LearnerError):
+            if _explain_softmax_error(result, y, x, dim, calls):
+                return
             result.diagnose(f"on an input of shape {tuple(x.shape)} with dim={dim} your softmax {y}.")
-    x_big, y_big = big
-    if isinstance(y_big, Tensor) and y_big.shape == x_big.shape and not close(
-        y_big, mhsa_lib.softmax(x_big.double(), dim=-1), atol=2e-3, rtol=2e-3
-    ):
-        # Run the mistakes in float32, as the learner's code ran, so NaN lands where theirs does.
-        if matches(y_big, M.softmax_no_max_subtraction(x_big, dim=-1), atol=2e-3, rtol=2e-3):
-            result.diagnose(M.CATALOGUE["softmax-no-max"].advice)
-        elif matches(y_big, M.softmax_global_max(x_big, dim=-1), atol=2e-3, rtol=2e-3):
-            result.diagnose(M.CATALOGUE["softmax-global-max"].advice)
-        elif not bool(torch.isfinite(y_big).all()):
-            result.diagnose("your output has NaN or inf for large logits: subtract the maximum of "
-                            "each slice along `dim` before exp (x.amax(dim, keepdim=True)).")
-    if public_ok_random_bad:
-        y = attempt(fn, randn(gen, *SOFTMAX_PUBLIC_X.shape, scale=3.0))
-        if close(y, mhsa_lib.softmax(SOFTMAX_PUBLIC_X.double(), dim=-1)):
-            result.diagnose(_HARD_CODED)
+            return
+    seen = [(case, y) for case, y in calls if isinstance(y, Tensor)]
+    bad = [(x, dim) for (x, dim, tol), y in seen
+           if not close(y, mhsa_lib.softmax(x.double(), dim=dim), atol=tol, rtol=max(tol, 1e-4))]
+    dim = next((d for x, d in bad if d != -1), bad[0][1] if bad else -1)
+    # The known mistakes, then every structural variant, each reproducing all the outputs.
+    found = V.first_match(seen, (m for m in M.SOFTMAX_MISTAKES if m.id in _SOFTMAX_BY_OUTPUT), _softmax_produce,
+                          _softmax_same)
+    found = found or V.first_match(seen, V.softmax_variants(), _softmax_produce, _softmax_same)
+    if found is not None:
+        result.diagnose(found.advice.format(dim=dim) + ("" if found.advice.endswith(".") else "."))
+        return
+    if public_ok and bad and V.hard_coded(fn, gen, (SOFTMAX_PUBLIC_X,), lambda x: mhsa_lib.softmax(x.double(), -1),
+                                          lambda y, e, tol: close(y, e, atol=tol, rtol=tol)):
+        result.diagnose(V.HARD_CODED)
+        return
+    # What is true of the outputs, said as what it is.
+    for (x, d, _), y in seen:
+        if y.shape != x.shape:
+            result.diagnose(f"your output has shape {tuple(y.shape)} for an input of shape {tuple(x.shape)}: softmax "
+                            "keeps the shape of its input.")
+            return
+    for (x, d, _), y in seen:
+        yd = y.detach().double()
+        if y.shape != x.shape:
+            continue
+        if bool(torch.isinf(x).any()) and not bool(torch.isfinite(yd).all()):
+            result.diagnose("your output has NaN where a slice of the input is all -inf; the notebook asks for "
+                            "zeros there (where the maximum is not finite subtract 0, where the sum is 0 divide by 1).")
+            return
+        if float(x.abs().max()) > 1e3 and not bool(torch.isfinite(yd).all()):
+            result.diagnose("your output has NaN or inf for large logits (slices around ±1e4): exp overflows or "
+                            "underflows there unless each slice is shifted by its own maximum along dim.")
+            return
+        if not bool(torch.isfinite(yd).all()):
+            continue
+        if not bool(torch.isinf(x).any()) and abs(float(yd.sum()) - 1.0) < 1e-4 and yd.numel() > x.shape[d % x.ndim]:
+            result.diagnose(f"your whole output sums to 1, all slices together; each slice along dim={d} must sum "
+                            "to 1 on its own.")
+            return
+        sums = [yd.sum(a) for a in range(x.ndim)]
+        axes = [a for a, t in enumerate(sums) if torch.allclose(t, torch.ones_like(t), atol=1e-4)]
+        if axes and (d % x.ndim) not in axes:
+            result.diagnose(f"your output sums to 1 over axis {axes[0]}, but softmax(x, dim={d}) must sum to 1 "
+                            f"along dim={d}.")
+            return
 
 
-
-_HARD_CODED = (
-    "your function returns the public case's expected output whatever the input: the answer "
-    "seems hard-coded. Compute it from the input."
-)
-
-
+#: The hand-written softmax mistakes the output search tries first (the variants follow).
+_SOFTMAX_BY_OUTPUT = ("softmax-ignores-dim", "softmax-wrong-axis", "softmax-global-sum", "softmax-no-max",
+                      "softmax-global-max")
+_SOFTMAX_SHAPES = V.softmax_shape_candidates()
 
 
 # --------------------------------------------------------------------------- causal mask
@@ -190,11 +260,13 @@ CAUSAL_MASK_PICTURE = (
 def check_causal_mask(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``causal_mask(seq_len_q, seq_len_k=None)``; print the report, return the points (max 2)."""
 
+    calls: List[Tuple[tuple, Any]] = []  # every (arguments, output), for the diagnosis
     try:
         m_pub = call(fn, 4, 4)
     except LearnerError as e:
         result.zero_reason = f"causal_mask(4, 4) {e}"
         return
+    calls.append(((4, 4), m_pub))
     ok, detail = _mask_matches(m_pub, mhsa_lib.causal_mask(4, 4))
     result.add("public case: causal_mask(4, 4) is the lower triangle, diagonal included", 1.0, ok, detail)
 
@@ -202,7 +274,9 @@ def check_causal_mask(fn: Any, result: CheckResult, gen: torch.Generator, hidden
     shapes = [(2, 5), (1, 6)] + ([(3, 8), (4, 9)] if hidden else [])
     fails = []
     for t, s in shapes:
-        ok, detail = _mask_matches(attempt(fn, t, s), mhsa_lib.causal_mask(t, s))
+        m = attempt(fn, t, s)
+        calls.insert(len(calls) - 1, ((t, s), m))  # (S > T tells more mistakes apart: before the public case)
+        ok, detail = _mask_matches(m, mhsa_lib.causal_mask(t, s))
         if not ok:
             fails.append(f"causal_mask({t}, {s}): {detail}")
     result.add("S > T (decoding with a cache): aligned to the lower right", 0.5, not fails, describe_failures(fails))
@@ -211,7 +285,9 @@ def check_causal_mask(fn: Any, result: CheckResult, gen: torch.Generator, hidden
     for _ in range(6 if hidden else 3):
         t, s = sorted(distinct_sizes(gen, 2, 1, 12))
         for args in ((t, s), (s,)):
-            ok, detail = _mask_matches(attempt(fn, *args), mhsa_lib.causal_mask(*args))
+            m = attempt(fn, *args)
+            calls.append((args, m))
+            ok, detail = _mask_matches(m, mhsa_lib.causal_mask(*args))
             if not ok:
                 fails.append(f"causal_mask{args}: {detail}")
     result.add("random sizes, and seq_len_k defaulting to seq_len_q", 0.25, not fails, describe_failures(fails))
@@ -221,7 +297,7 @@ def check_causal_mask(fn: Any, result: CheckResult, gen: torch.Generator, hidden
                "" if is_bool else f"got {getattr(m_pub, 'dtype', type(m_pub).__name__)}")
 
     if not result.passed:
-        _diagnose_causal(fn, result)
+        _diagnose_causal(result, calls)
     shortcuts = find_shortcuts(fn, (3, 5), ())
     if shortcuts:
         result.zero_reason = f"your causal_mask calls {', '.join(shortcuts)}: build the mask yourself (torch.tril or arange comparisons)"
@@ -256,23 +332,45 @@ def _grid(m: Tensor) -> str:
     return "\n".join("        " + " ".join("1" if v else "." for v in row) for row in m.tolist())
 
 
-def _diagnose_causal(fn, result: CheckResult) -> None:
-    t, s = 3, 6
-    got = _as_bool_mask(attempt(fn, t, s))
-    raw = attempt(fn, t, s)
-    if isinstance(raw, Tensor) and raw.dtype != torch.bool:
-        if raw.dtype.is_floating_point and bool(torch.isinf(raw).any()):
-            result.diagnose(M.CATALOGUE["causal-additive"].advice)
-        else:
-            result.diagnose(M.CATALOGUE["causal-float"].advice)
-    if got is None or got.shape != (t, s):
+def _diagnose_causal(result: CheckResult, calls) -> None:
+    raised = [(args, m) for args, m in calls if isinstance(m, LearnerError)]
+    if raised and all(len(args) == 1 for args, _ in raised) and any(len(args) == 2 for args, _ in calls) and all(
+            not isinstance(m, LearnerError) for args, m in calls if len(args) == 2):
+        args, error = raised[0]
+        result.diagnose(f"your function fails only when seq_len_k is left out (causal_mask{args} {error}): it "
+                        "defaults to seq_len_q, `if seq_len_k is None: seq_len_k = seq_len_q`.")
+    elif raised:
+        args, error = raised[0]
+        result.diagnose(f"causal_mask{args} {error}.")
+    seen = [(args, m) for args, m in calls if isinstance(m, Tensor)]
+    if not seen:
         return
-    for mistake in (M.CATALOGUE[i] for i in _CAUSAL_SHAPES):
-        if torch.equal(got.cpu(), mistake.fn(t, s)):
-            result.diagnose(mistake.advice)
+
+    def produce(mistake, args):
+        return mistake.fn(*args)
+
+    found = V.first_match(seen, (M.CATALOGUE[i] for i in _CAUSAL_BY_OUTPUT), produce, V.same_mask)
+    found = found or V.first_match(seen, V.causal_variants(), produce, V.same_mask)
+    if found is not None:
+        result.diagnose(found.advice + ("" if found.advice.endswith(".") else "."))
+        return
+    public = mhsa_lib.causal_mask(4, 4)
+    m0 = next((m for a, m in seen if a == (4, 4)), None)
+    if m0 is not None and _mask_matches(m0, public)[0]:
+        if any(a != (4, 4) and _mask_matches(m, public)[0] for a, m in seen):
+            result.diagnose("your function returns the public case's mask, causal_mask(4, 4), for other sizes too: "
+                            "the answer seems hard-coded. Build it from seq_len_q and seq_len_k.")
             return
-
-
+    # What is true of the outputs, said as what it is.
+    raw = seen[0][1]
+    if raw.dtype != torch.bool:
+        result.diagnose(f"your mask has dtype {raw.dtype}; this course's masks are bool (True = may attend).")
+    for args, m in seen:
+        t = args[0]
+        s = args[-1]
+        if tuple(m.shape) != (t, s):
+            result.diagnose(f"causal_mask{args} has shape {tuple(m.shape)}: a mask is (T, S) = ({t}, {s}).")
+            return
 
 
 # --------------------------------------------------------------------------- attention
@@ -309,24 +407,32 @@ def check_scaled_dot_product_attention(fn: Any, result: CheckResult, gen: torch.
 
     q, k, v = ATTN_PUBLIC_Q, ATTN_PUBLIC_K, ATTN_PUBLIC_V
     ref_pub = _reference(q, k, v, None)
+    # Every ((q, k, v, mask), output): a diagnosis must explain them all (the most telling first).
+    calls: List[Tuple[tuple, Any]] = []
     try:
         got_pub = call(fn, q.clone(), k.clone(), v.clone())
     except LearnerError as e:
         result.zero_reason = f"scaled_dot_product_attention(q, k, v) {e}"
+        # Its sizes repeat (T = Dv): say what the error means on a case whose sizes all differ.
+        q3, k3, v3 = _random_qkv(gen, rank=3)
+        again = attempt(fn, q3.clone(), k3.clone(), v3.clone())
+        tried = [((q, k, v, None), e), ((q3, k3, v3, None), again)]
+        if not (isinstance(again, LearnerError) and _explain_attention_error(result, again, tried[1][0], tried)):
+            _explain_attention_error(result, e, tried[0][0], tried)
         return
+    calls.append(((q, k, v, None), got_pub))
     ok, detail = _pair_matches(got_pub, ref_pub)
     result.add("public case: T=2 queries, S=3 keys, d_k=4, no mask", 1.0, ok, detail)
     public_ok = ok
 
-    # Random cases without a mask, of rank 2, 3 and 4; the first 4-D one feeds the diagnosis.
+    # Random cases without a mask, of rank 2, 3 and 4.
     n = 6 if hidden else 3
     shape_fails, value_fails = [], []
-    probe = None
     for i in range(n):
         q, k, v = _random_qkv(gen, rank=4 if i % 3 == 0 else 3 if i % 3 == 1 else 2)
         got = attempt(fn, q.clone(), k.clone(), v.clone())
+        calls.insert(i, ((q, k, v, None), got))
         ref = _reference(q, k, v, None)
-        probe = probe or (q, k, v, None, got, ref)
         sok, sdetail = _pair_shapes(got, ref)
         if not sok:
             shape_fails.append(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}: {sdetail}")
@@ -341,15 +447,13 @@ def check_scaled_dot_product_attention(fn: Any, result: CheckResult, gen: torch.
 
     # Masks: causal with S > T (lower right), padding (B, 1, S), and random patterns.
     mask_fails = []
-    mask_probe = None
     kinds = ("causal", "padding", "random") + (("causal", "padding", "random") if hidden else ())
     for i, kind in enumerate(kinds):
         q, k, v = _random_qkv(gen, rank=3 + i % 2, s_greater=True)
         mask = _random_mask(gen, kind, q, k, allow_empty=False)
         got = attempt(fn, q.clone(), k.clone(), v.clone(), mask.clone())
-        ref = _reference(q, k, v, mask)
-        mask_probe = mask_probe or (q, k, v, mask, got, ref)
-        ok, detail = _pair_matches(got, ref)
+        calls.insert(i, ((q, k, v, mask), got))
+        ok, detail = _pair_matches(got, _reference(q, k, v, mask))
         if not ok:
             mask_fails.append(f"{kind} mask {tuple(mask.shape)}: {detail}")
     result.add("masks: causal with S > T, padding (B, 1, S), random patterns", 1.0, not mask_fails,
@@ -359,22 +463,23 @@ def check_scaled_dot_product_attention(fn: Any, result: CheckResult, gen: torch.
     q, k, v = _random_qkv(gen, rank=3)
     empty_mask = _random_mask(gen, "random", q, k, allow_empty=True)
     got_empty = attempt(fn, q.clone(), k.clone(), v.clone(), empty_mask.clone())
+    calls.insert(0, ((q, k, v, empty_mask), got_empty))  # the most telling case: first in the search
     ok, detail = _pair_matches(got_empty, _reference(q, k, v, empty_mask))
     result.add("a fully masked row gives output 0 and weights 0 (no NaN)", 0.5, ok, detail)
 
     # Invariants: rows sum to 1 over the keys; masked keys cannot change the output.
-    inv = _attention_invariants(fn, gen)
+    inv = _attention_invariants(fn, gen, calls)
     result.add("invariants: weights ≥ 0 and rows sum to 1 over the keys; out = weights @ v; "
                "changing a masked key or value changes nothing", 0.5, not inv, "; ".join(inv))
 
     q, k, v = (x.double() for x in _random_qkv(gen, rank=3))
     got64 = attempt(fn, q.clone(), k.clone(), v.clone())
+    calls.append(((q, k, v, None), got64))
     ok, detail = _pair_matches(got64, _reference(q, k, v, None), dtype=torch.float64, atol=1e-12, rtol=1e-10)
     result.add("float64 inputs keep float64 precision", 0.5, ok, detail)
 
     if not result.passed:
-        _diagnose_attention(fn, result, probe, mask_probe, (q, k, v, empty_mask, got_empty),
-                            public_ok and bool(value_fails or mask_fails), gen)
+        _diagnose_attention(fn, result, calls, public_ok, gen)
     sq, sk, sv = _random_qkv(gen, rank=3)
     shortcuts = find_shortcuts(fn, (sq, sk, sv, mhsa_lib.causal_mask(sq.shape[-2], sk.shape[-2])),
                                ATTENTION_FORBIDDEN, forbid_library=ATTENTION_LIBRARY)
@@ -451,10 +556,12 @@ def _pair_matches(got: Any, ref: Tuple[Tensor, Tensor], dtype=None, atol=1e-5, r
     return True, ""
 
 
-def _attention_invariants(fn: Callable, gen: torch.Generator) -> List[str]:
+def _attention_invariants(fn: Callable, gen: torch.Generator, calls: list) -> List[str]:
     q, k, v = _random_qkv(gen, rank=3, s_greater=True)
     mask = mhsa_lib.causal_mask(q.shape[-2], k.shape[-2])
-    out, w, err = _unpack(attempt(fn, q.clone(), k.clone(), v.clone(), mask))
+    got = attempt(fn, q.clone(), k.clone(), v.clone(), mask)
+    calls.append(((q, k, v, mask), got))
+    out, w, err = _unpack(got)
     if err or not isinstance(out, Tensor) or not isinstance(w, Tensor):
         return [err or "no (out, weights) tensors to probe"]
     expected_shape = q.shape[:-1] + (k.shape[-2],)  # (B, T, S)
@@ -476,7 +583,9 @@ def _attention_invariants(fn: Callable, gen: torch.Generator) -> List[str]:
     k2, v2 = k.clone(), v.clone()
     k2[..., -1, :] += 5.0
     v2[..., -1, :] -= 5.0
-    out2, _, err2 = _unpack(attempt(fn, q.clone(), k2, v2, mask))
+    got2 = attempt(fn, q.clone(), k2.clone(), v2.clone(), mask)
+    calls.append(((q, k2, v2, mask), got2))
+    out2, _, err2 = _unpack(got2)
     if err2 or not isinstance(out2, Tensor) or out2.shape != out.shape:
         problems.append("second call failed")
     elif not torch.allclose(out2[..., :-1, :].double(), od[..., :-1, :], atol=1e-5):
@@ -484,85 +593,113 @@ def _attention_invariants(fn: Callable, gen: torch.Generator) -> List[str]:
     return problems
 
 
-def _diagnose_attention(fn, result: CheckResult, probe, mask_probe, empty_probe, public_ok_random_bad, gen) -> None:
-    if probe is not None:
-        q, k, v, _, got, ref = probe
-        out, w, err = _unpack(got)
-        if err:
-            result.diagnose(f"on q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} your function {err}.")
-        elif isinstance(w, Tensor) and w.shape == ref[1].shape and isinstance(out, Tensor):
-            _diagnose_scores(result, q, k, v, out, w, ref)
-    if mask_probe is not None:
-        q, k, v, mask, got, ref = mask_probe
-        out, w, err = _unpack(got)
-        if not err and isinstance(out, Tensor) and isinstance(w, Tensor) and not close(w, ref[1]):
-            for mistake in M.ATTENTION_MISTAKES:
-                if mistake.id in _MASK_MISTAKE_IDS:
-                    m_out, m_w = mistake.fn(q.double(), k.double(), v.double(), mask)
-                    if close(w, m_w) and close(out, m_out):
-                        result.diagnose(mistake.advice)
-                        break
-    q, k, v, mask, got = empty_probe
-    out, w, err = _unpack(got)
-    if not err and isinstance(out, Tensor) and isinstance(w, Tensor) and out.shape[-2] > 1 and w.shape[-1] == mask.shape[-1]:
-        row_out, row_w = out[..., 1, :].detach(), w[..., 1, :].detach()
-        if not bool(torch.isfinite(row_out).all()) or not bool(torch.isfinite(row_w).all()):
-            result.diagnose(M.CATALOGUE["attention-masked-row-nan"].advice)
-        elif torch.allclose(row_w.double(), torch.full_like(row_w.double(), 1.0 / w.shape[-1]), atol=1e-4):
-            result.diagnose(M.CATALOGUE["attention-large-negative-fill"].advice)
-    if public_ok_random_bad:
-        q = randn(gen, *ATTN_PUBLIC_Q.shape)
-        out, w, err = _unpack(attempt(fn, q, randn(gen, *ATTN_PUBLIC_K.shape), randn(gen, *ATTN_PUBLIC_V.shape)))
-        ref = _reference(ATTN_PUBLIC_Q, ATTN_PUBLIC_K, ATTN_PUBLIC_V, None)
-        if not err and close(out, ref[0]):
-            result.diagnose(_HARD_CODED)
+def _attention_inputs(case: tuple) -> dict:
+    q, k, v, mask = case
+    return {"q": q, "k": k, "v": v} if mask is None else {"q": q, "k": k, "v": v, "mask": mask}
 
 
-def _diagnose_scores(result: CheckResult, q, k, v, out, w, ref) -> None:
-    wd = w.detach().double()
-    if close(wd, ref[1]):
-        if not close(out, ref[0]):
-            if close(out, wd @ v.double()):
+def _explain_attention_error(result: CheckResult, error: Any, case: tuple, calls=()) -> bool:
+    """Name what a shape error of the learner's attention means on ``case`` (and is consistent
+    with the learner's other ``calls``); True if it did."""
+    q, k, v, mask = case
+    letters = V.attention_letters(q, k, v)
+    others = [(_attention_inputs(c), str(got) if isinstance(got, LearnerError) else None)
+              for c, got in calls if c is not case]
+    text = V.explain_error(str(error), _attention_inputs(case), letters, _ATTENTION_SHAPES,
+                           V.ATTENTION_SHAPE_TOKENS, V.attention_shape_context(q, k, v, mask, letters), others)
+    if text is None:
+        return False
+    result.diagnose(text[:1].upper() + text[1:])
+    return True
+
+
+def _attention_produce(m, case):
+    q, k, v, mask = case
+    return m.fn(q, k, v, mask)
+
+
+def _diagnose_attention(fn, result: CheckResult, calls, public_ok: bool, gen) -> None:
+    # A call that raised: what the error means, from the shapes of its inputs.
+    for case, got in calls:
+        if isinstance(got, LearnerError):
+            if not _explain_attention_error(result, got, case, calls):
+                q, k, v, _ = case
+                result.diagnose(f"on q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} your function {got}.")
+            break
+    seen = [(case, tuple(got)) for case, got in calls
+            if isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(x, Tensor) for x in got)]
+    if not seen:
+        for case, got in calls:
+            _, _, err = _unpack(got)
+            if err and not isinstance(got, LearnerError):
+                result.diagnose(f"your function {err}.")
                 return
-            result.diagnose("your weights are right but your output is not: out = weights @ v, the weighted sum of the values.")
         return
-    if not bool(torch.isfinite(wd).all()):
+    bad = [(case, got) for case, got in seen if not _pair_matches(got, _reference(*case))[0]]
+    if not bad:
         return
-    row_sums, col_sums = wd.sum(-1), wd.sum(-2)
-    if torch.allclose(col_sums, torch.ones_like(col_sums), atol=1e-4) and not torch.allclose(
-        row_sums, torch.ones_like(row_sums), atol=1e-4
-    ):
-        result.diagnose(M.CATALOGUE["attention-softmax-queries"].advice)
+    context = V.attention_context(*bad[0][0][:3])
+    found = V.first_match(seen, (M.CATALOGUE[i] for i in _ATTENTION_BY_OUTPUT), _attention_produce, V.same_pair)
+    found = found or V.first_match(seen, V.attention_variants(), _attention_produce, V.same_pair)
+    if found is not None:
+        advice = found.advice.format(**context)
+        result.diagnose(advice + ("" if advice.endswith(".") else "."))
         return
-    if not torch.allclose(row_sums, torch.ones_like(row_sums), atol=1e-4):
-        result.diagnose("the rows of your weights do not sum to 1 over the keys: apply softmax to the scores over the last axis (dim=-1).")
+    if public_ok and V.hard_coded(fn, gen, (ATTN_PUBLIC_Q, ATTN_PUBLIC_K, ATTN_PUBLIC_V),
+                                  lambda q, k, v: _reference(q, k, v, None),
+                                  lambda y, e, tol: _pair_matches(y, e, atol=tol, rtol=tol)[0]):
+        result.diagnose(V.HARD_CODED)
         return
-    scale = _fitted_scale(q, k, wd)
-    if scale is None:
-        return
-    dk = q.shape[-1]
-    candidates = [
-        (1.0, "attention-no-scale"),
-        (1.0 / dk, "attention-scale-dk"),
-    ]
-    if q.ndim >= 4:
-        candidates.append((1.0 / math.sqrt(q.shape[-3] * dk), "attention-scale-model-width"))
-    for value, mid in candidates:
-        if abs(scale - value) <= 0.02 * value:
-            result.diagnose(M.CATALOGUE[mid].advice.format(dk=dk, scale=scale, heads=q.shape[-3] if q.ndim >= 4 else 1,
-                                                          D=(q.shape[-3] if q.ndim >= 4 else 1) * dk))
+    _describe_attention_outputs(result, bad, calls)
+
+
+def _describe_attention_outputs(result: CheckResult, bad, calls) -> None:
+    """No known mistake reproduces the outputs: say what is true of them (observations, not causes)."""
+    for (q, k, v, mask), (out, w) in bad:
+        ref = _reference(q, k, v, mask)
+        if w.shape != ref[1].shape or out.shape != ref[0].shape:
+            continue
+        wd = w.detach().double()
+        if mask is not None:
+            empty = ~mask.expand(ref[1].shape).any(-1)  # the queries with no allowed key
+            if bool(empty.any()):
+                rows_w = wd[empty]
+                if not bool(torch.isfinite(rows_w).all()) or not bool(torch.isfinite(out.detach().double()[empty]).all()):
+                    result.diagnose("the query with no allowed key gets NaN in its weights or output; it must "
+                                    "get weights 0 and output 0.")
+                    return
+                if torch.allclose(rows_w, torch.full_like(rows_w, 1.0 / w.shape[-1]), atol=1e-4):
+                    result.diagnose("the query with no allowed key gets uniform weights 1/S (the mean of the "
+                                    "values); it must get weights 0 and output 0.")
+                    return
+            continue
+        if close(wd, ref[1]):
+            if not close(out, ref[0]) and not close(out, wd @ v.double()):
+                result.diagnose("your weights are right but your output is not: out = weights @ v, the weighted "
+                                "sum of the values.")
+                return
+            continue
+        if not bool(torch.isfinite(wd).all()):
+            continue
+        row_sums, col_sums = wd.sum(-1), wd.sum(-2)
+        if torch.allclose(col_sums, torch.ones_like(col_sums), atol=1e-4) and not torch.allclose(
+                row_sums, torch.ones_like(row_sums), atol=1e-4):
+            result.diagnose("the columns of your weights sum to 1 over the queries, the rows (one per query) do "
+                            "not: each query's row of weights must sum to 1 over the keys.")
             return
-    named = {
-        f"1/√S = 1/√{k.shape[-2]} (S is the number of keys)": 1.0 / math.sqrt(k.shape[-2]),
-        f"1/√T = 1/√{q.shape[-2]} (T is the number of queries)": 1.0 / math.sqrt(q.shape[-2]),
-        f"1/√Dv = 1/√{v.shape[-1]} (Dv is the width of the values)": 1.0 / math.sqrt(v.shape[-1]),
-    }
-    for label, value in named.items():
-        if abs(scale - value) <= 0.02 * value:
-            result.diagnose(f"your scores are scaled by {label}; scale by 1/√d_k = 1/√{dk}, the width of the queries and keys (q.shape[-1]).")
+        if not torch.allclose(row_sums, torch.ones_like(row_sums), atol=1e-4):
+            result.diagnose(f"the rows of your weights sum to values like {float(row_sums.flatten()[0]):.4g} on a "
+                            "case without a mask; each query's row must sum to 1 over the keys.")
             return
-    if abs(scale - 1.0 / math.sqrt(dk)) > 0.02 / math.sqrt(dk):
-        result.diagnose(f"your weights behave like softmax(c · QKᵀ) with c ≈ {scale:.4g}; expected c = 1/√d_k = {1 / math.sqrt(dk):.4g}.")
+        scale = _fitted_scale(q, k, wd)
+        dk = q.shape[-1]
+        if scale is not None and abs(scale - 1.0 / math.sqrt(dk)) > 0.02 / math.sqrt(dk):
+            result.diagnose(f"your weights behave like softmax(c · QKᵀ) with c ≈ {scale:.4g}; expected "
+                            f"c = 1/√d_k = {1 / math.sqrt(dk):.4g}.")
+            return
+    unmasked = [(case, got) for case, got in calls if case[3] is None]
+    if unmasked and all(_pair_matches(got, _reference(*case))[0] for case, got in unmasked):
+        result.diagnose("your results are right without a mask but not with one.")
 
 
 def _fitted_scale(q: Tensor, k: Tensor, w: Tensor) -> Optional[float]:
@@ -582,9 +719,13 @@ def _fitted_scale(q: Tensor, k: Tensor, w: Tensor) -> Optional[float]:
     return c
 
 
-# The causal-mask mistakes recognised by which positions they let through (the dtype ones are
-# recognised by their dtype).
-_CAUSAL_SHAPES = ("causal-diagonal-blocked", "causal-one-ahead", "causal-upper-left", "causal-inverted")
+#: The hand-written causal-mask mistakes the output search tries first (the variants follow).
+_CAUSAL_BY_OUTPUT = ("causal-diagonal-blocked", "causal-one-ahead", "causal-upper-left", "causal-inverted",
+                     "causal-float", "causal-additive")
 
-_MASK_MISTAKE_IDS = ("attention-mask-inverted", "attention-mask-after-softmax", "attention-ignores-mask")
+#: The hand-written attention mistakes the output search tries first (the variants follow).
+_ATTENTION_BY_OUTPUT = ("attention-no-scale", "attention-scale-dk", "attention-scale-model-width",
+                        "attention-softmax-queries", "attention-mask-inverted", "attention-mask-after-softmax",
+                        "attention-masked-row-nan", "attention-large-negative-fill", "attention-ignores-mask")
+_ATTENTION_SHAPES = V.attention_shape_candidates()
 

@@ -25,6 +25,7 @@ import mhsa_lib
 
 from ..frame import (
     CheckResult,
+    Comparison,
     LearnerError,
     attempt,
     close,
@@ -47,6 +48,7 @@ from ..frame.modules import (
 )
 from ..frame.registry import step
 from ..mistakes import block as M
+from . import variants_modules as V
 from .heads import HARD_CODED
 
 LAYER_NORM_POINTS = 3.0
@@ -106,7 +108,7 @@ def check_layer_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden
     y, e = case(LN_PUBLIC_X, 4, None, LN_PUBLIC_WEIGHT, LN_PUBLIC_BIAS)
     if not_implemented(result, "LayerNorm", y):
         return
-    c = compare(y, e, what="output") if e is not None else None
+    c = _compare(y, e) if e is not None else None
     public_ok = bool(c and c.ok)
     result.add("public case: x (B=1, T=3, D=4), weight [1.5, 0.5, 1, 2], bias [0.1, -0.2, 0, 0.3]",
                1.0, public_ok, y if c is None else c.detail)
@@ -117,7 +119,7 @@ def check_layer_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden
         x = tokens(gen, b, t, d)
         w, bias = 0.5 + torch.rand(d, generator=gen, dtype=torch.float64), randn(gen, d, dtype=torch.float64)
         y, e = case(x, d, None, w, bias)
-        c = compare(y, e, what="output") if e is not None else None
+        c = _compare(y, e) if e is not None else None
         if c is None or not c.ok:
             fails.append(f"x (B={b}, T={t}, D={d}): {y if c is None else c.detail}")
     result.add("random cases with random weight and bias (B, T, D all different)", 1.0, not fails,
@@ -130,7 +132,7 @@ def check_layer_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden
                           ("tokens of variance ~1e-4 with the default eps",
                            tokens(gen, b, t, d, spread=False) * 0.01, None)):
         y, e = case(x, d, eps, w, bias)
-        c = compare(y, e, what="output") if e is not None else None
+        c = _compare(y, e) if e is not None else None
         if c is None or not c.ok:
             eps_fails.append(f"{label}: {y if c is None else c.detail}")
     result.add("eps is added to the variance, inside the square root: LayerNorm(D, eps=0.1), and "
@@ -146,7 +148,7 @@ def check_layer_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden
             x, d, eps, w, bias = case
             return _ln_reference_into(mistake.fn(d, eps), w, bias)(x)
 
-        diagnose_modules(result, seen, M.LAYER_NORM_MISTAKES, None, mistake_output)
+        _diagnose_all(result, seen, M.LAYER_NORM_MISTAKES, mistake_output, V.layer_norm_variants, _ln_sizes)
         if public_ok and fails:
             ref = _ln_reference(4, 1e-5, LN_PUBLIC_WEIGHT, LN_PUBLIC_BIAS)
             mod = build(cls, (4,), {}, ref, example=_example(4))
@@ -259,7 +261,7 @@ def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidd
     y, e = case(randn(pub_gen, 1, 3, 4, dtype=torch.float64), 4, 6, "relu", ref)
     if not_implemented(result, "FeedForward", y):
         return
-    c = compare(y, e, what="output") if e is not None else None
+    c = _compare(y, e) if e is not None else None
     public_ok = bool(c and c.ok)
     result.add("public case: D=4, F=6, x (B=1, T=3, D=4), ReLU", 0.5, public_ok, y if c is None else c.detail)
 
@@ -270,7 +272,7 @@ def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidd
             f = d + int(torch.randint(1, 2 * d, (1,), generator=gen))  # F ≠ D
             ref = _ffn_reference(d, f, activation, gen)
             y, e = case(tokens(gen, b, t, d), d, f, activation, ref)
-            c = compare(y, e, what="output") if e is not None else None
+            c = _compare(y, e) if e is not None else None
             if c is None or not c.ok:
                 fails[activation].append(f"B={b}, T={t}, D={d}, F={f}: {y if c is None else c.detail}")
     result.add("random cases, ReLU (B, T, D, F all different)", 0.5, not fails["relu"],
@@ -291,8 +293,9 @@ def check_feed_forward(cls: Any, result: CheckResult, gen: torch.Generator, hidd
 
         for activation in ("relu", "gelu"):
             group = [s for s in seen if s[0][3] == activation]
-            diagnose_modules(result, group, M.FEED_FORWARD_MISTAKES, None, mistake_output,
-                             prefix="" if activation == "relu" else "with activation='gelu', ")
+            prefix = "" if activation == "relu" else "with activation='gelu', "
+            _diagnose_all(result, group, M.FEED_FORWARD_MISTAKES, mistake_output,
+                          lambda a=activation: V.feed_forward_variants(a), _ffn_sizes, prefix)
         if public_ok and fails["relu"]:
             pub_gen = torch.Generator().manual_seed(2024)
             ref = _ffn_reference(4, 6, "relu", pub_gen)
@@ -416,7 +419,7 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
         y, e = case(placement, (4, 2, 6), None, ref, x)
         if not_implemented(result, "TransformerBlock", y):
             return
-        c = compare(y, e, what="output") if e is not None else None
+        c = _compare(y, e) if e is not None else None
         public_ok[placement] = bool(c and c.ok)
         result.add(f"public case, norm_placement='{placement}': D=4, H=2, F=6, x (B=1, T=3, D=4), no mask",
                    0.5, public_ok[placement], y if c is None else c.detail)
@@ -430,7 +433,7 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
             ref = _block_reference(d, h, f, placement, gen)
             x = tokens(gen, b, t, d, spread=False)
             y, e = case(placement, (d, h, f), None, ref, x)
-            c = compare(y, e, what="output") if e is not None else None
+            c = _compare(y, e) if e is not None else None
             if c is None or not c.ok:
                 fails[placement].append(f"B={b}, T={t}, D={d}, H={h}, F={f}: {y if c is None else c.detail}")
             if i == 0:
@@ -439,7 +442,7 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
                 for name, mask in (("causal (T, T)", mhsa_lib.causal_mask(t)),
                                    ("padding (B, 1, 1, T)", mhsa_lib.padding_mask(lengths, t).unsqueeze(1))):
                     y, e = case(placement, (d, h, f), mask, ref, x)
-                    c = compare(y, e, what="output") if e is not None else None
+                    c = _compare(y, e) if e is not None else None
                     if c is None or not c.ok:
                         mask_fails.append(f"'{placement}', {name} mask: {y if c is None else c.detail}")
     for placement in ("pre", "post"):
@@ -472,8 +475,9 @@ def check_transformer_block(cls: Any, result: CheckResult, gen: torch.Generator,
         named = False
         for placement in ("pre", "post"):
             group = [s for s in seen if s[0][0] == placement]
-            named |= diagnose_modules(result, group, M.TRANSFORMER_BLOCK_MISTAKES, None,
-                                      mistake_output, prefix=f"norm_placement='{placement}': ")
+            prefix = f"norm_placement='{placement}': "
+            named |= _diagnose_all(result, group, M.TRANSFORMER_BLOCK_MISTAKES, mistake_output, V.block_variants,
+                                   _block_sizes_of, prefix)
         if not named and not dropout_random and dropout_fails and not any(fails.values()):
             result.diagnose("with dropout=0.5 your block in eval mode gives a different output than the "
                             "same block without dropout: in eval mode dropout must change nothing (no "
@@ -633,3 +637,53 @@ def _observe_problems(label: str, inspect: Callable[[Any], List[str]], module: A
         return list(observe(label, inspect, module))
     except LearnerError as e:
         return [f"looking at your module {e}"]
+
+
+def _diagnose_all(result: CheckResult, seen, mistakes, mistake_output: Callable, variants: Callable,
+                  sizes_of: Callable, prefix: str = "") -> bool:
+    """A shape error in the course's letters when no output is a tensor; else the hand-written
+    mistakes, then the generated variants."""
+    pairs = [(case, y) for case, y, _ in seen]
+    if seen and not any(isinstance(y, Tensor) for _, y in pairs) and V.diagnose_error(
+            result, pairs, sizes_of, prefix + "your forward"):
+        return True
+    return (diagnose_modules(result, seen, mistakes, None, mistake_output, prefix=prefix)
+            or _search(result, seen, variants, sizes_of, prefix))
+
+
+def _search(result: CheckResult, seen, variants: Callable, sizes_of: Callable, prefix: str = "") -> bool:
+    """The generated variants (built from the reference's own parameters, as copied into the
+    learner's module) matched against the learner's outputs ``seen`` = (case, yours, expected),
+    where some output differs from the expected one; or a shape error in the course's letters."""
+    differs = [(case, y) for case, y, e in seen if isinstance(y, Tensor) and not close(y, e, atol=1e-6)]
+    if differs:
+        outputs = [(case, y) for case, y, _ in seen if isinstance(y, Tensor)]
+        m = V.match_variant(outputs, variants(), lambda variant, case: variant.fn(case), atol=1e-6)
+        if m is not None:
+            result.diagnose(prefix + m.advice)
+            return True
+        return False
+    return V.diagnose_error(result, [(case, y) for case, y, _ in seen], sizes_of, prefix + "your forward")
+
+
+def _ln_sizes(case) -> dict:
+    x = case[0]
+    return {"B": x.shape[0], "T": x.shape[-2], "D": x.shape[-1]} if x.ndim == 3 else {"D": x.shape[-1]}
+
+
+def _ffn_sizes(case) -> dict:
+    x, d, f = case[:3]
+    return {"B": x.shape[0], "T": x.shape[1], "D": d, "F": f}
+
+
+def _block_sizes_of(case) -> dict:
+    _, d, h, f, _, x, _ = case
+    return {"B": x.shape[0], "T": x.shape[1], "D": d, "H": h, "Dh": d // h, "F": f}
+
+
+def _compare(y: Any, e: Tensor) -> Comparison:
+    """:func:`compare` of a forward's output, the learner's error said as itself (the diagnosis
+    explains a shape error in the course's letters)."""
+    if isinstance(y, LearnerError):
+        return Comparison(False, f"forward {y}")
+    return compare(y, e, what="output")

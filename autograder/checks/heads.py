@@ -24,9 +24,9 @@ from ..frame import (
     find_shortcuts,
     randn,
 )
-from ..frame.diagnosis import diagnose_by_output
 from ..frame.registry import step
 from ..mistakes import heads as M
+from . import variants_modules as V
 
 SPLIT_POINTS = 3.0
 #: "Yours vs expected" in the feedback: code that sets ``yours`` and ``ref`` from ``fn`` (see grading).
@@ -63,7 +63,7 @@ def check_split_heads(fn: Any, result: CheckResult, gen: torch.Generator, hidden
     try:
         got = call(fn, SPLIT_PUBLIC_X.clone(), SPLIT_PUBLIC_H)
     except LearnerError as e:
-        result.zero_reason = f"split_heads(x, 3) {e}"
+        result.zero_reason = f"split_heads(x, 3) {V.with_explanation(e, _split_sizes((SPLIT_PUBLIC_X, 3)))}"
         return
     c_pub = compare(got, mhsa_lib.split_heads(SPLIT_PUBLIC_X, SPLIT_PUBLIC_H), what="split_heads(x, 3)")
     result.add("public case: x of shape (B=1, T=2, D=6) holding 0…11, H=3", 1.0, c_pub.ok,
@@ -98,7 +98,7 @@ def check_split_heads(fn: Any, result: CheckResult, gen: torch.Generator, hidden
                1.0, not problems, "; ".join(problems))
 
     if not result.passed:
-        _diagnose(result, seen, M.SPLIT_HEADS_MISTAKES, None, lambda m, args: m.fn(*args))
+        _diagnose(result, seen, M.SPLIT_HEADS_MISTAKES, V.split_variants, _split_sizes)
         if c_pub.ok and fails and close(attempt(fn, randn(gen, 1, 2, 6), 3), mhsa_lib.split_heads(SPLIT_PUBLIC_X, 3)):
             result.diagnose(HARD_CODED)
     shortcuts = find_shortcuts(fn, (randn(gen, 2, 3, 8), 4), (), forbid_library=HEADS_LIBRARY)
@@ -114,7 +114,7 @@ def check_merge_heads(fn: Any, result: CheckResult, gen: torch.Generator, hidden
     try:
         got = call(fn, MERGE_PUBLIC_X.clone())
     except LearnerError as e:
-        result.zero_reason = f"merge_heads(x) {e}"
+        result.zero_reason = f"merge_heads(x) {V.with_explanation(e, _merge_sizes((MERGE_PUBLIC_X,)))}"
         return
     c_pub = compare(got, mhsa_lib.merge_heads(MERGE_PUBLIC_X), what="merge_heads(x)")
     result.add("public case: x of shape (B=1, H=3, T=2, Dh=2) holding 0…11", 1.0, c_pub.ok,
@@ -140,7 +140,7 @@ def check_merge_heads(fn: Any, result: CheckResult, gen: torch.Generator, hidden
                "" if ok else f"got {describe_output(y)} back, not x")
 
     if not result.passed:
-        _diagnose(result, seen, M.MERGE_HEADS_MISTAKES, None, lambda m, args: m.fn(*args))
+        _diagnose(result, seen, M.MERGE_HEADS_MISTAKES, V.merge_variants, _merge_sizes)
         if c_pub.ok and fails and close(attempt(fn, randn(gen, 1, 3, 2, 2)), mhsa_lib.merge_heads(MERGE_PUBLIC_X)):
             result.diagnose(HARD_CODED)
     shortcuts = find_shortcuts(fn, (randn(gen, 2, 4, 3, 5),), (), forbid_library=HEADS_LIBRARY)
@@ -157,9 +157,30 @@ def describe_output(y: Any) -> str:
     return type(y).__name__
 
 
-def _diagnose(result: CheckResult, seen, mistakes, advice, run_mistake: Callable) -> None:
-    """Name the first known mistake whose outputs equal the learner's on every case seen."""
-    diagnose_by_output(result, seen, mistakes, run_mistake, atol=1e-4)
+def _diagnose(result: CheckResult, seen, mistakes, variants: Callable, sizes_of: Callable) -> None:
+    """Name the first known mistake, then the first generated variant, whose outputs equal the
+    learner's on every case seen; or the learner's shape error in the course's letters."""
+    def run(m, args):
+        return m.fn(*args)
+
+    V.diagnose_search(result, seen, mistakes, variants, run, run, sizes_of=sizes_of, atol=1e-4)
+
+
+def _split_sizes(args) -> dict:
+    x, h = args
+    b, t, d = x.shape
+    return {"B": b, "T": t, "D": d, "H": h, "Dh": d // h}
+
+
+def _merge_sizes(args) -> dict:
+    b, h, t, dh = args[0].shape
+    return {"B": b, "H": h, "T": t, "Dh": dh, "D": h * dh}
+
+
+def _repeat_sizes(args) -> dict:
+    x, n_rep = args
+    b, g, s, dh = x.shape
+    return {"B": b, "G": g, "S": s, "Dh": dh, "n_rep": n_rep, "H": g * n_rep}
 
 
 HARD_CODED = (
@@ -194,7 +215,7 @@ def check_repeat_kv(fn: Any, result: CheckResult, gen: torch.Generator, hidden: 
     try:
         got = call(fn, REPEAT_PUBLIC_X.clone(), REPEAT_PUBLIC_N)
     except LearnerError as e:
-        result.zero_reason = f"repeat_kv(x, 3) {e}"
+        result.zero_reason = f"repeat_kv(x, 3) {V.with_explanation(e, _repeat_sizes((REPEAT_PUBLIC_X, 3)))}"
         return
     c_pub = compare(got, mhsa_lib.repeat_kv(REPEAT_PUBLIC_X, REPEAT_PUBLIC_N), what="repeat_kv(x, 3)")
     result.add("public case: x (B=1, G=2, S=3, Dh=2) holding 0…11, n_rep=3 gives heads [0, 0, 0, 1, 1, 1]",
@@ -236,7 +257,7 @@ def check_repeat_kv(fn: Any, result: CheckResult, gen: torch.Generator, hidden: 
                not problems, "; ".join(problems))
 
     if not result.passed:
-        _diagnose(result, seen, M.REPEAT_KV_MISTAKES, None, lambda m, args: m.fn(*args))
+        _diagnose(result, seen, M.REPEAT_KV_MISTAKES, V.repeat_variants, _repeat_sizes)
         if c_pub.ok and fails and close(attempt(fn, randn(gen, 1, 2, 3, 2), 3), got):
             result.diagnose(HARD_CODED)
     shortcuts = find_shortcuts(fn, (randn(gen, 2, 3, 4, 5), 2), (), forbid_library=REPEAT_KV_LIBRARY)

@@ -31,6 +31,7 @@ import mhsa_lib
 
 from ..frame import (
     CheckResult,
+    Comparison,
     LearnerError,
     attempt,
     call,
@@ -44,9 +45,10 @@ from ..frame import (
     randn,
     run_safely,
 )
-from ..frame.modules import build, diagnose_modules, not_implemented, reference
+from ..frame.modules import build, diagnose_modules, materialise, not_implemented, reference
 from ..frame.registry import step
 from ..mistakes import kv_cache as M
+from . import variants_modules as V
 from .heads import HARD_CODED, describe_output
 
 GQA_POINTS = 5.0
@@ -149,7 +151,7 @@ def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Gene
     y, e = direct(8, 4, 2, ref, x_pub)
     if not_implemented(result, "GroupedQueryAttention", y):
         return
-    c = compare(y, e, what="output") if e is not None else None
+    c = _compare(y, e) if e is not None else None
     public_ok = bool(c and c.ok)
     result.add("public case: D=8, H=4, G=2, x (B=1, T=3, D=8), no mask", 1.0, public_ok,
                y if c is None else c.detail)
@@ -162,7 +164,7 @@ def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Gene
         x = randn(gen, b, t, d, dtype=torch.float64)
         for label, mask in (("no mask", None), ("causal mask (T, T)", mhsa_lib.causal_mask(t))):
             y, e = direct(d, h, g, ref, x, mask)
-            c = compare(y, e, what="output") if e is not None else None
+            c = _compare(y, e) if e is not None else None
             if c is None or not c.ok:
                 fails.append(f"B={b}, T={t}, D={d}, H={h}, G={g}, {label}: {y if c is None else c.detail}")
     result.add("random cases with 1 < G < H (B, T, Dh, H, G all different), without and with a causal mask",
@@ -230,7 +232,17 @@ def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Gene
         # Ignoring the cache and masking every cached key give the same outputs: the cache tells.
         skip = M.CATALOGUE["gqa-causal-blocks-cache" if cache_unused else "gqa-ignores-cache"]
         mistakes = [m for m in M.GQA_MISTAKES if m is not skip]
-        diagnose_modules(result, seen, mistakes, None, mistake_output)
+        pairs = [(case, y) for case, y, _ in seen]
+        if not any(isinstance(y, Tensor) for _, y in pairs) and V.diagnose_error(
+                result, pairs, _gqa_sizes_of, "your forward"):
+            pass
+        elif not diagnose_modules(result, seen, mistakes, None, mistake_output):
+            differs = [(case, y) for case, y, e in seen if isinstance(y, Tensor) and not close(y, e, atol=1e-6)]
+            m = V.match_variant(pairs, V.gqa_variants(), lambda variant, case: variant.fn(case)) if differs else None
+            if m is not None:
+                result.diagnose(m.advice)
+            else:
+                V.diagnose_error(result, pairs, _gqa_sizes_of, "your forward")
         if cached_heads:
             h, g = cached_heads
             result.diagnose(M.CATALOGUE["gqa-caches-repeated"].advice.format(h=h, g=g))
@@ -282,7 +294,8 @@ def _cache_problem(held: dict, expected: Tuple[int, int, int, int], h: int) -> O
             return f"the cache's {what} is {got}, expected a tensor (B, G, S, Dh) = {expected}"
         shape, dtype = tuple(got[0]), got[1]
         if shape != expected:
-            heads = (f": H = {h} heads (the keys after repeat_kv) instead of G = {g}"
+            heads = (f": H = {h} heads (the keys after repeat_kv) instead of G = {g}, "
+                     f"{_bytes(b, h, s, dh)} where {_bytes(b, g, s, dh)} would do ({h // g}x the memory)"
                      if len(shape) == 4 and shape[1] == h != g else "")
             return f"the cache holds {what} of shape {shape}, expected (B, G, S, Dh) = {expected}{heads}"
         if dtype != "float64":
@@ -290,10 +303,21 @@ def _cache_problem(held: dict, expected: Tuple[int, int, int, int], h: int) -> O
     return None
 
 
+def _bytes(b: int, heads: int, s: int, dh: int) -> str:
+    """Memory of keys and values of ``heads`` heads in float64, said in bytes."""
+    return f"{2 * b * heads * s * dh * 8} bytes"
+
+
+def _gqa_sizes_of(case) -> dict:
+    _, d, h, g, _, x, _ = case
+    return {"B": x.shape[0], "T": x.shape[1], "D": d, "H": h, "G": g, "Dh": d // h}
+
+
 def _gqa_structure(cls, module: Any) -> List[str]:
     if not isinstance(module, nn.Module):
         return [f"GroupedQueryAttention(12, 6, 2) built a {type(module).__name__}, expected an nn.Module"]
     problems = []
+    materialise(module, torch.zeros(1, 2, 12))  # lazy layers learn their shapes
     shapes = {"q_proj": (12, 12), "k_proj": (12, 4), "v_proj": (12, 4), "out_proj": (12, 12)}
     for name, (i, o) in shapes.items():
         layer = getattr(module, name, None)
@@ -542,15 +566,37 @@ def _kv_decoding_probe(cls, gen: torch.Generator) -> List[str]:
     return []
 
 
+def _kv_variant(outputs):
+    """The first generated variant of update whose returned pairs equal the learner's on every
+    replay (the returned pairs of each update, in order)."""
+    if not outputs:
+        return None
+    for variant in V.kv_cache_variants():
+        try:
+            if all(len(got[1]) == len(updates) and all(
+                    isinstance(a, (tuple, list)) and len(a) == 2 and matches(a[0], e[0]) and matches(a[1], e[1])
+                    for a, e in zip(got[1], variant.fn(updates))) for updates, got in outputs):
+                return variant
+        except Exception:  # a variant that cannot run on these updates explains nothing
+            continue
+    return None
+
+
 def _diagnose_kv_cache(result: CheckResult, seen, probe_problems: List[str]) -> None:
     outputs = [(updates, got) for updates, got in seen if not isinstance(got, LearnerError)]
     if not outputs:
-        for _, got in seen:
+        for updates, got in seen:
             if isinstance(got, LearnerError):
                 if "must match except in dimension 1" in str(got) or "must match except in dimension 0" in str(got):
                     result.diagnose(M.CATALOGUE["kv-cache-head-axis"].advice)
+                elif "must match except in dimension 3" in str(got):
+                    advice = V.KV_AXES[0].wrong[-1]
+                    result.diagnose(advice[:1].upper() + advice[1:] + ".")
                 else:
-                    result.diagnose(f"your cache {str(got).rstrip('.')}.")
+                    b, g, _, dh = updates[0][0].shape
+                    why = V.explain_shape_error(str(got), {"B": b, "G": g, "Dh": dh})
+                    result.diagnose(f"your cache {str(got).rstrip('.')}." if why is None
+                                    else f"your cache failed on these shapes: {why}.")
                 return
     for mistake in M.KV_CACHE_MISTAKES:
         if not mistake.by_output:
@@ -570,6 +616,10 @@ def _diagnose_kv_cache(result: CheckResult, seen, probe_problems: List[str]) -> 
         if ok and outputs:
             result.diagnose(mistake.advice)
             return
+    m = _kv_variant(outputs)
+    if m is not None:
+        result.diagnose(m.advice)
+        return
     for problem in probe_problems:
         if "decoded output" in problem:
             result.diagnose("decoding with your cache differs from decoding with mhsa_lib's: update must "
@@ -667,3 +717,9 @@ def _diagnose_bytes(result: CheckResult, seen, not_int) -> None:
             result.diagnose(f"you return a {type(y).__name__}: return a Python int.")
 
 
+def _compare(y: Any, e: Tensor) -> Comparison:
+    """:func:`compare` of a forward's output, the learner's error said as itself (the diagnosis
+    explains a shape error in the course's letters)."""
+    if isinstance(y, LearnerError):
+        return Comparison(False, f"forward {y}")
+    return compare(y, e, what="output")

@@ -19,6 +19,7 @@ import mhsa_lib
 
 from ..frame import (
     CheckResult,
+    Comparison,
     LearnerError,
     Opaque,
     attempt,
@@ -31,10 +32,10 @@ from ..frame import (
     observe,
     randn,
 )
-from ..frame.diagnosis import diagnose_by_output
-from ..frame.modules import build, load_reference, materialise
+from ..frame.modules import build, linear_weight, load_reference, materialise
 from ..frame.registry import step
 from ..mistakes import multihead as M
+from . import variants_modules as V
 from .heads import HARD_CODED
 
 HEADS_POINTS = 3.0
@@ -101,7 +102,7 @@ def _heads_parts(fn: Callable, result: CheckResult, gen: torch.Generator, hidden
     if isinstance(got, LearnerError) and got.kind == "not_implemented":
         result.zero_reason = f"{step} {got}"
         return
-    c_pub = compare(got, _heads_reference(x, *ws, 2, None), what="output")
+    c_pub = _compare_heads(got, _heads_reference(x, *ws, 2, None), (x, ws, 2, None))
     result.add("public case: B=1, T=3, D=4, H=2", 1.0, c_pub.ok, c_pub.detail)
     seen = [((x, ws, 2, None), got)]
 
@@ -111,7 +112,7 @@ def _heads_parts(fn: Callable, result: CheckResult, gen: torch.Generator, hidden
         x, ws = _heads_case(gen, b, t, h, dh)
         y = run(x, ws, h)
         seen.append(((x, ws, h, None), y))
-        c = compare(y, _heads_reference(x, *ws, h, None), what="output")
+        c = _compare_heads(y, _heads_reference(x, *ws, h, None), (x, ws, h, None))
         if not c.ok:
             fails.append(f"B={b}, T={t}, H={h}, Dh={dh}: {c.detail}")
     result.add("random cases without a mask (B, T, H, Dh all different)", 1.0, not fails, describe_failures(fails, 1))
@@ -121,16 +122,22 @@ def _heads_parts(fn: Callable, result: CheckResult, gen: torch.Generator, hidden
     mask = mhsa_lib.causal_mask(t)
     y = run(x, ws, h, mask)
     seen.append(((x, ws, h, mask), y))
-    c = compare(y, _heads_reference(x, *ws, h, mask), what="output")
+    c = _compare_heads(y, _heads_reference(x, *ws, h, mask), (x, ws, h, mask))
     result.add("with a causal mask (T, T)", 0.5, c.ok, c.detail)
 
     problems = _heads_probes(run, gen)
     result.add("probes: permutation-equivariant without a mask; changing one head's weights "
-               "changes only that head", 0.5, not problems, "; ".join(problems))
+               "changes that head and only that head", 0.5, not problems, "; ".join(problems))
 
     if not result.passed:
         mistakes = M.HEADS_LOOP_MISTAKES if loop else M.HEADS_ATTENTION_MISTAKES
-        diagnose_by_output(result, seen, mistakes, mistake_out, atol=1e-4)
+
+        def variant_out(variant, args):
+            x, ws, h, mask = args
+            return variant.fn(x.double(), *(w.double() for w in ws), h, mask)
+
+        V.diagnose_search(result, seen, mistakes, lambda: V.heads_variants(loop), mistake_out, variant_out,
+                          sizes_of=_heads_sizes, what=f"your {step}", atol=1e-4)
         if c_pub.ok and fails and _returns_public(run, seen[0]):
             result.diagnose(HARD_CODED)
     x, ws = _heads_case(gen, 2, 3, 2, 3)
@@ -138,6 +145,20 @@ def _heads_parts(fn: Callable, result: CheckResult, gen: torch.Generator, hidden
     shortcuts = find_shortcuts(fn, shortcut_args, MHA_TORCH, forbid_library=MHA_LIBRARY)
     if shortcuts:
         result.zero_reason = f"your {step} calls {', '.join(shortcuts)}: this step asks you to build the heads yourself"
+
+
+def _compare_heads(y: Any, expected: Tensor, case) -> Comparison:
+    """:func:`compare`, with the learner's error said as itself (and in the course's letters when
+    it is a shape error) rather than as a value that is not a tensor."""
+    if isinstance(y, LearnerError):
+        return Comparison(False, V.with_explanation(y, _heads_sizes(case)))
+    return compare(y, expected, what="output")
+
+
+def _heads_sizes(args) -> dict:
+    x, _, h, _ = args
+    b, t, d = x.shape
+    return {"B": b, "T": t, "D": d, "H": h, "Dh": d // h}
 
 
 def _returns_public(run: Callable, public) -> bool:
@@ -165,6 +186,9 @@ def _heads_probes(run: Callable, gen: torch.Generator) -> List[str]:
         others = [i for i in range(h) if i != 1]
         if not close(y2[:, others], y[:, others], atol=1e-5):
             problems.append("changing head 1's query weights (rows [Dh, 2·Dh) of W_q) changes other heads' outputs")
+        elif close(y2[:, 1], y[:, 1], atol=1e-8):
+            problems.append("changing head 1's query weights (rows [Dh, 2·Dh) of W_q) does not change head 1's "
+                            "output: head 1 does not use its own rows of W_q")
     else:
         problems.append("second call failed")
     return problems
@@ -239,6 +263,7 @@ def check_multi_head_attention(cls: Any, result: CheckResult, gen: torch.Generat
     result.add("public case: D=4, H=2, B=1, T=3, no mask", 1.0, c.ok, c.detail)
     public_ok = c.ok
     seen: List[Tuple[Any, Any]] = []
+    seen_weights: List[Tuple[Any, Any]] = []
 
     fails, mask_fails, weight_fails = [], [], []
     for i in range(6 if hidden else 3):
@@ -273,6 +298,8 @@ def check_multi_head_attention(cls: Any, result: CheckResult, gen: torch.Generat
                                 f"forward(x, mask, return_weights=True) returned {_type_name(got)}, "
                                 "expected (out, weights)")
         else:
+            if isinstance(got[1], Tensor):
+                seen_weights.append(((d, h, ref, x, mask, "weights"), got[1]))
             for what, a, e in (("weights", got[1], exp_w), ("out", got[0], exp_out)):
                 c = compare(a, e, what=what)
                 if not c.ok:
@@ -289,7 +316,7 @@ def check_multi_head_attention(cls: Any, result: CheckResult, gen: torch.Generat
                "columns of W^O", 1.0, not problems, "; ".join(problems))
 
     if fails or mask_fails or weight_fails or problems or not public_ok:
-        _diagnose_mha(result, seen)
+        _diagnose_mha(result, seen, seen_weights, weight_fails)
         if public_ok and fails:
             ref = _reference_mha(4, 2, 2024)
             mod = _build(cls, 4, 2, ref)
@@ -345,8 +372,8 @@ def _head_outputs(module: nn.Module, x: Tensor, head: int, dh: int, deltas: List
     and after adding ``deltas[i]`` to rows [head·Dh, (head+1)·Dh) of q_proj, k_proj, v_proj in turn.
     Run in the probe (it changes the learner's module, and puts its weights back)."""
     cols = slice(head * dh, (head + 1) * dh)
-    layers = [getattr(module, name) for name, _ in _PROJECTIONS]
-    w_o = module.out_proj.weight
+    layers = [linear_weight(getattr(module, name)) for name, _ in _PROJECTIONS]  # (out, in) views
+    w_o = linear_weight(module.out_proj)
     saved_o = w_o.detach().clone()
     keep = torch.zeros_like(saved_o)
     keep[:, cols] = 1
@@ -356,13 +383,19 @@ def _head_outputs(module: nn.Module, x: Tensor, head: int, dh: int, deltas: List
             for view, factor in (("only", keep), ("without", 1 - keep)):
                 w_o.copy_(saved_o * factor)
                 found[view] = attempt(module, x.clone())
-                for (name, _), layer, delta in zip(_PROJECTIONS, layers, deltas):
-                    saved = layer.weight.detach().clone()
-                    layer.weight[cols] += delta.to(layer.weight.dtype)
+                for (name, _), weight, delta in zip(_PROJECTIONS, layers, deltas):
+                    saved = weight.detach().clone()
+                    weight[cols] += delta.to(weight.dtype)
                     try:
                         found[f"{view} {name}"] = attempt(module, x.clone())
                     finally:
-                        layer.weight.copy_(saved)
+                        weight.copy_(saved)
+                    if view == "only" and head != 0:  # head 0's rows changed: does head ``head`` use them?
+                        weight[:dh] += delta.to(weight.dtype)
+                        try:
+                            found[f"only {name} of head 0"] = attempt(module, x.clone())
+                        finally:
+                            weight.copy_(saved)
     finally:
         with torch.no_grad():
             w_o.copy_(saved_o)
@@ -417,9 +450,13 @@ def _head_slice_problems(mod: Any, x: Tensor, h: int, dh: int, gen: torch.Genera
     if not isinstance(only, Tensor):
         problems.append(f"with only head {head}'s columns of W^O kept, forward(x) failed")
     elif unused:
+        borrowed = [w for name, w in _PROJECTIONS if isinstance(found.get(f"only {name} of head 0"), Tensor)
+                    and not close(found.get(f"only {name} of head 0"), only, atol=1e-8)]
         problems.append(f"changing head {head}'s {rows} of {', '.join(unused)} does not change head {head}'s "
                         f"output (W^O keeps only its columns): head {head} does not use its own slice of "
-                        "the projections")
+                        "the projections" + (
+                            f"; changing head 0's rows [0, Dh) of {', '.join(borrowed)} does: every head uses "
+                            "head 0's weights" if borrowed else ""))
     if not isinstance(without, Tensor):
         problems.append(f"with head {head}'s columns of W^O zeroed, forward(x) failed")
     else:
@@ -433,11 +470,19 @@ def _head_slice_problems(mod: Any, x: Tensor, h: int, dh: int, gen: torch.Genera
     return problems
 
 
-def _diagnose_mha(result: CheckResult, seen) -> None:
+def _mha_sizes(case) -> dict:
+    d, h, _, x = case[:4]
+    return {"B": x.shape[0], "T": x.shape[1], "D": d, "H": h, "Dh": d // h}
+
+
+def _diagnose_mha(result: CheckResult, seen, seen_weights=(), weight_fails=()) -> None:
+    """The hand-written mistakes, then the generated variants (built from the reference's own
+    parameters, as copied into the learner's module); a shape error in the course's letters."""
     outputs = [(args, y) for args, y in seen if isinstance(y, Tensor)]
     for args, y in seen:
         if isinstance(y, LearnerError):
-            result.diagnose(f"your forward {y}.")
+            why = V.explain_shape_error(str(y), _mha_sizes(args))
+            result.diagnose(f"your forward {y}." if why is None else f"your forward failed on these shapes: {why}.")
             break
     if not outputs:
         return
@@ -454,3 +499,19 @@ def _diagnose_mha(result: CheckResult, seen) -> None:
         if ok:
             result.diagnose(mistake.advice)
             return
+    differs = [(case, y) for case, y in outputs if not matches(y, _mha_expected(case), atol=1e-8)]
+    run_variant = lambda variant, case: variant.fn(case)  # noqa: E731
+    if differs:
+        m = V.match_variant(outputs, V.mha_variants(), run_variant, atol=1e-8)
+        if m is not None:
+            result.diagnose(m.advice)
+            return
+    if weight_fails and seen_weights:
+        m = V.match_variant(seen_weights, V.mha_variants(), run_variant, atol=1e-8)
+        if m is not None:
+            result.diagnose(m.advice)
+
+
+def _mha_expected(case) -> Tensor:
+    d, h, ref, x, mask = case
+    return ref(x, mask) if mask is not None else ref(x)

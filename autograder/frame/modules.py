@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from .calls import attempt, observe, run_safely
 from .cases import randn
@@ -68,28 +69,169 @@ def reference(module: nn.Module, gen: torch.Generator) -> nn.Module:
     return randomise(module.double().eval(), gen)
 
 
+def has_lazy(module: nn.Module) -> bool:
+    """Whether ``module`` has lazy layers (``nn.LazyLinear`` ...) that have no shapes yet."""
+    return any(isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()
+               for m in module.modules())
+
+
 def materialise(module: nn.Module, example: Optional[Tensor] = None) -> None:
-    """Give lazy layers (``nn.LazyLinear`` ...) their shapes, by one forward pass on ``example``."""
-    lazy = [m for m in module.modules() if isinstance(m, nn.modules.lazy.LazyModuleMixin)
-            and m.has_uninitialized_params()]
-    if lazy and example is not None:
-        with torch.no_grad():
-            module(example)
+    """Give lazy layers (``nn.LazyLinear`` ...) their shapes, by one forward pass on ``example``
+    (in its dtype, else in float32, else in float64 for a module built in float64). Raises what
+    the last forward raised if the lazy layers still have no shapes."""
+    if example is None or not has_lazy(module):
+        return
+    error: Optional[Exception] = None
+    for dtype in dict.fromkeys((example.dtype, torch.float32, torch.float64)):
+        try:
+            with torch.no_grad():
+                module(example.to(dtype))
+        except Exception as e:  # the learner's forward: the next dtype may suit it
+            error = e
+        if not has_lazy(module):
+            return
+    raise error if error is not None else RuntimeError("a forward pass left lazy layers without shapes")
 
 
 def _copy_parameters(dst: nn.Module, src: nn.Module) -> Optional[str]:
+    """Copy ``src``'s parameters into ``dst`` by name, or say what does not fit. A parametrized
+    weight (``torch.nn.utils.parametrize``: weight norm, orthogonal ...) and the older hook-based
+    weight norm (``weight_g`` and ``weight_v``) take the value through their own inverse; a
+    parameter under another name is found where it stands in the order of its submodule's, or
+    else of the whole module's (same count, same shapes), so that a check of the module's outputs
+    does not hinge on its names (a structure part checks those)."""
     theirs = dict(dst.named_parameters(remove_duplicate=False))
+    in_order: Optional[Dict[str, Tensor]] = None
     with torch.no_grad():
         for name, p in src.named_parameters():
             q = theirs.get(name)
             if q is None:
-                return f"your module has no parameter {name} of shape {tuple(p.shape)}"
+                problem = _assign(dst, name, p)
+                if problem:
+                    q = _renamed(dst, src, name)
+                    if q is None:
+                        in_order = _in_order(dst, src) if in_order is None else in_order
+                        q = in_order.get(name)
+                    if q is None:
+                        return problem
+                else:
+                    continue
             if isinstance(q, nn.parameter.UninitializedParameter):
                 return f"{name} is a lazy parameter that has no shape yet"
+            if p.ndim == 2 and tuple(q.shape) == tuple(p.shape)[::-1] != tuple(p.shape):
+                q.copy_(p.T.to(q.dtype))  # a weight stored (in, out), as GPT-2's Conv1D does
+                continue
             if tuple(q.shape) != tuple(p.shape):
                 return f"{name} has shape {tuple(q.shape)}, expected {tuple(p.shape)}"
-            q.copy_(p)
+            q.copy_(p.to(q.dtype))
+            if p.ndim == 2 and p.shape[0] == p.shape[1] and _stored_transposed(dst, name, q):
+                q.copy_(p.T.to(q.dtype))
     return None
+
+
+def _stored_transposed(dst: nn.Module, name: str, weight: Tensor) -> bool:
+    prefix, _, leaf = name.rpartition(".")
+    try:
+        owner = dst.get_submodule(prefix) if prefix else dst
+    except AttributeError:
+        return False
+    return leaf == "weight" and stores_transposed(owner)
+
+
+def stores_transposed(layer: Any) -> bool:
+    """Whether ``layer`` (not an nn.Linear: a layer of the learner's own with only a 2-D weight and
+    maybe a bias) computes x @ W + b, as GPT-2's Conv1D does, rather than nn.Linear's x @ W.T + b:
+    seen from its output for the identity. Never raises (the learner's layer: False)."""
+    try:
+        weight = getattr(layer, "weight", None)
+        if (isinstance(layer, nn.Linear) or not isinstance(layer, nn.Module) or not isinstance(weight, Tensor)
+                or weight.ndim != 2 or list(layer.children())
+                or {n for n, _ in layer.named_parameters()} - {"weight", "bias"}):
+            return False
+        with torch.no_grad():
+            bias = getattr(layer, "bias", None)
+            shift = bias if isinstance(bias, Tensor) else torch.zeros(weight.shape[1], dtype=weight.dtype)
+            y = layer(torch.eye(weight.shape[0], dtype=weight.dtype))
+            if not isinstance(y, Tensor) or tuple(y.shape) != tuple(weight.shape) or not close(y, weight + shift):
+                return False
+            return weight.shape[0] != weight.shape[1] or not close(y, weight.T + shift)
+    except Exception:
+        return False
+
+
+def linear_weight(layer: Any) -> Tensor:
+    """``layer``'s weight laid out as nn.Linear's, (out, in): the weight itself, or a transposed
+    view of it for a layer that stores (in, out) (:func:`stores_transposed`); writing into the
+    result writes into the layer."""
+    return layer.weight.T if stores_transposed(layer) else layer.weight
+
+
+def _assign(dst: nn.Module, name: str, value: Tensor) -> Optional[str]:
+    """Give ``dst``'s computed weight ``name`` (not a parameter of its own) the value ``value``."""
+    missing = f"your module has no parameter {name} of shape {tuple(value.shape)}"
+    prefix, _, leaf = name.rpartition(".")
+    try:
+        owner = dst.get_submodule(prefix) if prefix else dst
+    except AttributeError:
+        return missing
+    if parametrize.is_parametrized(owner, leaf):
+        current = getattr(owner, leaf)
+        if tuple(current.shape) != tuple(value.shape):
+            return f"{name} has shape {tuple(current.shape)}, expected {tuple(value.shape)}"
+        try:  # (a plain tensor: a Parameter would be registered under the parametrized name)
+            setattr(owner, leaf, value.detach().to(current.dtype).clone())
+        except NotImplementedError:
+            return f"{name} is parametrized without a right_inverse, so it cannot be given the check's values"
+        return None
+    for hook in list(getattr(owner, "_forward_pre_hooks", {}).values()):
+        if type(hook).__name__ == "WeightNorm" and getattr(hook, "name", None) == leaf:
+            g, v = getattr(owner, f"{leaf}_g", None), getattr(owner, f"{leaf}_v", None)
+            if not (isinstance(g, Tensor) and isinstance(v, Tensor)) or tuple(v.shape) != tuple(value.shape):
+                return missing
+            v.copy_(value.to(v.dtype))
+            g.copy_(_norm_except_dim(value.detach(), hook.dim).view(g.shape).to(g.dtype))
+            setattr(owner, leaf, value.detach().to(v.dtype).clone())
+            return None
+    return missing
+
+
+def _renamed(dst: nn.Module, src: nn.Module, name: str) -> Optional[Tensor]:
+    """The parameter of ``dst`` that plays the part of ``src``'s ``name`` under another name: the
+    submodule at the same place holds its own parameters under other names, as many, in the same
+    order and of the same shapes (a LayerNorm with ``a_2`` and ``b_2`` for ``weight`` and ``bias``)."""
+    prefix, _, leaf = name.rpartition(".")
+    try:
+        ours = src.get_submodule(prefix) if prefix else src
+        theirs = dst.get_submodule(prefix) if prefix else dst
+    except AttributeError:
+        return None
+    mine, yours = list(ours.named_parameters(recurse=False)), list(theirs.named_parameters(recurse=False))
+    if len(mine) != len(yours) or {n for n, _ in mine} & {n for n, _ in yours}:
+        return None
+    if any(tuple(a.shape) != tuple(b.shape) for (_, a), (_, b) in zip(mine, yours)):
+        return None
+    return yours[[n for n, _ in mine].index(leaf)][1]
+
+
+def _in_order(dst: nn.Module, src: nn.Module) -> Dict[str, Tensor]:
+    """``src``'s parameter names -> ``dst``'s parameters in the same places of their order, if
+    ``dst`` has exactly as many, each of the same shape (a module whose layers have other names,
+    d2l's ``W_q`` ... ``W_o`` for ``q_proj`` ... ``out_proj``); else nothing."""
+    mine, yours = list(src.named_parameters()), list(dst.named_parameters())
+    if len(mine) != len(yours):
+        return {}
+    for (_, a), (_, b) in zip(mine, yours):
+        if isinstance(b, nn.parameter.UninitializedParameter) or tuple(a.shape) != tuple(b.shape):
+            return {}
+    return {n: b for (n, _), (_, b) in zip(mine, yours)}
+
+
+def _norm_except_dim(w: Tensor, dim: int) -> Tensor:
+    """The norm of ``w`` over every axis but ``dim`` (all axes for dim = -1), as weight norm's g."""
+    if dim == -1:
+        return w.norm()
+    dim = dim % w.ndim
+    return w.transpose(0, dim).reshape(w.shape[dim], -1).norm(dim=1)
 
 
 def load_reference(dst: nn.Module, src: nn.Module) -> nn.Module:
@@ -124,6 +266,8 @@ def _build(cls: Callable, args: tuple, kwargs: dict, src: nn.Module, example: Op
         return f"{call_repr(cls, args, kwargs)} {e}"
     if not isinstance(module, nn.Module):
         return f"{call_repr(cls, args, kwargs)} built a {type(module).__name__}, expected an nn.Module"
+    if example is None and args and type(args[0]) is int and args[0] > 0:
+        example = torch.zeros(1, 2, args[0])  # a module step's first argument is its width D
     try:  # lazy layers start as float32 and learn their shapes from one forward pass
         materialise(module, None if example is None else example.float())
     except Exception as e:

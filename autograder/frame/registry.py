@@ -15,13 +15,18 @@ learner's object and judges them (see :mod:`.observe`). :class:`Step` runs it th
 
 from __future__ import annotations
 
+import inspect
 import re
+import sys
+import sysconfig
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from .calls import run_safely
 from .cases import draw_seed
 from .errors import LearnerError
 from .modules import guarded
@@ -100,9 +105,8 @@ class Step:
         return draw_seed(self.name, seed, hidden)
 
     def _run(self, subject: Any, mode: str, record: Observations, strict: bool = False):
-        result = CheckResult(self.title or self.name, self.points, seed=record.seed, hidden=record.hidden)
-        gen = torch.Generator().manual_seed(record.seed)
         s = Session(mode, record, strict=strict)
+        result = self._result(record)
         with session(s):
             try:
                 # The learner's object itself: plain data comes back as it is, anything else as
@@ -118,25 +122,44 @@ class Step:
                         notes = exchange("isolation", list(self.isolate), swap.start)
                     except LearnerError:
                         notes = []
-                    for note in notes if isinstance(notes, list) else ():
-                        result.note(str(note))
-                    # The check's own arithmetic on odd outputs (complex, float16 ...) may warn:
-                    # never onto stderr, which costs the test cell all its points in nbgrader.
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        if self.guard:
-                            with guarded():
-                                self.body(subject, result, gen, record.hidden)
-                        else:
-                            self.body(subject, result, gen, record.hidden)
+                    notes = [str(n) for n in notes] if isinstance(notes, list) else []
+                    self._body(subject, result, record)
                 finally:
                     swap.stop()
+                if notes:
+                    # Isolation must never cost points: the step is checked again with the
+                    # learner's own earlier steps, and the swap is kept (and said) only where it
+                    # earns more. (A probe and its judge take the same branch: the notes are
+                    # part of the record.)
+                    plain = self._result(record)
+                    self._body(subject, plain, record)
+                    if result.points > plain.points:
+                        for note in notes:
+                            result.note(note)
+                    else:
+                        result = plain
                 s.finish()
             except Divergence as e:
                 if strict:
                     raise
                 s.divergences.append(str(e))
         return result, s
+
+    def _result(self, record: Observations) -> CheckResult:
+        return CheckResult(self.title or self.name, self.points, seed=record.seed, hidden=record.hidden)
+
+    def _body(self, subject: Any, result: CheckResult, record: Observations) -> None:
+        """One run of the check's body, with its random cases drawn from the record's seed."""
+        gen = torch.Generator().manual_seed(record.seed)
+        # The check's own arithmetic on odd outputs (complex, float16 ...) may warn:
+        # never onto stderr, which costs the test cell all its points in nbgrader.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if self.guard:
+                with guarded():
+                    self.body(subject, result, gen, record.hidden)
+            else:
+                self.body(subject, result, gen, record.hidden)
 
 
 # --------------------------------------------------------------------------- fallback memory
@@ -188,7 +211,11 @@ def namespace_of(obj: object) -> Optional[dict]:
 class _Isolation:
     """Check a step on its own: earlier steps its code calls by name that do not pass their own
     checks are swapped for the references while the check runs, so one mistake costs points only
-    once. Runs in the probe (it changes the learner's namespace, and puts it back)."""
+    once. Runs in the probe (it changes the learner's namespace, and puts it back).
+
+    Only the learner's answer to an earlier step is swapped (:func:`answers_step`), never a helper
+    of theirs that merely shares its name: nanoGPT's ``LayerNorm(ndim, bias)`` inside a block, or
+    a ``scaled_dot_product_attention`` with PyTorch's arguments, is part of the answer checked."""
 
     def __init__(self, step: Step, subject: Any):
         self.step, self.subject = step, subject
@@ -204,6 +231,11 @@ class _Isolation:
             reference = earlier.reference
             if mine is None or reference is None or mine is reference or not callable(mine):
                 continue
+            try:  # (looking at the learner's object runs none of its code but a signature's: time-limited)
+                if not run_safely(answers_step, (mine, earlier, self.subject), time_limit=5.0):
+                    continue
+            except LearnerError:
+                continue
             passed, _, _ = status(earlier, mine)
             if not passed:
                 self.swapped[name] = mine
@@ -218,6 +250,113 @@ class _Isolation:
         for name, mine in self.swapped.items():
             self.namespace[name] = mine
         self.swapped.clear()
+
+
+def answers_step(obj: Any, earlier: Step, subject: Any = None) -> bool:
+    """Whether ``obj``, found under ``earlier``'s name in the learner's namespace, is their answer
+    to that step (which the isolation may swap for the reference) rather than a helper of theirs
+    with the same name. It is, if it is
+
+    - the learner's own code, not a library's (``from torch.nn import LayerNorm`` is torch's);
+    - of the step's kind: a class for a class step, a function for a function step;
+    - called the way the step's reference is called: the same number of required arguments,
+      the same optional ones by name (so either can stand in for the other);
+    - not defined in the same notebook cell as ``subject``, the answer being checked (a helper
+      written as part of that answer belongs to it).
+
+    Never raises: an object that cannot be looked at is not an answer."""
+    try:
+        reference = earlier.reference
+        if reference is None or _library_code(obj):
+            return False
+        if isinstance(obj, type) != isinstance(reference, type):
+            return False
+        if isinstance(reference, type) and issubclass(reference, torch.nn.Module) != issubclass(obj, torch.nn.Module):
+            return False
+        if not _same_calls(obj, reference):
+            return False
+        cell = _cell_of(obj)
+        return cell is None or cell != _cell_of(subject)
+    except Exception:
+        return False
+
+
+_LIBRARY_DIRS = tuple(str(Path(p).resolve()) for p in {
+    sysconfig.get_paths().get("stdlib", ""), sysconfig.get_paths().get("platstdlib", ""),
+    sysconfig.get_paths().get("purelib", ""), sysconfig.get_paths().get("platlib", ""),
+    Path(__file__).resolve().parents[1], Path(__file__).resolve().parents[2] / "mhsa_lib"} if str(p))
+
+
+def _library_code(obj: Any) -> bool:
+    """Whether ``obj`` comes from an installed library or from the course's own packages."""
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    path = getattr(module, "__file__", None) if module is not None else None
+    if isinstance(path, str) and module.__name__ not in ("__main__",):
+        where = str(Path(path).resolve())
+        if where.startswith(_LIBRARY_DIRS) or any(part in ("site-packages", "dist-packages") for part in Path(where).parts):
+            return True
+    code = _code_file(obj)
+    return code is None and not isinstance(obj, type)  # a builtin: not the learner's
+
+
+def _code_file(obj: Any) -> Optional[str]:
+    """The file the code of ``obj`` (a function, or a class's own methods) was compiled from."""
+    fn = inspect.unwrap(obj) if callable(obj) and not isinstance(obj, type) else obj
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        return code.co_filename
+    if isinstance(obj, type):
+        for member in vars(obj).values():
+            member = getattr(member, "__func__", member)
+            code = getattr(member, "__code__", None)
+            if code is not None:
+                return code.co_filename
+    return None
+
+
+#: What IPython names the code of a notebook cell: a file of its own per cell.
+_CELL_FILE = re.compile(r"^<ipython-input-\d+-[0-9a-f]+>$|[\\/]ipykernel_\d+[\\/][^\\/]+\.py$")
+
+
+def _cell_of(obj: Any) -> Optional[str]:
+    """The notebook cell ``obj`` was defined in (its code's file), or None outside a notebook."""
+    try:
+        name = _code_file(obj)
+    except Exception:
+        return None
+    return name if isinstance(name, str) and _CELL_FILE.search(name) else None
+
+
+def _calls(f: Any) -> Tuple[int, int, set, set, bool, bool]:
+    """(required positional, most positional, optional names, optional positional names, takes
+    *args, takes **kwargs) of ``f`` (of a class: its constructor's)."""
+    P = inspect.Parameter
+    params = list(inspect.signature(f).parameters.values())
+    if any(p.kind == P.KEYWORD_ONLY and p.default is P.empty for p in params):
+        raise TypeError("required keyword-only arguments")
+    positional = [p for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+    required = sum(p.default is P.empty for p in positional)
+    optional = {p.name for p in params if p.default is not P.empty and p.kind != P.POSITIONAL_ONLY}
+    return (required, len(positional), optional,
+            {p.name for p in positional if p.default is not P.empty and p.kind != P.POSITIONAL_ONLY},
+            any(p.kind == P.VAR_POSITIONAL for p in params), any(p.kind == P.VAR_KEYWORD for p in params))
+
+
+def _same_calls(obj: Any, reference: Any) -> bool:
+    """Whether ``obj`` takes the arguments the step asks for (the reference's required ones, and
+    its optional ones by name, keyword-only extras such as ``device=`` aside) and the reference
+    takes every call of ``obj`` (so that either can stand in for the other)."""
+    try:
+        mine, ref = _calls(obj), _calls(reference)
+    except (TypeError, ValueError):
+        return False
+    if mine[0] != ref[0]:
+        return False
+    if not (mine[5] or ref[3] <= mine[2]):  # the step's optional arguments, by name
+        return False
+    if not (ref[5] or mine[2] <= ref[2]):  # nothing the reference would refuse
+        return False
+    return mine[1] <= ref[1] or ref[4]
 
 
 # --------------------------------------------------------------------------- the registry
@@ -286,4 +425,4 @@ def step(name: str, *, points: float, notebook: str, home: Optional[str], kind: 
 
 
 __all__ = ["Step", "step", "register", "get", "steps", "checked", "remember", "status",
-           "namespace_of", "LearnerError", "KINDS", "NO_LIBRARY_HOME"]
+           "namespace_of", "answers_step", "LearnerError", "KINDS", "NO_LIBRARY_HOME"]

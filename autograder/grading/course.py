@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import nbgrader_tools as nbt
+from . import setup_cell
 from .release import DATA_DIR, DEFAULT_SOLUTIONS, ReleaseError, _prepare_source, source_notebooks
 
 DEFAULT_COURSE = Path("classroom")
@@ -169,11 +170,35 @@ def config_warning(course: Path) -> Optional[str]:
             "with paths relative to the folder")
 
 
+#: Where a course folder keeps the class's course package (see :mod:`.setup_cell`), set once by
+#: ``build --package`` and used by every later build.
+PACKAGE_FILE = "course_package.txt"
+
+
+def class_package(course: Path, package: Optional[str] = None) -> Optional[str]:
+    """The course package source for this class: ``package`` when given (and then remembered in
+    the course folder; ``"none"`` forgets it), else the one remembered, else None."""
+    path = Path(course) / PACKAGE_FILE
+    if package is not None:
+        if package.strip().lower() == "none":
+            path.unlink(missing_ok=True)
+            return None
+        setup_cell.with_package(setup_cell.SOURCE, package)  # refuses a malformed value, naming it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(package.strip() + "\n", encoding="utf-8")
+        return package.strip()
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def build(course: Path, solutions: Path = DEFAULT_SOLUTIONS, only: Optional[List[str]] = None,
-          timeout: float = 900) -> List[str]:
+          timeout: float = 900, package: Optional[str] = None) -> List[str]:
     """Create or update the course folder: config, ``source/`` from ``solutions/`` and the
     release made by ``nbgrader generate_assignment --force`` (which also records each assignment,
-    its test cells and points in the gradebook). Returns notes."""
+    its test cells and points in the gradebook). ``package``: where a released notebook opened
+    outside the course installs the course from (remembered for later builds). Returns notes."""
     course = Path(course)
     notes: List[str] = []
     sources = source_notebooks(Path(solutions))
@@ -186,11 +211,14 @@ def build(course: Path, solutions: Path = DEFAULT_SOLUTIONS, only: Optional[List
         raise ReleaseError(f"no notebooks in {solutions}")
     nbt.write_course_config(course, db=True)
     grading_seed(course, "")  # create the course's secret once
+    package = class_package(course, package)
+    if package:
+        notes.append(f"the released notebooks install the course from {package} where it is missing")
     data = Path(solutions) / DATA_DIR
     for src in sources:
         name = src.stem
         try:
-            _prepare_source(src, course / "source" / name / f"{name}.ipynb", notes)
+            _prepare_source(src, course / "source" / name / f"{name}.ipynb", notes, package)
         except Exception as e:
             raise ReleaseError(f"{src}: cannot be read as a notebook ({type(e).__name__}: {e})") from None
         if data.is_dir():
@@ -218,12 +246,16 @@ def add_arguments(parser) -> None:
                         help="only these notebooks of solutions/ (default: all)")
     parser.add_argument("--solutions", type=Path, default=DEFAULT_SOLUTIONS, metavar="DIR",
                         help="the instructor's source notebooks (default: solutions/)")
+    parser.add_argument("--package", metavar="SOURCE", default=None,
+                        help="where a released notebook opened outside the course installs the course from: "
+                             "the wheel of `./course wheel` (URL or path), a git+ URL, or a folder / index URL "
+                             "holding it; remembered in the course folder for later builds ('none' forgets it)")
 
 
 def main(args) -> int:
     try:
-        notes = build(args.course, args.solutions, only=args.assignments or None)
-    except (ReleaseError, OSError) as e:
+        notes = build(args.course, args.solutions, only=args.assignments or None, package=args.package)
+    except (ReleaseError, OSError, ValueError) as e:
         print(f"build: {e}", file=sys.stderr)
         return 1
     for note in notes:

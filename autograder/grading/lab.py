@@ -64,6 +64,22 @@ SERVER_CONFIG_FILE = "jupyter_server_config.d/mhsa-course-role.json"
 PAGE_CONFIG_FILE = "labconfig/page_config.json"
 
 
+#: jupyter lab's options that choose the folder it serves (it refuses two of them)
+FOLDER_OPTIONS = ("--notebook-dir", "--notebook_dir", "--ServerApp.root_dir", "--ServerApp.notebook_dir")
+
+
+def folder_given(args: Sequence[str]) -> Optional[str]:
+    """The folder ``args`` choose to serve themselves (``--notebook-dir=DIR`` or ``--notebook-dir DIR``),
+    or None."""
+    for i, arg in enumerate(args):
+        for option in FOLDER_OPTIONS:
+            if arg.startswith(option + "="):
+                return arg[len(option) + 1:]
+            if arg == option:
+                return args[i + 1] if i + 1 < len(args) else ""
+    return None
+
+
 class LabError(Exception):
     """A launch that cannot go ahead; the message says why and what to do."""
 
@@ -112,13 +128,19 @@ def lab_command(role: str, course: Optional[Path] = None, args: Sequence[str] = 
     """The command, environment and working folder that open JupyterLab for ``role``: the learner
     on ``notebooks/``, the instructor on the built course folder ``course`` (default ./classroom)."""
     _check_role(role)
+    args = list(args)
+    chosen = folder_given(args)
     if role == "learner":
         if course is not None:
             raise LabError("--course: only `instructor` opens a course folder; `start` opens notebooks/")
-        folder = LEARNER_NOTEBOOKS
+        # `./course start --notebook-dir=DIR` serves DIR (a copy of the notebooks, say) instead
+        folder = Path(chosen).resolve() if chosen else LEARNER_NOTEBOOKS
         if not folder.is_dir():
-            raise LabError(f"the learner notebooks are missing: {folder} is not a folder")
+            raise LabError(f"the folder to serve is missing: {folder} is not a folder")
     else:
+        if chosen is not None:
+            raise LabError(f"--notebook-dir: `instructor` serves the course folder; give it as --course DIR "
+                           f"(got the folder option with {chosen!r})")
         given = Path(course if course is not None else DEFAULT_COURSE)
         problem = check_course(given)
         if problem:
@@ -127,11 +149,11 @@ def lab_command(role: str, course: Optional[Path] = None, args: Sequence[str] = 
     conf = write_config(role, config_dir)
     env = dict(os.environ if env is None else env)
     env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(p for p in (str(conf), env.get("JUPYTER_CONFIG_PATH")) if p)
-    argv = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}"]
+    argv = [sys.executable, "-m", "jupyterlab"] + ([] if chosen else [f"--notebook-dir={folder}"])
     # Jupyter refuses to run as root unless told to (containers often run everything as root).
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         argv.append("--allow-root")
-    return argv + list(args), env, folder
+    return argv + args, env, folder
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

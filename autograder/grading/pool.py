@@ -128,7 +128,7 @@ def run_worker(job: Job, course: Path, limits: Limits, sandbox: bool, tmp_root: 
                pool: WorkerPool) -> Dict[str, Any]:
     """Grade ``job`` in one of ``pool``'s workers; its result, with ``_notebook`` (the executed
     notebook, in the job's folder under ``tmp_root``) and the seconds it took."""
-    jdir = Path(tempfile.mkdtemp(prefix=f"job_{job.student}_", dir=tmp_root))
+    jdir = Path(tempfile.mkdtemp(prefix=f"job_{job.student[:40]}_", dir=tmp_root))  # ids up to a folder name long
     out_nb = jdir / f"{job.assignment}.ipynb"
     spec = {
         "student": job.student, "assignment": job.assignment, "notebook": f"{job.assignment}.ipynb",

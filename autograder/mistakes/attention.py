@@ -19,30 +19,43 @@ from ..frame.mistakes import SAME_OUTPUT, catalogue, mistake
 # --------------------------------------------------------------------------- softmax
 
 
+# Each mistake differs from a right softmax in one respect only: like a right one, it gives zeros
+# for a slice that is all -inf (where the maximum is not finite it subtracts 0, where the sum is 0
+# it divides by 1).
+
+
+def _finite(m: Tensor) -> Tensor:
+    return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+
+
+def _divide(e: Tensor, total: Tensor) -> Tensor:
+    return e / torch.where(total > 0, total, torch.ones_like(total))
+
+
 def softmax_wrong_axis(x: Tensor, dim: int = -1) -> Tensor:
     other = 0 if (dim % x.ndim) != 0 else x.ndim - 1
-    e = torch.exp(x - x.amax(dim=other, keepdim=True))
-    return e / e.sum(dim=other, keepdim=True)
+    e = torch.exp(x - _finite(x.amax(dim=other, keepdim=True)))
+    return _divide(e, e.sum(dim=other, keepdim=True))
 
 
 def softmax_ignores_dim(x: Tensor, dim: int = -1) -> Tensor:
-    e = torch.exp(x - x.amax(dim=-1, keepdim=True))
-    return e / e.sum(dim=-1, keepdim=True)
+    e = torch.exp(x - _finite(x.amax(dim=-1, keepdim=True)))
+    return _divide(e, e.sum(dim=-1, keepdim=True))
 
 
 def softmax_no_max_subtraction(x: Tensor, dim: int = -1) -> Tensor:
     e = torch.exp(x)
-    return e / e.sum(dim=dim, keepdim=True)
+    return _divide(e, e.sum(dim=dim, keepdim=True))
 
 
 def softmax_global_max(x: Tensor, dim: int = -1) -> Tensor:
-    e = torch.exp(x - x.max())
-    return e / e.sum(dim=dim, keepdim=True)
+    e = torch.exp(x - _finite(x.max()))
+    return _divide(e, e.sum(dim=dim, keepdim=True))
 
 
 def softmax_global_sum(x: Tensor, dim: int = -1) -> Tensor:
-    e = torch.exp(x - x.max())
-    return e / e.sum()
+    e = torch.exp(x - _finite(x.max()))
+    return _divide(e, e.sum())
 
 
 def softmax_calls_torch(x: Tensor, dim: int = -1) -> Tensor:
@@ -127,8 +140,9 @@ CAUSAL_MASK_MISTAKES = [
 
 
 def _attend(q, k, v, mask=None, *, scale=None, softmax_dim=-1, fill=float("-inf"),
-            invert=False, after_softmax=False, use_mask=True):
-    """The one template the attention mistakes below vary."""
+            invert=False, after_softmax=False, use_mask=True, empty_nan=False):
+    """The one template the attention mistakes below vary, each in one respect only (a query with
+    no allowed key gets weights 0, except in the mistake that gives it NaN)."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = q @ k.transpose(-2, -1) * scale
     if mask is not None and use_mask and invert:
@@ -138,6 +152,8 @@ def _attend(q, k, v, mask=None, *, scale=None, softmax_dim=-1, fill=float("-inf"
     weights = torch.softmax(scores, dim=softmax_dim)
     if mask is not None and use_mask and after_softmax:
         weights = weights.masked_fill(~mask, 0.0)
+    if not empty_nan:
+        weights = torch.nan_to_num(weights, nan=0.0)
     return weights @ v, weights
 
 
@@ -168,7 +184,7 @@ def attention_mask_after_softmax(q, k, v, mask=None):
 
 
 def attention_masked_row_nan(q, k, v, mask=None):
-    return _attend(q, k, v, mask)  # torch.softmax of an all -inf row is NaN
+    return _attend(q, k, v, mask, empty_nan=True)  # torch.softmax of an all -inf row is NaN
 
 
 def attention_large_negative_fill(q, k, v, mask=None):
@@ -198,7 +214,7 @@ ATTENTION_MISTAKES = [
     mistake('attention-mask-after-softmax', attention_mask_after_softmax,
             'the mask is applied after the softmax: the blocked weights are zeroed but the rows no longer sum to 1. Fill the blocked scores with -inf before the softmax.'),
     mistake('attention-masked-row-nan', attention_masked_row_nan,
-            'a fully masked row gives NaN: softmax of a row of -inf is 0/0. A query with no allowed key must give weights 0 and output 0 (e.g. torch.nan_to_num on the weights, or zero the rows where mask.any(-1) is False).'),
+            'the weights of a query with no allowed key are NaN: every score of its row is -inf, and a softmax of such a row computes -inf - (-inf) = NaN, as torch.softmax does (zeroing the blocked weights after a softmax and dividing by their sum gives 0/0 = NaN there too). Use a softmax that gives zeros for an all -inf row, as your softmax of section 2 must (where the maximum is not finite subtract 0, where the sum is 0 divide by 1).'),
     mistake('attention-large-negative-fill', attention_large_negative_fill,
             'a fully masked row gives uniform weights (the mean of all values) instead of 0: filling with a large negative number instead of -inf makes a row with no allowed key attend everywhere. Such a row must give weights 0 and output 0.'),
     mistake('attention-ignores-mask', attention_ignores_mask,
