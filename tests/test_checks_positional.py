@@ -108,3 +108,46 @@ def test_odd_extra_work_is_tolerated(capsys):
 
     points, out = run(noisy, capsys, seed=2)
     assert points == PE_POINTS, out
+
+
+# --------------------------------------------------------------------------- generated variants
+
+
+def _pe_learner(seq_len, d_model, base=10000.0, int_div=False, divide=False, halves=False, cos_first=False):
+    """A learner's encoding, written with loops, with the chosen slips."""
+    pe = torch.zeros(seq_len, d_model)
+    for p in range(seq_len):
+        for i in range(d_model // 2):
+            expo = (2 * i) // d_model if int_div else 2 * i / d_model
+            w = base ** (-expo)
+            angle = p / w if divide else p * w
+            a, b = (math.cos(angle), math.sin(angle)) if cos_first else (math.sin(angle), math.cos(angle))
+            if halves:
+                pe[p, i], pe[p, d_model // 2 + i] = a, b
+            else:
+                pe[p, 2 * i], pe[p, 2 * i + 1] = a, b
+    return pe
+
+
+@pytest.mark.parametrize("slips, words", [
+    ({"base": 1000.0}, "base 1000"),
+    ({"int_div": True}, "integer division"),
+    ({"divide": True}, "divide"),
+    ({"halves": True, "cos_first": True}, "sines first"),
+    ({"base": 100.0, "halves": True}, "base 100"),
+])
+def test_structural_slips_are_named_from_generated_variants(capsys, slips, words):
+    points, report = run(lambda t, d: _pe_learner(t, d, **slips), capsys)
+    assert points < 4
+    assert words in report, report
+
+
+def test_a_new_wrong_choice_is_one_axis_entry(capsys, monkeypatch):
+    from autograder.checks import positional
+    from autograder.frame.variants import Axis
+
+    axes = [Axis(a.name, a.correct, dict(a.wrong)) for a in positional.PE_AXES]
+    axes[0] = Axis("base", 10000.0, {**axes[0].wrong, 500.0: "your frequencies use the base 500 (new entry)"})
+    monkeypatch.setattr(positional, "PE_AXES", axes)
+    _, report = run(lambda t, d: _pe_learner(t, d, base=500.0), capsys)
+    assert "base 500 (new entry)" in report

@@ -29,6 +29,7 @@ from ..frame import (
 )
 from ..frame.diagnosis import diagnose_by_output
 from ..frame.registry import step
+from ..frame.variants import Axis, generate
 from ..mistakes import positional as M
 from .heads import HARD_CODED
 
@@ -154,7 +155,64 @@ def _shift_probe(fn: Callable) -> List[str]:
     return problems
 
 
+#: The encoding's structural choices and the wrong ones learners make (frame/variants.py): a new
+#: wrong choice of these kinds is one more entry here, and the diagnosis names it.
+PE_AXES = [
+    Axis("base", 10000.0, {
+        1000.0: "your frequencies use the base 1000: ω_i = 1 / 10000^(2i/D), base 10000",
+        100.0: "your frequencies use the base 100: ω_i = 1 / 10000^(2i/D), base 10000",
+        10000.0 ** 0.5: "your frequencies use the base 100 (√10000): ω_i = 1 / 10000^(2i/D), base 10000",
+    }),
+    Axis("exponent", "2i/D", {
+        "j/D": "each feature j gets its own frequency 1/10000^(j/D); the pair (2i, 2i+1) must share "
+               "ω_i = 1/10000^(2i/D) (use torch.arange(0, D, 2) for 2i)",
+        "i/D": "your exponent is i/D with i the pair's index; it is 2i/D (ω_i = 1/10000^(2i/D))",
+        "int": "the exponent 2i/D is computed with integer division (2i // D is 0), so every pair gets the "
+               "same frequency: divide as floats",
+    }),
+    Axis("layout", "interleaved", {
+        "halves": "you put all the sines first and all the cosines after ([sin | cos]); the course "
+                  "interleaves them: sin on the even features 0, 2, 4, …, cos on the odd ones",
+    }),
+    Axis("order", "sin-cos", {
+        "cos-sin": "sin and cos are swapped: even features hold sin(p·ω_i), odd features cos(p·ω_i)",
+    }),
+    Axis("start", 0, {1: "your positions start at 1: the first token is position 0 (torch.arange(T))"}),
+    Axis("angle", "p*w", {
+        "p/w": "you divide the position by ω_i; the angle is p · ω_i with ω_i = 1/10000^(2i/D)",
+    }),
+]
+
+
+def _pe_variant(choices):
+    """The encoding built with ``choices``: column j's frequency and function (sin or cos) follow
+    the layout, order and exponent chosen."""
+    def fn(seq_len: int, d_model: int) -> Tensor:
+        j = torch.arange(d_model)
+        half = d_model // 2
+        if choices["layout"] == "interleaved":
+            pair, is_sin = j // 2, j % 2 == 0
+        else:  # [sin | cos]
+            pair, is_sin = j % half, j < half
+        if choices["order"] == "cos-sin":
+            is_sin = ~is_sin
+        two_i = (2 * pair).to(torch.float64)
+        exponent = {"2i/D": two_i / d_model, "i/D": pair.to(torch.float64) / d_model,
+                    "int": torch.div(2 * pair, d_model, rounding_mode="floor").to(torch.float64),
+                    "j/D": j.to(torch.float64) / d_model}[choices["exponent"]]
+        omega = choices["base"] ** (-exponent)  # (D,)
+        pos = torch.arange(choices["start"], choices["start"] + seq_len, dtype=torch.float64)[:, None]
+        angle = pos * omega if choices["angle"] == "p*w" else pos / omega  # (T, D)
+        return torch.where(is_sin, torch.sin(angle), torch.cos(angle))
+    return fn
+
+
 def _diagnose(result: CheckResult, seen) -> None:
-    diagnose_by_output(result, seen, M.PE_MISTAKES, lambda m, args: m.fn(*args), atol=ATOL)
+    if diagnose_by_output(result, seen, M.PE_MISTAKES, lambda m, args: m.fn(*args), atol=ATOL):
+        return
+    usable = [(args, y.detach().to("cpu", torch.float64)) for args, y in seen
+              if isinstance(y, Tensor) and y.dtype.is_floating_point and tuple(y.shape) == tuple(args)]
+    if usable:
+        diagnose_by_output(result, usable, generate(PE_AXES, _pe_variant), lambda m, args: m.fn(*args), atol=ATOL)
 
 
