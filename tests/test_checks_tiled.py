@@ -244,3 +244,10 @@ def test_tiled_raising_or_wrong_shape_is_reported(capsys):
 
     points, report = run(check_tiled_attention, no_causal, capsys, seed=0)
     assert points == 0.0, report
+
+
+@pytest.mark.parametrize("fn", [lambda q, k, v, block_size, mask=None, causal=False: None,
+                                lambda q, k, v, block_size, mask=None, causal=False: torch.zeros(3)])
+def test_an_output_that_is_no_answer_earns_nothing_for_its_small_memory(fn, capsys):
+    points, report = run(check_tiled_attention, fn, capsys, seed=1)
+    assert points == 0.0, report

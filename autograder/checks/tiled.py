@@ -345,17 +345,17 @@ def check_tiled_attention(fn: Any, result: CheckResult, gen: torch.Generator, hi
 
     q, k, v = (randn(gen, 1, MEMORY_T, MEMORY_D) for _ in range(3))
     try:
-        largest = observe("largest tensor", _largest_tensor, fn, q, k, v, MEMORY_BLOCK)
-    except LearnerError as e:
-        largest = None
-        memory_detail = f"your function {e}"
-    if largest is not None:
-        numel, shape = int(largest[0]), tuple(largest[1])
-        memory_detail = "" if numel < MEMORY_LIMIT else (
-            f"your function creates a tensor of shape {shape} ({numel} entries): the whole (T, S) "
-            f"matrix has {MEMORY_T * MEMORY_T}; one block of scores has T·block_size = {MEMORY_T * MEMORY_BLOCK}")
-    result.add(f"never forms the (T, S) matrix: with T = S = {MEMORY_T} and block_size = {MEMORY_BLOCK}, no tensor "
-               f"it creates has {MEMORY_LIMIT} entries or more", 0.75, not memory_detail, memory_detail)
+        numel, shape, out = observe("largest tensor", _largest_tensor, fn, q, k, v, MEMORY_BLOCK)
+        c = compare(out, _tiled_reference(q, k, v, None, False), what="out")
+        memory_detail = "" if c.ok else f"(T = S = {MEMORY_T}, block_size = {MEMORY_BLOCK}) {c.detail}"
+        if not memory_detail and int(numel) >= MEMORY_LIMIT:
+            memory_detail = (
+                f"your function creates a tensor of shape {tuple(shape)} ({int(numel)} entries): the whole (T, S) "
+                f"matrix has {MEMORY_T * MEMORY_T}; one block of scores has T·block_size = {MEMORY_T * MEMORY_BLOCK}")
+    except (LearnerError, TypeError, ValueError) as e:
+        memory_detail = f"your function {e}" if isinstance(e, LearnerError) else "no output to measure"
+    result.add(f"never forms the (T, S) matrix: with T = S = {MEMORY_T} and block_size = {MEMORY_BLOCK}, the right "
+               f"output and no tensor created with {MEMORY_LIMIT} entries or more", 0.75, not memory_detail, memory_detail)
 
     if not result.passed:
         _diagnose_tiled(result, seen)
@@ -378,10 +378,11 @@ def _large_scores(gen: torch.Generator, sign: float) -> Tuple[Tensor, Tensor, Te
     return q.float(), k.float(), randn(gen, b, s, dv)
 
 
-def _largest_tensor(fn: Any, q: Tensor, k: Tensor, v: Tensor, block: int) -> Tuple[int, List[int]]:
-    """(entries, shape) of the largest tensor any torch operation creates while ``fn`` runs."""
-    _, biggest = mhsa_lib.largest_intermediate(fn, q, k, v, block)
-    return int(biggest.numel), [int(n) for n in biggest.shape]
+def _largest_tensor(fn: Any, q: Tensor, k: Tensor, v: Tensor, block: int) -> list:
+    """[entries, shape, output]: the largest tensor any torch operation creates while ``fn`` runs,
+    and what ``fn`` returned (a tensor, else None)."""
+    out, biggest = mhsa_lib.largest_intermediate(fn, q, k, v, block)
+    return [int(biggest.numel), [int(n) for n in biggest.shape], out.detach() if isinstance(out, Tensor) else None]
 
 
 def _diagnose_tiled(result: CheckResult, seen) -> None:
