@@ -11,6 +11,7 @@ import nbformat
 import pytest
 from conftest import SOLUTIONS
 
+from autograder.checks import tiled as C
 from autograder.grading.selfcheck import check_notebook
 
 NAME = "08_attention_without_the_matrix"
@@ -46,6 +47,13 @@ def test_the_text_states_the_numbers_asserted_below():
                    "| `online_softmax_merge` | merge the softmax summaries", "| 3 |", "| 5 |",
                    "`T = S = 128` and `block_size = 16`"):
         assert phrase in text, phrase
+
+
+def test_the_text_describes_the_checks_as_they_are():
+    text = " ".join(_text().split())
+    assert f"`T = S = {C.MEMORY_T}` and `block_size = {C.MEMORY_BLOCK}`" in text
+    assert f"scores far from 0 (±{C.LARGE_SCORE:.0f})" in text
+    assert C.STREAM_OFFSET == 1e4 and "rows of logits around ±10⁴" in text
 
 
 @pytest.mark.slow

@@ -38,6 +38,8 @@ INF = float("-inf")
 # --------------------------------------------------------------------------- online softmax merge
 
 MERGE_POINTS = 3.0
+#: The streaming part merges along rows of logits around +STREAM_OFFSET, -STREAM_OFFSET and 0.
+STREAM_OFFSET = 1e4
 
 # The public case: four rows; the second block holds the larger maximum in row 0, the first
 # block is empty in row 1, the second is empty in row 2, both maxima are equal in row 3.
@@ -153,7 +155,7 @@ def check_online_softmax_merge(fn: Any, result: CheckResult, gen: torch.Generato
 
 def _streaming(fn: Any, gen: torch.Generator) -> str:
     rows, width = 3, int(torch.randint(9, 20, (1,), generator=gen))
-    x = randn(gen, rows, width, dtype=torch.float64, scale=3.0) + torch.tensor([[1e4], [-1e4], [0.0]], dtype=torch.float64)
+    x = randn(gen, rows, width, dtype=torch.float64, scale=3.0) + torch.tensor([[STREAM_OFFSET], [-STREAM_OFFSET], [0.0]], dtype=torch.float64)
     x = x.float()
     block = int(torch.randint(2, 5, (1,), generator=gen))
     m = torch.full((rows,), INF)
@@ -228,6 +230,8 @@ TILED_PUBLIC_BLOCK = 4
 # The memory probe: T = S = 128 keys in blocks of 16; the (T, S) matrix has 16384 entries.
 MEMORY_T, MEMORY_BLOCK, MEMORY_D = 128, 16, 8
 MEMORY_LIMIT = MEMORY_T * MEMORY_T // 4
+#: The stability part: every score near +LARGE_SCORE, then near -LARGE_SCORE.
+LARGE_SCORE = 300.0
 
 
 def _tiled_reference(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], causal: bool) -> Tensor:
@@ -334,8 +338,8 @@ def check_tiled_attention(fn: Any, result: CheckResult, gen: torch.Generator, hi
         seen.append(((q, k, v, block, None), False, got))
         c = compare(got, _tiled_reference(q, k, v, None, False), what="out", atol=2e-3, rtol=2e-3)
         if not c.ok:
-            fails.append(f"scores around {sign * 300:+.0f}: {c.detail}")
-    result.add("stable for scores far from 0 (around +300 and -300)", 0.5, not fails, describe_failures(fails))
+            fails.append(f"scores around {sign * LARGE_SCORE:+.0f}: {c.detail}")
+    result.add(f"stable for scores far from 0 (around +{LARGE_SCORE:.0f} and -{LARGE_SCORE:.0f})", 0.5, not fails, describe_failures(fails))
 
     q, k, v = (x.double() for x in _random_case(gen, rank=3))
     block = _block_sizes(gen, k.shape[-2])
@@ -368,13 +372,13 @@ def check_tiled_attention(fn: Any, result: CheckResult, gen: torch.Generator, hi
 
 
 def _large_scores(gen: torch.Generator, sign: float) -> Tuple[Tensor, Tensor, Tensor]:
-    """Inputs whose scores all lie near sign · 300, spread by a few units: exp of them over/underflows."""
+    """Inputs whose scores all lie near sign · LARGE_SCORE, spread by a few units: exp of them over/underflows."""
     b, t, s, dk, dv = distinct_sizes(gen, 5, 2, 12)
     a = randn(gen, dk, dtype=torch.float64)
     a = a / a.norm()
     k = a * (1.0 + 0.02 * torch.rand(b, s, 1, generator=gen, dtype=torch.float64))  # (B, S, Dk)
     k = k + 1e-3 * randn(gen, b, s, dk, dtype=torch.float64)
-    q = (sign * 300.0 * math.sqrt(dk)) * a.expand(b, t, dk)  # (B, T, Dk)
+    q = (sign * LARGE_SCORE * math.sqrt(dk)) * a.expand(b, t, dk)  # (B, T, Dk)
     return q.float(), k.float(), randn(gen, b, s, dv)
 
 
