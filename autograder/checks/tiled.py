@@ -85,14 +85,18 @@ def _merge_matches(got: Any, ref: Tuple[Tensor, Tensor], dtype=None, atol=1e-5, 
     return True, ""
 
 
-def _random_blocks(gen: torch.Generator, empty: bool = False) -> Tuple[Tensor, ...]:
-    """The summaries (m1, l1, m2, l2) of two blocks of random logits, float32."""
+def _random_blocks(gen: torch.Generator, empty: bool = False, broadcast: bool = False) -> Tuple[Tensor, ...]:
+    """The summaries (m1, l1, m2, l2) of two blocks of random logits, float32. With ``broadcast``
+    the second block is shared along the last leading axis: its summaries have size 1 there."""
     ndim = int(torch.randint(1, 4, (1,), generator=gen))
     lead = distinct_sizes(gen, ndim, 2, 6)
     n1, n2 = (int(n) for n in torch.randint(1, 9, (2,), generator=gen))
     shift = randn(gen, *lead, 1, dtype=torch.float64, scale=4.0)
     x1 = randn(gen, *lead, n1, dtype=torch.float64, scale=3.0) + shift
-    x2 = randn(gen, *lead, n2, dtype=torch.float64, scale=3.0) - shift
+    if broadcast:  # (..., 1, n2): one second block for every entry of the last leading axis
+        x2 = randn(gen, *lead[:-1], 1, n2, dtype=torch.float64, scale=3.0) - shift.mean(dim=-2, keepdim=True)
+    else:
+        x2 = randn(gen, *lead, n2, dtype=torch.float64, scale=3.0) - shift
     if empty:
         x1.view(-1, n1)[::2] = INF  # some rows of the first block are fully masked
         x2.view(-1, n2)[::3] = INF  # and some of the second: row 0 in both
@@ -117,14 +121,15 @@ def check_online_softmax_merge(fn: Any, result: CheckResult, gen: torch.Generato
 
     n = 10 if hidden else 4
     fails = []
-    for _ in range(n):
-        args = _random_blocks(gen)
+    for i in range(n):
+        args = _random_blocks(gen, broadcast=i == 0)
         got = attempt(fn, *(a.clone() for a in args))
         seen.append((args, got))
         ok, detail = _merge_matches(got, _merge_reference(args))
         if not ok:
-            fails.append(f"m1 of shape {tuple(args[0].shape)}: {detail}")
-    result.add(f"{n} random cases: the summaries of two blocks of random logits", 1.0, not fails,
+            fails.append(f"m1 of shape {tuple(args[0].shape)}, m2 of shape {tuple(args[2].shape)}: {detail}")
+    result.add(f"{n} random cases: the summaries of two blocks of random logits (in one, shapes that broadcast)",
+               1.0, not fails,
                describe_failures(fails, 1))
 
     # Empty blocks: (-inf, 0) is neutral, and two of them give (-inf, 0), never NaN.
