@@ -23,6 +23,9 @@ module             what                                                         
                    rotation), LearnedPositionalEmbedding
 ``model``          TinyTransformer (embeddings, positions, blocks, head),          07
                    reversal_batch, sorting_batch (toy tasks that need attention)
+``tiled``          online_softmax_merge (two blocks' running max and sum), tiled   08
+                   attention over key blocks (no (T, S) matrix),
+                   largest_intermediate (the largest tensor a call creates)
 ``viz``            heatmaps, layers x heads grids, difference maps (matplotlib,    all
                    imported on first use: ``import mhsa_lib.viz``)
 =================  ===========================================================  ========
@@ -59,6 +62,7 @@ from .multihead import (
     attention_heads_loop,
 )
 from .positional import LearnedPositionalEmbedding, shift_matrix, sinusoidal_positional_encoding
+from .tiled import largest_intermediate, online_softmax_merge, tiled_attention
 
 #: The distribution this package comes in (see autograder.COURSE).
 COURSE = "mhsa-course"
@@ -90,4 +94,7 @@ __all__ = [
     "TinyTransformer",
     "reversal_batch",
     "sorting_batch",
+    "online_softmax_merge",
+    "tiled_attention",
+    "largest_intermediate",
 ]

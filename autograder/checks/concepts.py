@@ -22,7 +22,7 @@ NOTEBOOKS = {
     "00": "00_orientation", "01": "01_scaled_dot_product_attention", "02": "02_multiple_heads",
     "03": "03_concat_and_output_projection", "04": "04_transformer_block",
     "05": "05_kv_cache_and_head_sharing", "06": "06_debugging_transformer_blocks",
-    "07": "07_capstone_tiny_transformer",
+    "07": "07_capstone_tiny_transformer", "08": "08_attention_without_the_matrix",
 }
 
 

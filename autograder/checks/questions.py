@@ -914,4 +914,100 @@ QUESTIONS: Dict[str, Question] = {
         },
         points=1,
     ),
+    # ------------------------------------------------------------------ 08_attention_without_the_matrix
+    "08.rescale_factor": Question(
+        kind="choice",
+        options={
+            "a": "exp(m_new - m_old)",
+            "b": "exp(m_old - m_new)",
+            "c": "m_old / m_new",
+            "d": "nothing: the old sum stays as it is",
+        },
+        answer="b",
+        explanation=(
+            "Each term of the old sum is exp(x - m_old); relative to the new maximum it must be "
+            "exp(x - m_new) = exp(x - m_old) · exp(m_old - m_new). The factor is <= 1 because "
+            "m_new >= m_old, so nothing can overflow; the running output is rescaled by the same factor."
+        ),
+        feedback={
+            "a": (
+                "exp(m_new - m_old) is >= 1: it would grow the old terms, as if their maximum had gone "
+                "down. Write one old term: exp(x - m_old) must become exp(x - m_new); the ratio of the "
+                "two is exp(m_old - m_new)."
+            ),
+            "c": (
+                "The maxima sit in an exponent: shifting x by a constant divides exp(x) by exp(constant), "
+                "not by the constant. A ratio of maxima is not even defined when m_new is 0 or -inf."
+            ),
+            "d": (
+                "The old sum was taken relative to the old maximum and the new block's terms relative to "
+                "the new one: added as they are, they are in different units, and the result is wrong "
+                "whenever the maximum changes."
+            ),
+        },
+        points=1,
+    ),
+    "08.memory_growth": Question(
+        kind="choice",
+        options={
+            "a": "as T², like the reference: the same scores are computed",
+            "b": "as T: one (T, block_size) block of scores at a time",
+            "c": "it does not grow with T at all",
+            "d": "as T · S / block_size",
+        },
+        answer="b",
+        explanation=(
+            "Every score is still computed (the work grows as T·S), but only one block of them is alive "
+            "at a time: (T, block_size) scores plus the running max, sum and output, each of T rows. "
+            "With block_size fixed that is proportional to T; the notebook's counter shows it doubling "
+            "when T doubles, while the reference's (T, T) matrix quadruples."
+        ),
+        feedback={
+            "a": (
+                "The same scores are computed, but not kept: each block of scores is used and dropped "
+                "before the next is formed. The memory counts what is alive at once, not what was ever computed."
+            ),
+            "c": (
+                "Each query keeps a running max, a running sum and a running output (Dv numbers), and a "
+                "block of scores has one row per query: all of that grows with T."
+            ),
+            "d": (
+                "T · S / block_size counts something else: the number of entries is T·S in all, spread "
+                "over S / block_size blocks, but only one block, T · block_size entries, exists at a time."
+            ),
+        },
+        points=1,
+    ),
+    "08.flash_exact": Question(
+        kind="choice",
+        options={
+            "a": "it approximates attention, trading accuracy for speed",
+            "b": "the same function up to rounding, with the (T, S) matrix never stored",
+            "c": "it skips the keys whose weights are small",
+            "d": "it needs a causal mask to work",
+        },
+        answer="b",
+        explanation=(
+            "Flash and memory-efficient attention compute exactly softmax(QKᵀ/√d_k)V, as the tiled loop "
+            "does: the running max and sum make the blockwise result equal to the full one up to float "
+            "rounding. What they save is memory and memory traffic: blocks of scores live in fast on-chip "
+            "memory and the (T, S) matrix is never written out."
+        ),
+        feedback={
+            "a": (
+                "Nothing is approximated: rescaling by exp(m_old - m_new) makes the blockwise sums exactly "
+                "the full ones. The notebook's tiled attention matches F.scaled_dot_product_attention to "
+                "float32 rounding."
+            ),
+            "c": (
+                "Every key is scored and counted: the running sum includes every block. Kernels may skip "
+                "blocks that a causal mask blocks entirely, but those have weight exactly 0."
+            ),
+            "d": (
+                "The tiled loop works with any mask or none; a causal mask only lets a kernel skip the "
+                "blocks it blocks entirely."
+            ),
+        },
+        points=1,
+    ),
 }

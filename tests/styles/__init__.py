@@ -22,6 +22,7 @@ SETUP: Dict[str, str] = {
            "from mhsa_lib import causal_mask\nfrom mhsa_lib import merge_heads, split_heads\n"
            "from mhsa_lib import scaled_dot_product_attention\n"),
     "07": "import math\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\nimport mhsa_lib\n",
+    "08": "import math\nimport torch\nimport torch.nn.functional as F\nimport mhsa_lib\n",
 }
 
 _KERNEL = 40417  # the cells' files live in /tmp/ipykernel_<this>/, as a Jupyter kernel's do

@@ -245,6 +245,73 @@ POSITIONAL = [
         "    return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(-2).float()\n"]),
 ]
 
+ONLINE_MERGE = [
+    ("flash-attention paper notation, where guard", [
+        "def online_softmax_merge(m1, l1, m2, l2):\n"
+        "    m_new = torch.max(m1, m2)\n"
+        "    m_safe = torch.where(m_new == float('-inf'), torch.zeros_like(m_new), m_new)\n"
+        "    return m_new, torch.exp(m1 - m_safe) * l1 + torch.exp(m2 - m_safe) * l2\n"]),
+    ("log space with logaddexp, float64 inside", [
+        "def online_softmax_merge(m1, l1, m2, l2):\n"
+        "    dtype = torch.promote_types(m1.dtype, l1.dtype)\n"
+        "    m = torch.maximum(m1, m2).double()\n"
+        "    lse = torch.logaddexp(m1.double() + l1.double().log(), m2.double() + l2.double().log())\n"
+        "    l = torch.where(torch.isfinite(m), (lse - m).exp(), torch.zeros_like(lse)).nan_to_num(0.0)\n"
+        "    return m.to(dtype), l.to(dtype)\n"]),
+]
+
+TILED = [
+    ("flash-attention loop with the merge as a helper cell", [
+        "def online_softmax_merge(m1, l1, m2, l2):\n"
+        "    m = torch.maximum(m1, m2)\n"
+        "    s = torch.where(torch.isfinite(m), m, torch.zeros_like(m))\n"
+        "    return m, l1 * torch.exp(m1 - s) + l2 * torch.exp(m2 - s)\n",
+        "def tiled_attention(q, k, v, block_size, mask=None, causal=False):\n"
+        "    T, S = q.size(-2), k.size(-2)\n"
+        "    m_i = q.new_full(q.shape[:-1] + (1,), float('-inf'))\n"
+        "    l_i = q.new_zeros(q.shape[:-1] + (1,))\n"
+        "    o_i = q.new_zeros(q.shape[:-1] + (v.size(-1),))\n"
+        "    for j in range(0, S, block_size):\n"
+        "        k_j, v_j = k[..., j:j + block_size, :], v[..., j:j + block_size, :]\n"
+        "        s_ij = torch.matmul(q, k_j.transpose(-1, -2)) * q.size(-1) ** -0.5\n"
+        "        if mask is not None:\n"
+        "            s_ij = s_ij.masked_fill(~mask[..., j:j + block_size], float('-inf'))\n"
+        "        if causal:\n"
+        "            cols = torch.arange(j, j + k_j.size(-2))\n"
+        "            rows = torch.arange(T)[:, None] + (S - T)\n"
+        "            s_ij = s_ij.masked_fill(cols[None, :] > rows, float('-inf'))\n"
+        "        m_ij = s_ij.amax(-1, keepdim=True)\n"
+        "        m_new, l_new = online_softmax_merge(m_i, l_i, m_ij, torch.ones_like(m_ij))\n"
+        "        shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))\n"
+        "        p_ij = torch.exp(s_ij - shift)\n"
+        "        l_i = l_i * torch.exp(m_i - shift) + p_ij.sum(-1, keepdim=True)\n"
+        "        o_i = o_i * torch.exp(m_i - shift) + p_ij @ v_j\n"
+        "        m_i = m_new\n"
+        "    return torch.where(l_i > 0, o_i / l_i, torch.zeros_like(o_i))\n"]),
+    ("per-block softmax and logsumexp, einsum", [
+        "def tiled_attention(q, k, v, block_size, mask=None, causal=False):\n"
+        "    t, s = q.shape[-2], k.shape[-2]\n"
+        "    out, lse = None, None\n"
+        "    for start in range(0, s, block_size):\n"
+        "        stop = min(s, start + block_size)\n"
+        "        sc = torch.einsum('...td,...sd->...ts', q, k[..., start:stop, :]) / math.sqrt(q.shape[-1])\n"
+        "        ok = torch.ones(sc.shape[-2:], dtype=torch.bool)\n"
+        "        if mask is not None:\n"
+        "            ok = ok & mask[..., start:stop]\n"
+        "        if causal:\n"
+        "            ok = ok & (torch.arange(start, stop)[None] <= torch.arange(t)[:, None] + s - t)\n"
+        "        sc = sc.masked_fill(~ok, float('-inf'))\n"
+        "        b_lse = torch.logsumexp(sc, -1, keepdim=True)\n"
+        "        b_out = torch.einsum('...ts,...sd->...td', torch.softmax(sc, -1).nan_to_num(0.0), v[..., start:stop, :])\n"
+        "        if out is None:\n"
+        "            out, lse = b_out, b_lse\n"
+        "            continue\n"
+        "        new = torch.logaddexp(lse, b_lse)\n"
+        "        out = out * (lse - new).exp().nan_to_num(0.0) + b_out * (b_lse - new).exp().nan_to_num(0.0)\n"
+        "        lse = new\n"
+        "    return out\n"]),
+]
+
 #: step -> (notebook, [(style, cells)])
 FUNCTION_STYLES = {
     "pairwise_scores": ("00", PAIRWISE),
@@ -259,4 +326,6 @@ FUNCTION_STYLES = {
     "repeat_kv": ("05", REPEAT_KV),
     "kv_cache_bytes": ("05", KV_CACHE_BYTES),
     "sinusoidal_positional_encoding": ("07", POSITIONAL),
+    "online_softmax_merge": ("08", ONLINE_MERGE),
+    "tiled_attention": ("08", TILED),
 }
