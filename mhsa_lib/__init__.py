@@ -20,7 +20,8 @@ module             what                                                         
 ``interop``        weights to and from torch.nn.MultiheadAttention and             03, 04
                    torch.nn.TransformerEncoderLayer; mask polarity conversion
 ``positional``     sinusoidal_positional_encoding, shift_matrix (a shift is a      07
-                   rotation), LearnedPositionalEmbedding
+                   rotation), LearnedPositionalEmbedding, apply_rotary (RoPE),
+                   alibi_slopes, alibi_bias (ALiBi)
 ``model``          TinyTransformer (embeddings, positions, blocks, head),          07
                    reversal_batch, sorting_batch (toy tasks that need attention)
 ``tiled``          online_softmax_merge (two blocks' running max and sum), tiled   08
@@ -61,7 +62,14 @@ from .multihead import (
     attention_heads,
     attention_heads_loop,
 )
-from .positional import LearnedPositionalEmbedding, shift_matrix, sinusoidal_positional_encoding
+from .positional import (
+    LearnedPositionalEmbedding,
+    alibi_bias,
+    alibi_slopes,
+    apply_rotary,
+    shift_matrix,
+    sinusoidal_positional_encoding,
+)
 from .tiled import largest_intermediate, online_softmax_merge, tiled_attention
 
 #: The distribution this package comes in (see autograder.COURSE).
@@ -91,6 +99,9 @@ __all__ = [
     "sinusoidal_positional_encoding",
     "shift_matrix",
     "LearnedPositionalEmbedding",
+    "apply_rotary",
+    "alibi_slopes",
+    "alibi_bias",
     "TinyTransformer",
     "reversal_batch",
     "sorting_batch",

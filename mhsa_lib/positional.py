@@ -16,6 +16,18 @@ Each pair is a point on a circle turning at its own speed, so moving ``k`` posit
 rotation of every pair by the angle ``k · ω_i``: ``PE[p + k] = PE[p] @ shift_matrix(k, D).T``
 for every ``p``. The map depends on ``k`` only, which is what lets a model learn "look k tokens
 back" once for every position.
+
+Rotary position embeddings (RoPE, Su et al. 2021) put the same rotation inside attention: instead
+of adding a vector to the token, :func:`apply_rotary` rotates the feature pair ``(2i, 2i+1)`` of
+each query and key at position ``p`` by the angle ``p · ω_i`` (``ω_i = base^(-2i/Dh)``, the
+sinusoidal frequencies over the head width). A rotation by ``a`` dotted with a rotation by ``b``
+is a rotation by ``b - a``, so the score ``q_rot[p] · k_rot[s]`` depends on the offset ``s - p``
+only. This pairs adjacent features (the paper's and the course's layout); GPT-NeoX and Llama's
+``rotate_half`` code pairs feature ``i`` with ``i + Dh/2`` instead: the same idea on a permuted
+layout, whose numbers differ.
+
+ALiBi (Press et al. 2022) adds no vector at all: :func:`alibi_bias` is a (H, T, S) bias
+``-m_h · (distance to the key)`` added to the scores, one slope ``m_h`` per head.
 """
 
 from __future__ import annotations
@@ -28,7 +40,8 @@ from torch import Tensor, nn
 
 from ._validate import check_positive_int
 
-__all__ = ["sinusoidal_positional_encoding", "shift_matrix", "LearnedPositionalEmbedding"]
+__all__ = ["sinusoidal_positional_encoding", "shift_matrix", "LearnedPositionalEmbedding", "apply_rotary",
+           "alibi_slopes", "alibi_bias"]
 
 #: The base of the frequencies in the original Transformer.
 BASE = 10000.0
@@ -134,3 +147,80 @@ class LearnedPositionalEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"max_len={self.max_len}, d_model={self.weight.shape[1]}"
+
+
+def _check_base(base: object) -> None:
+    if not isinstance(base, (int, float)) or isinstance(base, bool) or not base > 1:
+        raise ValueError(f"base: expected a number greater than 1, got {base!r}")
+
+
+def apply_rotary(x: Tensor, offset: int = 0, *, base: float = BASE) -> Tensor:
+    """Rotary position embedding of queries or keys ``x`` (..., T, Dh) at positions offset … offset+T-1.
+
+    Feature pair ``(2i, 2i+1)`` of row ``t`` is rotated by the angle ``(offset + t) · ω_i`` with
+    ``ω_i = base^(-2i/Dh)``::
+
+        out[..., t, 2i]   = x[..., t, 2i] · cos θ - x[..., t, 2i+1] · sin θ
+        out[..., t, 2i+1] = x[..., t, 2i] · sin θ + x[..., t, 2i+1] · cos θ
+
+    Apply it to queries and keys (never to values) before the scores. With a KV cache holding S
+    keys (already rotated when they were cached), the next token is at position S: ``offset=S``.
+
+    Args:
+        x: (..., T, Dh) floating tensor, Dh even.
+        offset: the position of row 0 (an int >= 0).
+        base: the frequencies are base^(-2i/Dh) (keyword-only; 10000 as in the sinusoidal encoding).
+
+    Returns:
+        A new tensor of ``x``'s shape and dtype (angles computed in float64).
+
+    Raises:
+        ValueError: if ``x`` is not a floating tensor of >= 2 dims with an even last dim, ``offset``
+            is not an int >= 0, or ``base`` is not > 1.
+    """
+    if not isinstance(x, Tensor) or not x.dtype.is_floating_point or x.dim() < 2:
+        got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x: expected a floating tensor (..., T, Dh), got {got}")
+    if x.shape[-1] % 2:
+        raise ValueError(f"x: expected an even last dim Dh (feature pairs), got shape {tuple(x.shape)}")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ValueError(f"offset: expected an int >= 0, got {offset!r}")
+    _check_base(base)
+    t, dh = x.shape[-2], x.shape[-1]
+    position = torch.arange(offset, offset + t, dtype=torch.float64, device=x.device).unsqueeze(1)  # (T, 1)
+    omega = _frequencies(dh, base, x.device, torch.float64)[0::2]  # (Dh/2,)
+    angle = position * omega  # (T, Dh/2)
+    cos, sin = torch.cos(angle).to(x.dtype), torch.sin(angle).to(x.dtype)
+    even, odd = x[..., 0::2], x[..., 1::2]  # (..., T, Dh/2) each
+    out = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1)  # (..., T, Dh/2, 2)
+    return out.flatten(-2)  # interleave back: (..., T, Dh)
+
+
+def alibi_slopes(num_heads: int) -> Tensor:
+    """(H,) ALiBi's per-head slopes: the geometric sequence 2^(-8/H), 2^(-16/H), …, 2^(-8).
+
+    (The paper's recipe for a power-of-two H; for other H this same formula is used, a simplification.)
+    """
+    check_positive_int("num_heads", num_heads)
+    return 2.0 ** (-8.0 * torch.arange(1, num_heads + 1, dtype=torch.float64) / num_heads)
+
+
+def alibi_bias(num_heads: int, seq_len_q: int, seq_len_k: Union[int, None] = None, *,
+               dtype: torch.dtype = torch.float32) -> Tensor:
+    """(H, T, S) ALiBi bias to add to the attention scores: ``-m_h · |q_pos - k_pos|``.
+
+    Queries are aligned with the end of the keys (query t sits at key position S - T + t, as the
+    course's causal masks are), so a cache-sized S works. Combined with a causal mask only the
+    keys at or before the query count; the bias grows linearly with the distance for every length,
+    which is why ALiBi extrapolates to sequences longer than those trained on.
+    """
+    check_positive_int("num_heads", num_heads)
+    check_positive_int("seq_len_q", seq_len_q)
+    seq_len_k = seq_len_q if seq_len_k is None else seq_len_k
+    check_positive_int("seq_len_k", seq_len_k)
+    if seq_len_k < seq_len_q:
+        raise ValueError(f"seq_len_k: expected at least seq_len_q={seq_len_q}, got {seq_len_k}")
+    q_pos = torch.arange(seq_len_k - seq_len_q, seq_len_k, dtype=torch.float64)[:, None]  # (T, 1)
+    k_pos = torch.arange(seq_len_k, dtype=torch.float64)[None, :]  # (1, S)
+    distance = (q_pos - k_pos).abs()  # (T, S)
+    return (-alibi_slopes(num_heads)[:, None, None] * distance).to(dtype)  # (H, T, S)

@@ -151,3 +151,143 @@ def test_a_new_wrong_choice_is_one_axis_entry(capsys, monkeypatch):
     monkeypatch.setattr(positional, "PE_AXES", axes)
     _, report = run(lambda t, d: _pe_learner(t, d, base=500.0), capsys)
     assert "base 500 (new entry)" in report
+
+
+# =========================================================================== rotary embeddings
+
+from autograder.checks.positional import ROPE_POINTS  # noqa: E402
+from autograder.checks.positional import check_apply_rotary as check_rope  # noqa: E402
+
+
+def run_rope(fn, capsys, **kw):
+    return run_check(check_rope, fn, capsys, **kw)
+
+
+def rope_slices(x, offset=0):
+    t, dh = x.shape[-2], x.shape[-1]
+    pos = torch.arange(offset, offset + t, dtype=torch.float32)[:, None]  # (T, 1)
+    omega = 10000.0 ** (-torch.arange(0, dh, 2, dtype=torch.float32) / dh)  # (Dh/2,)
+    cos, sin = torch.cos(pos * omega), torch.sin(pos * omega)
+    out = torch.empty_like(x)
+    out[..., 0::2] = x[..., 0::2] * cos - x[..., 1::2] * sin
+    out[..., 1::2] = x[..., 0::2] * sin + x[..., 1::2] * cos
+    return out
+
+
+def rope_complex(x, offset=0):
+    t, dh = x.shape[-2], x.shape[-1]
+    z = torch.view_as_complex(x.double().reshape(*x.shape[:-1], dh // 2, 2).contiguous())
+    pos = torch.arange(offset, offset + t, dtype=torch.float64)[:, None]
+    freq = 1.0 / 10000 ** (torch.arange(dh // 2, dtype=torch.float64) * 2 / dh)
+    return torch.view_as_real(z * torch.exp(1j * pos * freq)).reshape(x.shape).to(x.dtype)
+
+
+def rope_matrix_loops(x, offset=0):
+    """A block-diagonal rotation matrix per position, built with loops."""
+    t, dh = x.shape[-2], x.shape[-1]
+    rows = []
+    for p in range(t):
+        r = torch.zeros(dh, dh)
+        for i in range(dh // 2):
+            a = (offset + p) / 10000 ** (2 * i / dh)
+            r[2 * i, 2 * i], r[2 * i, 2 * i + 1] = math.cos(a), -math.sin(a)
+            r[2 * i + 1, 2 * i], r[2 * i + 1, 2 * i + 1] = math.sin(a), math.cos(a)
+        rows.append(x[..., p, :] @ r.T)
+    return torch.stack(rows, dim=-2)
+
+
+@pytest.mark.parametrize("fn", [rope_slices, rope_complex, rope_matrix_loops])
+@pytest.mark.parametrize("hidden", [False, True])
+def test_rope_correct_versions_earn_full_marks(fn, hidden, capsys):
+    points, out = run_rope(fn, capsys, hidden=hidden, seed=11)
+    assert points == ROPE_POINTS, out
+
+
+ROPE_ADVICE = {
+    "rope-angle-sign": "-p·ω_i",
+    "rope-frequency-i-over-dh": "i/Dh",
+    "rope-frequency-not-inverted": "divide",
+    "rope-ignores-offset": "ignore the offset",
+    "rope-positions-from-one": "one too late",
+    "rope-rotate-half": "rotate_half",
+}
+
+
+@pytest.mark.parametrize("mistake", [m for m in M.ROPE_MISTAKES if m.by_output], ids=lambda m: m.id)
+def test_rope_mistakes_lose_points_and_are_named(mistake, capsys):
+    points, out = run_rope(mistake.fn, capsys, seed=5)
+    assert points < ROPE_POINTS, out
+    assert ROPE_ADVICE[mistake.id] in out, out
+
+
+def test_rope_cache_probe_catches_an_ignored_offset(capsys):
+    _, out = run_rope(M.rope_ignores_offset, capsys, seed=5)
+    assert "✗ probe: decoding with a cache" in out
+    assert "✓ probes: shape kept" in out  # shifting both is harmless when the offset is ignored
+
+
+def test_rope_relative_probe_catches_absolute_additions(capsys):
+    def add_position(x, offset=0):  # adds a position vector instead of rotating
+        return x + torch.arange(offset, offset + x.shape[-2], dtype=x.dtype)[:, None] * 0.1
+
+    points, out = run_rope(add_position, capsys, seed=3)
+    assert points <= 1.0, out  # only the cache probe holds: it is consistent with itself
+    assert "✗ probes: shape kept" in out and "norm" in out
+
+
+def test_rope_identity_is_caught(capsys):
+    points, out = run_rope(lambda x, offset=0: x.clone(), capsys, seed=3)
+    assert points <= 1.0 and "nothing was rotated" in out, out
+
+
+def test_rope_library_shortcut_earns_nothing(capsys):
+    points, out = run_rope(M.rope_calls_library, capsys, seed=5)
+    assert points == 0.0 and "calls mhsa_lib" in out
+
+
+def test_rope_hard_coded_public_answer(capsys):
+    public = rope_slices(torch.randn(5, 6, generator=torch.Generator().manual_seed(7)), 2)
+    points, out = run_rope(lambda x, offset=0: public.clone(), capsys, seed=5)
+    assert points <= 1.0 and "hard-coded" in out
+
+
+def test_rope_not_implemented_and_in_place_versions(capsys):
+    def stub(x, offset=0):
+        raise NotImplementedError()
+
+    points, out = run_rope(stub, capsys)
+    assert points == 0.0 and "not implemented yet" in out
+
+    def in_place(x, offset=0):  # overwrites its input, returns it: correct values
+        y = rope_slices(x, offset)
+        x.copy_(y)
+        return x
+
+    points, out = run_rope(in_place, capsys, seed=4)
+    assert points == ROPE_POINTS, out
+
+
+def _rope_learner(x, offset=0, sign=1.0, half_exp=False, halves=False, base=10000.0):
+    """A learner's rotation with loops over pairs and the chosen slips."""
+    t, dh = x.shape[-2], x.shape[-1]
+    out = x.clone()
+    for i in range(dh // 2):
+        w = base ** (-(i if half_exp else 2 * i) / dh)
+        a, b = (i, i + dh // 2) if halves else (2 * i, 2 * i + 1)
+        for p in range(t):
+            th = sign * (offset + p) * w
+            xa, xb = x[..., p, a], x[..., p, b]
+            out[..., p, a] = xa * math.cos(th) - xb * math.sin(th)
+            out[..., p, b] = xa * math.sin(th) + xb * math.cos(th)
+    return out
+
+
+@pytest.mark.parametrize("slips, words", [
+    ({"base": 1000.0}, "base 1000"),
+    ({"halves": True, "sign": -1.0}, "rotate_half"),
+    ({"half_exp": True, "sign": -1.0}, "i/Dh"),
+])
+def test_rope_structural_slips_are_named_from_generated_variants(capsys, slips, words):
+    points, report = run_rope(lambda x, offset=0: _rope_learner(x, offset, **slips), capsys)
+    assert points < ROPE_POINTS
+    assert words in report, report

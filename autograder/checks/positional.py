@@ -1,4 +1,4 @@
-"""Step check for ``sinusoidal_positional_encoding(seq_len, d_model)`` (notebook 07).
+"""Step checks for ``sinusoidal_positional_encoding(seq_len, d_model)`` and ``apply_rotary(x, offset)`` (notebook 07).
 
 Shape letters: T positions (0 … T-1), D model width. Feature pair (2i, 2i+1) holds
 sin(p·ω_i), cos(p·ω_i) with ω_i = 1 / 10000^(2i/D).
@@ -216,3 +216,167 @@ def _diagnose(result: CheckResult, seen) -> None:
         diagnose_by_output(result, usable, generate(PE_AXES, _pe_variant), lambda m, args: m.fn(*args), atol=ATOL)
 
 
+
+
+# =========================================================================== rotary embeddings
+
+ROPE_POINTS = 4.0
+ROPE_PICTURE = (
+    'x = torch.randn(12, 8, generator=torch.Generator().manual_seed(0))\n'
+    'yours = fn(x, 3); ref = mhsa_lib.apply_rotary(x, 3)\n'
+    "axes = ('position', 'feature')"
+)
+ROPE_LIBRARY = ("apply_rotary", "_frequencies", "shift_matrix", "sinusoidal_positional_encoding")
+ROPE_ATOL = 1e-4  # float32 rotations of angles up to ~100
+
+
+def _rope_reference(x: Tensor, offset: int) -> Tensor:
+    return mhsa_lib.apply_rotary(x.double(), offset)
+
+
+def _rope_input(gen: torch.Generator, hidden: bool) -> Tuple[Tensor, int]:
+    """A random (…, T, Dh) float32 input (2 to 4 dims, Dh even, T != Dh) and an offset."""
+    ndim = int(torch.randint(2, 5, (1,), generator=gen))
+    while True:
+        t = int(torch.randint(1, 13, (1,), generator=gen))
+        dh = 2 * int(torch.randint(1, 17, (1,), generator=gen))
+        if t != dh:
+            break
+    lead = [int(torch.randint(1, 4, (1,), generator=gen)) for _ in range(ndim - 2)]
+    offset = int(torch.randint(0, 60 if hidden else 30, (1,), generator=gen))
+    return torch.randn(*lead, t, dh, generator=gen), offset
+
+
+def _scores(q: Any, k: Any) -> Optional[Tensor]:
+    q, k = _as_float64(q), _as_float64(k)
+    if q is None or k is None or q.shape[-1] != k.shape[-1]:
+        return None
+    return q @ k.transpose(-2, -1)
+
+
+@step("apply_rotary", forbidden=((), ROPE_LIBRARY),
+      points=ROPE_POINTS, notebook="07_capstone_tiny_transformer", home="positional", reference=mhsa_lib.apply_rotary, picture=ROPE_PICTURE)
+def check_apply_rotary(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
+    """Check ``apply_rotary(x, offset=0) -> (…, T, Dh)`` (max 4)."""
+    step = "apply_rotary"
+    seen: List[Tuple[Tuple[Tensor, int], Any]] = []
+
+    x_pub = torch.randn(5, 6, generator=torch.Generator().manual_seed(7))  # (T=5, Dh=6)
+    got = attempt(fn, x_pub.clone(), 2)
+    if isinstance(got, LearnerError) and got.kind == "not_implemented":
+        result.zero_reason = f"{step} {got}"
+        return
+    seen.append(((x_pub, 2), got))
+    c_pub = compare(got, _rope_reference(x_pub, 2), what=f"{step}(x, 2)", atol=ROPE_ATOL)
+    detail = c_pub.detail if not isinstance(got, LearnerError) else f"{step}(x, 2) {got}"
+    result.add("public case: x (T=5, Dh=6), offset 2", 1.0, c_pub.ok, detail)
+
+    fails = []
+    for _ in range(6 if hidden else 3):
+        x, offset = _rope_input(gen, hidden)
+        y = attempt(fn, x.clone(), offset)
+        seen.append(((x, offset), y))
+        c = compare(y, _rope_reference(x, offset), what="rotated x", atol=ROPE_ATOL)
+        if not c.ok:
+            fails.append(f"x {tuple(x.shape)}, offset {offset}: {y if isinstance(y, LearnerError) else c.detail}")
+    result.add("random shapes (…, T, Dh) and offsets", 1.0, not fails, describe_failures(fails, 1))
+
+    problems = _rope_relative_probe(fn, gen)
+    result.add("probes: shape kept; norms of every row kept; the scores q_rot·k_rot do not change when both "
+               "are shifted by the same number of positions", 1.0, not problems, "; ".join(problems))
+
+    cache_problems = _rope_cache_probe(fn, gen)
+    result.add("probe: decoding with a cache (keys rotated once when cached, the new token at offset = cache "
+               "length) gives the scores of rotating the whole sequence", 1.0, not cache_problems,
+               "; ".join(cache_problems))
+
+    if not result.passed:
+        _rope_diagnose(result, seen)
+        if c_pub.ok and fails:
+            other = attempt(fn, x_pub.clone() + 1.0, 2)
+            if isinstance(other, Tensor) and matches(other, got):
+                result.diagnose(HARD_CODED)
+    shortcuts = find_shortcuts(fn, (torch.randn(3, 4), 1), (), forbid_library=ROPE_LIBRARY)
+    if shortcuts:
+        result.zero_reason = (f"your {step} calls {', '.join(shortcuts)}: this step asks you to build "
+                              "the rotation yourself (torch.arange, torch.cos, torch.sin, slicing)")
+    return
+
+
+def _rope_relative_probe(fn: Callable, gen: torch.Generator) -> List[str]:
+    t, dh = 7, 8
+    q, k = torch.randn(2, t, dh, generator=gen), torch.randn(2, t, dh, generator=gen)
+    c = int(torch.randint(3, 40, (1,), generator=gen))
+    q0 = attempt(fn, q.clone(), 0)
+    if isinstance(q0, LearnerError):
+        return [f"x {tuple(q.shape)}, offset 0: {q0}"]
+    if not isinstance(q0, Tensor) or tuple(q0.shape) != tuple(q.shape):
+        shape = tuple(q0.shape) if isinstance(q0, Tensor) else type(q0).__name__
+        return [f"returned {shape} for x {tuple(q.shape)}, expected the same shape as x"]
+    problems = []
+    y = _as_float64(q0)
+    if y is None or not torch.allclose(y.norm(dim=-1), q.double().norm(dim=-1), atol=ROPE_ATOL, rtol=1e-4):
+        problems.append("the norm of some row changed: a rotation keeps every vector's length (each pair "
+                        "(2i, 2i+1) is turned, not scaled)")
+    s0 = _scores(q0, attempt(fn, k.clone(), 0))
+    sc = _scores(attempt(fn, q.clone(), c), attempt(fn, k.clone(), c))
+    if s0 is None or sc is None or not torch.allclose(s0, sc, atol=1e-3, rtol=1e-4):
+        problems.append(f"the scores of queries and keys both shifted by {c} positions differ from the "
+                        "unshifted ones: they must depend on the offset between the positions only")
+    elif torch.allclose(s0, _scores(q, k), atol=1e-3, rtol=1e-4):
+        problems.append("the scores equal those of the unrotated q and k: nothing was rotated")
+    return problems
+
+
+def _rope_cache_probe(fn: Callable, gen: torch.Generator) -> List[str]:
+    s, dh = 9, 6
+    q, k = torch.randn(s, dh, generator=gen), torch.randn(s, dh, generator=gen)
+    full = _scores(attempt(fn, q.clone(), 0), attempt(fn, k.clone(), 0))  # (S, S)
+    cached = attempt(fn, k[: s - 1].clone(), 0)  # the prompt's keys, rotated once when cached
+    new_k = attempt(fn, k[s - 1:].clone(), s - 1)  # the new token at position S-1 = cache length
+    new_q = attempt(fn, q[s - 1:].clone(), s - 1)
+    if full is None or not all(isinstance(v, Tensor) for v in (cached, new_k)):
+        return [f"could not probe: expected floating tensors shaped like x ({s}, {dh})"]
+    try:
+        keys = torch.cat([_as_float64(cached), _as_float64(new_k)], dim=0)
+    except (TypeError, RuntimeError):
+        return [f"could not probe: expected floating tensors shaped like x ({s}, {dh})"]
+    step_scores = _scores(new_q, keys)
+    if step_scores is None or tuple(step_scores.shape) != (1, s) or not torch.allclose(
+            step_scores, full[s - 1:], atol=1e-3, rtol=1e-4):
+        return [f"the new token's scores against the cache (offset {s - 1}, its position) differ from row "
+                f"{s - 1} of the full sequence's scores: row t of x is at position offset + t"]
+    return []
+
+
+#: The rotary embedding's structural choices and the wrong ones (frame/variants.py).
+ROPE_AXES = [
+    Axis("sign", 1.0, {-1.0: "you rotate by -p·ω_i (the sine's sign flipped)"}),
+    Axis("exponent", "2i/Dh", {
+        "i/Dh": "your frequencies use i/Dh: ω_i = 10000^(-2i/Dh)",
+        "-2i/Dh": "your frequencies grow (10000^(+2i/Dh)): ω_i = 10000^(-2i/Dh)",
+    }),
+    Axis("layout", "pairs", {
+        "halves": "you pair feature i with i + Dh/2 (rotate_half, the GPT-NeoX/Llama convention); the course "
+                  "pairs adjacent features (2i, 2i+1)",
+    }),
+    Axis("use_offset", True, {False: "you ignore the offset: row t is at position offset + t"}),
+    Axis("start", 0, {1: "your positions start one too late: row t is at position offset + t"}),
+    Axis("base", 10000.0, {1000.0: "your frequencies use the base 1000: ω_i = 10000^(-2i/Dh)"}),
+]
+
+
+def _rope_variant(choices):
+    def fn(x: Tensor, offset: int = 0) -> Tensor:
+        return M._rotate(x, offset, **choices)
+    return fn
+
+
+def _rope_diagnose(result: CheckResult, seen) -> None:
+    if diagnose_by_output(result, seen, M.ROPE_MISTAKES, lambda m, args: m.fn(*args), atol=ROPE_ATOL):
+        return
+    usable = [(args, y.detach().to("cpu", torch.float64)) for args, y in seen
+              if isinstance(y, Tensor) and y.dtype.is_floating_point and tuple(y.shape) == tuple(args[0].shape)]
+    if usable:
+        diagnose_by_output(result, usable, generate(ROPE_AXES, _rope_variant), lambda m, args: m.fn(*args),
+                           atol=ROPE_ATOL)

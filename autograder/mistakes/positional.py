@@ -1,4 +1,4 @@
-"""Known mistakes in the sinusoidal positional encoding (notebook 07).
+"""Known mistakes in the sinusoidal positional encoding and rotary embeddings (notebook 07).
 
 Each is a runnable, wrong ``sinusoidal_positional_encoding(seq_len, d_model)`` written the way
 it is usually written; :mod:`autograder.checks.positional` names the one a learner's output
@@ -87,5 +87,84 @@ PE_MISTAKES = [
 ]
 
 
+# --------------------------------------------------------------------------- rotary embeddings
+
+
+def _rotate(x: Tensor, offset: int = 0, *, sign: float = 1.0, exponent: str = "2i/Dh", layout: str = "pairs",
+            start: int = 0, use_offset: bool = True, base: float = 10000.0) -> Tensor:
+    """A rotary embedding with the chosen slips: (…, T, Dh) rotated pairwise by sign · p · ω_i."""
+    t, dh = x.shape[-2], x.shape[-1]
+    first = (offset if use_offset else 0) + start
+    pos = torch.arange(first, first + t, dtype=torch.float64)[:, None]  # (T, 1)
+    i = torch.arange(dh // 2, dtype=torch.float64)
+    e = {"2i/Dh": 2 * i / dh, "i/Dh": i / dh, "-2i/Dh": -2 * i / dh}[exponent]
+    angle = sign * pos * base ** (-e)  # (T, Dh/2)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    xd = x.double()
+    if layout == "pairs":
+        a, b = xd[..., 0::2], xd[..., 1::2]
+        return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+    a, b = xd[..., : dh // 2], xd[..., dh // 2:]  # rotate_half: i pairs with i + Dh/2
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+
+
+def rope_angle_sign(x: Tensor, offset: int = 0) -> Tensor:
+    """Rotates by -p·ω_i (the sine's sign flipped)."""
+    return _rotate(x, offset, sign=-1.0)
+
+
+def rope_frequency_i_over_dh(x: Tensor, offset: int = 0) -> Tensor:
+    """ω_i = 10000^(-i/Dh) instead of 10000^(-2i/Dh)."""
+    return _rotate(x, offset, exponent="i/Dh")
+
+
+def rope_frequency_not_inverted(x: Tensor, offset: int = 0) -> Tensor:
+    """ω_i = 10000^(2i/Dh): the frequencies grow instead of falling."""
+    return _rotate(x, offset, exponent="-2i/Dh")
+
+
+def rope_ignores_offset(x: Tensor, offset: int = 0) -> Tensor:
+    """Positions always 0 … T-1: the offset (the cache length when decoding) is ignored."""
+    return _rotate(x, offset, use_offset=False)
+
+
+def rope_positions_from_one(x: Tensor, offset: int = 0) -> Tensor:
+    """Positions offset+1 … offset+T."""
+    return _rotate(x, offset, start=1)
+
+
+def rope_rotate_half(x: Tensor, offset: int = 0) -> Tensor:
+    """GPT-NeoX / Llama layout: feature i pairs with i + Dh/2."""
+    return _rotate(x, offset, layout="halves")
+
+
+def rope_calls_library(x: Tensor, offset: int = 0) -> Tensor:
+    import mhsa_lib
+
+    return mhsa_lib.apply_rotary(x, offset)
+
+
+ROPE_MISTAKES = [
+    mistake('rope-angle-sign', rope_angle_sign,
+            'you rotate by -p·ω_i: the course rotates counter-clockwise, out[2i] = x[2i] cos θ - x[2i+1] sin θ, '
+            'out[2i+1] = x[2i] sin θ + x[2i+1] cos θ (the scores still depend only on the offset, but the numbers '
+            'are those of the opposite convention).'),
+    mistake('rope-frequency-i-over-dh', rope_frequency_i_over_dh,
+            'your frequencies use i/Dh: pair i turns at ω_i = 10000^(-2i/Dh) (2i, the index of its first feature, '
+            'over the head width), as in the sinusoidal encoding.'),
+    mistake('rope-frequency-not-inverted', rope_frequency_not_inverted,
+            'you multiply the position by 10000^(2i/Dh): the frequencies must fall from 1 to about 1/10000, so divide.'),
+    mistake('rope-ignores-offset', rope_ignores_offset,
+            'you ignore the offset: row t is at position offset + t. When decoding with a cache of S keys, the new '
+            'token is at position S, not 0.'),
+    mistake('rope-positions-from-one', rope_positions_from_one,
+            'your positions start one too late: row t is at position offset + t (row 0 of offset 0 is not rotated).'),
+    mistake('rope-rotate-half', rope_rotate_half,
+            'you pair feature i with i + Dh/2 (the rotate_half layout of GPT-NeoX and Llama): a valid convention, '
+            'but the course pairs adjacent features (2i, 2i+1), as the sinusoidal encoding does.'),
+    mistake('rope-calls-library', rope_calls_library, 'Calls mhsa_lib.', flags=[SAME_OUTPUT]),
+]
+
+
 #: Every mistake of this module by id.
-CATALOGUE = catalogue(PE_MISTAKES)
+CATALOGUE = catalogue(PE_MISTAKES, ROPE_MISTAKES)
