@@ -221,11 +221,6 @@ def _diagnose(result: CheckResult, seen) -> None:
 # =========================================================================== rotary embeddings
 
 ROPE_POINTS = 4.0
-ROPE_PICTURE = (
-    'x = torch.randn(12, 8, generator=torch.Generator().manual_seed(0))\n'
-    'yours = fn(x, 3); ref = mhsa_lib.apply_rotary(x, 3)\n'
-    "axes = ('position', 'feature')"
-)
 ROPE_LIBRARY = ("apply_rotary", "_frequencies", "shift_matrix", "sinusoidal_positional_encoding")
 ROPE_ATOL = 1e-4  # float32 rotations of angles up to ~100
 
@@ -255,7 +250,7 @@ def _scores(q: Any, k: Any) -> Optional[Tensor]:
 
 
 @step("apply_rotary", forbidden=((), ROPE_LIBRARY),
-      points=ROPE_POINTS, notebook="07_capstone_tiny_transformer", home="positional", reference=mhsa_lib.apply_rotary, picture=ROPE_PICTURE)
+      points=ROPE_POINTS, notebook="07_capstone_tiny_transformer", home="positional", reference=mhsa_lib.apply_rotary)
 def check_apply_rotary(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``apply_rotary(x, offset=0) -> (…, T, Dh)`` (max 4)."""
     step = "apply_rotary"

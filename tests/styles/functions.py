@@ -245,6 +245,28 @@ POSITIONAL = [
         "    return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(-2).float()\n"]),
 ]
 
+ROTARY = [
+    ("RoFormer complex numbers, view_as_complex", [
+        "def apply_rotary(x, offset=0):\n"
+        "    t, dh = x.shape[-2], x.shape[-1]\n"
+        "    freqs = 1.0 / (10000.0 ** (torch.arange(0, dh, 2)[: dh // 2].float() / dh))\n"
+        "    freqs = torch.outer(torch.arange(offset, offset + t).float(), freqs)\n"
+        "    freqs_cis = torch.polar(torch.ones_like(freqs), freqs)\n"
+        "    x_ = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))\n"
+        "    return torch.view_as_real(x_ * freqs_cis).flatten(-2).type_as(x)\n"]),
+    ("interleaved rotate-every-two with repeat_interleave", [
+        "def rotate_every_two(x):\n"
+        "    x1, x2 = x[..., ::2], x[..., 1::2]\n"
+        "    return torch.stack((-x2, x1), dim=-1).flatten(-2)\n",
+        "def apply_rotary(x, offset=0):\n"
+        "    seq_len, dim = x.shape[-2], x.shape[-1]\n"
+        "    inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2).float() / dim))\n"
+        "    sinusoid = torch.einsum('i,j->ij', torch.arange(offset, offset + seq_len).float(), inv_freq)\n"
+        "    sin = sinusoid.sin().repeat_interleave(2, dim=-1)\n"
+        "    cos = sinusoid.cos().repeat_interleave(2, dim=-1)\n"
+        "    return x * cos + rotate_every_two(x) * sin\n"]),
+]
+
 ONLINE_MERGE = [
     ("flash-attention paper notation, where guard", [
         "def online_softmax_merge(m1, l1, m2, l2):\n"
@@ -326,6 +348,7 @@ FUNCTION_STYLES = {
     "repeat_kv": ("05", REPEAT_KV),
     "kv_cache_bytes": ("05", KV_CACHE_BYTES),
     "sinusoidal_positional_encoding": ("07", POSITIONAL),
+    "apply_rotary": ("07", ROTARY),
     "online_softmax_merge": ("08", ONLINE_MERGE),
     "tiled_attention": ("08", TILED),
 }
