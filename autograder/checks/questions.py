@@ -1011,3 +1011,41 @@ QUESTIONS: Dict[str, Question] = {
         points=1,
     ),
 }
+
+
+# --------------------------------------------------------------------------- 07 · rotary embeddings
+
+QUESTIONS.update({
+    "07.rope_cache_offset": Question(
+        kind="choice",
+        options={
+            "a": "0: every decoding step is a sequence of its own",
+            "b": "S, the cache length: the new token's position",
+            "c": "S - 1, the position of the last cached key",
+            "d": "none: rotate the whole cache again from offset 0 at every step instead",
+        },
+        answer="b",
+        explanation=(
+            "Row t of x is at position offset + t. The S cached keys sit at positions 0 … S-1 and were "
+            "rotated once, when they were cached; the new token is the (S+1)-th, at position S, so its "
+            "query and key are rotated with offset = S = len(cache). Then its score with the key at "
+            "position s is turned by (s - S)·ω_i, exactly as when the whole sequence is rotated at once."
+        ),
+        feedback={
+            "a": (
+                "With offset 0 the new query is rotated as if it stood at position 0: its scores with the "
+                "cached keys then depend on the wrong offsets (s - 0 instead of s - S). The notebook's "
+                "cached-decoding comparison would print False."
+            ),
+            "c": (
+                "Position S - 1 is taken by the last cached key; the new token comes after it. Counting from "
+                "0, S keys fill positions 0 … S-1."
+            ),
+            "d": (
+                "The cached keys are already rotated for their positions, which do not change; rotating them "
+                "again is wasted work (and rotating from offset 0 at every step would rotate them twice)."
+            ),
+        },
+        points=1,
+    ),
+})
