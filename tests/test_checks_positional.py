@@ -291,3 +291,15 @@ def test_rope_structural_slips_are_named_from_generated_variants(capsys, slips, 
     points, report = run_rope(lambda x, offset=0: _rope_learner(x, offset, **slips), capsys)
     assert points < ROPE_POINTS
     assert words in report, report
+
+
+def test_rope_hostile_shapes_are_reported_not_raised(capsys):
+    def shifty(x, offset=0):  # unrelated shapes that change with the input (and use the global RNG)
+        return torch.randn(*([(offset + x.shape[-2]) % 3 + 1] * (x.dim() + offset % 2 - 1)))
+
+    points, out = run_rope(shifty, capsys, seed=2)
+    assert points == 0.0, out
+    assert "✗ probe: decoding with a cache" in out
+
+    points, out = run_rope(lambda x, offset=0: rope_slices(x, offset).flatten(), capsys, seed=2)
+    assert points == 0.0 and "expected the same shape as x" in out, out

@@ -243,10 +243,19 @@ def _rope_input(gen: torch.Generator, hidden: bool) -> Tuple[Tensor, int]:
 
 
 def _scores(q: Any, k: Any) -> Optional[Tensor]:
+    """q @ kᵀ in float64, or None when the learner's outputs cannot be multiplied."""
     q, k = _as_float64(q), _as_float64(k)
-    if q is None or k is None or q.shape[-1] != k.shape[-1]:
+    if q is None or k is None or q.dim() < 2 or k.dim() < 2 or q.shape[-1] != k.shape[-1]:
         return None
-    return q @ k.transpose(-2, -1)
+    try:
+        return q @ k.transpose(-2, -1)
+    except RuntimeError:
+        return None
+
+
+def _close(a: Optional[Tensor], b: Optional[Tensor], atol: float) -> bool:
+    """Same shape and close (False for anything else: shapes that only broadcast do not count)."""
+    return a is not None and b is not None and a.shape == b.shape and torch.allclose(a, b, atol=atol, rtol=1e-4)
 
 
 @step("apply_rotary", forbidden=((), ROPE_LIBRARY),
@@ -291,7 +300,8 @@ def check_apply_rotary(fn: Any, result: CheckResult, gen: torch.Generator, hidde
             other = attempt(fn, x_pub.clone() + 1.0, 2)
             if isinstance(other, Tensor) and matches(other, got):
                 result.diagnose(HARD_CODED)
-    shortcuts = find_shortcuts(fn, (torch.randn(3, 4), 1), (), forbid_library=ROPE_LIBRARY)
+    x_short = torch.randn(3, 4, generator=torch.Generator().manual_seed(3))  # not the global RNG: the judge must see the same call
+    shortcuts = find_shortcuts(fn, (x_short, 1), (), forbid_library=ROPE_LIBRARY)
     if shortcuts:
         result.zero_reason = (f"your {step} calls {', '.join(shortcuts)}: this step asks you to build "
                               "the rotation yourself (torch.arange, torch.cos, torch.sin, slicing)")
@@ -310,15 +320,15 @@ def _rope_relative_probe(fn: Callable, gen: torch.Generator) -> List[str]:
         return [f"returned {shape} for x {tuple(q.shape)}, expected the same shape as x"]
     problems = []
     y = _as_float64(q0)
-    if y is None or not torch.allclose(y.norm(dim=-1), q.double().norm(dim=-1), atol=ROPE_ATOL, rtol=1e-4):
+    if y is None or not _close(y.norm(dim=-1), q.double().norm(dim=-1), ROPE_ATOL):
         problems.append("the norm of some row changed: a rotation keeps every vector's length (each pair "
                         "(2i, 2i+1) is turned, not scaled)")
     s0 = _scores(q0, attempt(fn, k.clone(), 0))
     sc = _scores(attempt(fn, q.clone(), c), attempt(fn, k.clone(), c))
-    if s0 is None or sc is None or not torch.allclose(s0, sc, atol=1e-3, rtol=1e-4):
+    if not _close(s0, sc, 1e-3):
         problems.append(f"the scores of queries and keys both shifted by {c} positions differ from the "
                         "unshifted ones: they must depend on the offset between the positions only")
-    elif torch.allclose(s0, _scores(q, k), atol=1e-3, rtol=1e-4):
+    elif _close(s0, _scores(q, k), 1e-3):
         problems.append("the scores equal those of the unrotated q and k: nothing was rotated")
     return problems
 
@@ -337,8 +347,7 @@ def _rope_cache_probe(fn: Callable, gen: torch.Generator) -> List[str]:
     except (TypeError, RuntimeError):
         return [f"could not probe: expected floating tensors shaped like x ({s}, {dh})"]
     step_scores = _scores(new_q, keys)
-    if step_scores is None or tuple(step_scores.shape) != (1, s) or not torch.allclose(
-            step_scores, full[s - 1:], atol=1e-3, rtol=1e-4):
+    if full.dim() != 2 or not _close(step_scores, full[s - 1:], 1e-3):
         return [f"the new token's scores against the cache (offset {s - 1}, its position) differ from row "
                 f"{s - 1} of the full sequence's scores: row t of x is at position offset + t"]
     return []
