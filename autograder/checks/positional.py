@@ -7,6 +7,12 @@ Besides the values (compared in float64 with ``mhsa_lib``), the check probes wha
 encoding useful: it does not depend on how many positions are asked for, every value lies in
 [-1, 1], position 0 is [0, 1, 0, 1, …], and moving k positions on is one fixed linear map of the
 encoding, the same for every position (fitted by least squares on the learner's own output).
+
+``apply_rotary(x, offset=0)`` rotates feature pair (2i, 2i+1) of row t of x (…, T, Dh) by
+(offset + t)·ω_i, ω_i = 10000^(-2i/Dh). Its check compares values with ``mhsa_lib.apply_rotary``
+and probes the properties attention relies on: norms are kept, shifting queries and keys by the
+same number of positions leaves the scores unchanged, and decoding with a cache (keys rotated once,
+the new token at offset = cache length) reproduces the scores of rotating the whole sequence.
 """
 
 from __future__ import annotations
