@@ -182,9 +182,12 @@ def test_in_a_real_kernel_the_cell_keeps_its_points_and_shows_both_forms(tmp_pat
     from autograder.grading import engine
     from autograder.grading import nbgrader_tools as nbt
 
-    cells = [
+    cells = lambda: [  # noqa: E731 - fresh cells for each run (a run fills in its cells' outputs)
         code("import torch\nfrom autograder import check_softmax\n"
-             "def softmax(x, dim=-1):\n    return torch.softmax(x, dim=0 if x.dim() > 1 else -1)"),
+             "def softmax(x, dim=-1):  # over the wrong axis\n"
+             "    d = 0 if x.dim() > 1 else -1\n"
+             "    e = (x - x.amax(dim=d, keepdim=True)).exp()\n"
+             "    return e / e.sum(dim=d, keepdim=True)"),
         graded_cell("check_softmax", 3, "check_softmax(softmax, seed=3)"),
     ]
     limits = engine.Limits(cell_timeout=120, total_timeout=300, memory_mb=0)
@@ -193,10 +196,10 @@ def test_in_a_real_kernel_the_cell_keeps_its_points_and_shows_both_forms(tmp_pat
         env = {k: v for k, v in os.environ.items() if k != results.PLAIN_ENV}
         if plain:
             env[results.PLAIN_ENV] = "1"
-        graded = engine.run(engine.prepare(notebook(cells)), tmp_path, limits, env=env)
+        graded = engine.run(engine.prepare(notebook(cells())), tmp_path, limits, env=env)
         runs[plain] = graded.nb.cells[1]
         step, = graded.steps
-        assert 0 < step.points < 3
+        assert step.points < 3
     rich, plain = runs[False], runs[True]
     kinds = [o["output_type"] for o in rich.outputs]
     assert kinds == ["display_data", "display_data", "execute_result"], kinds
