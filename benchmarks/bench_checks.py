@@ -6,7 +6,9 @@
 
 A test cell runs one check; the goal is that every check takes under 0.5 s, also while other
 processes compete for the cores (a learner's other kernels, a class grading run). This script
-starts ``--busy`` processes that each run matrix products on every core torch sees, then runs
+starts ``--busy`` processes that each run matrix products (on one thread each by default, so that
+two of them take the two cores of the course's reference machine; ``--busy-threads 0`` gives them
+torch's default, every core), then runs
 every registered step check on a correct answer: the reference solutions of ``solutions/`` (each
 notebook's answer cells, defined as the notebook defines them, see :func:`solution_definitions`),
 the right answer of each checkpoint, and, for the capstone, an untrained model of the notebook's
@@ -47,23 +49,27 @@ GOAL_S = 0.5
 # --------------------------------------------------------------------------- the busy processes
 
 
-def _busy(stop: Any, size: int) -> None:  # pragma: no cover - runs in a child process
+def _busy(stop: Any, size: int, threads: int) -> None:  # pragma: no cover - runs in a child process
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     a = torch.randn(size, size)
     while not stop.is_set():
         a = (a @ a).tanh_()
 
 
 @contextmanager
-def busy_processes(n: int, size: int = 384) -> Iterator[List[Any]]:
-    """``n`` processes that keep every core busy with matrix products (torch's default thread
-    count, as another kernel would), stopped and joined on exit."""
+def busy_processes(n: int, threads: int = 1, size: int = 384) -> Iterator[List[Any]]:
+    """``n`` processes that keep the cores busy with matrix products, each on ``threads``
+    threads (0: torch's default, every core), stopped and joined on exit."""
     if n < 0:
         raise ValueError(f"busy: expected a count >= 0, got {n}")
+    if threads < 0:
+        raise ValueError(f"busy threads: expected a count >= 0 (0: torch's default), got {threads}")
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
-    procs = [ctx.Process(target=_busy, args=(stop, size), daemon=True) for _ in range(n)]
+    procs = [ctx.Process(target=_busy, args=(stop, size, threads), daemon=True) for _ in range(n)]
     for p in procs:
         p.start()
     try:
@@ -202,7 +208,8 @@ def time_check(name: str, make: Callable[[], Any], repeats: int, pinned: bool = 
 # --------------------------------------------------------------------------- the run
 
 
-def run(busy: int = 2, repeats: int = 3, only: Optional[Sequence[str]] = None, compare: bool = False) -> dict:
+def run(busy: int = 2, repeats: int = 3, only: Optional[Sequence[str]] = None, compare: bool = False,
+        busy_threads: int = 1) -> dict:
     import torch
 
     answers = correct_answers()
@@ -213,7 +220,8 @@ def run(busy: int = 2, repeats: int = 3, only: Optional[Sequence[str]] = None, c
         answers = {k: v for k, v in answers.items() if k in only}
     rows: List[dict] = []
     started = time.perf_counter()
-    with busy_processes(busy):
+    load_before = _load_average()
+    with busy_processes(busy, busy_threads):
         for name, make in answers.items():
             rows.append(time_check(name, make, repeats, pinned=True))
             if compare:
@@ -221,7 +229,8 @@ def run(busy: int = 2, repeats: int = 3, only: Optional[Sequence[str]] = None, c
     pinned_rows = [r for r in rows if r["pinned"]]
     worst = max(pinned_rows, key=lambda r: r["worst_s"]) if pinned_rows else None
     return {
-        "goal_s": GOAL_S, "busy_processes": busy, "repeats": repeats, "cpu_count": os.cpu_count(),
+        "goal_s": GOAL_S, "busy_processes": busy, "busy_threads": busy_threads, "repeats": repeats,
+        "cpu_count": os.cpu_count(), "load_average": [load_before, _load_average()],
         "torch_threads": torch.get_num_threads(), "seconds": time.perf_counter() - started,
         "rows": rows,
         "goals": [bc.goal(f"worst check time / {GOAL_S} s goal" + (f" ({worst['step']})" if worst else ""),
@@ -232,6 +241,14 @@ def run(busy: int = 2, repeats: int = 3, only: Optional[Sequence[str]] = None, c
     }
 
 
+def _load_average() -> Optional[float]:
+    """The one-minute load average (other people's work on a shared machine), if known."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def _all_steps() -> List[str]:
     from autograder.frame.registry import steps
 
@@ -239,8 +256,11 @@ def _all_steps() -> List[str]:
 
 
 def print_report(result: dict) -> None:
-    print(f"Every step check on a correct answer, {result['busy_processes']} busy process(es) on "
-          f"{result['cpu_count']} core(s), {result['repeats']} warm run(s) each (goal: under {result['goal_s']:g} s)\n")
+    threads = result["busy_threads"] or "torch's default"
+    print(f"Every step check on a correct answer, {result['busy_processes']} busy process(es) ({threads} thread(s) "
+          f"each) on {result['cpu_count']} core(s), {result['repeats']} warm run(s) each (goal: under "
+          f"{result['goal_s']:g} s); load average {result['load_average'][0]} before, "
+          f"{result['load_average'][1]} after\n")
     headers = ["step", "nb", "threads", "points", "cold", "median", "worst warm", "worst / goal", "verdict"]
     table = []
     for r in result["rows"]:
@@ -263,15 +283,19 @@ def print_report(result: dict) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--busy", type=int, default=2, help="busy processes competing for the cores (default 2)")
+    parser.add_argument("--busy-threads", type=int, default=1,
+                        help="threads of each busy process (default 1: each takes one core; 0: torch's default)")
     parser.add_argument("--repeats", type=int, default=3, help="warm runs of each check after the cold one")
     parser.add_argument("--steps", default="", help="comma-separated step names (default: every step)")
     parser.add_argument("--compare", action="store_true", help="also run each check without thread pinning")
     parser.add_argument("--out", type=Path, help="also write the results as JSON")
     args = parser.parse_args(argv)
-    if args.busy < 0 or args.repeats < 0:
-        parser.error(f"--busy and --repeats must be >= 0, got {args.busy} and {args.repeats}")
+    if min(args.busy, args.repeats, args.busy_threads) < 0:
+        parser.error(f"--busy, --busy-threads and --repeats must be >= 0, got {args.busy}, {args.busy_threads} "
+                     f"and {args.repeats}")
     try:
-        result = run(args.busy, args.repeats, [s for s in args.steps.split(",") if s] or None, args.compare)
+        result = run(args.busy, args.repeats, [s for s in args.steps.split(",") if s] or None, args.compare,
+                     args.busy_threads)
     except ValueError as e:
         parser.error(str(e))
     print_report(result)

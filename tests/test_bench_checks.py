@@ -44,6 +44,7 @@ def test_a_run_reports_each_check_against_the_goal(capsys):
     assert result["not_correct"] == []
     bench.print_report(result)
     out = capsys.readouterr().out
+    assert result["busy_threads"] == 1 and len(result["load_average"]) == 2
     assert "worst / goal" in out and "1 (pinned)" in out and "torch's" in out and "checks under 0.5 s" in out
 
 
@@ -62,6 +63,9 @@ def test_busy_processes_start_and_stop():
     assert not procs[0].is_alive()
     with pytest.raises(ValueError, match="busy: expected a count >= 0, got -1"):
         with bench.busy_processes(-1):
+            pass
+    with pytest.raises(ValueError, match="busy threads: expected a count >= 0"):
+        with bench.busy_processes(1, threads=-2):
             pass
 
 
