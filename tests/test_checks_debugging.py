@@ -113,10 +113,12 @@ def test_probes_full_marks(probe, capsys):
 
 
 def test_weak_probes(capsys):
+    """A probe is scored on what it separates: a constant answer earns nothing (see
+    tests/test_probe_scoring.py for the whole family of answers that must earn 0)."""
     points, out = run(C.check_head_probe, M.probe_shape_only, capsys, seed=5)
-    assert points == 1.0 and "accepts a broken module" in out
+    assert points == 0.0 and "accepts a broken module" in out
     points, out = run(C.check_head_probe, lambda m: False, capsys, seed=5)
-    assert points == 1.0 and "rejects correct modules" in out
+    assert points == 0.0 and "does not separate" in out
 
     def stub(module):
         raise NotImplementedError()

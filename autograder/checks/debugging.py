@@ -270,41 +270,89 @@ def check_fixed_attention(cls: Any, result: CheckResult, gen: torch.Generator, h
 
 
 
+#: The modules a probe must tell apart, and how many of each it is asked about (public, hidden).
+PROBE_CORRECT = ("correct modules", mhsa_lib.MultiHeadAttention, (3, 5))
+PROBE_BROKEN = (("the merge bug of incident 2", M.MHAMergeNoTranspose, (3, 4)),
+                ("heads split without the transpose", M.MHASplitNoTranspose, (3, 4)))
+
+
+def _as_verdict(got: Any) -> Optional[bool]:
+    """A probe's answer as True / False, or None when it is not one (a tensor of several values,
+    a string, an error ...)."""
+    if isinstance(got, bool):
+        return got
+    if isinstance(got, Tensor) and got.numel() == 1 and got.dtype == torch.bool:
+        return bool(got.item())
+    return None
+
+
 @step("heads_look_right", points=PROBE_POINTS, notebook=NOTEBOOK, home=None, kind="repair",
       reference=heads_probe_reference, reference_name="a reference permutation probe")
 def check_head_probe(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Incident 2: ``heads_look_right(module) -> bool``, True for a correct attention module,
-    False for one whose heads are split or merged without the transpose (max 2)."""
+    False for one whose heads are split or merged without the transpose (max 2).
+
+    The probe is scored as a test that separates: each broken family earns its share only when
+    the probe says False for every module of that family *and* True for every correct module, and
+    it is asked twice about every module. A constant answer (always True, always False), the
+    inverted answer, or one that changes between two calls on the same module earns nothing."""
     step = "heads_look_right"
-    groups = (("says True for correct modules (several sizes)", 1.0, mhsa_lib.MultiHeadAttention, True),
-              ("says False for the merge bug of incident 2", 0.5, M.MHAMergeNoTranspose, False),
-              ("says False for heads split without the transpose", 0.5, M.MHASplitNoTranspose, False))
+    families = ((PROBE_CORRECT[0], PROBE_CORRECT[1], PROBE_CORRECT[2], True),) + tuple(
+        (label, make, counts, False) for label, make, counts in PROBE_BROKEN)
+    wrong: dict = {}
+    unsteady: List[str] = []
     with guarded():
-        for label, weight, make, expected in groups:
-            wrong = []
-            for _ in range(4 if hidden else 2):
+        for label, make, counts, expected in families:
+            wrong[label] = []
+            for _ in range(counts[1] if hidden else counts[0]):
                 _, _, h, dh, _ = _sizes(gen)
                 torch.manual_seed(int(torch.randint(0, 2**30, (1,), generator=gen)))
                 module = make(h * dh, h).eval()
-                try:
-                    got = observe("heads_look_right", _verdict, fn, module)
-                except LearnerError as e:
-                    got = e
-                if isinstance(got, LearnerError) and got.kind == "not_implemented":
-                    result.zero_reason = f"{step} {got}"
-                    return
-                if isinstance(got, LearnerError) or not isinstance(got, (bool, Tensor)) or bool(got) != expected:
-                    wrong.append(f"D={h * dh}, H={h}: returned {got}" if not isinstance(got, LearnerError)
-                                 else f"D={h * dh}, H={h}: {got}")
-            result.add(label, weight, not wrong, describe_failures(wrong, 1))
-        if result.parts and not result.parts[0].passed and all(p.passed for p in result.parts[1:]):
-            result.diagnose("your probe rejects correct modules too: compare with a tolerance (torch.allclose "
-                            "with atol around 1e-5), and compare the permuted output with the output permuted "
-                            "the same way.")
-        elif result.parts[0].passed and not all(p.passed for p in result.parts[1:]):
-            result.diagnose("your probe accepts a broken module: the shape is right in both cases, so test a "
-                            "property, e.g. permuting the tokens of x must permute the output rows the same way.")
-    return
+                answers = []
+                for again in ("", " again"):
+                    try:
+                        got = observe("heads_look_right" + again, _verdict, fn, module)
+                    except LearnerError as e:
+                        got = e
+                    if isinstance(got, LearnerError) and got.kind == "not_implemented":
+                        result.zero_reason = f"{step} {got}"
+                        return
+                    answers.append(got)
+                first, second = (_as_verdict(a) for a in answers)
+                where = f"D={h * dh}, H={h}"
+                if first is not None and second is not None and first != second:
+                    unsteady.append(f"{where}: {answers[0]} then {answers[1]}")
+                if first != expected or second != expected:
+                    bad = next(a for a, v in zip(answers, (first, second)) if v != expected)
+                    wrong[label].append(f"{where}: {bad}" if isinstance(bad, LearnerError) else f"{where}: returned {bad}")
+    if unsteady:
+        result.zero_reason = (
+            "your probe answered differently when asked twice about the same module ("
+            + describe_failures(unsteady, 1)
+            + "): a test must give the same verdict every time; fix its random input with a seeded "
+            "torch.Generator, or compare with a tolerance.")
+        return
+    correct_label = PROBE_CORRECT[0]
+    rejects_correct = wrong[correct_label]
+    for label, _, _ in PROBE_BROKEN:
+        missed = wrong[label]
+        problems = ([f"says False or no verdict for {correct_label}: " + describe_failures(rejects_correct, 1)]
+                    if rejects_correct else [])
+        problems += [f"says True or no verdict for {label}: " + describe_failures(missed, 1)] if missed else []
+        result.add(f"tells {label} from {correct_label} (True for every correct module, False for every "
+                   "broken one)", 1.0, not problems, "; ".join(problems))
+    asked_correct = PROBE_CORRECT[2][1] if hidden else PROBE_CORRECT[2][0]
+    if rejects_correct and len(rejects_correct) < asked_correct:
+        result.diagnose("your probe rejects correct modules too: compare with a tolerance (torch.allclose "
+                        "with atol around 1e-5), and compare the permuted output with the output permuted "
+                        "the same way.")
+    elif rejects_correct:
+        result.diagnose("your probe does not separate correct modules from broken ones: it says False (or gives no "
+                        "True/False) for correct modules. Test a property every correct module has, e.g. permuting "
+                        "the tokens of x permutes the output rows the same way.")
+    elif not all(not wrong[label] for label, _, _ in PROBE_BROKEN):
+        result.diagnose("your probe accepts a broken module: the shape is right in both cases, so test a "
+                        "property, e.g. permuting the tokens of x must permute the output rows the same way.")
 
 
 # --------------------------------------------------------------------------- incident 3
