@@ -947,19 +947,19 @@ QUESTIONS: Dict[str, Question] = {
     "08.rescale_factor": Question(
         kind="choice",
         options={
-            "a": "exp(m_new - m_old)",
-            "b": "exp(m_old - m_new)",
+            "a": "exp(m_old - m_new)",
+            "b": "exp(m_new - m_old)",
             "c": "m_old / m_new",
             "d": "nothing: the old sum stays as it is",
         },
-        answer="b",
+        answer="a",
         explanation=(
             "Each term of the old sum is exp(x - m_old); relative to the new maximum it must be "
             "exp(x - m_new) = exp(x - m_old) · exp(m_old - m_new). The factor is <= 1 because "
             "m_new >= m_old, so nothing can overflow; the running output is rescaled by the same factor."
         ),
         feedback={
-            "a": (
+            "b": (
                 "exp(m_new - m_old) is >= 1: it would grow the old terms, as if their maximum had gone "
                 "down. Write one old term: exp(x - m_old) must become exp(x - m_new); the ratio of the "
                 "two is exp(m_old - m_new)."
@@ -1010,12 +1010,12 @@ QUESTIONS: Dict[str, Question] = {
     "08.flash_exact": Question(
         kind="choice",
         options={
-            "a": "it approximates attention, trading accuracy for speed",
-            "b": "the same function up to rounding, with the (T, S) matrix never stored",
-            "c": "it skips the keys whose weights are small",
-            "d": "it needs a causal mask to work",
+            "a": "the same function up to rounding, the (T, S) matrix never stored",
+            "b": "an approximation of attention that trades some accuracy for a lot of speed",
+            "c": "attention that skips the keys whose weights are small",
+            "d": "attention that only works with a causal mask",
         },
-        answer="b",
+        answer="a",
         explanation=(
             "Flash and memory-efficient attention compute exactly softmax(QKᵀ/√d_k)V, as the tiled loop "
             "does: the running max and sum make the blockwise result equal to the full one up to float "
@@ -1023,7 +1023,7 @@ QUESTIONS: Dict[str, Question] = {
             "memory and the (T, S) matrix is never written out."
         ),
         feedback={
-            "a": (
+            "b": (
                 "Nothing is approximated: rescaling by exp(m_old - m_new) makes the blockwise sums exactly "
                 "the full ones. The notebook's tiled attention matches F.scaled_dot_product_attention to "
                 "float32 rounding."
