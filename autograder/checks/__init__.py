@@ -10,10 +10,10 @@ import sys
 
 from ..frame.fallback import fallback
 from ..frame.registry import steps as _steps
-from . import attention, block, concepts, debugging, heads, interop, kv_cache, model, multihead, positional, warmups
+from . import attention, block, concepts, debugging, heads, interop, kv_cache, model, modern, multihead, positional, warmups
 from .concepts import check_concept
 
-_MODULES = (attention, block, concepts, debugging, heads, interop, kv_cache, model, multihead, positional, warmups)
+_MODULES = (attention, block, concepts, debugging, heads, interop, kv_cache, model, modern, multihead, positional, warmups)
 
 _checks = {s.check_name: getattr(sys.modules[s.check_module], s.check_name)
            for s in _steps() if s.kind != "checkpoint"}
