@@ -10,7 +10,20 @@ import sys
 
 from ..frame.fallback import fallback
 from ..frame.registry import steps as _steps
-from . import attention, block, concepts, debugging, heads, interop, kv_cache, model, modern, multihead, positional, warmups
+from . import (
+    attention,
+    block,
+    concepts,
+    debugging,
+    heads,
+    interop,
+    kv_cache,
+    model,
+    modern,
+    multihead,
+    positional,
+    warmups,
+)
 from .concepts import check_concept
 
 _MODULES = (attention, block, concepts, debugging, heads, interop, kv_cache, model, modern, multihead, positional, warmups)
