@@ -275,4 +275,6 @@ class TransformerBlock(nn.Module):
         return self.attn(h, mask, causal=causal), None
 
     def extra_repr(self) -> str:
-        return f"norm_placement={self.norm_placement!r}"
+        kinds = "" if isinstance(self.norm1, LayerNorm) else ", norm='rms'"
+        kinds += "" if isinstance(self.ffn, FeedForward) else ", ffn='swiglu'"
+        return f"norm_placement={self.norm_placement!r}{kinds}"

@@ -150,3 +150,11 @@ def test_block_costs_refuses_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         block_costs(**args)
 
+
+
+def test_a_modern_block_does_not_pretend_to_be_torchs_encoder_layer():
+    with pytest.raises(ValueError, match="block: expected a block with LayerNorm and a plain FeedForward.*"
+                                         "got norm1=RMSNorm, ffn=SwiGLUFeedForward"):
+        mhsa_lib.interop.block_to_torch(mhsa_lib.TransformerBlock(12, 3, 20, norm="rms", ffn="swiglu"))
+    layer = mhsa_lib.interop.block_to_torch(mhsa_lib.TransformerBlock(12, 3, 20))
+    assert isinstance(layer, nn.TransformerEncoderLayer)
