@@ -99,8 +99,19 @@ class RMSNormWithBias(RMSNormRsqrt):
         self.bias = nn.Parameter(torch.zeros(d_model))
 
 
-_HAS_RMS_NORM = hasattr(F, "rms_norm")
-_CALLS_TORCH = [(M.RMSNormCallsTorch, "calls torch's rms_norm")] if _HAS_RMS_NORM else []
+_HAS_RMS_NORM = hasattr(F, "rms_norm") and hasattr(nn, "RMSNorm")
+class RMSNormViaNN(nn.Module):
+    def __init__(self, d_model, eps=1e-6):
+        super().__init__()
+        self.inner = nn.RMSNorm(d_model, eps=eps)
+        self.weight = self.inner.weight
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+_CALLS_TORCH = [(M.RMSNormCallsTorch, "calls torch's rms_norm"),
+                (RMSNormViaNN, "calls torch's rms_norm")] if _HAS_RMS_NORM else []
 
 
 @pytest.mark.parametrize("cls,words", [
