@@ -19,6 +19,7 @@ from . import (
     interop,
     kv_cache,
     model,
+    modern,
     multihead,
     positional,
     tiled,
@@ -26,8 +27,8 @@ from . import (
 )
 from .concepts import check_concept
 
-_MODULES = (attention, block, concepts, debugging, heads, interop, kv_cache, model, multihead, positional, tiled,
-            warmups)
+_MODULES = (attention, block, concepts, debugging, heads, interop, kv_cache, model, modern, multihead, positional,
+            tiled, warmups)
 
 _checks = {s.check_name: getattr(sys.modules[s.check_module], s.check_name)
            for s in _steps() if s.kind != "checkpoint"}

@@ -1040,3 +1040,70 @@ QUESTIONS: Dict[str, Question] = {
         points=1,
     ),
 }
+
+
+# ---------------------------------------------------------------------- 04_transformer_block: the modern block
+QUESTIONS.update({
+    "04.attention_vs_ffn": Question(
+        kind="choice",
+        options={
+            "a": "T > D = 1024",
+            "b": "T > F = 4096",
+            "c": "T > 256 (the core split over 16 heads)",
+            "d": "never: the FFN has more parameters",
+        },
+        answer="b",
+        explanation=(
+            "The core is QKᵀ and weights @ V: T²·Dh multiply-adds each per head, T²·D over the H "
+            "heads, 4·T²·D FLOPs in all. The FFN is (T, D) @ (D, F) and (T, F) @ (F, D), 4·T·D·F FLOPs. "
+            "4·T²·D > 4·T·D·F exactly when T > F = 4096, whatever the number of heads."
+        ),
+        feedback={
+            "a": (
+                "The FFN's FLOPs are 4·T·D·F, not T·D²-sized alone: its width F = 4096 enters, so "
+                "comparing 4·T²·D with 4·T·D·F gives T > F, not T > D."
+            ),
+            "c": (
+                "Splitting into heads does not save work: each of the H heads costs T²·Dh per "
+                "product, and H·Dh = D, so the core costs 4·T²·D FLOPs for any H. Only F decides the "
+                "crossover with the FFN."
+            ),
+            "d": (
+                "Parameters and FLOPs are different things: the core has no parameters at all but "
+                "its cost grows with T², while the FFN's grows with T. For long enough sequences the "
+                "core always wins; here from T > F = 4096."
+            ),
+        },
+        points=1,
+    ),
+    "04.rmsnorm_keeps": Question(
+        kind="choice",
+        options={
+            "a": "centres and scales like LayerNorm, without a gain",
+            "b": "divides by the root mean square, with a gain; no centring, no shift",
+            "c": "normalises each feature over the positions",
+            "d": "LayerNorm with eps outside the square root",
+        },
+        answer="b",
+        explanation=(
+            "RMSNorm is x / sqrt(mean(x²) + eps) · g: one statistic (the mean square of the token's D "
+            "features), a learned gain g and no shift. Scaling a token by c > 0 leaves its output "
+            "unchanged; adding a constant to it does not."
+        ),
+        feedback={
+            "a": (
+                "Subtracting the mean is exactly what RMSNorm leaves out (that is LayerNorm); and it "
+                "keeps the gain, a (D,) weight initialised to 1. It drops the shift."
+            ),
+            "c": (
+                "Like LayerNorm, RMSNorm works on each token over its own D features (the last axis); "
+                "normalising over the positions would mix tokens, and future tokens into past ones."
+            ),
+            "d": (
+                "Moving eps is a bug, not a different norm. RMSNorm keeps eps inside the square root; "
+                "what it drops is the mean subtraction and the shift."
+            ),
+        },
+        points=1,
+    ),
+})

@@ -586,12 +586,66 @@ KV_CACHE = [
         "        return self.k, self.v\n"]),
 ]
 
+# --------------------------------------------------------------------------- RMSNorm, SwiGLU (notebook 04)
+
+RMS_NORM = [
+    ("Llama: _norm in float32, then type_as, weight times the result", [
+        "class RMSNorm(torch.nn.Module):\n"
+        "    def __init__(self, dim: int, eps: float = 1e-6):\n"
+        "        super().__init__()\n"
+        "        self.eps = eps\n"
+        "        self.weight = nn.Parameter(torch.ones(dim))\n"
+        "    def _norm(self, x):\n"
+        "        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)\n"
+        "    def forward(self, x):\n"
+        "        output = self._norm(x.float()).type_as(x)\n"
+        "        return output * self.weight\n"]),
+    ("Hugging Face LlamaRMSNorm: variance_epsilon, hidden_states, to(input_dtype)", [
+        "class RMSNorm(nn.Module):\n"
+        "    def __init__(self, hidden_size, eps=1e-6):\n"
+        "        super().__init__()\n"
+        "        self.weight = nn.Parameter(torch.ones(hidden_size))\n"
+        "        self.variance_epsilon = eps\n"
+        "    def forward(self, hidden_states):\n"
+        "        input_dtype = hidden_states.dtype\n"
+        "        variance = hidden_states.to(torch.float64).pow(2).mean(-1, keepdim=True)\n"
+        "        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)\n"
+        "        return self.weight * hidden_states.to(input_dtype)\n"]),
+]
+
+SWIGLU = [
+    ("Hugging Face LlamaMLP: act_fn = nn.SiLU(), gate/up/down names", [
+        "class SwiGLUFeedForward(nn.Module):\n"
+        "    def __init__(self, hidden_size, intermediate_size):\n"
+        "        super().__init__()\n"
+        "        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)\n"
+        "        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)\n"
+        "        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)\n"
+        "        self.act_fn = nn.SiLU()\n"
+        "    def forward(self, x):\n"
+        "        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))\n"]),
+    ("einsum with the weights, SiLU as x * sigmoid(x), assert-style validation", [
+        "class SwiGLUFeedForward(nn.Module):\n"
+        "    def __init__(self, d_model, d_ff):\n"
+        "        super().__init__()\n"
+        "        assert d_model > 0 and d_ff > 0\n"
+        "        self.gate_proj = nn.Linear(d_model, d_ff, bias=False)\n"
+        "        self.up_proj = nn.Linear(d_model, d_ff, bias=False)\n"
+        "        self.down_proj = nn.Linear(d_ff, d_model, bias=False)\n"
+        "    def forward(self, x):\n"
+        "        g = torch.einsum('...d,fd->...f', x, self.gate_proj.weight)\n"
+        "        u = torch.einsum('...d,fd->...f', x, self.up_proj.weight)\n"
+        "        return torch.einsum('...f,df->...d', g * torch.sigmoid(g) * u, self.down_proj.weight)\n"]),
+]
+
 #: step -> (notebook, [(style, cells)])
 MODULE_STYLES = {
     "LayerNorm": ("04", LAYER_NORM),
     "FeedForward": ("04", FEED_FORWARD),
     "MultiHeadAttention": ("03", MULTI_HEAD),
     "TransformerBlock": ("04", TRANSFORMER_BLOCK),
+    "RMSNorm": ("04", RMS_NORM),
+    "SwiGLUFeedForward": ("04", SWIGLU),
     "GroupedQueryAttention": ("05", GROUPED_QUERY),
     "KVCache": ("05", KV_CACHE),
 }
