@@ -1048,11 +1048,11 @@ QUESTIONS.update({
         kind="choice",
         options={
             "a": "T > D = 1024",
-            "b": "T > F = 4096",
-            "c": "T > 256 (the core split over 16 heads)",
-            "d": "never: the FFN has more parameters",
+            "b": "T > 256 (the core split over 16 heads)",
+            "c": "never: the FFN has more parameters",
+            "d": "T > F = 4096",
         },
-        answer="b",
+        answer="d",
         explanation=(
             "The core is QKᵀ and weights @ V: T²·Dh multiply-adds each per head, T²·D over the H "
             "heads, 4·T²·D FLOPs in all. The FFN is (T, D) @ (D, F) and (T, F) @ (F, D), 4·T·D·F FLOPs. "
@@ -1063,12 +1063,12 @@ QUESTIONS.update({
                 "The FFN's FLOPs are 4·T·D·F, not T·D²-sized alone: its width F = 4096 enters, so "
                 "comparing 4·T²·D with 4·T·D·F gives T > F, not T > D."
             ),
-            "c": (
+            "b": (
                 "Splitting into heads does not save work: each of the H heads costs T²·Dh per "
                 "product, and H·Dh = D, so the core costs 4·T²·D FLOPs for any H. Only F decides the "
                 "crossover with the FFN."
             ),
-            "d": (
+            "c": (
                 "Parameters and FLOPs are different things: the core has no parameters at all but "
                 "its cost grows with T², while the FFN's grows with T. For long enough sequences the "
                 "core always wins; here from T > F = 4096."
@@ -1079,12 +1079,12 @@ QUESTIONS.update({
     "04.rmsnorm_keeps": Question(
         kind="choice",
         options={
-            "a": "centres and scales like LayerNorm, without a gain",
-            "b": "divides by the root mean square, with a gain; no centring, no shift",
-            "c": "normalises each feature over the positions",
-            "d": "LayerNorm with eps outside the square root",
+            "a": "centres and scales like LayerNorm, only without a learned gain",
+            "b": "normalises each feature over the positions of the sequence",
+            "c": "divides by the root mean square, with a gain, no shift",
+            "d": "LayerNorm with eps moved outside the square root",
         },
-        answer="b",
+        answer="c",
         explanation=(
             "RMSNorm is x / sqrt(mean(x²) + eps) · g: one statistic (the mean square of the token's D "
             "features), a learned gain g and no shift. Scaling a token by c > 0 leaves its output "
@@ -1095,7 +1095,7 @@ QUESTIONS.update({
                 "Subtracting the mean is exactly what RMSNorm leaves out (that is LayerNorm); and it "
                 "keeps the gain, a (D,) weight initialised to 1. It drops the shift."
             ),
-            "c": (
+            "b": (
                 "Like LayerNorm, RMSNorm works on each token over its own D features (the last axis); "
                 "normalising over the positions would mix tokens, and future tokens into past ones."
             ),
