@@ -15,16 +15,14 @@ grader changed, unless ``--force``. Its hidden cases are seeded per student and 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, TextIO
 
 from . import course as course_mod
-from . import engine
+from . import engine, runlock
 from . import nbgrader_tools as nbt
 from . import sandbox as sandbox_mod
 from .gradebook import PROBLEM_STATUSES, GradebookWriter
@@ -53,8 +51,11 @@ def grade_class(
     sandbox: bool = True,
     stream: Optional[TextIO] = None,
     show_progress: bool = True,
+    wait: bool = False,
 ) -> Dict[str, Any]:
-    """Grade the class; returns ``{"results": [...], "skipped": [...], "seconds": ...}``."""
+    """Grade the class; returns ``{"results": [...], "skipped": [...], "seconds": ...}``. One run per
+    course at a time (:mod:`.runlock`): another run raises :class:`.runlock.CourseBusy`, unless
+    ``wait``."""
     course = Path(course)
     limits = limits or engine.Limits()
     stream = stream or sys.stdout
@@ -73,11 +74,13 @@ def grade_class(
                                "to grade without it, knowing that students' code can then reach your files)")
     workers = max(1, int(workers or os.cpu_count() or 1))
     t0 = time.monotonic()
-    jobs = find_jobs(course, names, students, limits, sandbox)
-    writer = GradebookWriter(course)
+    run = runlock.GradingRun(course, wait=wait, stream=stream)  # the lock; a killed run's leftovers removed
+    writer = None
     todo: List[Job] = []
     skipped: List[Job] = []
     try:
+        jobs = find_jobs(course, names, students, limits, sandbox)
+        writer = GradebookWriter(course)
         for job in jobs:
             old = load_result(course, job.student, job.assignment)
             same = (old is not None and old.get("fingerprint") == job.fingerprint
@@ -87,7 +90,7 @@ def grade_class(
               f"(--force grades them again), {workers} worker(s)", file=stream)
         progress = Progress(len(todo), workers, stream, enabled=show_progress)
         results: List[Dict[str, Any]] = []
-        tmp_root = Path(tempfile.mkdtemp(prefix="mhsa_autograde_"))
+        tmp_root = run.folder
         procs = WorkerPool(tmp_root)
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -112,9 +115,10 @@ def grade_class(
                     progress.update(label, problem=result["status"] in PROBLEM_STATUSES)
         finally:
             procs.close()
-            shutil.rmtree(tmp_root, ignore_errors=True)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
+        run.close()
     return {"results": results, "skipped": [(j.student, j.assignment) for j in skipped],
             "seconds": time.monotonic() - t0, "workers": workers}
 
@@ -152,6 +156,8 @@ def add_arguments(parser) -> None:
                         help="run students' code without the bubblewrap sandbox (recorded in every result and "
                              "in the feedback); only for code you trust")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--wait", action="store_true",
+                        help="if another run is grading this course, wait for it instead of stopping at once")
 
 
 def main(args) -> int:
@@ -162,7 +168,7 @@ def main(args) -> int:
                            max_output_bytes=args.max_output)
     try:
         out = grade_class(args.course, args.assignments, args.student, args.workers, limits, force=args.force,
-                          sandbox=not args.no_sandbox, show_progress=not args.quiet)
+                          sandbox=not args.no_sandbox, show_progress=not args.quiet, wait=args.wait)
     except RuntimeError as e:
         print(f"autograde: {e}", file=sys.stderr)
         return 1

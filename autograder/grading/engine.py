@@ -68,6 +68,7 @@ class Execution:
     truncated: List[int] = field(default_factory=list)  # cells whose output was cut
     seconds: float = 0.0
     cell_seconds: Dict[int, float] = field(default_factory=dict)  # cell index -> seconds it took
+    errors: Dict[int, str] = field(default_factory=dict)  # cell outside the tests -> "Name: message" it raised
 
 
 def _fixed_kernel_manager(argv: Sequence[str], display_name: str):
@@ -322,6 +323,10 @@ def execute(
                         watchdog.cancel()
                         res.cell_seconds[index] = time.monotonic() - t0
                     res.ran.append(index)
+                    if index not in test_cells:
+                        raised = _raised(cell)
+                        if raised:
+                            res.errors[index] = raised
                     if any(o.get("output_type") == "error" and o.get("ename") == "CellTimeoutError" for o in cell.outputs):
                         res.timed_out.append(index)
                         # nbclient moves on right after the interrupt; a kernel that is still busy
@@ -402,14 +407,62 @@ def run(prep: Prepared, cwd: Path, limits: Limits, env: Optional[Mapping[str, st
     return Graded(prep.nb, steps, run_notes(prep, ex, limits), ex, status, message)
 
 
+#: Cells outside the tests that fail are named one by one up to this many; the rest are counted.
+MAX_CELL_NOTES = 8
+#: Errors the executor itself puts into a cell (its time limit, the kernel's death): said apart.
+_OWN_ERRORS = ("CellTimeoutError", "DeadKernelError")
+
+
+def _raised(cell) -> Optional[str]:
+    """``"Name: message"`` of the (first) error a cell raised, not counting the executor's own."""
+    for o in cell.get("outputs", ()):
+        if o.get("output_type") == "error" and o.get("ename") not in _OWN_ERRORS:
+            value = one_line(str(o.get("evalue", "")))
+            value = value if len(value) <= 200 else value[:197] + "..."
+            return f"{o.get('ename') or 'Error'}" + (f": {value}" if value else "")
+    return None
+
+
+def _cell_label(nb, index: int) -> str:
+    """``cell 4 (`x = torch.randn(...)`)``: the index and the cell's first line of code."""
+    try:
+        lines = nbt.cell_source(nb.cells[index]).splitlines()
+    except (IndexError, AttributeError, TypeError):
+        return f"cell {index}"
+    first = next((l.strip() for l in lines if l.strip() and not l.strip().startswith("#")),
+                 next((l.strip() for l in lines if l.strip()), ""))
+    if len(first) > 60:
+        first = first[:57] + "..."
+    return f"cell {index}" + (f" (`{first}`)" if first else "")
+
+
 def run_notes(prep: Prepared, ex: Execution, limits: Limits) -> List[str]:
-    """What a run's result says besides the scores: what was restored, cut or interrupted."""
+    """What a run's result says besides the scores: what was restored, and what went wrong in the
+    cells outside the tests (an error such as MemoryError, a time limit, output cut, the kernel's
+    death), each cell named by its index and first line. The steps still ran unless the status
+    says otherwise."""
     notes = list(prep.notes)
-    if ex.truncated:
-        notes.append(f"the output of {len(ex.truncated)} cell(s) was cut at {limits.max_output_bytes} characters")
-    for i in ex.timed_out:
-        if i not in prep.test_cells:
-            notes.append(f"cell {i} ran past its time limit of {limits.cell_timeout:g} s and was interrupted")
+    mem = f" (the grader lets a notebook allocate {limits.memory_mb} MB)" if limits.memory_mb else ""
+    cells: List[str] = []
+    for i in sorted(set(ex.errors) | set(ex.timed_out) | set(ex.truncated)
+                    | ({ex.died_in} if ex.died_in is not None else set())):
+        outside = i not in prep.test_cells  # a test cell's failure is its step's report
+        what = []
+        if outside and i in ex.errors and i not in ex.timed_out:
+            raised = ex.errors[i]
+            what.append(f"raised {raised}" + (mem if raised.split(":")[0] == "MemoryError" else ""))
+        if outside and i in ex.timed_out:
+            what.append(f"ran past its time limit of {limits.cell_timeout:g} s and was interrupted")
+        if outside and i == ex.died_in:
+            what.append("the kernel died while it ran, so no cell after it ran")
+        if i in ex.truncated:
+            what.append(f"printed more than the {limits.max_output_bytes} characters kept, so its output was cut")
+        if what:
+            cells.append(f"{_cell_label(prep.nb, i)} {'; '.join(what)}")
+    notes.extend(cells[:MAX_CELL_NOTES])
+    if len(cells) > MAX_CELL_NOTES:
+        notes.append(f"... and {len(cells) - MAX_CELL_NOTES} more cell(s) outside the tests with an error, "
+                     "a time limit or output cut")
     return notes
 
 

@@ -1,7 +1,8 @@
 """The worker processes of a grading run: long-lived ``worker.py --serve`` processes, one per
 pool thread, each grading one submission at a time in a kernel of its own (:mod:`.worker`).
 A worker that dies or stops answering is replaced; a submission it did not finish gets a
-``grader-error`` result, never a silent zero."""
+``grader-error`` result, never a silent zero. A worker dies with the grader, however the grader
+ends (:mod:`.lifeline`), and takes its sandbox or kernel with it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import course as course_mod
+from . import lifeline
 from .engine import Limits
 from .jobs import Job
 
@@ -34,9 +36,12 @@ class WorkerProcess:
     def __init__(self, log_dir: Path):
         self.log = open(Path(tempfile.mkstemp(prefix="worker_", suffix=".log", dir=log_dir)[1]), "w+",
                         encoding="utf-8", errors="replace")
-        self.proc = subprocess.Popen([sys.executable, str(WORKER), "--serve"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1,
-                                     start_new_session=True)
+        # It dies with the grader, even one killed with SIGKILL (:mod:`.lifeline`): with the pool
+        # thread that starts it, which lives until the run ends.
+        self.proc = subprocess.Popen([sys.executable, str(WORKER), "--serve", "--parent", str(os.getpid())],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     bufsize=1, start_new_session=True,
+                                     preexec_fn=lifeline.preexec_die_with_parent())
 
     def run(self, job_file: Path, timeout: float) -> Optional[str]:
         """None when the job finished, else why not (the process is then stopped)."""

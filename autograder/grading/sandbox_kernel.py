@@ -61,6 +61,9 @@ def main(argv) -> None:
     if rest and rest[0] == "--":
         rest.pop(0)
     apply_limits(limits["--memory-mb"], limits["--file-mb"], limits["--cpu-s"])
+    import lifeline  # (this file's own folder is still first on sys.path)
+
+    lifeline.die_with_parent()  # the process that started the kernel: when it goes, so does the kernel
     # Running this file put its own folder first on sys.path; the kernel must see the working
     # copy (the notebook's folder) there instead, as `python -m ipykernel_launcher` would.
     here = os.path.dirname(os.path.abspath(__file__))

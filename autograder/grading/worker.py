@@ -44,7 +44,7 @@ if __name__ == "__main__" and not __package__:
 
     sys.exit(_main(sys.argv[1:]))
 
-from . import engine, judging
+from . import engine, judging, lifeline
 from . import nbgrader_tools as nbt
 from .reading import NotebookUnusable, read_notebook
 from .scoring import StepResult, score_notebook
@@ -321,7 +321,8 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
             try:
                 subprocess.run(argv + [str(workdir / "run.json")], cwd=str(work), env=env, timeout=budget,
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               close_fds=True, start_new_session=True)
+                               close_fds=True, start_new_session=True,
+                               preexec_fn=lifeline.preexec_die_with_parent())
             except subprocess.TimeoutExpired:
                 pass
         else:
@@ -382,6 +383,9 @@ def _read_back(out: Path, nb, limits) -> Any:
         ex.died_in = None if info.get("died_in") is None else int(info["died_in"])
         ex.stopped = None if info.get("stopped") is None else str(info["stopped"])[:500]
         ex.seconds = float(info.get("seconds", 0.0))
+        errors = info.get("errors") or {}
+        if isinstance(errors, dict):
+            ex.errors = {int(k): str(v)[:300] for k, v in list(errors.items())[:1000] if str(k).isdigit()}
         executed = read_notebook(out / "executed.ipynb") if (out / "executed.ipynb").stat().st_size <= cap else None
     except (OSError, ValueError, TypeError, NotebookUnusable):
         ex.stopped = "the kernel died or the run was stopped at its time limit before it could report"
@@ -418,8 +422,14 @@ def run_job(job_path: str) -> None:
 def main(argv: List[str]) -> int:
     """``worker.py JOB.json`` grades one job; ``worker.py --serve`` grades the job files named on
     its standard input, one per line, answering ``done PATH`` on standard output after each (so
-    the start-up cost of this process is paid once per worker, not once per submission)."""
-    if argv == ["--serve"]:
+    the start-up cost of this process is paid once per worker, not once per submission).
+    ``--serve --parent PID``: die when the process PID (the grader) dies."""
+    if argv[:1] == ["--serve"]:
+        if argv[1:2] == ["--parent"] and len(argv) == 3 and argv[2].isdigit():
+            lifeline.die_with_parent(int(argv[2]))  # the grader's pid: gone already, or later, we go too
+        elif len(argv) != 1:
+            print("usage: worker.py JOB.json | worker.py --serve [--parent PID]", file=sys.stderr)
+            return 2
         out = sys.stdout
         sys.stdout = sys.stderr  # nothing but the protocol on the real stdout
         for line in sys.stdin:
@@ -431,7 +441,7 @@ def main(argv: List[str]) -> int:
             out.flush()
         return 0
     if len(argv) != 1:
-        print("usage: worker.py JOB.json | worker.py --serve", file=sys.stderr)
+        print("usage: worker.py JOB.json | worker.py --serve [--parent PID]", file=sys.stderr)
         return 2
     run_job(argv[0])
     return 0
