@@ -246,6 +246,7 @@ def test_notes_name_each_failed_cell_outside_the_tests():
     assert notes[0] == "a test cell was put back"
     assert notes[1] == ("cell 0 (`x = torch.zeros(10**12)`) raised MemoryError "
                         "(the grader lets a notebook allocate 512 MB)")
+    assert ex.errors[0] == "MemoryError"  # (the message, when there is one, stays out of the notes)
     assert notes[2] == "cell 2 (`while True:`) ran past its time limit of 7 s and was interrupted"
     assert notes[3].startswith("cell 3 (`print('x' * 10**8)`) printed more than the 1000 characters kept")
     assert notes[4].startswith("cell 4 (`import os`) the kernel died while it ran")
@@ -257,6 +258,15 @@ def test_a_test_cells_own_failure_is_not_a_note_but_its_cut_output_is():
     ex = engine.Execution(ran=[0, 1], errors={}, timed_out=[0], truncated=[1])
     notes = engine.run_notes(engine.Prepared(nb, [], {0, 1}), ex, engine.Limits(max_output_bytes=10))
     assert len(notes) == 1 and notes[0].startswith("cell 1 (`check_b(b)`) printed more than the 10 characters")
+
+
+def test_a_note_names_the_error_by_its_builtin_type_never_its_message_or_own_name():
+    nb = _nb("f()", "g()", "h()")
+    ex = engine.Execution(ran=[0, 1, 2], errors={0: "ValueError: hidden input was 0.731",
+                                                 1: "Leak_0_731: 0.731", 2: "print: x"})
+    notes = engine.run_notes(engine.Prepared(nb, [], set()), ex, engine.Limits())
+    assert notes == ["cell 0 (`f()`) raised ValueError", "cell 1 (`g()`) raised an exception of a class of its own",
+                     "cell 2 (`h()`) raised an exception of a class of its own"]
 
 
 def test_many_failed_cells_are_counted_after_the_first_few():
@@ -334,8 +344,9 @@ def test_failures_outside_the_tests_are_noted_and_the_steps_still_count(tmp_path
                                "ok"),
         "allocates_too_much": (f"# too big\nblob = bytearray({memory_mb * 3} * 2**20)",
                                "raised MemoryError (the grader lets a notebook allocate 600 MB)", "ok"),
-        "raises_valueerror": ("raise ValueError('the data file has 3 columns, not 4')",
-                              "raised ValueError: the data file has 3 columns, not 4", "ok"),
+        "raises_valueerror": ("raise ValueError('the data file has 3 columns, not 4')", "raised ValueError", "ok"),
+        "raises_its_own": ("import math\nraise type('Leak' + '_0_25', (Exception,), {})(str(math.sqrt(0.0625)))",
+                           "raised an exception of a class of its own", "ok"),
         "sleeps": ("import time\ntime.sleep(60)", "ran past its time limit of 4 s and was interrupted", "cell-timeout"),
         "prints_a_lot": ("for _ in range(40):\n    print('x' * 100_000)", "printed more than the 200000 characters kept",
                          "ok"),
@@ -355,7 +366,12 @@ def test_failures_outside_the_tests_are_noted_and_the_steps_still_count(tmp_path
         first = next(l for l in text.splitlines() if not l.startswith("#"))
         want = f"cell {index} (`{first}`)"
         assert any(n.startswith(want) and what in n for n in r["notes"]), (student, r["notes"])
+        assert "Leak_0_25" not in " ".join(r["notes"]) and "0.25" not in " ".join(r["notes"])
+    # The messages stay with the instructor (the result, not the notes the feedback shows).
+    assert by["raises_valueerror"]["cell_errors"] == {str(index): "ValueError: the data file has 3 columns, not 4"}
+    assert by["raises_its_own"]["cell_errors"] == {str(index): "Leak_0_25: 0.25"}
     assert by["clean"]["status"] == "ok" and not [n for n in by["clean"]["notes"] if n.startswith("cell ")]
+    assert by["clean"]["cell_errors"] == {}
     assert not (course / runlock.TMP_NAME).exists()
 
 

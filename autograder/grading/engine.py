@@ -423,6 +423,20 @@ def _raised(cell) -> Optional[str]:
     return None
 
 
+def _exception_name(raised: str) -> str:
+    """The name of the exception in ``raised`` ("Name: message") as a note may show it: a built-in
+    exception by its name, any other as an exception of the notebook's own. Never the message,
+    nor a name the notebook chose: the notes reach the student's feedback, and a cell that runs
+    after a probe could otherwise carry what it read there (hidden cases) into them."""
+    import builtins
+
+    name = raised.split(":", 1)[0].strip()
+    known = getattr(builtins, name, None)
+    if isinstance(known, type) and issubclass(known, BaseException):
+        return name
+    return "an exception of a class of its own"
+
+
 def _cell_label(nb, index: int) -> str:
     """``cell 4 (`x = torch.randn(...)`)``: the index and the cell's first line of code."""
     try:
@@ -440,7 +454,8 @@ def run_notes(prep: Prepared, ex: Execution, limits: Limits) -> List[str]:
     """What a run's result says besides the scores: what was restored, and what went wrong in the
     cells outside the tests (an error such as MemoryError, a time limit, output cut, the kernel's
     death), each cell named by its index and first line. The steps still ran unless the status
-    says otherwise."""
+    says otherwise. An error is named by its type only (:func:`_exception_name`); its message is in
+    :attr:`Execution.errors` (the grader keeps it in the result's ``cell_errors``)."""
     notes = list(prep.notes)
     mem = f" (the grader lets a notebook allocate {limits.memory_mb} MB)" if limits.memory_mb else ""
     cells: List[str] = []
@@ -449,8 +464,8 @@ def run_notes(prep: Prepared, ex: Execution, limits: Limits) -> List[str]:
         outside = i not in prep.test_cells  # a test cell's failure is its step's report
         what = []
         if outside and i in ex.errors and i not in ex.timed_out:
-            raised = ex.errors[i]
-            what.append(f"raised {raised}" + (mem if raised.split(":")[0] == "MemoryError" else ""))
+            name = _exception_name(ex.errors[i])
+            what.append(f"raised {name}" + (mem if name == "MemoryError" else ""))
         if outside and i in ex.timed_out:
             what.append(f"ran past its time limit of {limits.cell_timeout:g} s and was interrupted")
         if outside and i == ex.died_in:
