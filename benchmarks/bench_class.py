@@ -122,6 +122,22 @@ def _points(row):
     return None if row is None else {k: v for k, v in row.items() if k != "status"}
 
 
+def explain(a: Path, b: Path, student: str) -> List[str]:
+    """How a student's steps differ between the two runs, with the first line of each message."""
+    from autograder.grading.jobs import load_result
+
+    ra, rb = load_result(a, student, NAME) or {}, load_result(b, student, NAME) or {}
+    steps_b = {st["id"]: st for st in rb.get("steps", [])}
+    out = [f"status {ra.get('status')} / {rb.get('status')}"]
+    for st in ra.get("steps", []):
+        other = steps_b.get(st["id"], {})
+        if st.get("points") != other.get("points"):
+            first = lambda m: next((l for l in str(m or "").splitlines() if l.strip()), "")[:160]  # noqa: E731
+            out.append(f"{st['id']}: {st.get('points')} ({first(st.get('message'))}) / {other.get('points')} "
+                       f"({first(other.get('message'))})")
+    return out
+
+
 def graded_count(course: Path) -> int:
     folder = course / "grading"
     return sum(1 for _ in folder.glob(f"*/{NAME}.json")) if folder.is_dir() else 0
@@ -204,6 +220,7 @@ def run(n: int, workers: int, keep: bool = False, out=print) -> dict:
             "leftover_folders_after_resume": sorted(p.name for p in (b / ".grading_tmp").glob("*"))
             if (b / ".grading_tmp").is_dir() else [],
             "resumed_scores_match": not differ and len(whole_scores) == n, "scores_differ": differ,
+            "differences": {s: explain(a, b, s) for s in differ[:10]},
             "statuses": {k: sum(1 for v in whole_scores.values() if v["status"] == k)
                          for k in sorted({v["status"] for v in whole_scores.values()})},
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
@@ -235,6 +252,8 @@ def main(argv=None) -> int:
           f"{len(r['leftover_processes_after_kill'])}; resumed: scores "
           f"{'the same as' if r['resumed_scores_match'] else 'DIFFERENT from'} the uninterrupted run"
           + (f" ({', '.join(r['scores_differ'][:5])})" if r["scores_differ"] else ""))
+    for student, lines in r["differences"].items():
+        print(f"    {student}: " + "; ".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1), encoding="utf-8")
     ok = (r["resumed_scores_match"] and not r["leftover_processes_after_kill"] and r["peak_rss_mib"] < 500

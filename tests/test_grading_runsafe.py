@@ -469,3 +469,23 @@ def test_the_class_benchmark_runs_at_a_tiny_size(tmp_path):
     assert got["resumed_scores_match"] is True and got["killed_after"] >= 1
     assert got["leftover_processes_after_kill"] == []
     assert "submissions per minute" in proc.stdout
+
+
+def test_the_empty_cgroups_of_a_killed_graders_sandboxes_are_removed():
+    from autograder.grading import sandbox as sandbox_mod
+
+    top = sandbox_mod._v1_dir("memory") if os.geteuid() == 0 else None
+    if top is None or not top.is_dir() or not os.access(top, os.W_OK):
+        pytest.skip("needs root and a writable cgroup v1 memory controller (the grading VM's set-up)")
+    dead = next(p for p in range(4_000_000, 3_000_000, -1) if not Path(f"/proc/{p}").exists())
+    stale, live = top / f"mhsa-sandbox-{dead}-0", top / f"mhsa-sandbox-{os.getpid()}-0"
+    stale.mkdir()
+    live.mkdir()
+    try:
+        removed = sandbox_mod.remove_stale_cgroups()
+        assert str(stale) in removed and not stale.exists()
+        assert live.is_dir() and str(live) not in removed  # its owner still runs
+    finally:
+        for d in (stale, live):
+            if d.exists():
+                d.rmdir()
