@@ -114,6 +114,13 @@ def test_the_lock_needs_an_existing_course_folder(tmp_path):
             pass
 
 
+def test_a_course_folder_that_cannot_hold_the_lock_is_a_clear_error(tmp_path):
+    (tmp_path / runlock.LOCK_NAME).mkdir()  # (a folder where the lock file goes: cannot be opened)
+    with pytest.raises(RuntimeError, match="cannot open the grading lock .*grading.lock"):
+        with runlock.course_lock(tmp_path):
+            pass
+
+
 # --------------------------------------------------------------------------- leftovers
 
 

@@ -88,7 +88,11 @@ def course_lock(course: Path, wait: bool = False, stream: Optional[TextIO] = Non
     if not course.is_dir():
         raise ValueError(f"course_lock: course must be an existing folder, got {str(course)!r}")
     path = course / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise RuntimeError(f"cannot open the grading lock {path}: {e.strerror} (grading writes to the course "
+                           "folder, so it must be writable)") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
