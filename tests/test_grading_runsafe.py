@@ -453,8 +453,11 @@ def test_a_killed_run_leaves_nothing_running_and_the_next_run_finishes_the_class
     done = [s for s in students if load_result(course, s, "tiny")]
     assert len(done) < len(students)
 
-    again = subprocess.run(argv, cwd=str(ROOT), capture_output=True, text=True, timeout=600)
+    holder = _hold_lock(course, 3)  # someone else holds the lock a moment: --wait waits for them
+    again = subprocess.run(argv + ["--wait"], cwd=str(ROOT), capture_output=True, text=True, timeout=600)
+    holder.wait()
     assert again.returncode == 0, again.stdout + again.stderr
+    assert f"waiting for the grading run of pid {holder.pid}" in again.stdout
     assert "removed 1 temporary folder(s) left by an interrupted run" in again.stdout
     assert not tmp.exists()
     for s in students:

@@ -28,18 +28,27 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _libc = None
 
 
-def _prctl_pdeathsig(sig: int) -> bool:
-    """Ask for ``sig`` at the parent's death; False where the system cannot."""
+def _load_libc():
+    """The C library (loaded once, never between fork and exec, where loading is unsafe), or None."""
     global _libc
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        if _libc is None:
+    if _libc is None and sys.platform.startswith("linux"):
+        try:
             import ctypes
 
             _libc = ctypes.CDLL(None, use_errno=True)
-        return _libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
-    except (OSError, AttributeError):
+        except OSError:
+            _libc = False
+    return _libc or None
+
+
+def _prctl_pdeathsig(sig: int) -> bool:
+    """Ask for ``sig`` at the parent's death; False where the system cannot."""
+    libc = _load_libc()
+    if libc is None:
+        return False
+    try:
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except AttributeError:
         return False
 
 
@@ -75,6 +84,7 @@ def preexec_die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
     death before it runs anything (no thread can be started there, so without ``prctl`` the program
     started must call :func:`die_with_parent` itself)."""
     parent = os.getpid()
+    _load_libc()  # here, in the parent
 
     def child() -> None:
         if _prctl_pdeathsig(sig) and os.getppid() != parent:
