@@ -310,6 +310,22 @@ def test_read_back_takes_the_errors_and_ignores_junk(tmp_path):
     assert executed is not None and ex.errors == {0: "MemoryError"}
 
 
+def test_read_back_leaves_out_a_picture_too_large_to_be_real(tmp_path):
+    import nbformat
+
+    from autograder.grading import worker
+
+    nb = _nb("a = 1")
+    out = tmp_path / "out"
+    out.mkdir()
+    nbformat.write(nb, str(out / "executed.ipynb"))
+    (out / "execution.json").write_text(json.dumps({"ran": [0]}))
+    (out / "pictures.json").write_text(json.dumps({"small": "iVBOR" + "A" * 30_000,
+                                                   "huge": "A" * (worker.MAX_PICTURE_CHARS + 1)}))
+    _, _, pics = worker._read_back(out, nb, engine.Limits())
+    assert set(pics) == {"small"}
+
+
 # --------------------------------------------------------------------------- whole runs (kernels)
 
 
@@ -339,7 +355,7 @@ def _extra_cell(learner, source, text, after="double"):
 @pytest.mark.slow
 @pytest.mark.parametrize("sandbox", [True, False], ids=["sandbox", "no-sandbox"])
 def test_failures_outside_the_tests_are_noted_and_the_steps_still_count(tmp_path, sandbox):
-    from autograder.grading import autograde
+    from autograder.grading import autograde, worker
     from autograder.grading import sandbox as sandbox_mod
 
     if sandbox and not sandbox_mod.check_sandbox()[0]:
@@ -361,6 +377,9 @@ def test_failures_outside_the_tests_are_noted_and_the_steps_still_count(tmp_path
     for student, (text, _, _) in cases.items():
         _submit(course, student, _extra_cell(learner, source, text))
     _submit(course, "clean", fill_submission(learner, source))
+    _submit(course, "many_links", fill_submission(learner, source))
+    for i in range(30):  # files the grader does not copy: named up to a limit, then counted
+        (course / "submitted" / "many_links" / "tiny" / f"link{i:02d}").symlink_to("/etc/hostname")
     limits = engine.Limits(cell_timeout=4, total_timeout=90, memory_mb=memory_mb, max_output_bytes=200_000)
     out = autograde.grade_class(course, workers=2, limits=limits, sandbox=sandbox, stream=io.StringIO(),
                                 show_progress=False)
@@ -379,6 +398,10 @@ def test_failures_outside_the_tests_are_noted_and_the_steps_still_count(tmp_path
     assert by["raises_its_own"]["cell_errors"] == {str(index): "Leak_0_25: 0.25"}
     assert by["clean"]["status"] == "ok" and not [n for n in by["clean"]["notes"] if n.startswith("cell ")]
     assert by["clean"]["cell_errors"] == {}
+    links = by["many_links"]["notes"]
+    assert sum("a link or special file, not copied" in n for n in links) == worker.MAX_COPY_NOTES
+    assert f"... and {30 - worker.MAX_COPY_NOTES} more file(s) not copied" in links
+    assert by["many_links"]["score"] == 5
     assert not (course / runlock.TMP_NAME).exists()
 
 

@@ -51,6 +51,11 @@ from .scoring import StepResult, score_notebook
 
 #: Files larger than this in a submission folder are not copied into the working copy.
 MAX_COPY_BYTES = 50 * 2**20
+#: A result stays small whatever the submission does (the grading run holds every result until
+#: it ends): files not copied are named up to this many, and a "yours vs expected" picture
+#: larger than this (base64 characters; a real one is about 30 000) is left out.
+MAX_COPY_NOTES = 20
+MAX_PICTURE_CHARS = 400_000
 
 STATUSES = {
     "ok": "graded",
@@ -337,7 +342,9 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
             except sandbox.SandboxUnavailable as e:
                 return finish("grader-error", str(e), zero_steps(source, str(e)))
         executed, ex, pics = _read_back(workdir / "out", nb, limits)
-        notes.extend(prep.notes + copy_notes)
+        notes.extend(prep.notes + copy_notes[:MAX_COPY_NOTES])
+        if len(copy_notes) > MAX_COPY_NOTES:
+            notes.append(f"... and {len(copy_notes) - MAX_COPY_NOTES} more file(s) not copied")
         if executed is None:
             msg = ex.stopped or "the notebook's run left no result"
             return finish("grader-error" if ex.stopped and "kernel" in ex.stopped else "kernel-died", msg,
@@ -398,7 +405,8 @@ def _read_back(out: Path, nb, limits) -> Any:
         return None, ex, {}
     try:
         pics = json.loads(_read_capped(out / "pictures.json", 8 * 2**20))
-        pics = {str(k): str(v) for k, v in pics.items()} if isinstance(pics, dict) else {}
+        pics = ({str(k): str(v) for k, v in pics.items() if len(str(v)) <= MAX_PICTURE_CHARS}
+                if isinstance(pics, dict) else {})
     except (OSError, ValueError):
         pics = {}
     return executed, ex, pics
