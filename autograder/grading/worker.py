@@ -14,7 +14,8 @@ The grading run (:mod:`autograder.grading.autograde`) starts one of these per su
 4. runs the notebook in the sandbox (:mod:`.sandbox`) through the course's one notebook executor
    (:mod:`.run_notebook`, :mod:`.engine`, which the self-check uses too), under resource limits;
 5. reads back only files, judges each check's record here, outside the student's code, writes
-   each test cell's report and points, and scores the notebook as nbgrader does;
+   each test cell's report and points, and scores the notebook as nbgrader does; the notes name
+   each cell outside the tests that raised, ran past its limit or had its output cut;
 6. writes the executed notebook and a JSON result where the job says. It never touches the
    gradebook: the parent does.
 """
