@@ -522,3 +522,23 @@ def test_the_empty_cgroups_of_a_killed_graders_sandboxes_are_removed():
         for d in (stale, live):
             if d.exists():
                 d.rmdir()
+
+
+def test_two_runs_at_once_never_share_a_sandbox_slot(tmp_path):
+    from autograder.grading import pool
+
+    if os.geteuid() != 0:
+        pytest.skip("slots name sandbox uids only for a root grader (otherwise every sandbox runs as the grader)")
+    a, b = pool.WorkerPool(tmp_path, slot_dir=tmp_path / "slots"), pool.WorkerPool(tmp_path, slot_dir=tmp_path / "slots")
+    try:
+        mine = [a._claim_slot(), a._claim_slot()]
+        theirs = [b._claim_slot(), b._claim_slot()]
+        assert mine == [0, 1] and theirs == [2, 3]  # another course's run at the same time
+    finally:
+        a.close()
+    c = pool.WorkerPool(tmp_path, slot_dir=tmp_path / "slots")
+    try:
+        assert [c._claim_slot(), c._claim_slot(), c._claim_slot()] == [0, 1, 4]  # a's are free again
+    finally:
+        b.close()
+        c.close()
