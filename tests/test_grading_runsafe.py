@@ -81,10 +81,12 @@ def test_a_killed_holder_releases_the_lock(tmp_path):
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     assert runlock.holder(tmp_path) is None
+    assert (tmp_path / runlock.LOCK_NAME).exists()  # what it left, unlocked
     with runlock.course_lock(tmp_path) as path:
         assert path == tmp_path / runlock.LOCK_NAME
         assert runlock.holder(tmp_path)["pid"] == os.getpid()
     assert runlock.holder(tmp_path) is None
+    assert not (tmp_path / runlock.LOCK_NAME).exists()  # a run that ends leaves the course folder as it was
 
 
 def test_wait_blocks_until_the_holder_is_done(tmp_path):
@@ -255,7 +257,7 @@ def test_notes_name_each_failed_cell_outside_the_tests():
                         "(the grader lets a notebook allocate 512 MB)")
     assert ex.errors[0] == "MemoryError"  # (the message, when there is one, stays out of the notes)
     assert notes[2] == "cell 2 (`while True:`) ran past its time limit of 7 s and was interrupted"
-    assert notes[3].startswith("cell 3 (`print('x' * 10**8)`) printed more than the 1000 characters kept")
+    assert notes[3].startswith("cell 3 (`print('...' * 10**8)`) printed more than the 1000 characters kept")
     assert notes[4].startswith("cell 4 (`import os`) the kernel died while it ran")
     assert len(notes) == 5 and not any("cell 1" in n for n in notes)
 
@@ -274,6 +276,14 @@ def test_a_note_names_the_error_by_its_builtin_type_never_its_message_or_own_nam
     notes = engine.run_notes(engine.Prepared(nb, [], set()), ex, engine.Limits())
     assert notes == ["cell 0 (`f()`) raised ValueError", "cell 1 (`g()`) raised an exception of a class of its own",
                      "cell 2 (`h()`) raised an exception of a class of its own"]
+
+
+def test_a_cells_first_line_is_quoted_without_its_strings_or_comment():
+    nb = _nb('# set-up\nraise RuntimeError("found: " + SECRET)  # why', "x = 1")
+    notes = engine.run_notes(engine.Prepared(nb, [], set()), engine.Execution(ran=[0], errors={0: "RuntimeError: x"}),
+                             engine.Limits())
+    assert notes == ['cell 0 (`raise RuntimeError("..." + SECRET)`) raised RuntimeError']
+    assert engine._code_only("s = 'it\\'s' + \"\"\"doc") == "s = '...' + \"\"\"...\"\"\""
 
 
 def test_many_failed_cells_are_counted_after_the_first_few():
@@ -389,7 +399,7 @@ def test_failures_outside_the_tests_are_noted_and_the_steps_still_count(tmp_path
         r = by[student]
         assert r["status"] == status, (student, r["status"], r["message"])
         assert r["score"] == r["max_score"] == 5, (student, r["steps"])  # the steps still ran
-        first = next(l for l in text.splitlines() if not l.startswith("#"))
+        first = engine._code_only(next(l for l in text.splitlines() if not l.startswith("#")))
         want = f"cell {index} (`{first}`)"
         assert any(n.startswith(want) and what in n for n in r["notes"]), (student, r["notes"])
         assert "Leak_0_25" not in " ".join(r["notes"]) and "0.25" not in " ".join(r["notes"])

@@ -437,14 +437,35 @@ def _exception_name(raised: str) -> str:
     return "an exception of a class of its own"
 
 
+def _code_only(line: str) -> str:
+    """``line`` with the text of its string literals replaced by ``...`` and its comment dropped:
+    enough to find the line, no text of the notebook's choosing (a note reaches the feedback)."""
+    out, i, n = [], 0, len(line)
+    while i < n:
+        ch = line[i]
+        if ch == "#":
+            break
+        if ch in ("'", '"'):
+            quote = line[i:i + 3] if line[i:i + 3] in ("'''", '"""') else ch
+            j = i + len(quote)
+            while j < n and not line.startswith(quote, j):
+                j += 2 if line[j] == "\\" else 1
+            out.append(f"{quote}...{quote}")
+            i = j + len(quote)
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out).strip()
+
+
 def _cell_label(nb, index: int) -> str:
-    """``cell 4 (`x = torch.randn(...)`)``: the index and the cell's first line of code."""
+    """``cell 4 (`x = torch.randn(...)`)``: the index and the cell's first line of code (its
+    strings and comment left out, :func:`_code_only`)."""
     try:
         lines = nbt.cell_source(nb.cells[index]).splitlines()
     except (IndexError, AttributeError, TypeError):
         return f"cell {index}"
-    first = next((l.strip() for l in lines if l.strip() and not l.strip().startswith("#")),
-                 next((l.strip() for l in lines if l.strip()), ""))
+    first = next((c for c in map(_code_only, lines) if c), "")
     if len(first) > 60:
         first = first[:57] + "..."
     return f"cell {index}" + (f" (`{first}`)" if first else "")

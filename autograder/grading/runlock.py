@@ -4,7 +4,8 @@
   writes: a second run either stops at once with a message naming the holder (its pid, when it
   started, its command) or, with ``wait=True``, waits for it. The kernel releases a ``flock`` when
   its holder's file is closed, so a holder that is killed (even with SIGKILL) releases the lock
-  with its death: there is never a stale lock to remove by hand. Reading (feedback, export, a
+  with its death: there is never a stale lock to remove by hand (a killed holder's file stays,
+  unlocked; a run that ends removes it). Reading (feedback, export, a
   check of the gradebook) needs no lock.
 * :class:`GradingRun` takes the lock and gives the run its temporary folder,
   ``COURSE/.grading_tmp/run-PID-TIME``, where the next run can find it: at its end the run kills
@@ -88,32 +89,52 @@ def course_lock(course: Path, wait: bool = False, stream: Optional[TextIO] = Non
     if not course.is_dir():
         raise ValueError(f"course_lock: course must be an existing folder, got {str(course)!r}")
     path = course / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise RuntimeError(f"cannot open the grading lock {path}: {e.strerror} (grading writes to the course "
-                           "folder, so it must be writable)") from None
-    try:
+    said = False
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise RuntimeError(f"cannot open the grading lock {path}: {e.strerror} (grading writes to the course "
+                               "folder, so it must be writable)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
                 raise
             who = _describe(_read_label(fd))
             if not wait:
+                os.close(fd)
                 raise CourseBusy(f"{course} is being graded by {who}; wait for it to finish "
                                  "(or pass --wait to start when it has)") from None
-            print(f"autograde: waiting for {who} to finish", file=stream or sys.stderr, flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not said:
+                print(f"autograde: waiting for {who} to finish", file=stream or sys.stderr, flush=True)
+                said = True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+        # The holder removes the file as it lets go: a lock taken on a file no longer at ``path``
+        # is no lock (someone may hold the new file); try again.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
         label = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                  "host": socket.gethostname(), "command": " ".join(sys.argv)[:300]}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(label).encode(), 0)
-        try:
-            yield path
-        finally:
-            os.ftruncate(fd, 0)
+        yield path
     finally:
+        try:
+            os.unlink(path)  # still held: nobody else can have taken it; the folder is left as it was
+        except OSError:
+            pass
         os.close(fd)  # releases the lock
 
 

@@ -298,6 +298,11 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
                 if c.check in drawable and c.subject.isidentifier():
                     wanted.append((gid, c.check, c.subject))
                     break
+    # The cells as they are before the run, which names them in the notes: what the run hands back
+    # is untrusted (the student's code could rewrite it).
+    before = nbformat.from_dict({"cells": [
+        {"cell_type": c.cell_type, "source": originals.get(nbt.grade_id(c) if nbt.is_test_cell(c) else None, c.source)}
+        for c in nb.cells]})
     custom = [nbt.grade_id(c) for c in nb.cells if nbt.is_test_cell(c) and nbt.grade_id(c) not in calls]
     if custom:
         notes.append(f"{len(custom)} test cell(s) ({', '.join(map(str, custom[:3]))}) are not made of course checks, "
@@ -361,7 +366,7 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     steps = score_notebook(nb, ex.ran, ex.stopped)
-    notes.extend(engine.run_notes(engine.Prepared(nb, [], prep.test_cells), ex, limits))
+    notes.extend(engine.run_notes(engine.Prepared(before, [], prep.test_cells), ex, limits))
     for st in steps:
         if st.id in pics and not st.passed:
             st.picture = pics[st.id]
