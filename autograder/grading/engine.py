@@ -475,8 +475,8 @@ def run_notes(prep: Prepared, ex: Execution, limits: Limits) -> List[str]:
     """What a run's result says besides the scores: what was restored, and what went wrong in the
     cells outside the tests (an error such as MemoryError, a time limit, output cut, the kernel's
     death), each cell named by its index and first line. The steps still ran unless the status
-    says otherwise. An error is named by its type only (:func:`_exception_name`); its message is in
-    :attr:`Execution.errors` (the grader keeps it in the result's ``cell_errors``)."""
+    says otherwise. An error is named by its type only (:func:`_exception_name`): its message is
+    in the executed notebook (``autograded/`` for the instructor), never in a result."""
     notes = list(prep.notes)
     mem = f" (the grader lets a notebook allocate {limits.memory_mb} MB)" if limits.memory_mb else ""
     cells: List[str] = []

@@ -377,9 +377,6 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
         nbformat.write(nb, str(out))
     done = finish(status, message, steps)
     done["exec_seconds"] = ex.seconds
-    # The messages of the errors outside the tests, for the instructor (the notes, which the
-    # student's feedback shows, name only the type).
-    done["cell_errors"] = {str(i): text for i, text in sorted(ex.errors.items()) if i not in prep.test_cells}
     return done
 
 
