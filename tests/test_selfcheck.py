@@ -51,7 +51,8 @@ def test_json_is_one_object_with_the_promised_schema(json_run, fixture_nb):
     assert set(data) == {"notebook", "score", "max_score", "instructor_points", "total_points", "steps", "written",
                          "notes"}
     assert data["written"] == [] and data["instructor_points"] == 0.0 and data["total_points"] == data["max_score"]
-    assert data["notes"] == []  # not a course notebook: checked as it is
+    # Not a course notebook: checked as it is (nothing restored); the ordinary cell that raises is named.
+    assert data["notes"] == ["cell 9 (`raise NotImplementedError()`) raised NotImplementedError"]
     assert data["notebook"] == str(fixture_nb)
     for step in data["steps"]:
         assert set(step) == {"id", "points", "max_points", "passed", "message"}
