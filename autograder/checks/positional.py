@@ -11,7 +11,7 @@ encoding, the same for every position (fitted by least squares on the learner's 
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -28,7 +28,9 @@ from ..frame import (
     matches,
 )
 from ..frame.diagnosis import diagnose_by_output
+from ..frame.mistakes import Mistake
 from ..frame.registry import step
+from ..frame.variants import Axis, generate
 from ..mistakes import positional as M
 from .heads import HARD_CODED
 
@@ -154,7 +156,55 @@ def _shift_probe(fn: Callable) -> List[str]:
     return problems
 
 
+#: The encoding's structural choices (each wrong one a phrase); generated variants combine up to two.
+PE_AXES = [
+    Axis("numerator", "2i", {
+        "i": "your exponent is i/D with i the pair index (0, 1, 2, …): the exponent is 2i/D, the even "
+             "feature index over D (torch.arange(0, D, 2) / D)",
+        "j": "feature j uses the frequency 1/10000^(j/D): each feature gets its own frequency. Features 2i "
+             "and 2i+1 share one, 1/10000^(2i/D) (use j // 2, or torch.arange(0, D, 2))",
+    }),
+    Axis("denominator", "D", {
+        "T": "the exponent divides by the number of positions T: it is 2i/D, with D the model width (a "
+             "position's encoding must not depend on how many positions there are)",
+        "D/2": "the exponent divides by D/2: it is 2i/D",
+    }),
+    Axis("frequency", "divide", {"multiply": "you multiply the position by 10000^(2i/D): the frequencies "
+                                             "must fall from 1 to about 1/10000, so divide: p / 10000^(2i/D)"}),
+    Axis("layout", "interleaved", {
+        "swapped": "sin and cos are swapped: even features (0, 2, 4, …) hold the sine, odd features the cosine",
+        "halves": "you put all the sines first and all the cosines after ([sin | cos]); the course (and the "
+                  "paper) interleave them: feature 2i is sin, 2i+1 is cos",
+    }),
+    Axis("start", 0, {1: "your positions start at 1: the first token is position 0 (torch.arange(seq_len))"}),
+]
+
+
+def _pe_variant(c: Dict[str, Any]) -> Callable[[int, int], Tensor]:
+    def fn(t: int, d: int) -> Tensor:
+        j = torch.arange(d, dtype=torch.float64)
+        pair = torch.div(j, 2, rounding_mode="floor") if c["layout"] != "halves" else j % (d // 2)
+        numerator = {"2i": 2 * pair, "i": pair, "j": j}[c["numerator"]]
+        denominator = {"D": d, "T": t, "D/2": d / 2}[c["denominator"]]
+        sign = -1.0 if c["frequency"] == "divide" else 1.0
+        omega = 10000.0 ** (sign * numerator / denominator)  # (D,)
+        angle = (torch.arange(t, dtype=torch.float64) + c["start"]).unsqueeze(1) * omega  # (T, D)
+        sine = j < d // 2 if c["layout"] == "halves" else (j % 2 == 0) != (c["layout"] == "swapped")
+        return torch.where(sine, torch.sin(angle), torch.cos(angle))
+    return fn
+
+
+def _same_as_asked(c: Dict[str, Any]) -> bool:
+    """i / (D/2) is 2i/D: not a variant."""
+    return not (c["numerator"] == "i" and c["denominator"] == "D/2")
+
+
+def pe_variants() -> List[Mistake]:
+    return list(generate(PE_AXES, _pe_variant, valid=_same_as_asked))
+
+
 def _diagnose(result: CheckResult, seen) -> None:
-    diagnose_by_output(result, seen, M.PE_MISTAKES, lambda m, args: m.fn(*args), atol=ATOL)
+    if not diagnose_by_output(result, seen, M.PE_MISTAKES, lambda m, args: m.fn(*args), atol=ATOL):
+        diagnose_by_output(result, seen, pe_variants(), lambda m, args: m.fn(*args), atol=ATOL)
 
 
