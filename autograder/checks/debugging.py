@@ -34,6 +34,8 @@ from ..frame import (
     randn,
     run_safely,
 )
+from ..frame.compare import matches
+from ..frame.mistakes import Mistake
 from ..frame.modules import (
     build,
     copy_parameters,
@@ -45,8 +47,6 @@ from ..frame.modules import (
     run,
     tokens,
 )
-from ..frame.compare import matches
-from ..frame.mistakes import Mistake
 from ..frame.registry import step
 from ..mistakes import debugging as M
 from . import variants_modules as V

@@ -32,7 +32,7 @@ from ..frame import (
     observe,
     randn,
 )
-from ..frame.modules import build, counterpart, linear_weight, load_reference, materialise
+from ..frame.modules import build, counterpart, load_reference, materialise
 from ..frame.registry import step
 from ..mistakes import multihead as M
 from . import variants_modules as V
