@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +34,8 @@ from ..frame import (
     randn,
     run_safely,
 )
+from ..frame.compare import matches
+from ..frame.mistakes import Mistake
 from ..frame.modules import (
     build,
     copy_parameters,
@@ -47,6 +49,7 @@ from ..frame.modules import (
 )
 from ..frame.registry import step
 from ..mistakes import debugging as M
+from . import variants_modules as V
 
 NOTEBOOK = "06_debugging_transformer_blocks"
 BLOCK_POINTS = 3.0
@@ -72,8 +75,13 @@ def _sizes(gen: torch.Generator) -> Tuple[int, int, int, int, int]:
 
 def _compare_cases(step: str, cls, result: CheckResult, gen: torch.Generator, hidden: bool, *,
                    make_ref: Callable, ctor: Callable, call_args: Callable, mistakes, advice,
-                   public_label: str = "public case: B=1, T=3, D=4, H=2") -> bool:
-    """Public case + random cases against the reference; diagnose; False if not implemented."""
+                   public_label: str = "public case: B=1, T=3, D=4, H=2", has_ffn: bool = False,
+                   variants: Optional[Tuple[Callable[[], Iterable[Mistake]], Callable[[Mistake, Any], Any]]] = None,
+                   ) -> bool:
+    """Public case + random cases against the reference; diagnose (the hand-written mistakes
+    first, then ``variants``: a function giving the generated variants and one giving a variant's
+    output on a case ``(sizes, ref, args)``); False if not implemented. ``has_ffn``: the module
+    takes a feed-forward width F (the sizes shown then name it)."""
     seen: List[Tuple[Any, Any, Tensor]] = []
 
     def case(sizes, g):
@@ -106,17 +114,22 @@ def _compare_cases(step: str, cls, result: CheckResult, gen: torch.Generator, hi
         c = compare(y, e, what="output") if e is not None else None
         if c is None or not c.ok:
             b, t, h, dh, f = sizes
-            fails.append(f"B={b}, T={t}, D={h * dh}, H={h}, F={f}: {y if c is None else c.detail}")
-    result.add("random sizes (B, T, H, Dh all different, F != D), equal to the reference in float64",
-               1.0, not fails, describe_failures(fails, 1))
+            shown = f"B={b}, T={t}, D={h * dh}, H={h}" + (f", F={f}" if has_ffn else "")
+            fails.append(f"{shown}: {y if c is None else c.detail}")
+    result.add("random sizes (B, T, H, Dh all different" + (", F != D" if has_ffn else "")
+               + "), equal to the reference in float64", 1.0, not fails, describe_failures(fails, 1))
 
     def mistake_output(mistake, case_):
         sizes, ref, args = case_
         buggy = load_reference(mistake.fn(*ctor(sizes)), ref).double().eval()
         return buggy(*args)
 
-    if not result.passed:
-        diagnose_modules(result, seen, mistakes, advice, mistake_output)
+    if not result.passed and not diagnose_modules(result, seen, mistakes, advice, mistake_output) and variants:
+        generated, variant_output = variants
+        differs = [(case_, y) for case_, y, e in seen if isinstance(y, Tensor) and not matches(y, e, atol=1e-6)]
+        m = V.match_variant([(case_, y) for case_, y, _ in seen], generated(), variant_output) if differs else None
+        if m is not None:
+            result.diagnose(m.advice)
     return True
 
 
@@ -208,7 +221,9 @@ def check_fixed_block(cls: Any, result: CheckResult, gen: torch.Generator, hidde
                             make_ref=lambda s: mhsa_lib.TransformerBlock(s[2] * s[3], s[2], s[4], "pre"),
                             ctor=lambda s: (s[2] * s[3], s[2], s[4]),
                             call_args=lambda s, x: (x,), mistakes=M.BLOCK_MISTAKES, advice=None,
-                            public_label="public case: B=1, T=3, D=4, H=2, F=6")
+                            public_label="public case: B=1, T=3, D=4, H=2, F=6", has_ffn=True,
+                            variants=(V.block_variants, lambda m, case_: m.fn(
+                                ("pre", None, None, None, case_[1], case_[2][0], None))))
         if ok:
             problems = _identity_probe(cls, gen)
             result.add("probe: with attn.out_proj and ffn.fc2 zeroed the block returns its input "
@@ -259,7 +274,9 @@ def check_fixed_attention(cls: Any, result: CheckResult, gen: torch.Generator, h
         ok = _compare_cases(step, cls, result, gen, hidden,
                             make_ref=lambda s: mhsa_lib.MultiHeadAttention(s[2] * s[3], s[2]),
                             ctor=lambda s: (s[2] * s[3], s[2]),
-                            call_args=lambda s, x: (x,), mistakes=M.ATTENTION_MISTAKES, advice=None)
+                            call_args=lambda s, x: (x,), mistakes=M.ATTENTION_MISTAKES, advice=None,
+                            variants=(V.mha_variants, lambda m, case_: m.fn(
+                                (None, case_[0][2], case_[1], case_[2][0], None))))
         if ok:
             ref = randomise(mhsa_lib.MultiHeadAttention(6, 2).double(), gen)
             x = tokens(gen, 2, 4, 6)
@@ -369,7 +386,8 @@ def check_stable_encoder(cls: Any, result: CheckResult, gen: torch.Generator, hi
         _compare_cases(step, cls, result, gen, hidden,
                        make_ref=lambda s: EncoderReference(s[2] * s[3], s[2], s[4], layers[s[0] % len(layers)]),
                        ctor=lambda s: (s[2] * s[3], s[2], s[4], layers[s[0] % len(layers)]),
-                       call_args=lambda s, x: (x,), mistakes=M.ENCODER_MISTAKES, advice=None,
+                       call_args=lambda s, x: (x,), mistakes=M.ENCODER_MISTAKES, advice=None, has_ffn=True,
+                       variants=(V.encoder_variants, lambda m, case_: m.fn((case_[1], case_[2][0]))),
                        public_label="public case: B=1, T=3, D=4, H=2, F=6, L=3")
     return
 
@@ -390,7 +408,9 @@ def check_fast_causal_attention(cls: Any, result: CheckResult, gen: torch.Genera
         ok = _compare_cases(step, cls, result, gen, hidden,
                             make_ref=lambda s: CausalReference(s[2] * s[3], s[2]),
                             ctor=lambda s: (s[2] * s[3], s[2]),
-                            call_args=lambda s, x: (x,), mistakes=M.SPEED_MISTAKES, advice=None)
+                            call_args=lambda s, x: (x,), mistakes=M.SPEED_MISTAKES, advice=None,
+                            variants=(V.causal_attention_variants, lambda m, case_: m.fn(
+                                (None, case_[0][2], case_[1].inner, case_[2][0]))))
         if not ok:
             return
         outputs_ok = result.passed
