@@ -14,6 +14,7 @@ from . import (
     attention,
     block,
     concepts,
+    cross,
     debugging,
     heads,
     interop,
@@ -26,7 +27,7 @@ from . import (
 )
 from .concepts import check_concept
 
-_MODULES = (attention, block, concepts, debugging, heads, interop, kv_cache, model, multihead, positional, tiled,
+_MODULES = (attention, block, concepts, cross, debugging, heads, interop, kv_cache, model, multihead, positional, tiled,
             warmups)
 
 _checks = {s.check_name: getattr(sys.modules[s.check_module], s.check_name)
