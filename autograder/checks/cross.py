@@ -144,7 +144,7 @@ def check_cross_attention(cls: Any, result: CheckResult, gen: torch.Generator, h
         with torch.no_grad():
             exp_out, exp_w = ref(x, memory, mask, return_weights=True)
         if not isinstance(got, (tuple, list)) or len(got) != 2:
-            weight_fails.append(f"forward(x, memory, memory_mask, return_weights=True) "
+            weight_fails.append("forward(x, memory, memory_mask, return_weights=True) "
                                 + (f"{got}" if isinstance(got, LearnerError) else
                                    f"returned {type(got).__name__}, expected (out, weights)"))
             continue
