@@ -159,3 +159,15 @@ def test_a_shape_error_is_said_in_the_courses_letters(capsys):
     points, report = run_check(check_cross_attention, ViewWithT, capsys, seed=1)
     assert points == 0.0 or points < POINTS, report
     assert "your forward" in report, report
+
+
+@pytest.mark.parametrize("forward", [
+    lambda self, x, memory, memory_mask=None, return_weights=False: memory,  # the memory back, (B, S, D)
+    lambda self, x, memory, memory_mask=None, return_weights=False: "out",  # not a tensor
+    lambda self, x, memory, memory_mask=None, return_weights=False: torch.zeros(1, 3, 4),  # hard-coded
+    lambda self, x, *args, **kwargs: self.out_proj(x),  # ignores the memory altogether
+], ids=["memory back", "a string", "hard-coded", "ignores memory"])
+def test_hostile_or_empty_answers_get_a_result_not_an_exception(forward, capsys):
+    Hostile = type("Hostile", (CrossOnLibraryHelpers,), {"forward": forward})
+    points, report = run_check(check_cross_attention, Hostile, capsys, seed=0)
+    assert points <= 0.5, report  # the structure part at most

@@ -153,7 +153,8 @@ def check_cross_attention(cls: Any, result: CheckResult, gen: torch.Generator, h
             if not c.ok:
                 weight_fails.append(f"{where}: {c.detail}")
                 break
-    result.add("random cases without a mask (B, T, S, H, Dh all different, T ≠ S)", 1.0, not fails,
+    result.add("random cases without a mask (B, T, S, H, Dh all different, T ≠ S; the memory has the "
+               "decoder's width D)", 1.0, not fails,
                describe_failures(fails, 1))
     result.add("padding mask over the memory's positions (B, 1, 1, S)", 1.0, not mask_fails,
                describe_failures(mask_fails, 1))
@@ -162,7 +163,8 @@ def check_cross_attention(cls: Any, result: CheckResult, gen: torch.Generator, h
 
     problems = _probes(cls, gen)
     result.add("probes: permuting the memory's positions changes nothing; permuting the decoder's "
-               "positions permutes the output; a padded memory position reaches no output", 1.0,
+               "positions permutes the output; a real memory position reaches every output, a padded one "
+               "none", 1.0,
                not problems, "; ".join(problems))
 
     if fails or mask_fails or weight_fails or problems or not result.passed:
@@ -208,12 +210,28 @@ def _probes(cls, gen: torch.Generator) -> List[str]:
         return [f"expected output (B, T, D) = {(b, t, d)} to probe, got {got}"]
     problems = []
     perm = torch.randperm(s, generator=gen)
-    if not close(_forward(mod, x, memory[:, perm]), y, atol=1e-8):
+    y_mem = _forward(mod, x, memory[:, perm])
+    if not isinstance(y_mem, Tensor):
+        problems.append(f"forward(x, memory) with the memory's positions permuted failed: {y_mem}")
+    elif not close(y_mem, y, atol=1e-8):
         problems.append("permuting the memory's positions changes the output (the memory is a set of keys and "
                         "values: no position of it comes first)")
     perm = torch.randperm(t, generator=gen)
-    if not close(_forward(mod, x[:, perm], memory), y[:, perm], atol=1e-8):
+    y_dec = _forward(mod, x[:, perm], memory)
+    if not isinstance(y_dec, Tensor):
+        problems.append(f"forward(x, memory) with the decoder's positions permuted failed: {y_dec}")
+    elif not close(y_dec, y[:, perm], atol=1e-8):
         problems.append("permuting the decoder's positions does not just permute the output")
+    real = memory.clone()
+    real[:, 0] += 3.0  # a real memory position: every decoder position reads it
+    y_real = _forward(mod, x, real)
+    if isinstance(y_real, Tensor) and y_real.shape == y.shape:
+        unchanged = (y_real - y).abs().amax(dim=-1) <= 1e-8  # (B, T): positions the change did not reach
+        if bool(unchanged.all()):
+            problems.append("changing a real memory position changes no output: the output does not read the memory")
+        elif bool(unchanged.any()):
+            problems.append("changing a real memory position leaves some decoder positions' outputs unchanged: "
+                            "every decoder position may read every memory position (no causal mask here)")
     mask = mhsa_lib.padding_mask(torch.tensor([s - 2, s]), s)[:, None]  # (B, 1, 1, S)
     changed = memory.clone()
     changed[0, s - 2:] += 3.0  # padding of sequence 0
