@@ -13,6 +13,8 @@ module             what                                                         
 ``multihead``      MultiHeadAttention, FusedMultiHeadAttention (one QKV matmul),   02, 03
                    attend_heads (the attention step every module shares),
                    attention_heads, attention_heads_loop (the heads, functional)
+``cross``          CrossAttention (queries from x, keys and values from a memory   03
+                   of another length S), DecoderBlock (encoder-decoder, pre-norm)
 ``block``          LayerNorm, FeedForward (ReLU / GELU), TransformerBlock          04
                    (pre-norm or post-norm, dropout; LayerNorm or RMSNorm, plain
                    or SwiGLU FFN)
@@ -55,6 +57,7 @@ from .attention import (
     softmax,
 )
 from .block import FeedForward, LayerNorm, TransformerBlock
+from .cross import CrossAttention, DecoderBlock
 from .heads import merge_heads, split_heads
 from .kv_cache import GroupedQueryAttention, KVCache, StaticKVCache, kv_cache_bytes, repeat_kv
 from .model import TinyTransformer, reversal_batch, sorting_batch
@@ -85,6 +88,8 @@ __all__ = [
     "attention_heads_loop",
     "MultiHeadAttention",
     "FusedMultiHeadAttention",
+    "CrossAttention",
+    "DecoderBlock",
     "LayerNorm",
     "FeedForward",
     "TransformerBlock",

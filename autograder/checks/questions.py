@@ -1039,6 +1039,71 @@ QUESTIONS: Dict[str, Question] = {
         },
         points=1,
     ),
+
+    # ------------------------------------------------------------------ 03_concat_and_output_projection: cross-attention
+    "03.cross_weights_shape": Question(
+        kind="choice",
+        options={
+            "a": "(B, H, T, T)",
+            "b": "(B, H, S, S)",
+            "c": "(B, H, T, S)",
+            "d": "(B, H, S, T)",
+        },
+        answer="c",
+        explanation=(
+            "Each of the T decoder positions (the queries) gets one weight per memory position (the "
+            "keys): a (T, S) matrix per head, rows summing to 1 over the memory. The output, weights "
+            "@ values, is (B, H, T, Dh): the decoder's length, whatever S is."
+        ),
+        feedback={
+            "a": (
+                "(T, T) is the decoder's self-attention: queries and keys from the same sequence. Here the "
+                "keys come from the memory, which has S positions, so each row has S weights."
+            ),
+            "b": (
+                "(S, S) would be the encoder's own self-attention. The rows are the queries, and the "
+                "queries come from the decoder: T of them."
+            ),
+            "d": (
+                "Rows are queries and columns are keys, as in q @ k.transpose(-2, -1): (T, Dh) @ (Dh, S) "
+                "gives (T, S). (S, T) would have the memory asking the decoder."
+            ),
+        },
+        points=1,
+    ),
+    "03.cross_no_causal": Question(
+        kind="choice",
+        options={
+            "a": "a causal mask, so that decoder position t reads memory positions 0..t only",
+            "b": "only a padding mask over the memory's positions, (B, 1, 1, S)",
+            "c": "a causal mask and a padding mask, combined with &",
+            "d": "no mask ever: the memory has no padding",
+        },
+        answer="b",
+        explanation=(
+            "The memory is the encoder's output for a source sequence known in full before the decoder "
+            "starts: nothing in it is 'the future' of a decoder position, and T and S do not even count "
+            "the same tokens. What must be hidden is the source batch's padding, on the last (memory) axis "
+            "of the (B, H, T, S) scores. The decoder's own future is hidden by the causal mask of its "
+            "self-attention, the sub-layer before."
+        ),
+        feedback={
+            "a": (
+                "Decoder position t and memory position t are different tokens of different sequences (often "
+                "of different lengths): a causal mask over (T, S) would hide most of the source sentence from "
+                "the first target words for no reason. The whole source is known before decoding starts."
+            ),
+            "c": (
+                "The padding mask is right, the causal part is not: the source is known in full, so no memory "
+                "position is in a decoder position's future. Causality belongs to the decoder's self-attention."
+            ),
+            "d": (
+                "Source sentences of different lengths are padded to one S in a batch; without a padding mask "
+                "the decoder attends to padding tokens and its output depends on how much padding there is."
+            ),
+        },
+        points=1,
+    ),
 }
 
 

@@ -638,11 +638,65 @@ SWIGLU = [
         "        return torch.einsum('...f,df->...d', g * torch.sigmoid(g) * u, self.down_proj.weight)\n"]),
 ]
 
+# --------------------------------------------------------------------------- CrossAttention (notebook 03)
+
+CROSS_ATTENTION = [
+    ("Annotated Transformer: src_attn(x, memory, memory, src_mask), view/transpose, masked_fill(mask == 0)", [
+        "class CrossAttention(nn.Module):\n"
+        "    def __init__(self, d_model, num_heads, bias=True):\n"
+        "        super().__init__()\n"
+        "        assert_ok = d_model % num_heads == 0\n"
+        "        if not assert_ok:\n"
+        "            raise ValueError(f'd_model={d_model} is not a multiple of num_heads={num_heads}')\n"
+        "        self.h, self.d_k = num_heads, d_model // num_heads\n"
+        "        self.q_proj = nn.Linear(d_model, d_model, bias=bias)\n"
+        "        self.k_proj = nn.Linear(d_model, d_model, bias=bias)\n"
+        "        self.v_proj = nn.Linear(d_model, d_model, bias=bias)\n"
+        "        self.out_proj = nn.Linear(d_model, d_model, bias=bias)\n"
+        "    def _attention(self, query, key, value, mask=None):\n"
+        "        scores = torch.matmul(query, key.transpose(-2, -1)) / math.sqrt(query.size(-1))\n"
+        "        if mask is not None:\n"
+        "            scores = scores.masked_fill(mask == 0, -1e9)\n"
+        "        p_attn = scores.softmax(dim=-1)\n"
+        "        return torch.matmul(p_attn, value), p_attn\n"
+        "    def forward(self, x, memory, memory_mask=None, return_weights=False):\n"
+        "        nbatches = x.size(0)\n"
+        "        query = self.q_proj(x).view(nbatches, -1, self.h, self.d_k).transpose(1, 2)\n"
+        "        key = self.k_proj(memory).view(nbatches, -1, self.h, self.d_k).transpose(1, 2)\n"
+        "        value = self.v_proj(memory).view(nbatches, -1, self.h, self.d_k).transpose(1, 2)\n"
+        "        out, attn = self._attention(query, key, value, mask=memory_mask)\n"
+        "        out = out.transpose(1, 2).contiguous().view(nbatches, -1, self.h * self.d_k)\n"
+        "        out = self.out_proj(out)\n"
+        "        return (out, attn) if return_weights else out\n"]),
+    ("einsum everywhere, heads unflattened from the feature axis, ~mask with -inf", [
+        "class CrossAttention(nn.Module):\n"
+        "    def __init__(self, d_model, num_heads, bias=True):\n"
+        "        super().__init__()\n"
+        "        if d_model % num_heads:\n"
+        "            raise ValueError('num_heads must divide d_model')\n"
+        "        self.num_heads = num_heads\n"
+        "        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (\n"
+        "            nn.Linear(d_model, d_model, bias=bias) for _ in range(4))\n"
+        "    def forward(self, x, memory, memory_mask=None, return_weights=False):\n"
+        "        h = self.num_heads\n"
+        "        q = self.q_proj(x).unflatten(-1, (h, -1))\n"
+        "        k = self.k_proj(memory).unflatten(-1, (h, -1))\n"
+        "        v = self.v_proj(memory).unflatten(-1, (h, -1))\n"
+        "        scores = torch.einsum('bthe,bshe->bhts', q, k) * q.shape[-1] ** -0.5\n"
+        "        if memory_mask is not None:\n"
+        "            scores = scores.masked_fill(~memory_mask, float('-inf'))\n"
+        "        weights = torch.softmax(scores, dim=-1)\n"
+        "        out = torch.einsum('bhts,bshe->bthe', weights, v).flatten(-2)\n"
+        "        out = self.out_proj(out)\n"
+        "        return (out, weights) if return_weights else out\n"]),
+]
+
 #: step -> (notebook, [(style, cells)])
 MODULE_STYLES = {
     "LayerNorm": ("04", LAYER_NORM),
     "FeedForward": ("04", FEED_FORWARD),
     "MultiHeadAttention": ("03", MULTI_HEAD),
+    "CrossAttention": ("03", CROSS_ATTENTION),
     "TransformerBlock": ("04", TRANSFORMER_BLOCK),
     "RMSNorm": ("04", RMS_NORM),
     "SwiGLUFeedForward": ("04", SWIGLU),
