@@ -13,8 +13,14 @@ module             what                                                         
 ``multihead``      MultiHeadAttention, FusedMultiHeadAttention (one QKV matmul),   02, 03
                    attend_heads (the attention step every module shares),
                    attention_heads, attention_heads_loop (the heads, functional)
+``cross``          CrossAttention (queries from x, keys and values from a memory   03
+                   of another length S), DecoderBlock (encoder-decoder, pre-norm)
 ``block``          LayerNorm, FeedForward (ReLU / GELU), TransformerBlock          04
-                   (pre-norm or post-norm, dropout)
+                   (pre-norm or post-norm, dropout; LayerNorm or RMSNorm, plain
+                   or SwiGLU FFN)
+``modern``         RMSNorm, SwiGLUFeedForward, swiglu_d_ff (SwiGLU's width at a    04
+                   plain FFN's budget), block_costs (parameters and FLOPs of
+                   attention projections, attention core and FFN)
 ``kv_cache``       repeat_kv, GroupedQueryAttention (MHA / GQA / MQA), KVCache,    05
                    StaticKVCache (pre-allocated), kv_cache_bytes
 ``interop``        weights to and from torch.nn.MultiheadAttention and             03, 04
@@ -52,9 +58,11 @@ from .attention import (
     softmax,
 )
 from .block import FeedForward, LayerNorm, TransformerBlock
+from .cross import CrossAttention, DecoderBlock
 from .heads import merge_heads, split_heads
 from .kv_cache import GroupedQueryAttention, KVCache, StaticKVCache, kv_cache_bytes, repeat_kv
 from .model import TinyTransformer, reversal_batch, sorting_batch
+from .modern import RMSNorm, SwiGLUFeedForward, block_costs, swiglu_d_ff
 from .multihead import (
     FusedMultiHeadAttention,
     MultiHeadAttention,
@@ -88,9 +96,15 @@ __all__ = [
     "attention_heads_loop",
     "MultiHeadAttention",
     "FusedMultiHeadAttention",
+    "CrossAttention",
+    "DecoderBlock",
     "LayerNorm",
     "FeedForward",
     "TransformerBlock",
+    "RMSNorm",
+    "SwiGLUFeedForward",
+    "swiglu_d_ff",
+    "block_costs",
     "repeat_kv",
     "GroupedQueryAttention",
     "KVCache",

@@ -141,7 +141,7 @@ def check_qkv(q: object, k: object, v: object, *, shared_kv_heads: bool = False)
         )
     lead = [x.shape[:-3] if shared_kv_heads else x.shape[:-2] for x in (q, k, v)]
     try:
-        torch.broadcast_shapes(*lead)
+        broadcast_shapes(*lead)
     except RuntimeError:
         raise ValueError(
             f"q, k, v: expected leading (batch) dimensions that broadcast, got "
@@ -149,9 +149,22 @@ def check_qkv(q: object, k: object, v: object, *, shared_kv_heads: bool = False)
         ) from None
 
 
+def broadcast_shapes(*shapes) -> Tuple[int, ...]:
+    """The shape ``shapes`` broadcast to, by NumPy's rules; RuntimeError if they do not (as
+    ``torch.broadcast_shapes``, which imports sympy on its first call: seconds in a fresh kernel)."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = []
+    for axis in range(-ndim, 0):
+        sizes = {int(s[axis]) for s in shapes if len(s) >= -axis} - {1}
+        if len(sizes) > 1:
+            raise RuntimeError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
 def scores_shape(q: Tensor, k: Tensor) -> Tuple[int, ...]:
     """(..., T, S): the shape of the attention scores of ``q`` (..., T, Dk) and ``k`` (..., S, Dk)."""
-    return tuple(torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])) + (q.shape[-2], k.shape[-2])
+    return tuple(broadcast_shapes(q.shape[:-2], k.shape[:-2])) + (q.shape[-2], k.shape[-2])
 
 
 def check_mask(
@@ -183,7 +196,7 @@ def check_mask(
         raise ValueError(f"mask: expected device {device} like q, got {mask.device}")
     shape = tuple(shape)
     try:
-        ok = mask.ndim <= len(shape) and tuple(torch.broadcast_shapes(mask.shape, shape)) == shape
+        ok = mask.ndim <= len(shape) and tuple(broadcast_shapes(mask.shape, shape)) == shape
     except RuntimeError:
         ok = False
     if not ok:

@@ -23,14 +23,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._validate import check_choice, check_dropout, check_positive_int
+from .modern import FFN_KINDS, RMSNorm, SwiGLUFeedForward
 from .multihead import MultiHeadAttention
 
-__all__ = ["LayerNorm", "FeedForward", "TransformerBlock", "ACTIVATIONS", "NORM_PLACEMENTS"]
+__all__ = ["LayerNorm", "FeedForward", "TransformerBlock", "ACTIVATIONS", "NORM_PLACEMENTS", "NORM_KINDS"]
 
 #: The feed-forward activations by name (GELU: the exact, erf-based one).
 _ACTIVATION_FNS: Dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu}
 ACTIVATIONS = tuple(_ACTIVATION_FNS)
 NORM_PLACEMENTS = ("pre", "post")
+#: The norms a block can use: LayerNorm (``"layer"``) or RMSNorm (``"rms"``).
+NORM_KINDS = ("layer", "rms")
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -167,20 +170,25 @@ class TransformerBlock(nn.Module):
             and after the FFN activation (as ``nn.TransformerEncoderLayer`` does; it also drops
             attention weights, which this block does not). Active in training mode only.
         activation: ``"relu"`` or ``"gelu"`` (keyword-only, like everything below).
-        eps: the LayerNorms' epsilon.
+        eps: the norms' epsilon.
         bias: whether the linear layers have biases.
+        norm: ``"layer"`` (:class:`LayerNorm`, the default) or ``"rms"``
+            (:class:`~mhsa_lib.modern.RMSNorm`, the modern block's).
+        ffn: ``"mlp"`` (:class:`FeedForward` with ``activation``, the default) or ``"swiglu"``
+            (:class:`~mhsa_lib.modern.SwiGLUFeedForward` with hidden width ``d_ff``; then
+            ``activation`` plays no part).
         backend: ``"reference"`` or ``"fast"``, the attention core used by ``attn``.
         device, dtype: where and in which dtype to create the parameters.
 
     Attributes:
         attn: :class:`~mhsa_lib.multihead.MultiHeadAttention`.
-        ffn: :class:`FeedForward`.
-        norm1: :class:`LayerNorm` before (pre) or after (post) the attention sub-layer.
-        norm2: :class:`LayerNorm` before (pre) or after (post) the feed-forward sub-layer.
+        ffn: :class:`FeedForward` (or :class:`~mhsa_lib.modern.SwiGLUFeedForward`).
+        norm1: :class:`LayerNorm` (or RMSNorm) before (pre) or after (post) the attention sub-layer.
+        norm2: :class:`LayerNorm` (or RMSNorm) before (pre) or after (post) the feed-forward sub-layer.
 
     Raises:
-        ValueError: on a bad ``norm_placement``, ``activation`` or ``dropout``, or D not a
-            multiple of H.
+        ValueError: on a bad ``norm_placement``, ``activation``, ``norm``, ``ffn`` or ``dropout``,
+            or D not a multiple of H.
     """
 
     def __init__(
@@ -195,18 +203,27 @@ class TransformerBlock(nn.Module):
         eps: float = 1e-5,
         bias: bool = True,
         backend: str = "reference",
+        norm: str = "layer",
+        ffn: str = "mlp",
         device: Union[torch.device, str, None] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
         check_choice("norm_placement", norm_placement, NORM_PLACEMENTS)
+        check_choice("norm", norm, NORM_KINDS)
+        check_choice("ffn", ffn, FFN_KINDS)
         check_dropout(dropout)
         self.norm_placement = norm_placement
         kw = {"device": device, "dtype": dtype}
         self.attn = MultiHeadAttention(d_model, num_heads, bias, backend=backend, **kw)
-        self.ffn = FeedForward(d_model, d_ff, activation, dropout=dropout, bias=bias, **kw)
-        self.norm1 = LayerNorm(d_model, eps, **kw)
-        self.norm2 = LayerNorm(d_model, eps, **kw)
+        if ffn == "mlp":
+            self.ffn = FeedForward(d_model, d_ff, activation, dropout=dropout, bias=bias, **kw)
+        else:
+            check_choice("activation", activation, ACTIVATIONS)
+            self.ffn = SwiGLUFeedForward(d_model, d_ff, dropout=dropout, bias=bias, **kw)
+        norm_cls = LayerNorm if norm == "layer" else RMSNorm
+        self.norm1 = norm_cls(d_model, eps, **kw)
+        self.norm2 = norm_cls(d_model, eps, **kw)
         self.dropout = nn.Dropout(dropout)  # on each sub-layer's output, before the residual
 
     @property
@@ -258,4 +275,6 @@ class TransformerBlock(nn.Module):
         return self.attn(h, mask, causal=causal), None
 
     def extra_repr(self) -> str:
-        return f"norm_placement={self.norm_placement!r}"
+        kinds = "" if isinstance(self.norm1, LayerNorm) else ", norm='rms'"
+        kinds += "" if isinstance(self.ffn, FeedForward) else ", ffn='swiglu'"
+        return f"norm_placement={self.norm_placement!r}{kinds}"

@@ -35,7 +35,7 @@ from typing import Union
 import torch
 from torch import Tensor, nn
 
-from .block import TransformerBlock
+from .block import FeedForward, LayerNorm, TransformerBlock
 from .multihead import FusedMultiHeadAttention, MultiHeadAttention
 
 __all__ = [
@@ -280,7 +280,15 @@ def block_to_torch(block: TransformerBlock) -> nn.TransformerEncoderLayer:
 
     Call it as ``layer(x, src_mask=mask_to_torch(mask))`` or with
     ``src_key_padding_mask=key_padding_mask_to_torch(mask)``.
+
+    Raises:
+        ValueError: for a block with RMSNorm or a SwiGLU FFN, which torch's layer does not have.
     """
+    if not isinstance(block.norm1, LayerNorm) or not isinstance(block.ffn, FeedForward):
+        raise ValueError(
+            "block: expected a block with LayerNorm and a plain FeedForward (nn.TransformerEncoderLayer "
+            f"has no other), got norm1={type(block.norm1).__name__}, ffn={type(block.ffn).__name__}"
+        )
     w = block.ffn.fc1.weight  # (F, D)
     layer = nn.TransformerEncoderLayer(
         w.shape[1], block.attn.num_heads, w.shape[0], block.dropout.p, block.ffn.activation,

@@ -807,3 +807,127 @@ def test_a_new_wrong_choice_is_one_axis_entry(capsys, monkeypatch):
     monkeypatch.setattr(V, "ATTENTION_AXES", [V.Axis(scale.name, scale.correct, wrong)] + V.ATTENTION_AXES[1:])
     points, report = run(check_scaled_dot_product_attention, att_half, capsys, seed=2)
     assert points < 5.0 and "You halve the scores instead of dividing by √d_k." in report, report
+
+
+# --------------------------------------------------------------------------- answers as learners write them
+# Wrong ones lose points and are named; correct ones, in other styles, earn full marks.
+
+
+def _sm_no_shift(x, dim=-1):
+    e = torch.exp(x)
+    return e / e.sum(dim, keepdim=True)
+
+
+def _sm_axis_zero(x, dim=-1):
+    e = torch.exp(x - x.amax(0, keepdim=True))
+    return e / e.sum(0, keepdim=True)
+
+
+def _sm_nan_rows(x, dim=-1):
+    e = torch.exp(x - x.amax(dim, keepdim=True))
+    return e / e.sum(dim, keepdim=True)
+
+
+def _sm_logsumexp_float64(x, dim=-1):
+    out = torch.exp(x.double() - torch.logsumexp(x.double(), dim, keepdim=True))
+    return torch.where(torch.isnan(out), torch.zeros_like(out), out).to(x.dtype)
+
+
+def _sm_numpy(x, dim=-1):
+    import numpy as np
+
+    a = x.detach().cpu().numpy().astype(np.float64)
+    m = np.max(a, axis=dim, keepdims=True)
+    e = np.exp(a - np.where(np.isfinite(m), m, 0))
+    total = e.sum(axis=dim, keepdims=True)
+    return torch.from_numpy(e / np.where(total > 0, total, 1)).to(x.dtype)
+
+
+def _cm_upper_left(seq_len_q, seq_len_k=None, *, device=None):
+    return torch.ones(seq_len_q, seq_len_k or seq_len_q, dtype=torch.bool, device=device).tril()
+
+
+def _cm_additive(seq_len_q, seq_len_k=None, *, device=None):
+    s = seq_len_k or seq_len_q
+    keep = torch.ones(seq_len_q, s).tril(s - seq_len_q)
+    return torch.zeros(seq_len_q, s).masked_fill(keep == 0, float("-inf"))
+
+
+def _cm_no_diagonal(seq_len_q, seq_len_k=None, *, device=None):
+    s = seq_len_k or seq_len_q
+    return torch.ones(seq_len_q, s, dtype=torch.bool).tril(s - seq_len_q - 1)
+
+
+def _cm_float_tril(seq_len_q, seq_len_k=None, *, device=None):
+    s = seq_len_k or seq_len_q
+    return torch.ones(seq_len_q, s, device=device).tril(diagonal=s - seq_len_q).bool()
+
+
+def _cm_loops(seq_len_q, seq_len_k=None, device=None, **kwargs):
+    s = seq_len_q if seq_len_k is None else seq_len_k
+    rows = [[j <= i + s - seq_len_q for j in range(s)] for i in range(seq_len_q)]
+    return torch.tensor(rows, dtype=torch.bool, device=device).reshape(seq_len_q, s)
+
+
+def _sdpa(scale, fill_where_true=False, softmax_dim=-1, out_only=False):
+    def fn(q, k, v, mask=None):
+        s = q @ k.transpose(-2, -1) / scale(q, v)
+        if mask is not None:
+            s = s.masked_fill(mask if fill_where_true else ~mask, float("-inf"))
+        w = mhsa_lib.softmax(s, dim=softmax_dim)
+        return w @ v if out_only else (w @ v, w)
+    return fn
+
+
+def _sdpa_einsum_where(q, k, v, mask=None, dropout=0.0, **kwargs):
+    s = torch.einsum("...td,...sd->...ts", q, k) * q.shape[-1] ** -0.5
+    if mask is not None:
+        s = torch.where(mask, s, torch.tensor(float("-inf"), dtype=s.dtype))
+    m = s.amax(-1, keepdim=True)
+    e = torch.exp(s - torch.where(torch.isinf(m), torch.zeros_like(m), m))
+    w = e / e.sum(-1, keepdim=True).clamp_min(1e-30)
+    return torch.einsum("...ts,...sd->...td", w, v), w
+
+
+def _sdpa_additive_bias(q, k, v, mask=None):
+    bias = 0 if mask is None else torch.zeros(mask.shape, dtype=q.dtype).masked_fill(~mask, float("-inf"))
+    w = mhsa_lib.softmax(torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(k.size(-1)) + bias, dim=-1)
+    return torch.matmul(w, v), w
+
+
+LEARNER_ANSWERS = [
+    # (check, answer, full marks?, words the report must hold)
+    (check_softmax, _sm_no_shift, False, ["max-subtraction"]),
+    (check_softmax, _sm_axis_zero, False, ["over axis 0"]),
+    (check_softmax, _sm_nan_rows, False, ["all -inf"]),
+    (check_softmax, _sm_logsumexp_float64, True, []),
+    (check_softmax, _sm_numpy, True, []),
+    (check_causal_mask, _cm_upper_left, False, ["upper left"]),
+    (check_causal_mask, _cm_additive, False, ["additive"]),
+    (check_causal_mask, _cm_no_diagonal, False, ["diagonal"]),
+    (check_causal_mask, _cm_float_tril, True, []),
+    (check_causal_mask, _cm_loops, True, []),
+    (check_scaled_dot_product_attention, _sdpa(lambda q, v: q.shape[-1]), False, ["1/d_k"]),
+    (check_scaled_dot_product_attention, _sdpa(lambda q, v: math.sqrt(q.shape[-1]), fill_where_true=True), False,
+     ["polarity"]),
+    (check_scaled_dot_product_attention, _sdpa(lambda q, v: math.sqrt(q.shape[-1]), out_only=True), False,
+     ["(out, weights)"]),
+    (check_scaled_dot_product_attention, _sdpa(lambda q, v: math.sqrt(q.shape[-1]), softmax_dim=-2), False,
+     ["over the queries"]),
+    (check_scaled_dot_product_attention, _sdpa(lambda q, v: math.sqrt(v.shape[-1])), False, ["Dv"]),
+    (check_scaled_dot_product_attention, _sdpa_einsum_where, True, []),
+    (check_scaled_dot_product_attention, _sdpa_additive_bias, True, []),
+]
+
+
+@pytest.mark.parametrize("check, answer, full, words", LEARNER_ANSWERS,
+                         ids=[f"{c.step.name}-{a.__qualname__.split('.')[0]}-{i}"
+                              for i, (c, a, _, _) in enumerate(LEARNER_ANSWERS)])
+def test_learner_answers(check, answer, full, words, capsys):
+    points, out = run_check(check, answer, capsys, hidden=True, seed=11)
+    if full:
+        assert points == check.step.points, out
+    else:
+        assert points < check.step.points, out
+        for word in words:
+            assert word in out, out

@@ -582,3 +582,104 @@ def test_block_final_norm_is_named_for_pre_norm_only(capsys):
 def test_block_correct_styles_get_no_diagnosis(check, cls, capsys):
     points, report = run(check, cls, capsys, seed=8)
     assert points == check.step.points and "Diagnosis" not in report, report
+
+
+# --------------------------------------------------------------------------- answers as learners write them
+# Wrong ones lose points and are named; correct ones, in other styles, earn full marks.
+
+
+class _LNParams(nn.Module):
+    def __init__(self, d_model, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.bias = nn.Parameter(torch.zeros(d_model))
+
+
+class _LNUnbiased(_LNParams):
+    def forward(self, x):
+        return (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True) + self.eps) * self.weight + self.bias
+
+
+class _LNNoAffine(_LNParams):
+    def forward(self, x):
+        return (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + self.eps)
+
+
+class _LNFloat64Rsqrt(_LNParams):
+    def forward(self, x):
+        x64 = x.double()
+        mu = x64.mean(-1, keepdim=True)
+        var = ((x64 - mu) ** 2).mean(-1, keepdim=True)
+        return ((x64 - mu) * torch.rsqrt(var + self.eps) * self.weight.double() + self.bias.double()).to(x.dtype)
+
+
+class _FFNAlwaysGelu(nn.Module):
+    def __init__(self, d_model, d_ff, activation="relu"):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class _FFNSequential(nn.Module):
+    def __init__(self, d_model, d_ff, activation="relu", dropout=0.0):
+        super().__init__()
+        if activation not in ("relu", "gelu"):
+            raise ValueError(f"activation: expected 'relu' or 'gelu', got {activation!r}")
+        self.fc1, self.fc2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
+        self.net = nn.Sequential(self.fc1, nn.ReLU() if activation == "relu" else nn.GELU(), self.fc2)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class _BlockParts(nn.Module):
+    def __init__(self, d_model, num_heads, d_ff, norm_placement="pre", dropout=0.0, **kwargs):
+        super().__init__()
+        if norm_placement not in ("pre", "post"):
+            raise ValueError(f"norm_placement: expected 'pre' or 'post', got {norm_placement!r}")
+        self.placement = norm_placement
+        self.attn = mhsa_lib.MultiHeadAttention(d_model, num_heads)
+        self.ffn = mhsa_lib.FeedForward(d_model, d_ff)
+        self.norm1, self.norm2 = mhsa_lib.LayerNorm(d_model), mhsa_lib.LayerNorm(d_model)
+
+
+class _BlockAlwaysPost(_BlockParts):
+    def forward(self, x, mask=None):
+        x = self.norm1(x + self.attn(x, mask))
+        return self.norm2(x + self.ffn(x))
+
+
+class _BlockKwargs(_BlockParts):
+    def forward(self, x, mask=None, **kwargs):
+        if self.placement == "pre":
+            x = x + self.attn(self.norm1(x), mask=mask, **kwargs)
+            return x + self.ffn(self.norm2(x))
+        x = self.norm1(x + self.attn(x, mask=mask, **kwargs))
+        return self.norm2(x + self.ffn(x))
+
+
+LEARNER_ANSWERS = [
+    # (check, answer, full marks?, words the report must hold)
+    (check_layer_norm, _LNUnbiased, False, ["unbiased variance"]),
+    (check_layer_norm, _LNNoAffine, False, ["weight and bias are not applied"]),
+    (check_layer_norm, _LNFloat64Rsqrt, True, []),
+    (check_feed_forward, _FFNAlwaysGelu, False, ["GELU where ReLU is asked for"]),
+    (check_feed_forward, _FFNSequential, True, []),
+    (check_transformer_block, _BlockAlwaysPost, False, ["the other placement"]),
+    (check_transformer_block, _BlockKwargs, True, []),
+]
+
+
+@pytest.mark.parametrize("check, answer, full, words", LEARNER_ANSWERS,
+                         ids=[f"{c.step.name}-{a.__name__}" for c, a, _, _ in LEARNER_ANSWERS])
+def test_learner_answers(check, answer, full, words, capsys):
+    points, out = run(check, answer, capsys, hidden=True, seed=11)
+    if full:
+        assert points == check.step.points, out
+    else:
+        assert points < check.step.points, out
+        for word in words:
+            assert word in out, out

@@ -278,3 +278,35 @@ def test_other_errors_are_left_as_they_are():
     from autograder.checks.variants_modules import explain_shape_error
 
     assert explain_shape_error("name 'q' is not defined", {"B": 2}) is None
+
+
+# --------------------------------------------------------------------------- answers as learners write them
+# Wrong ones lose points and are named; correct ones, in other styles, earn full marks.
+
+LEARNER_ANSWERS = [
+    # (check, answer, full marks?, words the report must hold)
+    (check_split_heads, lambda x, h: x.reshape(x.shape[0], h, x.shape[1], -1), False, ["straight to (B, H, T, Dh)"]),
+    (check_split_heads, lambda x, h: x.reshape(x.shape[0], x.shape[1], -1, h).permute(0, 3, 1, 2), False,
+     ["every H-th feature"]),
+    (check_split_heads, lambda x, num_heads: x.unflatten(-1, (num_heads, -1)).permute(0, 2, 1, 3), True, []),
+    (check_split_heads, lambda x, num_heads: torch.stack(x.chunk(num_heads, dim=-1), dim=1), True, []),
+    (check_merge_heads, lambda x: x.reshape(x.shape[0], x.shape[2], -1), False, ["without transposing back"]),
+    (check_merge_heads, lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1), False, ["(Dh, H)"]),
+    (check_merge_heads, lambda x: torch.cat(x.unbind(1), dim=-1), True, []),
+    (check_merge_heads, lambda x: x.permute(0, 2, 1, 3).flatten(2).contiguous(), True, []),
+    (check_repeat_kv, lambda x, n: x.repeat(1, n, 1, 1), False, ["j // n_rep"]),
+    (check_repeat_kv, lambda x, n_rep: torch.repeat_interleave(x, repeats=n_rep, dim=1), True, []),
+    (check_repeat_kv, lambda x, n_rep: x.index_select(1, torch.arange(x.shape[1] * n_rep) // n_rep), True, []),
+]
+
+
+@pytest.mark.parametrize("check, answer, full, words", LEARNER_ANSWERS,
+                         ids=[f"{c.step.name}-{i}" for i, (c, _, _, _) in enumerate(LEARNER_ANSWERS)])
+def test_learner_answers(check, answer, full, words, capsys):
+    points, out = run(check, answer, capsys, hidden=True, seed=11)
+    if full:
+        assert points == check.step.points, out
+    else:
+        assert points < check.step.points, out
+        for word in words:
+            assert word in out, out

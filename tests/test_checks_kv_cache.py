@@ -514,3 +514,172 @@ def test_gqa_shape_error_is_said_in_course_terms(capsys):
     assert points < 5.0, report
     assert "Diagnosis: your forward failed on these shapes: a matrix product of (B·T=" in report, report
     assert "is applied as x @ W.T" in report, report
+
+
+# --------------------------------------------------------------------------- answers as learners write them
+# Wrong ones lose points and are named; correct ones, in other styles, earn full marks.
+
+
+class _CacheHeadsAxis:
+    axis = 1
+
+    def __init__(self):
+        self.k = self.v = None
+
+    def __len__(self):
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def update(self, k, v):
+        self.k = k if self.k is None else torch.cat([self.k, k], self.axis)
+        self.v = v if self.v is None else torch.cat([self.v, v], self.axis)
+        return self.k, self.v
+
+    def reset(self):
+        self.k = self.v = None
+
+
+class _CacheNoReset(_CacheHeadsAxis):
+    axis = -2
+
+    def reset(self):
+        pass
+
+
+class _CacheOfChunks:
+    def __init__(self):
+        self.ks, self.vs = [], []
+
+    @property
+    def k(self):
+        return torch.cat(self.ks, 2) if self.ks else None
+
+    @property
+    def v(self):
+        return torch.cat(self.vs, 2) if self.vs else None
+
+    def __len__(self):
+        return sum(t.shape[2] for t in self.ks)
+
+    def update(self, k, v):
+        self.ks.append(k)
+        self.vs.append(v)
+        return self.k, self.v
+
+    def reset(self):
+        self.ks.clear()
+        self.vs.clear()
+
+
+class _GQATiled(nn.Module):
+    def __init__(self, d_model, num_heads, num_kv_heads, bias=False):
+        super().__init__()
+        if d_model % num_heads or num_heads % num_kv_heads:
+            raise ValueError(f"num_heads: expected a multiple of num_kv_heads, got {num_heads}, {num_kv_heads}")
+        self.h, self.g = num_heads, num_kv_heads
+        dh = d_model // num_heads
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, num_kv_heads * dh, bias=bias)
+        self.v_proj = nn.Linear(d_model, num_kv_heads * dh, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def share(self, t):
+        return t.repeat(1, self.h // self.g, 1, 1)
+
+    def causal(self, t, s):
+        return mhsa_lib.causal_mask(t, s)
+
+    def forward(self, x, mask=None, cache=None, *, causal=False):
+        q = mhsa_lib.split_heads(self.q_proj(x), self.h)
+        k, v = mhsa_lib.split_heads(self.k_proj(x), self.g), mhsa_lib.split_heads(self.v_proj(x), self.g)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        k, v = self.share(k), self.share(v)
+        if causal:
+            c = self.causal(q.shape[-2], k.shape[-2])
+            mask = c if mask is None else mask & c
+        out, _ = mhsa_lib.scaled_dot_product_attention(q, k, v, mask)
+        return self.out_proj(mhsa_lib.merge_heads(out))
+
+
+class _GQAUpperLeft(_GQATiled):
+    def share(self, t):
+        return t.repeat_interleave(self.h // self.g, 1)
+
+    def causal(self, t, s):
+        return torch.ones(t, s, dtype=torch.bool).tril()
+
+
+class _GQAGroupedEinsum(_GQATiled):
+    """Grouped attention without repeating the keys: queries (B, G, H/G, T, Dh) against (B, G, S, Dh)."""
+
+    def forward(self, x, mask=None, cache=None, *, causal=False):
+        B, T, D = x.shape
+        dh, r = D // self.h, self.h // self.g
+        q = self.q_proj(x).view(B, T, self.g, r, dh).permute(0, 2, 3, 1, 4)
+        k = self.k_proj(x).view(B, T, self.g, dh).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.g, dh).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        S = k.shape[-2]
+        s = torch.einsum("bgrtd,bgsd->bgrts", q, k) / math.sqrt(dh)
+        if causal:
+            c = torch.ones(T, S, dtype=torch.bool).tril(S - T)
+            mask = c if mask is None else mask & c
+        if mask is not None:
+            m = torch.broadcast_to(mask, (B, self.h, T, S)).reshape(B, self.g, r, T, S)
+            s = s.masked_fill(~m, float("-inf"))
+        w = torch.nan_to_num(torch.softmax(s, -1))
+        return self.out_proj(torch.einsum("bgrts,bgsd->bgrtd", w, v).permute(0, 3, 1, 2, 4).reshape(B, T, D))
+
+
+def _bytes_without_k_and_v(b, s, l, g, d, bytes_per_element=2):
+    return b * s * l * g * d * bytes_per_element
+
+
+def _bytes_in_mib(b, s, l, g, d, bytes_per_element=2):
+    return 2 * b * s * l * g * d * bytes_per_element / 2**20
+
+
+def _bytes_fixed_width(b, s, l, g, d, bytes_per_element=2):
+    return 2 * b * s * l * g * d * 2
+
+
+def _bytes_math_prod(batch_size, seq_len, num_layers, num_kv_heads, head_dim, bytes_per_element=2, **kwargs):
+    return int(math.prod((2, batch_size, seq_len, num_layers, num_kv_heads, head_dim, bytes_per_element)))
+
+
+LEARNER_ANSWERS = [
+    # (check, answer, full marks?, words the report must hold)
+    (check_kv_cache, _CacheHeadsAxis, False, ["along the heads (dim=1)"]),
+    (check_kv_cache, _CacheNoReset, False, ["reset"]),
+    (check_kv_cache, _CacheOfChunks, True, []),
+    (check_grouped_query_attention, _GQATiled, False, ["j // (H / G)"]),
+    (check_grouped_query_attention, _GQAUpperLeft, False, ["upper left"]),
+    (check_grouped_query_attention, _GQAGroupedEinsum, True, []),
+    (check_kv_cache_bytes, _bytes_without_k_and_v, False, ["half the right one"]),
+    (check_kv_cache_bytes, _bytes_in_mib, False, ["your result is in MiB"]),
+    (check_kv_cache_bytes, _bytes_fixed_width, False, ["bytes_per_element"]),
+    (check_kv_cache_bytes, _bytes_math_prod, True, []),
+]
+
+
+@pytest.mark.parametrize("check, answer, full, words", LEARNER_ANSWERS,
+                         ids=[f"{c.step.name}-{a.__name__}" for c, a, _, _ in LEARNER_ANSWERS])
+def test_learner_answers(check, answer, full, words, capsys):
+    points, out = run_check(check, answer, capsys, hidden=True, seed=11)
+    if full:
+        assert points == check.step.points, out
+    else:
+        assert points < check.step.points, out
+        for word in words:
+            assert word in out, out
+
+
+@pytest.mark.parametrize("factor, words", [(2**-30, "your result is in GiB"), (1e-3, "your result is in kB"),
+                                           (8, "8 times the right one")])
+def test_kv_cache_bytes_names_a_constant_ratio(factor, words, capsys):
+    def scaled(b, s, l, g, d, bytes_per_element=2):
+        return 2 * b * s * l * g * d * bytes_per_element * factor
+    points, out = run_check(check_kv_cache_bytes, scaled, capsys, hidden=True, seed=5)
+    assert points < check_kv_cache_bytes.step.points
+    assert words in out, out

@@ -415,3 +415,147 @@ def test_mha_variants_are_named(cls, words, capsys):
 def test_mha_correct_style_gets_full_marks_and_no_diagnosis(capsys):
     points, report = run(check_multi_head_attention, _MHAStyle, capsys, seed=5)
     assert points == 6.0 and "Diagnosis" not in report, report
+
+
+# --------------------------------------------------------------------------- answers as learners write them
+# Wrong ones lose points and are named; correct ones, in other styles, earn full marks.
+
+
+def _loop_scaled_by_model_width(x, w_q, w_k, w_v, mask=None):
+    outs = []
+    for a, b, c in zip(w_q, w_k, w_v):
+        s = (x @ a.T) @ (x @ b.T).transpose(-2, -1) / math.sqrt(x.shape[-1])
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf"))
+        outs.append(torch.softmax(s, -1) @ (x @ c.T))
+    return torch.stack(outs, 1)
+
+
+def _loop_float64_einsum(x, w_q, w_k, w_v, mask=None, **kwargs):
+    heads = []
+    for h in range(len(w_q)):
+        q = torch.einsum("btd,ed->bte", x.double(), w_q[h].double())
+        k = torch.einsum("btd,ed->bte", x.double(), w_k[h].double())
+        out, _ = mhsa_lib.scaled_dot_product_attention(q, k, x.double() @ w_v[h].double().T, mask)
+        heads.append(out.to(x.dtype))
+    return torch.stack(heads, 1)
+
+
+def _heads_untransposed(x, w_q, w_k, w_v, num_heads, mask=None):
+    q, k, v = (mhsa_lib.split_heads(x @ w, num_heads) for w in (w_q, w_k, w_v))
+    return mhsa_lib.scaled_dot_product_attention(q, k, v, mask)[0]
+
+
+def _heads_f_linear(x, w_q, w_k, w_v, num_heads, mask=None):
+    def split(t):
+        return t.view(*t.shape[:-1], num_heads, -1).transpose(-3, -2)
+    q, k, v = split(F.linear(x, w_q)), split(F.linear(x, w_k)), split(F.linear(x, w_v))
+    return mhsa_lib.scaled_dot_product_attention(q, k, v, mask)[0]
+
+
+class _MHANoOutProj(nn.Module):
+    def __init__(self, d_model, num_heads, bias=True):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model: expected a multiple of num_heads, got {d_model}")
+        self.num_heads = num_heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d_model, d_model, bias=bias)
+                                                                for _ in range(4))
+
+    def forward(self, x, mask=None, return_weights=False):
+        q, k, v = (mhsa_lib.split_heads(p(x), self.num_heads) for p in (self.q_proj, self.k_proj, self.v_proj))
+        out, w = mhsa_lib.scaled_dot_product_attention(q, k, v, mask)
+        out = mhsa_lib.merge_heads(out)
+        return (out, w) if return_weights else out
+
+
+class _MHALazy(_MHANoOutProj):
+    def __init__(self, d_model, num_heads, bias=True):
+        super().__init__(d_model, num_heads, bias)
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.LazyLinear(d_model, bias=bias) for _ in range(4))
+
+    def forward(self, x, mask=None, return_weights=False):
+        out, w = super().forward(x, mask, return_weights=True)
+        out = self.out_proj(out)
+        return (out, w) if return_weights else out
+
+
+LEARNER_ANSWERS = [
+    # (check, answer, full marks?, words the report must hold)
+    (check_attention_heads_loop, _loop_scaled_by_model_width, False, ["1/√D, the model width"]),
+    (check_attention_heads_loop, _loop_float64_einsum, True, []),
+    (check_attention_heads, _heads_untransposed, False, ["x @ W.T"]),
+    (check_attention_heads, _heads_f_linear, True, []),
+    (check_multi_head_attention, _MHANoOutProj, False, ["output projection is missing"]),
+    (check_multi_head_attention, _MHALazy, True, []),
+]
+
+
+@pytest.mark.parametrize("check, answer, full, words", LEARNER_ANSWERS,
+                         ids=[f"{c.step.name}-{i}" for i, (c, _, _, _) in enumerate(LEARNER_ANSWERS)])
+def test_learner_answers(check, answer, full, words, capsys):
+    points, out = run(check, answer, capsys, hidden=True, seed=11)
+    if full:
+        assert points == check.step.points, out
+    else:
+        assert points < check.step.points, out
+        for word in words:
+            assert word in out, out
+
+
+class _Conv1D(nn.Module):
+    """GPT-2's layer: the weight stored (in, out), applied as x @ W + b."""
+
+    def __init__(self, n_in, n_out, bias=True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_in, n_out) * 0.02)
+        self.bias = nn.Parameter(torch.zeros(n_out)) if bias else None
+
+    def forward(self, x):
+        y = x @ self.weight
+        return y if self.bias is None else y + self.bias
+
+
+def _fused_attention(layer):
+    class Fused(nn.Module):
+        """One fused projection for q, k and v (nanoGPT's c_attn, GPT-2's Conv1D c_attn)."""
+
+        def __init__(self, d_model, num_heads, bias=True, dropout=0.0):
+            super().__init__()
+            if d_model % num_heads:
+                raise ValueError(f"d_model: expected a multiple of num_heads, got {d_model}")
+            self.n_head = num_heads
+            self.c_attn = layer(d_model, 3 * d_model, bias=bias)
+            self.c_proj = layer(d_model, d_model, bias=bias)
+
+        def forward(self, x, mask=None, return_weights=False, **kwargs):
+            B, T, C = x.size()
+            q, k, v = self.c_attn(x).split(C, dim=2)
+            q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+            y, w = mhsa_lib.scaled_dot_product_attention(q, k, v, mask)
+            y = self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+            return (y, w) if return_weights else y
+    return Fused
+
+
+@pytest.mark.parametrize("layer", [nn.Linear, _Conv1D], ids=["nanoGPT-Linear", "GPT-2-Conv1D"])
+def test_fused_projection_is_graded_on_its_outputs(layer, capsys):
+    """A fused q/k/v projection takes the reference weights by its rows, so every part but the
+    structure (which asks for q_proj, k_proj, v_proj, out_proj by name) passes, head probe included."""
+    points, out = run(check_multi_head_attention, _fused_attention(layer), capsys, hidden=True, seed=4)
+    assert out.count("✗") == 1 and "✗ structure" in out, out
+    assert "q_proj is NoneType" in out and "still have biases" not in out, out
+    assert points > check_multi_head_attention.step.points * 0.85, out
+
+
+def test_fused_projection_with_a_wrong_split_is_still_caught(capsys):
+    class Swapped(_fused_attention(nn.Linear)):
+        def forward(self, x, mask=None, return_weights=False, **kwargs):
+            B, T, C = x.size()
+            k, q, v = self.c_attn(x).split(C, dim=2)  # q and k taken from each other's rows
+            q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+            y, w = mhsa_lib.scaled_dot_product_attention(q, k, v, mask)
+            y = self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+            return (y, w) if return_weights else y
+    points, out = run(check_multi_head_attention, Swapped, capsys, hidden=True, seed=4)
+    assert points < check_multi_head_attention.step.points * 0.5, out

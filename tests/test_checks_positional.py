@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import run_check
 
+import mhsa_lib
 from autograder.checks.positional import PE_POINTS
 from autograder.checks.positional import check_sinusoidal_positional_encoding as check
 from autograder.mistakes import positional as M
@@ -134,7 +135,7 @@ def _pe_learner(seq_len, d_model, base=10000.0, int_div=False, divide=False, hal
     ({"int_div": True}, "integer division"),
     ({"divide": True}, "divide"),
     ({"halves": True, "cos_first": True}, "sines first"),
-    ({"base": 100.0, "halves": True}, "base 100"),
+    ({"base": 1000.0, "halves": True}, "base 1000"),
 ])
 def test_structural_slips_are_named_from_generated_variants(capsys, slips, words):
     points, report = run(lambda t, d: _pe_learner(t, d, **slips), capsys)
@@ -147,10 +148,71 @@ def test_a_new_wrong_choice_is_one_axis_entry(capsys, monkeypatch):
     from autograder.frame.variants import Axis
 
     axes = [Axis(a.name, a.correct, dict(a.wrong)) for a in positional.PE_AXES]
-    axes[0] = Axis("base", 10000.0, {**axes[0].wrong, 500.0: "your frequencies use the base 500 (new entry)"})
+    i = [a.name for a in axes].index("base")
+    axes[i] = Axis("base", 10000.0, {**axes[i].wrong, 500.0: "your frequencies use the base 500 (new entry)"})
     monkeypatch.setattr(positional, "PE_AXES", axes)
     _, report = run(lambda t, d: _pe_learner(t, d, base=500.0), capsys)
     assert "base 500 (new entry)" in report
+
+
+# --------------------------------------------------------------------------- answers as learners write them
+# Wrong ones lose points and are named; correct ones, in other styles, earn full marks.
+
+
+def _pe_pair_index_over_d(seq_len, d_model):
+    p = torch.arange(seq_len).float()[:, None]
+    w = 10000 ** (-torch.arange(0, d_model // 2).float() / d_model)  # i / D, not 2i / D
+    pe = torch.zeros(seq_len, d_model)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(p * w), torch.cos(p * w)
+    return pe
+
+
+def _pe_over_seq_len(seq_len, d_model):
+    p = torch.arange(seq_len).float()[:, None]
+    w = 10000 ** (-torch.arange(0, d_model, 2).float() / seq_len)  # divides by T
+    pe = torch.zeros(seq_len, d_model)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(p * w), torch.cos(p * w)
+    return pe
+
+
+def _pe_numpy_tutorial(seq_len, d_model):
+    import numpy as np
+
+    pos, i = np.arange(seq_len)[:, None], np.arange(d_model)[None, :]
+    angle = pos / np.power(10000, (2 * (i // 2)) / d_model)
+    angle[:, 0::2], angle[:, 1::2] = np.sin(angle[:, 0::2]), np.cos(angle[:, 1::2])
+    return torch.from_numpy(angle)
+
+
+def _pe_stacked_exp_log(seq_len, d_model, base=10000.0):
+    p = torch.arange(seq_len, dtype=torch.float64)[:, None]
+    w = torch.exp(-math.log(base) * torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    return torch.stack([torch.sin(p * w), torch.cos(p * w)], -1).flatten(1).float()
+
+
+@pytest.mark.parametrize("answer, full, words", [
+    (_pe_pair_index_over_d, False, "exponent is i/D with i the pair index"),
+    (_pe_over_seq_len, False, "divides by the number of positions T"),
+    (_pe_numpy_tutorial, True, ""),
+    (_pe_stacked_exp_log, True, ""),
+], ids=lambda a: getattr(a, "__name__", None))
+def test_learner_answers(answer, full, words, capsys):
+    points, out = run_check(check, answer, capsys, hidden=True, seed=11)
+    if full:
+        assert points == PE_POINTS, out
+    else:
+        assert points < PE_POINTS and words in out, out
+
+
+def test_no_generated_variant_is_the_encoding_itself():
+    """A variant equal to the right encoding would name a mistake in a correct answer."""
+    from autograder.checks.positional import distinct_variants, pe_variants
+    from autograder.frame.compare import matches
+
+    assert len(pe_variants()) > 10
+    for t, d in ((4, 6), (9, 12), (23, 4), (3, 40)):  # the check asks for D >= 4 (with D = 2 every frequency is 1)
+        ref = mhsa_lib.sinusoidal_positional_encoding(t, d, dtype=torch.float64)
+        assert not [m.id for m in distinct_variants([(t, d)]) if matches(m.fn(t, d), ref)], (t, d)
 
 
 # =========================================================================== rotary embeddings

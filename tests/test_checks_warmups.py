@@ -174,3 +174,19 @@ def test_diagnosis_timing(capsys):
         torch.set_num_threads(threads)
     with capsys.disabled():
         print("\n" + "\n".join(lines))
+
+
+# --------------------------------------------------------------------------- answers as learners write them
+
+
+@pytest.mark.parametrize("answer, full, words", [
+    (lambda q, k: k @ q.transpose(-2, -1), False, "you computed K Qᵀ"),
+    (lambda q, k: torch.einsum("btd,bsd->bts", q, k), True, ""),
+    (lambda q, k: torch.bmm(q, k.permute(0, 2, 1)), True, ""),
+], ids=["k-at-q-transposed", "einsum", "bmm-permute"])
+def test_pairwise_scores_learner_answers(answer, full, words, capsys):
+    points, out = run(check_pairwise_scores, answer, capsys, hidden=True, seed=11)
+    if full:
+        assert points == check_pairwise_scores.step.points, out
+    else:
+        assert points < check_pairwise_scores.step.points and words in out, out

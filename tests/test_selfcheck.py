@@ -48,8 +48,11 @@ def test_json_is_one_object_with_the_promised_schema(json_run, fixture_nb):
     proc, _ = json_run
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)  # the whole of stdout is one JSON object
-    assert set(data) == {"notebook", "score", "max_score", "steps", "notes"}
-    assert data["notes"] == []  # not a course notebook: checked as it is
+    assert set(data) == {"notebook", "score", "max_score", "instructor_points", "total_points", "steps", "written",
+                         "notes"}
+    assert data["written"] == [] and data["instructor_points"] == 0.0 and data["total_points"] == data["max_score"]
+    # Not a course notebook: checked as it is (nothing restored); the ordinary cell that raises is named.
+    assert data["notes"] == ["cell 9 (`raise NotImplementedError()`) raised NotImplementedError"]
     assert data["notebook"] == str(fixture_nb)
     for step in data["steps"]:
         assert set(step) == {"id", "points", "max_points", "passed", "message"}
@@ -107,7 +110,7 @@ def test_table_output_lists_every_step(fixture_nb):
     assert "✗ check_partial" in out and "1.5 / 4" in out
     assert "✗ check_error" in out and "ValueError" in out
     assert "cell 9: NotImplementedError" in out  # the ordinary cell that raised
-    assert "Score: 7.5 / 14" in out
+    assert "Score: 7.5 of 14 auto-graded points" in out and "instructor" not in out
 
 
 @pytest.mark.slow
@@ -193,7 +196,8 @@ def test_a_notebook_without_graded_steps_scores_zero_of_zero(tmp_path):
     path = write(notebook([code("x = 1")]), tmp_path / "plain.ipynb")
     proc = run_cli("check", path, "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"notebook": str(path), "score": 0.0, "max_score": 0.0, "steps": [], "notes": []}
+    assert json.loads(proc.stdout) == {"notebook": str(path), "score": 0.0, "max_score": 0.0, "instructor_points": 0.0,
+                                       "total_points": 0.0, "steps": [], "written": [], "notes": []}
 
 
 # --------------------------------------------------------------------------- released test cells
@@ -327,3 +331,141 @@ def test_odd_values_are_clamped_and_explained(text, expected):
 
     score = score_test_cell(_executed_cell(3, [_result(text)]))
     assert score.points == expected and score.note
+
+
+# --------------------------------------------------------------------------- written parts
+
+
+def _written_cell(grade_id, points, text, kind="markdown", task=False):
+    import nbformat
+
+    cell = nbformat.v4.new_markdown_cell(text) if kind == "markdown" else nbformat.v4.new_code_cell(text)
+    meta = {"grade": not task, "solution": not task, "locked": task, "points": points, "grade_id": grade_id,
+            "schema_version": 3}
+    if task:
+        meta["task"] = True
+    cell.metadata["nbgrader"] = meta
+    return cell
+
+
+def _written_source():
+    return notebook([
+        markdown("Write a spec."),
+        _written_cell("spec", 3, "### BEGIN SOLUTION\nA model answer.\n### END SOLUTION"),
+        graded_cell("check_x", 2, "2.0"),
+        _written_cell("why", 2, "# a model answer in code\nprint('because')", kind="code"),
+        _written_cell("task", 1, "Explain the plot.", task=True),
+        _written_cell("later", 1, "### BEGIN SOLUTION\nAnother.\n### END SOLUTION"),
+    ])
+
+
+def _learner(source, texts):
+    import nbformat
+
+    from autograder.grading import nbgrader_tools as nbt
+
+    nb = nbformat.from_dict(nbformat.reads(nbformat.writes(source), as_version=4))
+    cells = []
+    for cell in nb.cells:
+        gid = nbt.grade_id(cell)
+        if gid in texts:
+            if texts[gid] is None:
+                continue  # deleted
+            cell.source = texts[gid]
+        cells.append(cell)
+    nb.cells = cells
+    return nb
+
+
+def test_written_parts_are_blank_or_pending_with_the_sources_points():
+    from autograder.grading import nbgrader_tools as nbt
+    from autograder.grading.selfcheck import written_parts
+
+    source = _written_source()
+    learner = _learner(source, {"spec": "YOUR ANSWER HERE", "why": nbt.CODE_STUB, "task": "My explanation.",
+                                "later": None})
+    learner.cells[1].metadata["nbgrader"]["points"] = 99  # a learner's edit does not change the points
+    parts = {w.id: (w.points, w.state, w.label) for w in written_parts(learner, source)}
+    assert parts == {
+        "spec": (3.0, "blank", "blank (3 points)"),
+        "why": (2.0, "blank", "blank (2 points)"),
+        "task": (1.0, "pending", "pending instructor grading (1 point)"),
+        "later": (1.0, "blank", "blank (1 point)"),  # deleted
+    }
+    filled = _learner(source, {"spec": "My spec:\n\n| part | shape |", "why": "print('it is the norm')",
+                               "later": "  \n"})
+    states = {w.id: w.state for w in written_parts(filled, source)}
+    assert states == {"spec": "pending", "why": "pending", "task": "pending", "later": "blank"}
+    # Without the instructor's copy, the notebook's own cells (the instructor notebook itself).
+    assert [w.state for w in written_parts(source)] == ["pending"] * 4
+    # Test cells and ordinary answers are not written parts.
+    assert written_parts(notebook([graded_cell("check_y", 1, "1.0"), solution("f", "def f(): pass")])) == []
+
+
+def _report(written, steps=((2.0, 2.0),)):
+    from autograder.grading.selfcheck import CheckReport, StepResult, WrittenPart
+
+    report = CheckReport(notebook="nb.ipynb", seconds=1.0)
+    report.steps = [StepResult(f"check_{i}", p, m, p >= m, "") for i, (p, m) in enumerate(steps)]
+    report.written = [WrittenPart(*w) for w in written]
+    return report
+
+
+def test_the_table_shows_written_parts_and_the_gradebooks_total():
+    from autograder.grading.selfcheck import format_table
+
+    report = _report([("spec", 3.0, "blank"), ("why", 2.0, "pending")], steps=((2.0, 2.0), (1.5, 3.0)))
+    text = format_table(report)
+    assert "spec  blank (3 points): write your answer in its cell" in text
+    assert "why   pending instructor grading (2 points)" in text
+    assert "Score: 3.5 of 5 auto-graded points, 5 points graded by your instructor (10 points in all)" in text
+    assert "Still blank: spec (3 points)." in text
+    data = report.to_dict()
+    assert (data["score"], data["max_score"], data["instructor_points"], data["total_points"]) == (3.5, 5.0, 5.0, 10.0)
+    assert data["written"][0] == {"id": "spec", "points": 3.0, "state": "blank", "label": "blank (3 points)"}
+    # All filled in: nothing is said to be blank, and the total still counts the instructor's points.
+    done = format_table(_report([("spec", 3.0, "pending")]))
+    assert "Still blank" not in done and "(5 points in all)" in done and "2 of 2 auto-graded points" in done
+
+
+@pytest.mark.slow
+def test_the_real_written_parts_of_notebooks_04_and_06(tmp_path):
+    """The released notebooks: 04's design spec and 06's root causes, blank or written, and
+    totals equal to the gradebook's maximum (every point of the instructor's notebook)."""
+    import shutil
+
+    import nbformat
+    from conftest import NOTEBOOKS, SOLUTIONS
+
+    from autograder.grading import nbgrader_tools as nbt
+
+    def gradebook_max(name):
+        source = nbformat.read(str(SOLUTIONS / name), as_version=4)
+        return sum(nbt.max_points(c) for c in source.cells if nbt.is_grade(c) or nbt.nbgrader_meta(c).get("task"))
+
+    name04, name06 = "04_transformer_block.ipynb", "06_debugging_transformer_blocks.ipynb"
+    shutil.copy(NOTEBOOKS / name04, tmp_path / name04)
+    learner = nbformat.read(str(NOTEBOOKS / name06), as_version=4)
+    set_text = {"rootcause_norms": "The second norm sits on the residual path: post-norm."}
+    for cell in learner.cells:
+        if nbt.grade_id(cell) in set_text:
+            cell.source = set_text[nbt.grade_id(cell)]
+    write(learner, tmp_path / name06)
+    if (NOTEBOOKS / "data").is_dir():
+        shutil.copytree(NOTEBOOKS / "data", tmp_path / "data")
+
+    proc = run_cli("check", tmp_path / name04, "--json", "--timeout", "120")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert [(w["id"], w["points"], w["state"]) for w in data["written"]] == [("design_spec", 3.0, "blank")]
+    assert data["total_points"] == data["max_score"] + 3 == gradebook_max(name04)
+
+    proc = run_cli("check", tmp_path / name06, "--timeout", "120")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "rootcause_norms        pending instructor grading (2 points)" in out
+    for gid in ("rootcause_merge", "rootcause_instability", "rootcause_slowdown"):
+        assert f"{gid}" in out and "blank (2 points)" in out
+    auto = gradebook_max(name06) - 8
+    assert f"of {auto:g} auto-graded points, 8 points graded by your instructor ({gradebook_max(name06):g} points in all)" in out
+    assert "Still blank: rootcause_merge, rootcause_instability, rootcause_slowdown (6 points)." in out

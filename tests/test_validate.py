@@ -118,3 +118,26 @@ def test_heads_mask_reads_3d_as_batch_time_key():
 def test_modules_raise_the_shared_messages(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_broadcast_shapes_agrees_with_torch():
+    """The library's own broadcasting rule (torch.broadcast_shapes imports sympy on first use,
+    seconds in a fresh kernel) gives torch's answer, or refuses where torch refuses."""
+    import random
+
+    import torch
+
+    from mhsa_lib._validate import broadcast_shapes
+
+    rng = random.Random(0)
+    for _ in range(3000):
+        shapes = [tuple(rng.choice([1, 2, 3]) for _ in range(rng.randint(0, 4))) for _ in range(rng.randint(1, 3))]
+        try:
+            want = tuple(torch.broadcast_shapes(*shapes))
+        except RuntimeError:
+            want = None
+        try:
+            got = broadcast_shapes(*shapes)
+        except RuntimeError:
+            got = None
+        assert got == want, shapes

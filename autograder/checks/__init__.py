@@ -14,11 +14,13 @@ from . import (
     attention,
     block,
     concepts,
+    cross,
     debugging,
     heads,
     interop,
     kv_cache,
     model,
+    modern,
     multihead,
     positional,
     tiled,
@@ -26,8 +28,8 @@ from . import (
 )
 from .concepts import check_concept
 
-_MODULES = (attention, block, concepts, debugging, heads, interop, kv_cache, model, multihead, positional, tiled,
-            warmups)
+_MODULES = (attention, block, concepts, cross, debugging, heads, interop, kv_cache, model, modern, multihead,
+            positional, tiled, warmups)
 
 _checks = {s.check_name: getattr(sys.modules[s.check_module], s.check_name)
            for s in _steps() if s.kind != "checkpoint"}

@@ -214,6 +214,21 @@ def _diagnose_softmax(fn, result: CheckResult, calls, public_ok: bool, gen) -> N
             result.diagnose(f"your output has shape {tuple(y.shape)} for an input of shape {tuple(x.shape)}: softmax "
                             "keeps the shape of its input.")
             return
+    # Which axis the slices sum to 1 over comes first: a wrong axis is the cause, NaN may only follow from it.
+    for (x, d, _), y in seen:
+        yd = y.detach().double()
+        if y.shape != x.shape or not bool(torch.isfinite(yd).all()):
+            continue
+        if not bool(torch.isinf(x).any()) and abs(float(yd.sum()) - 1.0) < 1e-4 and yd.numel() > x.shape[d % x.ndim]:
+            result.diagnose(f"your whole output sums to 1, all slices together; each slice along dim={d} must sum "
+                            "to 1 on its own.")
+            return
+        sums = [yd.sum(a) for a in range(x.ndim)]
+        axes = [a for a, t in enumerate(sums) if torch.allclose(t, torch.ones_like(t), atol=1e-4)]
+        if axes and (d % x.ndim) not in axes:
+            result.diagnose(f"your output sums to 1 over axis {axes[0]}, but softmax(x, dim={d}) must sum to 1 "
+                            f"along dim={d}.")
+            return
     for (x, d, _), y in seen:
         yd = y.detach().double()
         if y.shape != x.shape:
@@ -225,18 +240,6 @@ def _diagnose_softmax(fn, result: CheckResult, calls, public_ok: bool, gen) -> N
         if float(x.abs().max()) > 1e3 and not bool(torch.isfinite(yd).all()):
             result.diagnose("your output has NaN or inf for large logits (slices around ±1e4): exp overflows or "
                             "underflows there unless each slice is shifted by its own maximum along dim.")
-            return
-        if not bool(torch.isfinite(yd).all()):
-            continue
-        if not bool(torch.isinf(x).any()) and abs(float(yd.sum()) - 1.0) < 1e-4 and yd.numel() > x.shape[d % x.ndim]:
-            result.diagnose(f"your whole output sums to 1, all slices together; each slice along dim={d} must sum "
-                            "to 1 on its own.")
-            return
-        sums = [yd.sum(a) for a in range(x.ndim)]
-        axes = [a for a, t in enumerate(sums) if torch.allclose(t, torch.ones_like(t), atol=1e-4)]
-        if axes and (d % x.ndim) not in axes:
-            result.diagnose(f"your output sums to 1 over axis {axes[0]}, but softmax(x, dim={d}) must sum to 1 "
-                            f"along dim={d}.")
             return
 
 

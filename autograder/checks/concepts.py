@@ -34,6 +34,7 @@ def check_concept(question_id: str, fn: Callable[[], object], *, quiet: bool = F
 
 
 def _grade(q: Question, fn: Any, result: CheckResult, gen: Any, hidden: bool) -> None:
+    result.seed = None  # a checkpoint draws no random cases: nothing to see again with a seed
     try:
         given = call(fn)
     except LearnerError as e:
@@ -83,7 +84,9 @@ def _grade_order(q: Question, given: object, result: CheckResult) -> None:
     pairs = [(a, b) for i, a in enumerate(q.answer) for b in q.answer[i + 1 :]]
     wrong = [(a, b) for a, b in pairs if rank[a] > rank[b]]
     n_right = len(pairs) - len(wrong)
-    # Partial credit: the share of pairs in the right relative order.
+    # Partial credit: the share of pairs in the right relative order, for an order that keeps
+    # every critical precedence; one that breaks any of them earns nothing.
+    broken = [(a, b, why) for a, b, why in q.critical if rank[a] > rank[b]]
     if n_right:
         result.add(f"{n_right} of {len(pairs)} pairs of steps in the right order", n_right, True)
     if wrong:
@@ -91,6 +94,12 @@ def _grade_order(q: Question, given: object, result: CheckResult) -> None:
         result.add(f"{len(wrong)} of {len(pairs)} pairs the wrong way round", len(wrong), False, listed)
     else:
         result.note(q.explanation)
+    if broken:
+        a, b, _ = broken[0]
+        result.zero_reason = (f"\"{q.options[b]}\" comes before \"{q.options[a]}\": this order breaks a step the "
+                              "notebook insists on, so it earns no partial credit")
+        for _, _, why in broken:
+            result.diagnose(why[0].upper() + why[1:] + ".")
 
 
 def checkpoint(question_id: str, q: Question) -> Step:

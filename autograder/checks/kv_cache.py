@@ -705,6 +705,8 @@ def _diagnose_bytes(result: CheckResult, seen, not_int) -> None:
                     float(_number(mistake.fn(*args))) == v for args, v in values):
                 result.diagnose(mistake.advice)
                 break
+        else:
+            _diagnose_ratio(result, [(v, float(mhsa_lib.kv_cache_bytes(*args))) for args, v in values])
     if not_int:
         y = not_int[0][1]
         if isinstance(y, Tensor):
@@ -715,6 +717,27 @@ def _diagnose_bytes(result: CheckResult, seen, not_int) -> None:
                             "in bytes is an int; multiply the ints, and use // if you must divide.")
         else:
             result.diagnose(f"you return a {type(y).__name__}: return a Python int.")
+
+
+#: Units a size may have been converted to, by how many bytes each holds.
+_BYTE_UNITS = {2**10: "KiB", 2**20: "MiB", 2**30: "GiB", 10**3: "kB", 10**6: "MB", 10**9: "GB"}
+
+
+def _diagnose_ratio(result: CheckResult, pairs: List[Tuple[float, float]]) -> None:
+    """Every result the same multiple of the right one: a unit (a size in MiB, not bytes) or a
+    factor too many or too few, named as such. ``pairs``: (yours, expected)."""
+    if not pairs or any(e == 0 for _, e in pairs):
+        return
+    ratio = pairs[0][0] / pairs[0][1]
+    if ratio <= 0 or ratio == 1 or any(abs(v / e - ratio) > 1e-9 * ratio for v, e in pairs):
+        return
+    unit = next((name for size, name in _BYTE_UNITS.items() if abs(ratio * size - 1) < 1e-9), None)
+    if unit is not None:
+        result.diagnose(f"your result is in {unit}, the size in bytes divided by {round(1 / ratio)}: return "
+                        "the number of bytes itself.")
+    else:
+        result.diagnose(f"every result is {ratio:.6g} times the right one: a factor is missing or extra; the "
+                        "size is 2 (keys and values) · B · S · layers · G · Dh · bytes_per_element.")
 
 
 def _compare(y: Any, e: Tensor) -> Comparison:

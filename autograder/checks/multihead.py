@@ -32,7 +32,7 @@ from ..frame import (
     observe,
     randn,
 )
-from ..frame.modules import build, linear_weight, load_reference, materialise
+from ..frame.modules import build, counterpart, load_reference, materialise
 from ..frame.registry import step
 from ..mistakes import multihead as M
 from . import variants_modules as V
@@ -352,7 +352,8 @@ def _structure_problems(cls, module) -> List[str]:
                             f"bias={layer.bias is not None}), expected nn.Linear(12, 12, bias=True)")
     no_bias = attempt(cls, 12, 3, bias=False)
     if isinstance(no_bias, nn.Module):
-        if any(getattr(getattr(no_bias, n, None), "bias", 0) is not None for n in ("q_proj", "k_proj", "v_proj", "out_proj")):
+        layers = [getattr(no_bias, n, None) for n in ("q_proj", "k_proj", "v_proj", "out_proj")]
+        if any(getattr(layer, "bias", None) is not None for layer in layers if isinstance(layer, nn.Module)):
             problems.append("with bias=False the projections still have biases")
     else:
         problems.append(f"MultiHeadAttention(12, 3, bias=False) {no_bias}")
@@ -372,8 +373,11 @@ def _head_outputs(module: nn.Module, x: Tensor, head: int, dh: int, deltas: List
     and after adding ``deltas[i]`` to rows [head·Dh, (head+1)·Dh) of q_proj, k_proj, v_proj in turn.
     Run in the probe (it changes the learner's module, and puts its weights back)."""
     cols = slice(head * dh, (head + 1) * dh)
-    layers = [linear_weight(getattr(module, name)) for name, _ in _PROJECTIONS]  # (out, in) views
-    w_o = linear_weight(module.out_proj)
+    layout = _reference_mha(x.shape[-1], x.shape[-1] // dh, 0)  # the names and shapes of the weights
+    layers = [counterpart(module, layout, f"{name}.weight") for name, _ in _PROJECTIONS]  # (out, in) views
+    w_o = counterpart(module, layout, "out_proj.weight")
+    if any(w is None for w in layers + [w_o]):
+        raise AttributeError("found no weights standing for q_proj, k_proj, v_proj and out_proj")
     saved_o = w_o.detach().clone()
     keep = torch.zeros_like(saved_o)
     keep[:, cols] = 1

@@ -17,7 +17,7 @@ the new token at offset = cache length) reproduces the scores of rotating the wh
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -34,6 +34,7 @@ from ..frame import (
     matches,
 )
 from ..frame.diagnosis import diagnose_by_output
+from ..frame.mistakes import Mistake
 from ..frame.registry import step
 from ..frame.variants import Axis, generate
 from ..mistakes import positional as M
@@ -161,56 +162,67 @@ def _shift_probe(fn: Callable) -> List[str]:
     return problems
 
 
-#: The encoding's structural choices and the wrong ones learners make (frame/variants.py): a new
-#: wrong choice of these kinds is one more entry here, and the diagnosis names it.
+#: The encoding's structural choices and the wrong ones learners make (frame/variants.py), each
+#: with its phrase; the generated variants combine up to two. A new wrong choice of these kinds is
+#: one more entry here, and the diagnosis names it.
 PE_AXES = [
+    Axis("numerator", "2i", {
+        "i": "your exponent is i/D with i the pair index (0, 1, 2, …): the exponent is 2i/D, the even "
+             "feature index over D (torch.arange(0, D, 2) / D)",
+        "j": "feature j uses the frequency 1/10000^(j/D): each feature gets its own frequency. Features 2i "
+             "and 2i+1 share one, 1/10000^(2i/D) (use j // 2, or torch.arange(0, D, 2))",
+        "2i//": "the exponent 2i/D is computed with integer division (2i // D is 0), so every pair gets the "
+                "same frequency: divide as floats",
+    }),
+    Axis("denominator", "D", {
+        "T": "the exponent divides by the number of positions T: it is 2i/D, with D the model width (a "
+             "position's encoding must not depend on how many positions there are)",
+        "D/2": "the exponent divides by D/2: it is 2i/D",
+    }),
     Axis("base", 10000.0, {
         1000.0: "your frequencies use the base 1000: ω_i = 1 / 10000^(2i/D), base 10000",
-        100.0: "your frequencies use the base 100: ω_i = 1 / 10000^(2i/D), base 10000",
-        10000.0 ** 0.5: "your frequencies use the base 100 (√10000): ω_i = 1 / 10000^(2i/D), base 10000",
-    }),
-    Axis("exponent", "2i/D", {
-        "j/D": "each feature j gets its own frequency 1/10000^(j/D); the pair (2i, 2i+1) must share "
-               "ω_i = 1/10000^(2i/D) (use torch.arange(0, D, 2) for 2i)",
-        "i/D": "your exponent is i/D with i the pair's index; it is 2i/D (ω_i = 1/10000^(2i/D))",
-        "int": "the exponent 2i/D is computed with integer division (2i // D is 0), so every pair gets the "
-               "same frequency: divide as floats",
-    }),
+        100000.0: "your frequencies use the base 100000: ω_i = 1 / 10000^(2i/D), base 10000",
+    }),  # (base 100 is the same encoding as the exponent i/D: one name for one output)
+    Axis("frequency", "divide", {"multiply": "you multiply the position by 10000^(2i/D): the frequencies "
+                                             "must fall from 1 to about 1/10000, so divide: p / 10000^(2i/D)"}),
     Axis("layout", "interleaved", {
-        "halves": "you put all the sines first and all the cosines after ([sin | cos]); the course "
-                  "interleaves them: sin on the even features 0, 2, 4, …, cos on the odd ones",
+        "halves": "you put all the sines first and all the cosines after ([sin | cos]); the course (and the "
+                  "paper) interleave them: feature 2i is sin, 2i+1 is cos",
     }),
-    Axis("order", "sin-cos", {
-        "cos-sin": "sin and cos are swapped: even features hold sin(p·ω_i), odd features cos(p·ω_i)",
+    Axis("first", "sin", {
+        "cos": "sin and cos are swapped: even features (0, 2, 4, …) hold the sine, odd features the cosine",
     }),
-    Axis("start", 0, {1: "your positions start at 1: the first token is position 0 (torch.arange(T))"}),
-    Axis("angle", "p*w", {
-        "p/w": "you divide the position by ω_i; the angle is p · ω_i with ω_i = 1/10000^(2i/D)",
-    }),
+    Axis("start", 0, {1: "your positions start at 1: the first token is position 0 (torch.arange(seq_len))"}),
 ]
 
 
-def _pe_variant(choices):
-    """The encoding built with ``choices``: column j's frequency and function (sin or cos) follow
-    the layout, order and exponent chosen."""
-    def fn(seq_len: int, d_model: int) -> Tensor:
-        j = torch.arange(d_model)
-        half = d_model // 2
-        if choices["layout"] == "interleaved":
-            pair, is_sin = j // 2, j % 2 == 0
-        else:  # [sin | cos]
-            pair, is_sin = j % half, j < half
-        if choices["order"] == "cos-sin":
-            is_sin = ~is_sin
-        two_i = (2 * pair).to(torch.float64)
-        exponent = {"2i/D": two_i / d_model, "i/D": pair.to(torch.float64) / d_model,
-                    "int": torch.div(2 * pair, d_model, rounding_mode="floor").to(torch.float64),
-                    "j/D": j.to(torch.float64) / d_model}[choices["exponent"]]
-        omega = choices["base"] ** (-exponent)  # (D,)
-        pos = torch.arange(choices["start"], choices["start"] + seq_len, dtype=torch.float64)[:, None]
-        angle = pos * omega if choices["angle"] == "p*w" else pos / omega  # (T, D)
-        return torch.where(is_sin, torch.sin(angle), torch.cos(angle))
+def _pe_variant(c: Dict[str, Any]) -> Callable[[int, int], Tensor]:
+    """The encoding built with the choices ``c``: column j's frequency and function follow them."""
+    def fn(t: int, d: int) -> Tensor:
+        j = torch.arange(d, dtype=torch.float64)
+        pair = torch.div(j, 2, rounding_mode="floor") if c["layout"] != "halves" else j % (d // 2)
+        denominator = {"D": d, "T": t, "D/2": d / 2}[c["denominator"]]
+        if c["numerator"] == "2i//":
+            exponent = torch.div(2 * pair, denominator, rounding_mode="floor")
+        else:
+            exponent = {"2i": 2 * pair, "i": pair, "j": j}[c["numerator"]] / denominator
+        sign = -1.0 if c["frequency"] == "divide" else 1.0
+        omega = c["base"] ** (sign * exponent)  # (D,)
+        angle = (torch.arange(t, dtype=torch.float64) + c["start"]).unsqueeze(1) * omega  # (T, D)
+        sine = j < d // 2 if c["layout"] == "halves" else j % 2 == 0
+        if c["first"] == "cos":
+            sine = ~sine
+        return torch.where(sine, torch.sin(angle), torch.cos(angle))
     return fn
+
+
+def _same_as_asked(c: Dict[str, Any]) -> bool:
+    """i / (D/2) is 2i/D: not a variant."""
+    return not (c["numerator"] == "i" and c["denominator"] == "D/2")
+
+
+def pe_variants() -> List[Mistake]:
+    return list(generate(PE_AXES, _pe_variant, valid=_same_as_asked))
 
 
 def _diagnose(result: CheckResult, seen) -> None:
@@ -219,7 +231,16 @@ def _diagnose(result: CheckResult, seen) -> None:
     usable = [(args, y.detach().to("cpu", torch.float64)) for args, y in seen
               if isinstance(y, Tensor) and y.dtype.is_floating_point and tuple(y.shape) == tuple(args)]
     if usable:
-        diagnose_by_output(result, usable, generate(PE_AXES, _pe_variant), lambda m, args: m.fn(*args), atol=ATOL)
+        diagnose_by_output(result, usable, distinct_variants([args for args, _ in usable]),
+                           lambda m, args: m.fn(*args), atol=ATOL)
+
+
+def distinct_variants(sizes) -> List[Mistake]:
+    """The generated variants that differ from the right encoding on at least one of ``sizes``
+    ((T, D) pairs): for some sizes a variant coincides with it (base 1000 over T = 9 is base 10000
+    over D = 12), and a variant that gives the right encoding names no mistake."""
+    refs = [(t, d, _reference(t, d)) for t, d in sizes]
+    return [m for m in pe_variants() if not all(matches(m.fn(t, d), ref, atol=ATOL) for t, d, ref in refs)]
 
 
 

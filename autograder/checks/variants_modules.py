@@ -447,9 +447,11 @@ def attention_module_forward(c: Dict[str, Any], p: Dict[str, Optional[Tensor]], 
             k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
     t, s = q.shape[-2], k.shape[-2]
     full_mask = None if mask is None else mask.bool()
-    if causal:
-        offset = s - t if c.get("causal", "lower-right") == "lower-right" else 0
-        cm = torch.ones(t, s, dtype=torch.bool).tril(offset)
+    how = c.get("causal", "lower-right")
+    if causal and how != "missing":
+        ones = torch.ones(t, s, dtype=torch.bool)
+        cm = {"lower-right": lambda: ones.tril(s - t), "upper-left": lambda: ones.tril(0),
+              "no-diagonal": lambda: ones.tril(s - t - 1), "future": lambda: ones.triu(s - t)}[how]()
         full_mask = cm if full_mask is None else full_mask & cm
     if full_mask is not None and full_mask.ndim == 3:
         full_mask = full_mask.unsqueeze(1)
@@ -498,6 +500,26 @@ def gqa_variants() -> List[Mistake]:
             return torch.cat(outs, dim=1)
         return fn
     return list(generate(GQA_AXES, build))
+
+
+CAUSAL_AXES = MODULE_AXES[:4] + [
+    Axis("causal", "lower-right", {
+        "missing": "no causal mask reaches the scores: every query sees the future",
+        "future": "your mask is the upper triangle (triu): each query then sees the future, not the past; "
+                  "the causal mask keeps keys j <= i, the lower triangle (.tril())",
+        "no-diagonal": "your mask leaves out the diagonal (tril(-1), or j < i): a query may attend to its "
+                       "own position, j <= i; the first query then has no key at all",
+    }),
+    MODULE_AXES[5],
+]
+
+
+def causal_attention_variants() -> List[Mistake]:
+    """Variants of causal self-attention (a module that builds its own causal mask); ``fn(case)``
+    with the case ``(d, h, ref, x)``, ``ref`` holding q_proj, k_proj, v_proj, out_proj."""
+    def build(c):
+        return lambda case: attention_module_forward(c, _params(case[2]), case[3], case[1], case[1], causal=True)
+    return list(generate(CAUSAL_AXES, build))
 
 
 # --------------------------------------------------------------------------- LayerNorm, FeedForward, block
@@ -675,6 +697,47 @@ def block_variants() -> List[Mistake]:
     def build(c):
         return lambda case: block_forward(c, case[4], case[5], case[6], case[0])
     return list(generate(BLOCK_AXES, build))
+
+
+ENCODER_AXES = [
+    Axis("placement", "pre", {"post": "your blocks are post-norm, LN(x + F(x)): build them with "
+                                      "norm_placement='pre', x + F(LN(x))"}),
+    Axis("final", "after", {
+        "missing": "the stack has no final LayerNorm: apply self.norm once, after the last block",
+        "before": "you apply the final LayerNorm before the blocks: it belongs after the last block",
+        "every": "you apply the final LayerNorm after every block: once, after the last block",
+    }),
+    Axis("blocks", "own", {
+        "shared": "every layer is the same block object (a list repeating one module, [block] * L): build "
+                  "a new TransformerBlock for each layer, so each has its own weights",
+        "first-only": "only the first block is applied",
+    }),
+]
+
+
+def encoder_forward(c: Dict[str, Any], ref: Any, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    """A variant of the encoder ``ref`` (``blocks`` of pre-norm blocks, final ``norm``); a
+    shared block takes the values of the last one (as copying the weights by name gives it)."""
+    blocks = list(ref.blocks)
+    if c["blocks"] == "shared":
+        blocks = [blocks[-1]] * len(blocks)
+    elif c["blocks"] == "first-only":
+        blocks = blocks[:1]
+    block_choice = {a.name: a.correct for a in BLOCK_AXES}
+    if c["final"] == "before":
+        x = ref.norm(x)
+    for block in blocks:
+        x = block_forward(block_choice, block, x, mask, c["placement"])
+        if c["final"] == "every":
+            x = ref.norm(x)
+    return ref.norm(x) if c["final"] == "after" else x
+
+
+def encoder_variants() -> List[Mistake]:
+    """``fn(case)`` with the case ``(ref, x)``."""
+    def build(c):
+        return lambda case: encoder_forward(c, case[0], case[1])
+    return list(generate(ENCODER_AXES, build))
 
 
 # --------------------------------------------------------------------------- KVCache

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -218,12 +218,65 @@ def _in_order(dst: nn.Module, src: nn.Module) -> Dict[str, Tensor]:
     ``dst`` has exactly as many, each of the same shape (a module whose layers have other names,
     d2l's ``W_q`` ... ``W_o`` for ``q_proj`` ... ``out_proj``); else nothing."""
     mine, yours = list(src.named_parameters()), list(dst.named_parameters())
-    if len(mine) != len(yours):
+    if any(isinstance(b, nn.parameter.UninitializedParameter) for _, b in yours):
         return {}
-    for (_, a), (_, b) in zip(mine, yours):
-        if isinstance(b, nn.parameter.UninitializedParameter) or tuple(a.shape) != tuple(b.shape):
+    if len(mine) == len(yours) and all(tuple(a.shape) == tuple(b.shape) for (_, a), (_, b) in zip(mine, yours)):
+        return {n: b for (n, _), (_, b) in zip(mine, yours)}
+    return _fused_in_order(dst, mine, yours)
+
+
+def _fused_in_order(dst: nn.Module, mine: List[Tuple[str, Tensor]], yours: List[Tuple[str, Tensor]]) -> Dict[str, Tensor]:
+    """As :func:`_in_order`, layer by layer, where one layer of ``dst`` may stand for several
+    consecutive layers of ``src`` stacked along their outputs: a fused projection, nanoGPT's
+    ``c_attn`` (3D, D) for ``q_proj``, ``k_proj``, ``v_proj``, or GPT-2's Conv1D (D, 3D), which
+    stores its weight transposed. Each of ``src``'s names then maps to a view of its rows of
+    ``dst``'s parameter (writing into it writes into ``dst``); nothing if the layers do not line up."""
+    owners = dict(dst.named_modules())
+
+    def layers(params: List[Tuple[str, Tensor]], transposed: bool) -> List[List[Tuple[str, Tensor]]]:
+        grouped: Dict[str, List[Tuple[str, Tensor]]] = {}
+        for name, t in params:
+            prefix, _, leaf = name.rpartition(".")
+            if transposed and t.ndim == 2 and leaf == "weight" and stores_transposed(owners.get(prefix)):
+                t = t.T  # (out, in), as nn.Linear's
+            grouped.setdefault(prefix, []).append((name, t))
+        return list(grouped.values())
+
+    ours, theirs = layers(mine, False), layers(yours, True)
+    found: Dict[str, Tensor] = {}
+    i = 0
+    for layer in theirs:
+        start, rows = i, [0] * len(layer)
+        while i < len(ours) and len(ours[i]) == len(layer) and all(
+                a.ndim == b.ndim >= 1 and tuple(a.shape[1:]) == tuple(b.shape[1:]) and r < b.shape[0]
+                for (_, a), (_, b), r in zip(ours[i], layer, rows)):
+            rows = [r + a.shape[0] for (_, a), r in zip(ours[i], rows)]
+            i += 1
+            if all(r >= b.shape[0] for r, (_, b) in zip(rows, layer)):
+                break
+        if i == start or any(r != b.shape[0] for r, (_, b) in zip(rows, layer)):
             return {}
-    return {n: b for (n, _), (_, b) in zip(mine, yours)}
+        rows = [0] * len(layer)
+        for src_layer in ours[start:i]:
+            for k, ((n, a), (_, b)) in enumerate(zip(src_layer, layer)):
+                found[n] = b.narrow(0, rows[k], a.shape[0])
+                rows[k] += a.shape[0]
+    return found if i == len(ours) else {}
+
+
+def counterpart(dst: nn.Module, src: nn.Module, name: str) -> Optional[Tensor]:
+    """The tensor of ``dst`` (the learner's module) that plays the part of ``src``'s parameter
+    ``name``, laid out as ``src``'s (a weight stored transposed is seen through a transposed view,
+    a fused projection through a view of its rows), found as :func:`copy_parameters` finds it; or
+    None. Writing into it writes into ``dst``. Call it inside an observation (it reads the
+    learner's module)."""
+    prefix, _, leaf = name.rpartition(".")
+    theirs = dict(dst.named_parameters(remove_duplicate=False))
+    if name in theirs:
+        owner = dst.get_submodule(prefix) if prefix else dst
+        return linear_weight(owner) if leaf == "weight" and theirs[name].ndim == 2 else theirs[name]
+    found = _renamed(dst, src, name)
+    return found if found is not None else _in_order(dst, src).get(name)
 
 
 def _norm_except_dim(w: Tensor, dim: int) -> Tensor:

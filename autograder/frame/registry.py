@@ -31,7 +31,8 @@ from .cases import draw_seed
 from .errors import LearnerError
 from .modules import guarded
 from .observe import Divergence, Observations, Opaque, Session, exchange, session
-from .results import CheckResult
+from .pictures import picture_png
+from .results import CheckResult, html_front_end, show
 
 #: Kinds of steps. Those in NO_LIBRARY_HOME have no module of mhsa_lib: the library has no
 #: reference for a checkpoint, a warm-up or a repair of notebook 06's broken code.
@@ -96,7 +97,10 @@ class Step:
         result = self.run(subject, seed=seed, hidden=hidden)
         remember(subject, self.name, result)
         if not quiet:
-            print(result.report())
+            # In a notebook, a failed step whose result is a map also shows "yours vs expected"
+            # on the public example (once: not again under the hidden cases' report).
+            draw = self.picture and not result.passed and not hidden and not result.not_started and html_front_end()
+            show(result, (picture_png(self.picture, subject) or b"") if draw else b"")
         return result.points
 
     # ------------------------------------------------------------------ the frame
@@ -105,6 +109,16 @@ class Step:
         return draw_seed(self.name, seed, hidden)
 
     def _run(self, subject: Any, mode: str, record: Observations, strict: bool = False):
+        # One thread for the check's own tensors (small ones): with every core in use, a busy
+        # machine makes torch's threads wait on each other; restored afterwards.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._run_pinned(subject, mode, record, strict)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run_pinned(self, subject: Any, mode: str, record: Observations, strict: bool):
         s = Session(mode, record, strict=strict)
         result = self._result(record)
         with session(s):

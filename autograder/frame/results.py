@@ -3,10 +3,20 @@ printed under the learner's test cell.
 
 A :class:`CheckResult` carries everything about one run of one check (its notes too): nothing
 about a check is kept anywhere else.
+
+The report is plain text, wrapped at word boundaries, the same in a terminal, in ``./course
+check`` and in nbgrader. In a notebook whose front end renders HTML, :func:`show` displays it as
+one output with both forms: the same plain text, and HTML with the ✓ / ✗ marks in colour that
+wraps to the width of the page (and, for a failed step whose result is a map, the "yours vs
+expected" picture right under it).
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import os
+import sys
 import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -77,12 +87,12 @@ class CheckResult:
                 return head + ": all checks pass."
         lines = [head]
         if self.zero_reason:
-            lines.append(f"  {FAIL} {self.zero_reason}")
+            lines.append(wrap(f"  {FAIL} {self.zero_reason}", indent="    "))
         for p in self.parts:
             if self.hidden and p.passed:
                 continue
             mark = PASS if p.passed else FAIL
-            lines.append(f"  {mark} {p.name}" + (f": {p.detail}" if p.detail else ""))
+            lines.append(wrap(f"  {mark} {p.name}" + (f": {p.detail}" if p.detail else ""), indent="    "))
         for d in self.diagnosis:
             lines.append(wrap("  Diagnosis: " + d, indent="    "))
         notes = [] if self.not_started else self.notes  # nothing of the step ran: no need to say
@@ -109,4 +119,76 @@ def _fmt_points(x: float) -> str:
 
 
 def wrap(text: str, indent: str, width: int = 100) -> str:
-    return textwrap.fill(text, width=width, subsequent_indent=indent, break_long_words=False)
+    """``text`` wrapped at word boundaries to ``width`` columns, continuation lines indented by
+    ``indent``; each of its own lines is wrapped on its own (a multi-line detail keeps its lines)."""
+    return "\n".join(
+        textwrap.fill(line, width=width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
+        if len(line) > width else line
+        for line in text.split("\n")
+    )
+
+
+# --------------------------------------------------------------------------- display
+
+#: Set (to anything) in a kernel's environment to print reports as plain text even where a front
+#: end could render HTML (``./course check`` reads the test cells' stdout).
+PLAIN_ENV = "AUTOGRADER_PLAIN_REPORT"
+
+_COLOURS = {PASS: "#1a7f37", FAIL: "#cf222e"}
+
+
+def report_html(text: str) -> str:
+    """The HTML form of a plain-text report: the same lines, ✓ in green and ✗ in red, the first
+    line and "Diagnosis:" in bold, in a block that keeps the indentation and wraps long lines at
+    word boundaries (``white-space: pre-wrap``)."""
+    out = []
+    for i, line in enumerate(text.split("\n")):
+        body = html.escape(line)
+        stripped = line.lstrip()
+        if i == 0:
+            body = f"<b>{body}</b>"
+        elif stripped[:1] in _COLOURS:
+            lead = html.escape(line[: len(line) - len(stripped)])
+            mark = stripped[0]
+            body = f"{lead}<span style=\"color: {_COLOURS[mark]}; font-weight: bold\">{mark}</span>{html.escape(stripped[1:])}"
+        elif stripped.startswith("Diagnosis:"):
+            lead = html.escape(line[: len(line) - len(stripped)])
+            body = f"{lead}<b>Diagnosis:</b>{html.escape(stripped[len('Diagnosis:'):])}"
+        out.append(body)
+    return ("<pre style=\"white-space: pre-wrap; word-break: normal; overflow-wrap: anywhere; margin: 0\">"
+            + "\n".join(out) + "</pre>")
+
+
+def html_front_end() -> bool:
+    """Whether this process is a Jupyter kernel whose front end can render HTML (and
+    :data:`PLAIN_ENV` is not set): a terminal, a script or pytest get plain text."""
+    if os.environ.get(PLAIN_ENV):
+        return False
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:  # noqa: BLE001
+        return False
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def show(result: CheckResult, picture: bytes = b"") -> None:
+    """Show ``result``'s report under the test cell: printed as plain text, or, in a notebook
+    whose front end renders HTML, displayed with both a text/plain and a text/html form (the
+    plain text the same as printed), followed by ``picture`` (PNG bytes) if any. Nothing goes
+    to stderr, and the cell's value (the points) is untouched."""
+    text = result.report()
+    if not html_front_end():
+        print(text)
+        return
+    try:
+        from IPython.display import display
+
+        display({"text/plain": text, "text/html": report_html(text)}, raw=True)
+        if picture:
+            display({"image/png": base64.b64encode(picture).decode("ascii"),
+                     "text/plain": f"<{result.step}: yours vs expected on the public example>"}, raw=True)
+    except Exception:  # noqa: BLE001 - a front end that cannot display: plain text, as everywhere else
+        print(text)

@@ -21,14 +21,13 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, TextIO, Tuple
 
 from . import course as course_mod
-from . import engine, storing
+from . import engine, runlock, storing
 from . import nbgrader_tools as nbt
 from . import sandbox as sandbox_mod
 from .gradebook import PROBLEM_STATUSES, GradebookWriter
@@ -154,6 +153,7 @@ def grade_class(
     stream: Optional[TextIO] = None,
     show_progress: bool = True,
     only: Optional[Set[Tuple[str, str]]] = None,
+    wait: bool = False,
 ) -> Dict[str, Any]:
     """Grade the class; returns ``{"results": [...], "restored": [...], "skipped": [...],
     "problems": [(entry, why)], "exports": ExportSync or None, "exports_error": str or None,
@@ -161,21 +161,26 @@ def grade_class(
 
     One submission's problem is its own: an unreadable folder, a grader error or a storing error
     (retried first) is that submission's status or ``store_error``; the run goes on and keeps
-    everything already stored."""
+    everything already stored. One run per course at a time (:mod:`.runlock`): another run
+    raises :class:`.runlock.CourseBusy`, unless ``wait``."""
     course = Path(course)
     limits = limits or engine.Limits()
     stream = stream or sys.stdout
     names = _check_arguments(course, assignments, sandbox)
     workers = max(1, int(workers or os.cpu_count() or 1))
     t0 = time.monotonic()
-    jobs, problems = find_submissions(course, names, students, limits, sandbox)
-    if only is not None:
-        jobs = [j for j in jobs if (j.student, j.assignment) in only]
-    writer = GradebookWriter(course)
+    run = runlock.GradingRun(course, wait=wait, stream=stream)  # the lock; a killed run's leftovers removed
+    writer = None
     results: List[Dict[str, Any]] = []
     restored: List[Dict[str, Any]] = []
+    skipped: List[Job] = []
+    problems: List[Any] = []
     exports, exports_error = None, None
     try:
+        jobs, problems = find_submissions(course, names, students, limits, sandbox)
+        if only is not None:
+            jobs = [j for j in jobs if (j.student, j.assignment) in only]
+        writer = GradebookWriter(course)
         todo, restore, skipped = plan(course, jobs, writer, force)
         print(f"autograde: {len(todo)} submission(s) to grade, {len(skipped)} unchanged "
               f"(--force grades them again), {workers} worker(s)"
@@ -190,7 +195,7 @@ def grade_class(
             results.append(result)
         graded = [j for j in todo if j.problem is None]
         progress = Progress(len(graded), workers, stream, enabled=show_progress)
-        tmp_root = Path(tempfile.mkdtemp(prefix="mhsa_autograde_"))
+        tmp_root = run.folder
         procs = WorkerPool(tmp_root)
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -209,13 +214,14 @@ def grade_class(
                     progress.update(label, problem=result["status"] in PROBLEM_STATUSES or "store_error" in result)
         finally:
             procs.close()
-            shutil.rmtree(tmp_root, ignore_errors=True)
         try:
             exports = storing.retried("regenerating the CSV exports", lambda: storing.sync_exports(course))
         except storing.StoreError as e:
             exports_error = str(e)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
+        run.close()
     return {"results": results, "restored": restored, "skipped": [(j.student, j.assignment) for j in skipped],
             "problems": problems, "exports": exports, "exports_error": exports_error,
             "seconds": time.monotonic() - t0, "workers": workers}
@@ -247,7 +253,7 @@ def summary_lines(results: List[Dict[str, Any]]) -> List[str]:
 
 def check_class(course: Path, assignments: Optional[Sequence[str]] = None, repair: bool = True,
                 workers: Optional[int] = None, limits: Optional[engine.Limits] = None, sandbox: bool = True,
-                stream: Optional[TextIO] = None, students: Optional[Sequence[str]] = None
+                stream: Optional[TextIO] = None, students: Optional[Sequence[str]] = None, wait: bool = False,
                 ) -> Tuple[List[storing.Finding], List[str]]:
     """``autograde --check``: find every divergence between the result files, the gradebook (auto
     scores and flags; manual scores are the instructor's and stay), the autograded notebooks and
@@ -265,22 +271,24 @@ def check_class(course: Path, assignments: Optional[Sequence[str]] = None, repai
     left: List[str] = []
     if not repair or not findings:
         return findings, [f"{f.where}: {f.why}" for f in findings] if not repair else []
-    for f in findings:
-        if f.action == "remove":
-            path = course / f.where
-            if f.student is not None:
-                storing.remove_leftovers(course, f.student, f.assignment)
-            elif path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
+    with runlock.course_lock(course, wait=wait, stream=stream):  # no grading run writes meanwhile
+        for f in findings:
+            if f.action == "remove":
+                path = course / f.where
+                if f.student is not None:
+                    storing.remove_leftovers(course, f.student, f.assignment)
+                elif path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
     pairs = {(f.student, f.assignment) for f in findings if f.action in ("restore", "regrade")}
     out: Dict[str, Any] = {}
-    if pairs:
+    if pairs:  # a grading run of its own: it takes the lock itself
         out = grade_class(course, names, workers=workers, limits=limits, sandbox=sandbox, stream=stream,
-                          show_progress=False, only=pairs)
-    try:
-        storing.sync_exports(course)
-    except Exception as e:
-        left.append(f"exports: could not be regenerated ({type(e).__name__}: {e})")
+                          show_progress=False, only=pairs, wait=wait)
+    with runlock.course_lock(course, wait=wait, stream=stream):
+        try:
+            storing.sync_exports(course)
+        except Exception as e:
+            left.append(f"exports: could not be regenerated ({type(e).__name__}: {e})")
     for r in out.get("results", []) + out.get("restored", []):
         if "store_error" in r:
             left.append(f"{r['student']}/{r['assignment']}: {r['store_error']}")
@@ -323,6 +331,8 @@ def add_arguments(parser) -> None:
                              "whose stores cannot be repaired otherwise are graded again); exit code 1 when "
                              "something was wrong")
     parser.add_argument("--dry-run", action="store_true", help="with --check: only report, change nothing")
+    parser.add_argument("--wait", action="store_true",
+                        help="if another run is grading this course, wait for it instead of stopping at once")
 
 
 def _limits(args) -> engine.Limits:
@@ -334,7 +344,8 @@ def main_check(args) -> int:
     repair = not args.dry_run
     try:
         findings, left = check_class(args.course, args.assignments, repair=repair, workers=args.workers,
-                                     limits=_limits(args), sandbox=not args.no_sandbox, students=args.student)
+                                     limits=_limits(args), sandbox=not args.no_sandbox, students=args.student,
+                                     wait=args.wait)
     except RuntimeError as e:
         print(f"autograde: {e}", file=sys.stderr)
         return 1
@@ -372,7 +383,7 @@ def main(args) -> int:
         return main_check(args)
     try:
         out = grade_class(args.course, args.assignments, args.student, args.workers, _limits(args), force=args.force,
-                          sandbox=not args.no_sandbox, show_progress=not args.quiet)
+                          sandbox=not args.no_sandbox, show_progress=not args.quiet, wait=args.wait)
     except RuntimeError as e:
         print(f"autograde: {e}", file=sys.stderr)
         return 1

@@ -68,6 +68,7 @@ class Execution:
     truncated: List[int] = field(default_factory=list)  # cells whose output was cut
     seconds: float = 0.0
     cell_seconds: Dict[int, float] = field(default_factory=dict)  # cell index -> seconds it took
+    errors: Dict[int, str] = field(default_factory=dict)  # cell outside the tests -> "Name: message" it raised
 
 
 def _fixed_kernel_manager(argv: Sequence[str], display_name: str):
@@ -322,6 +323,10 @@ def execute(
                         watchdog.cancel()
                         res.cell_seconds[index] = time.monotonic() - t0
                     res.ran.append(index)
+                    if index not in test_cells:
+                        raised = _raised(cell)
+                        if raised:
+                            res.errors[index] = raised
                     if any(o.get("output_type") == "error" and o.get("ename") == "CellTimeoutError" for o in cell.outputs):
                         res.timed_out.append(index)
                         # nbclient moves on right after the interrupt; a kernel that is still busy
@@ -402,14 +407,98 @@ def run(prep: Prepared, cwd: Path, limits: Limits, env: Optional[Mapping[str, st
     return Graded(prep.nb, steps, run_notes(prep, ex, limits), ex, status, message)
 
 
+#: Cells outside the tests that fail are named one by one up to this many; the rest are counted.
+MAX_CELL_NOTES = 8
+#: Errors the executor itself puts into a cell (its time limit, the kernel's death): said apart.
+_OWN_ERRORS = ("CellTimeoutError", "DeadKernelError")
+
+
+def _raised(cell) -> Optional[str]:
+    """``"Name: message"`` of the (first) error a cell raised, not counting the executor's own."""
+    for o in cell.get("outputs", ()):
+        if o.get("output_type") == "error" and o.get("ename") not in _OWN_ERRORS:
+            value = one_line(str(o.get("evalue", "")))
+            value = value if len(value) <= 200 else value[:197] + "..."
+            return f"{o.get('ename') or 'Error'}" + (f": {value}" if value else "")
+    return None
+
+
+def _exception_name(raised: str) -> str:
+    """The name of the exception in ``raised`` ("Name: message") as a note may show it: a built-in
+    exception by its name, any other as an exception of the notebook's own. Never the message,
+    nor a name the notebook chose: the notes reach the student's feedback, and a cell that runs
+    after a probe could otherwise carry what it read there (hidden cases) into them."""
+    import builtins
+
+    name = raised.split(":", 1)[0].strip()
+    known = getattr(builtins, name, None)
+    if isinstance(known, type) and issubclass(known, BaseException):
+        return name
+    return "an exception of a class of its own"
+
+
+def _code_only(line: str) -> str:
+    """``line`` with the text of its string literals replaced by ``...`` and its comment dropped:
+    enough to find the line, no text of the notebook's choosing (a note reaches the feedback)."""
+    out, i, n = [], 0, len(line)
+    while i < n:
+        ch = line[i]
+        if ch == "#":
+            break
+        if ch in ("'", '"'):
+            quote = line[i:i + 3] if line[i:i + 3] in ("'''", '"""') else ch
+            j = i + len(quote)
+            while j < n and not line.startswith(quote, j):
+                j += 2 if line[j] == "\\" else 1
+            out.append(f"{quote}...{quote}")
+            i = j + len(quote)
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out).strip()
+
+
+def _cell_label(nb, index: int) -> str:
+    """``cell 4 (`x = torch.randn(...)`)``: the index and the cell's first line of code (its
+    strings and comment left out, :func:`_code_only`)."""
+    try:
+        lines = nbt.cell_source(nb.cells[index]).splitlines()
+    except (IndexError, AttributeError, TypeError):
+        return f"cell {index}"
+    first = next((c for c in map(_code_only, lines) if c), "")
+    if len(first) > 60:
+        first = first[:57] + "..."
+    return f"cell {index}" + (f" (`{first}`)" if first else "")
+
+
 def run_notes(prep: Prepared, ex: Execution, limits: Limits) -> List[str]:
-    """What a run's result says besides the scores: what was restored, cut or interrupted."""
+    """What a run's result says besides the scores: what was restored, and what went wrong in the
+    cells outside the tests (an error such as MemoryError, a time limit, output cut, the kernel's
+    death), each cell named by its index and first line. The steps still ran unless the status
+    says otherwise. An error is named by its type only (:func:`_exception_name`): its message is
+    in the executed notebook (``autograded/`` for the instructor), never in a result."""
     notes = list(prep.notes)
-    if ex.truncated:
-        notes.append(f"the output of {len(ex.truncated)} cell(s) was cut at {limits.max_output_bytes} characters")
-    for i in ex.timed_out:
-        if i not in prep.test_cells:
-            notes.append(f"cell {i} ran past its time limit of {limits.cell_timeout:g} s and was interrupted")
+    mem = f" (the grader lets a notebook allocate {limits.memory_mb} MB)" if limits.memory_mb else ""
+    cells: List[str] = []
+    for i in sorted(set(ex.errors) | set(ex.timed_out) | set(ex.truncated)
+                    | ({ex.died_in} if ex.died_in is not None else set())):
+        outside = i not in prep.test_cells  # a test cell's failure is its step's report
+        what = []
+        if outside and i in ex.errors and i not in ex.timed_out:
+            name = _exception_name(ex.errors[i])
+            what.append(f"raised {name}" + (mem if name == "MemoryError" else ""))
+        if outside and i in ex.timed_out:
+            what.append(f"ran past its time limit of {limits.cell_timeout:g} s and was interrupted")
+        if outside and i == ex.died_in:
+            what.append("the kernel died while it ran, so no cell after it ran")
+        if i in ex.truncated:
+            what.append(f"printed more than the {limits.max_output_bytes} characters kept, so its output was cut")
+        if what:
+            cells.append(f"{_cell_label(prep.nb, i)} {'; '.join(what)}")
+    notes.extend(cells[:MAX_CELL_NOTES])
+    if len(cells) > MAX_CELL_NOTES:
+        notes.append(f"... and {len(cells) - MAX_CELL_NOTES} more cell(s) outside the tests with an error, "
+                     "a time limit or output cut")
     return notes
 
 

@@ -1,7 +1,8 @@
 """The worker processes of a grading run: long-lived ``worker.py --serve`` processes, one per
 pool thread, each grading one submission at a time in a kernel of its own (:mod:`.worker`).
 A worker that dies or stops answering is replaced; a submission it did not finish gets a
-``grader-error`` result, never a silent zero."""
+``grader-error`` result, never a silent zero. A worker dies with the grader, however the grader
+ends (:mod:`.lifeline`), and takes its sandbox or kernel with it."""
 
 from __future__ import annotations
 
@@ -17,10 +18,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import course as course_mod
+from . import lifeline
 from .engine import Limits
 from .jobs import Job
 
 WORKER = Path(__file__).resolve().parent / "worker.py"
+#: Worker slots on one machine (a root grader's sandboxes run as uid ``sandbox.BASE_UID + slot``),
+#: shared by every grading run there through the slot locks in SLOT_DIR.
+SLOTS = 64
+SLOT_DIR = Path(tempfile.gettempdir()) / "mhsa-sandbox-slots"
 #: Seconds a worker may take beyond the notebook's total limit before it is stopped: more than the
 #: 120 s its sandbox may run past that limit (the runner's and the kernel's start), so that a
 #: sandbox stopped at its own limit is still read back and judged (a status, not a grader error).
@@ -34,9 +40,12 @@ class WorkerProcess:
     def __init__(self, log_dir: Path):
         self.log = open(Path(tempfile.mkstemp(prefix="worker_", suffix=".log", dir=log_dir)[1]), "w+",
                         encoding="utf-8", errors="replace")
-        self.proc = subprocess.Popen([sys.executable, str(WORKER), "--serve"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1,
-                                     start_new_session=True)
+        # It dies with the grader, even one killed with SIGKILL (:mod:`.lifeline`): with the pool
+        # thread that starts it, which lives until the run ends.
+        self.proc = subprocess.Popen([sys.executable, str(WORKER), "--serve", "--parent", str(os.getpid())],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     bufsize=1, start_new_session=True,
+                                     preexec_fn=lifeline.preexec_die_with_parent())
 
     def run(self, job_file: Path, timeout: float) -> Optional[str]:
         """None when the job finished, else why not (the process is then stopped)."""
@@ -92,11 +101,43 @@ class WorkerProcess:
 
 
 class WorkerPool:
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, slot_dir: Optional[Path] = None):
         self.log_dir = log_dir
         self.local = threading.local()
         self.all: List[WorkerProcess] = []
         self.lock = threading.Lock()
+        self.slot_dir = Path(slot_dir) if slot_dir is not None else SLOT_DIR
+        self.slots: List[int] = []
+        self._slot_fds: List[int] = []
+
+    def _claim_slot(self) -> int:
+        """A worker slot no other grading run on this machine uses now (another course's run, at
+        the same time): each slot's sandboxes run as a uid of their own (:mod:`.sandbox`), whose
+        process limit (RLIMIT_NPROC counts per uid) must not be shared with strangers. A slot is
+        held with ``flock`` on ``SLOT_DIR/N.lock``, so a killed run's slots are free again at once.
+        A grader that is not root runs every sandbox as itself: the number only counts there."""
+        import fcntl
+
+        if os.geteuid() == 0:
+            try:
+                self.slot_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                for k in range(SLOTS):
+                    if k in self.slots:
+                        continue
+                    fd = os.open(self.slot_dir / f"{k}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError:
+                        os.close(fd)
+                        continue
+                    self._slot_fds.append(fd)
+                    self.slots.append(k)
+                    return k
+            except OSError:
+                pass  # no place for the slot locks: numbered within this run, as below
+        k = next(i for i in range(len(self.slots) + 1) if i not in self.slots)
+        self.slots.append(k)
+        return k
 
     def get(self) -> WorkerProcess:
         w = getattr(self.local, "worker", None)
@@ -105,7 +146,7 @@ class WorkerPool:
             # The thread's slot: its sandboxes run as a uid of their own (see .sandbox).
             if not hasattr(self.local, "slot"):
                 with self.lock:
-                    self.local.slot = len({getattr(x, "slot", -1) for x in self.all} - {-1})
+                    self.local.slot = self._claim_slot()
             w.slot = self.local.slot
             self.local.worker = w
             with self.lock:
@@ -122,6 +163,9 @@ class WorkerPool:
                     pass
             w.stop()
             w.log.close()
+        for fd in self._slot_fds:
+            os.close(fd)  # the slots are free again
+        self._slot_fds = []
 
 
 def run_worker(job: Job, course: Path, limits: Limits, sandbox: bool, tmp_root: Path,

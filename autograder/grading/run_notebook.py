@@ -28,7 +28,9 @@ def main(argv: List[str]) -> int:
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     import nbformat
 
-    from . import engine
+    from . import engine, lifeline
+
+    lifeline.die_with_parent()  # the worker (or the sandbox's init): when it goes, so do we
     from .judging import safe_id
     from .worker import draw_pictures
 

@@ -54,7 +54,9 @@ a hostile program):
 * **Nothing outlives** :func:`run`: when the sandbox's first process ends (or the wall-clock limit
   kills bwrap), the kernel kills every process in its PID namespace, ``setsid`` + double-fork
   daemons included; :func:`run` also kills bwrap's process group and, where it made one, every
-  process left in the cgroup.
+  process left in the cgroup. bwrap dies with the process that started it (``--die-with-parent``,
+  requested already between fork and exec): a grader killed with SIGKILL takes its sandboxes
+  with it, and the next run removes their empty cgroups (:func:`remove_stale_cgroups`).
 
 What it does *not* do: no seccomp filter (the kernel's whole system call interface stays open to
 the student, as for any unprivileged user on the grading machine), no CPU-share or I/O limits, no
@@ -85,6 +87,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from . import lifeline
 
 SCRATCH = "/scratch"  # where the submission's private copy appears inside (HOME and working dir)
 BASE_UID = 60000  # a grader running as root runs slot N's sandbox as uid/gid BASE_UID + N
@@ -405,6 +409,33 @@ class _Cgroup:
                     time.sleep(0.01)
 
 
+def remove_stale_cgroups() -> List[str]:
+    """Remove the cgroups that sandboxes of a killed grader left behind (those named after a
+    process that no longer exists), killing anything still in them; returns their paths."""
+    removed: List[str] = []
+    if os.geteuid() != 0:
+        return removed
+    for controller in ("memory", "pids"):
+        top = _v1_dir(controller)
+        if top is None or not top.is_dir():
+            continue
+        try:
+            entries = list(top.glob("mhsa-sandbox-*"))
+        except OSError:
+            continue
+        for d in entries:
+            parts = d.name.split("-")
+            if len(parts) != 4 or not parts[2].isdigit() or Path(f"/proc/{parts[2]}").exists():
+                continue
+            stale = _Cgroup.__new__(_Cgroup)
+            stale.dirs, stale.memory = [d], False
+            stale.kill_all(wait_s=2.0)
+            stale.remove()
+            if not d.exists():
+                removed.append(str(d))
+    return removed
+
+
 # --- running ------------------------------------------------------------------------------------
 
 
@@ -469,7 +500,10 @@ def run(spec: SandboxSpec, argv: Sequence[str], *, timeout: float, stdout=None, 
               (resource.RLIMIT_CPU, spec.cpu_s), (resource.RLIMIT_CORE, 0),
               (resource.RLIMIT_DATA, spec.memory_mb * 2**20)]
 
+    dies_with_us = lifeline.preexec_die_with_parent()  # bwrap's --die-with-parent, from the start
+
     def child() -> None:  # between fork and exec of bwrap, in the child
+        dies_with_us()
         cgroup.join()
         for which, value in limits:
             try:

@@ -8,7 +8,8 @@ The limits are set with ``resource.setrlimit`` on this process before ipykernel 
 hold for the kernel and for everything it starts: the memory it may allocate (``--memory-mb``; an
 allocation beyond it raises MemoryError in the student's code, or ends the kernel), the size of
 any file it writes (``--file-mb``), CPU seconds (``--cpu-s``, a backstop behind the grader's time
-limits), and no core dumps.
+limits), and no core dumps. The kernel dies with the process that started it, even one killed
+with SIGKILL (:mod:`.lifeline`).
 
 The memory limit is ``RLIMIT_DATA``: on Linux (4.7 and later) it counts the process's private
 writable memory (heap, tensors, arrays, thread stacks), not the code of the shared libraries it
@@ -61,6 +62,10 @@ def main(argv) -> None:
     if rest and rest[0] == "--":
         rest.pop(0)
     apply_limits(limits["--memory-mb"], limits["--file-mb"], limits["--cpu-s"])
+    import lifeline  # (this file's own folder is still first on sys.path)
+
+    lifeline.die_with_parent()  # the process that started the kernel: when it goes, so does the kernel
+    del sys.modules["lifeline"]  # the notebook's own `import lifeline` must find its own file
     # Running this file put its own folder first on sys.path; the kernel must see the working
     # copy (the notebook's folder) there instead, as `python -m ipykernel_launcher` would.
     here = os.path.dirname(os.path.abspath(__file__))

@@ -14,7 +14,8 @@ The grading run (:mod:`autograder.grading.autograde`) starts one of these per su
 4. runs the notebook in the sandbox (:mod:`.sandbox`) through the course's one notebook executor
    (:mod:`.run_notebook`, :mod:`.engine`, which the self-check uses too), under resource limits;
 5. reads back only files, judges each check's record here, outside the student's code, writes
-   each test cell's report and points, and scores the notebook as nbgrader does;
+   each test cell's report and points, and scores the notebook as nbgrader does; the notes name
+   each cell outside the tests that raised, ran past its limit or had its output cut;
 6. writes the executed notebook and a JSON result where the job says. It never touches the
    gradebook: the parent does.
 """
@@ -44,13 +45,18 @@ if __name__ == "__main__" and not __package__:
 
     sys.exit(_main(sys.argv[1:]))
 
-from . import engine, judging
+from . import engine, judging, lifeline
 from . import nbgrader_tools as nbt
 from .reading import NotebookUnusable, read_notebook
 from .scoring import StepResult, score_notebook
 
 #: Files larger than this in a submission folder are not copied into the working copy.
 MAX_COPY_BYTES = 50 * 2**20
+#: A result stays small whatever the submission does (the grading run holds every result until
+#: it ends): files not copied are named up to this many, and a "yours vs expected" picture
+#: larger than this (base64 characters; a real one is about 30 000) is left out.
+MAX_COPY_NOTES = 20
+MAX_PICTURE_CHARS = 400_000
 
 STATUSES = {
     "ok": "graded",
@@ -292,6 +298,11 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
                 if c.check in drawable and c.subject.isidentifier():
                     wanted.append((gid, c.check, c.subject))
                     break
+    # The cells as they are before the run, which names them in the notes: what the run hands back
+    # is untrusted (the student's code could rewrite it).
+    before = nbformat.from_dict({"cells": [
+        {"cell_type": c.cell_type, "source": originals.get(nbt.grade_id(c) if nbt.is_test_cell(c) else None, c.source)}
+        for c in nb.cells]})
     custom = [nbt.grade_id(c) for c in nb.cells if nbt.is_test_cell(c) and nbt.grade_id(c) not in calls]
     if custom:
         notes.append(f"{len(custom)} test cell(s) ({', '.join(map(str, custom[:3]))}) are not made of course checks, "
@@ -321,7 +332,8 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
             try:
                 subprocess.run(argv + [str(workdir / "run.json")], cwd=str(work), env=env, timeout=budget,
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               close_fds=True, start_new_session=True)
+                               close_fds=True, start_new_session=True,
+                               preexec_fn=lifeline.preexec_die_with_parent())
             except subprocess.TimeoutExpired:
                 pass
         else:
@@ -336,7 +348,9 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
             except sandbox.SandboxUnavailable as e:
                 return finish("grader-error", str(e), zero_steps(source, str(e)))
         executed, ex, pics = _read_back(workdir / "out", nb, limits)
-        notes.extend(prep.notes + copy_notes)
+        notes.extend(prep.notes + copy_notes[:MAX_COPY_NOTES])
+        if len(copy_notes) > MAX_COPY_NOTES:
+            notes.append(f"... and {len(copy_notes) - MAX_COPY_NOTES} more file(s) not copied")
         if executed is None:
             msg = ex.stopped or "the notebook's run left no result"
             return finish("grader-error" if ex.stopped and "kernel" in ex.stopped else "kernel-died", msg,
@@ -352,7 +366,7 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     steps = score_notebook(nb, ex.ran, ex.stopped)
-    notes.extend(engine.run_notes(engine.Prepared(nb, [], prep.test_cells), ex, limits))
+    notes.extend(engine.run_notes(engine.Prepared(before, [], prep.test_cells), ex, limits))
     for st in steps:
         if st.id in pics and not st.passed:
             st.picture = pics[st.id]
@@ -382,6 +396,9 @@ def _read_back(out: Path, nb, limits) -> Any:
         ex.died_in = None if info.get("died_in") is None else int(info["died_in"])
         ex.stopped = None if info.get("stopped") is None else str(info["stopped"])[:500]
         ex.seconds = float(info.get("seconds", 0.0))
+        errors = info.get("errors") or {}
+        if isinstance(errors, dict):
+            ex.errors = {int(k): str(v)[:300] for k, v in list(errors.items())[:1000] if str(k).isdigit()}
         executed = read_notebook(out / "executed.ipynb") if (out / "executed.ipynb").stat().st_size <= cap else None
     except (OSError, ValueError, TypeError, NotebookUnusable):
         ex.stopped = "the kernel died or the run was stopped at its time limit before it could report"
@@ -391,7 +408,8 @@ def _read_back(out: Path, nb, limits) -> Any:
         return None, ex, {}
     try:
         pics = json.loads(_read_capped(out / "pictures.json", 8 * 2**20))
-        pics = {str(k): str(v) for k, v in pics.items()} if isinstance(pics, dict) else {}
+        pics = ({str(k): str(v) for k, v in pics.items() if len(str(v)) <= MAX_PICTURE_CHARS}
+                if isinstance(pics, dict) else {})
     except (OSError, ValueError):
         pics = {}
     return executed, ex, pics
@@ -418,8 +436,14 @@ def run_job(job_path: str) -> None:
 def main(argv: List[str]) -> int:
     """``worker.py JOB.json`` grades one job; ``worker.py --serve`` grades the job files named on
     its standard input, one per line, answering ``done PATH`` on standard output after each (so
-    the start-up cost of this process is paid once per worker, not once per submission)."""
-    if argv == ["--serve"]:
+    the start-up cost of this process is paid once per worker, not once per submission).
+    ``--serve --parent PID``: die when the process PID (the grader) dies."""
+    if argv[:1] == ["--serve"]:
+        if argv[1:2] == ["--parent"] and len(argv) == 3 and argv[2].isdigit():
+            lifeline.die_with_parent(int(argv[2]))  # the grader's pid: gone already, or later, we go too
+        elif len(argv) != 1:
+            print("usage: worker.py JOB.json | worker.py --serve [--parent PID]", file=sys.stderr)
+            return 2
         out = sys.stdout
         sys.stdout = sys.stderr  # nothing but the protocol on the real stdout
         for line in sys.stdin:
@@ -431,7 +455,7 @@ def main(argv: List[str]) -> int:
             out.flush()
         return 0
     if len(argv) != 1:
-        print("usage: worker.py JOB.json | worker.py --serve", file=sys.stderr)
+        print("usage: worker.py JOB.json | worker.py --serve [--parent PID]", file=sys.stderr)
         return 2
     run_job(argv[0])
     return 0

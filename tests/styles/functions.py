@@ -220,6 +220,29 @@ KV_CACHE_BYTES = [
         "    return int(per_token * seq_len * batch_size * num_layers)\n"]),
 ]
 
+BLOCK_COSTS = [
+    ("per matrix product, a helper flops(m, k, n) = 2·m·k·n, per head", [
+        "def block_costs(d_model, num_heads, d_ff, seq_len):\n"
+        "    def flops(m, k, n):\n"
+        "        return 2 * m * k * n\n"
+        "    head_dim = d_model // num_heads\n"
+        "    per_head = flops(seq_len, head_dim, seq_len) + flops(seq_len, seq_len, head_dim)\n"
+        "    return {'attn_proj_params': 4 * d_model * d_model + 4 * d_model,\n"
+        "            'attn_proj_flops': 4 * flops(seq_len, d_model, d_model),\n"
+        "            'attn_core_flops': num_heads * per_head,\n"
+        "            'ffn_params': 2 * d_model * d_ff + d_ff + d_model,\n"
+        "            'ffn_flops': flops(seq_len, d_model, d_ff) + flops(seq_len, d_ff, d_model)}\n"]),
+    ("parameters counted on real torch modules, assert-style validation", [
+        "def block_costs(d_model, num_heads, d_ff, seq_len):\n"
+        "    assert d_model % num_heads == 0, 'num_heads must divide d_model'\n"
+        "    attn = nn.ModuleList([nn.Linear(d_model, d_model) for _ in range(4)])\n"
+        "    ffn = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))\n"
+        "    n = lambda m: sum(p.numel() for p in m.parameters())\n"
+        "    return dict(attn_proj_params=n(attn), attn_proj_flops=8 * seq_len * d_model ** 2,\n"
+        "                attn_core_flops=4 * seq_len ** 2 * d_model, ffn_params=n(ffn),\n"
+        "                ffn_flops=4 * seq_len * d_model * d_ff)\n"]),
+]
+
 POSITIONAL = [
     ("Annotated Transformer exp-log div_term", [
         "def sinusoidal_positional_encoding(seq_len, d_model):\n"
@@ -347,6 +370,7 @@ FUNCTION_STYLES = {
     "load_mha_from_torch": ("03", LOAD),
     "repeat_kv": ("05", REPEAT_KV),
     "kv_cache_bytes": ("05", KV_CACHE_BYTES),
+    "block_costs": ("04", BLOCK_COSTS),
     "sinusoidal_positional_encoding": ("07", POSITIONAL),
     "apply_rotary": ("07", ROTARY),
     "online_softmax_merge": ("08", ONLINE_MERGE),

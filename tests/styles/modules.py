@@ -586,12 +586,120 @@ KV_CACHE = [
         "        return self.k, self.v\n"]),
 ]
 
+# --------------------------------------------------------------------------- RMSNorm, SwiGLU (notebook 04)
+
+RMS_NORM = [
+    ("Llama: _norm in float32, then type_as, weight times the result", [
+        "class RMSNorm(torch.nn.Module):\n"
+        "    def __init__(self, dim: int, eps: float = 1e-6):\n"
+        "        super().__init__()\n"
+        "        self.eps = eps\n"
+        "        self.weight = nn.Parameter(torch.ones(dim))\n"
+        "    def _norm(self, x):\n"
+        "        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)\n"
+        "    def forward(self, x):\n"
+        "        output = self._norm(x.float()).type_as(x)\n"
+        "        return output * self.weight\n"]),
+    ("Hugging Face LlamaRMSNorm: variance_epsilon, hidden_states, to(input_dtype)", [
+        "class RMSNorm(nn.Module):\n"
+        "    def __init__(self, hidden_size, eps=1e-6):\n"
+        "        super().__init__()\n"
+        "        self.weight = nn.Parameter(torch.ones(hidden_size))\n"
+        "        self.variance_epsilon = eps\n"
+        "    def forward(self, hidden_states):\n"
+        "        input_dtype = hidden_states.dtype\n"
+        "        variance = hidden_states.to(torch.float64).pow(2).mean(-1, keepdim=True)\n"
+        "        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)\n"
+        "        return self.weight * hidden_states.to(input_dtype)\n"]),
+]
+
+SWIGLU = [
+    ("Hugging Face LlamaMLP: act_fn = nn.SiLU(), gate/up/down names", [
+        "class SwiGLUFeedForward(nn.Module):\n"
+        "    def __init__(self, hidden_size, intermediate_size):\n"
+        "        super().__init__()\n"
+        "        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)\n"
+        "        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)\n"
+        "        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)\n"
+        "        self.act_fn = nn.SiLU()\n"
+        "    def forward(self, x):\n"
+        "        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))\n"]),
+    ("einsum with the weights, SiLU as x * sigmoid(x), assert-style validation", [
+        "class SwiGLUFeedForward(nn.Module):\n"
+        "    def __init__(self, d_model, d_ff):\n"
+        "        super().__init__()\n"
+        "        assert d_model > 0 and d_ff > 0\n"
+        "        self.gate_proj = nn.Linear(d_model, d_ff, bias=False)\n"
+        "        self.up_proj = nn.Linear(d_model, d_ff, bias=False)\n"
+        "        self.down_proj = nn.Linear(d_ff, d_model, bias=False)\n"
+        "    def forward(self, x):\n"
+        "        g = torch.einsum('...d,fd->...f', x, self.gate_proj.weight)\n"
+        "        u = torch.einsum('...d,fd->...f', x, self.up_proj.weight)\n"
+        "        return torch.einsum('...f,df->...d', g * torch.sigmoid(g) * u, self.down_proj.weight)\n"]),
+]
+
+# --------------------------------------------------------------------------- CrossAttention (notebook 03)
+
+CROSS_ATTENTION = [
+    ("Annotated Transformer: src_attn(x, memory, memory, src_mask), view/transpose, masked_fill(mask == 0)", [
+        "class CrossAttention(nn.Module):\n"
+        "    def __init__(self, d_model, num_heads, bias=True):\n"
+        "        super().__init__()\n"
+        "        assert_ok = d_model % num_heads == 0\n"
+        "        if not assert_ok:\n"
+        "            raise ValueError(f'd_model={d_model} is not a multiple of num_heads={num_heads}')\n"
+        "        self.h, self.d_k = num_heads, d_model // num_heads\n"
+        "        self.q_proj = nn.Linear(d_model, d_model, bias=bias)\n"
+        "        self.k_proj = nn.Linear(d_model, d_model, bias=bias)\n"
+        "        self.v_proj = nn.Linear(d_model, d_model, bias=bias)\n"
+        "        self.out_proj = nn.Linear(d_model, d_model, bias=bias)\n"
+        "    def _attention(self, query, key, value, mask=None):\n"
+        "        scores = torch.matmul(query, key.transpose(-2, -1)) / math.sqrt(query.size(-1))\n"
+        "        if mask is not None:\n"
+        "            scores = scores.masked_fill(mask == 0, -1e9)\n"
+        "        p_attn = scores.softmax(dim=-1)\n"
+        "        return torch.matmul(p_attn, value), p_attn\n"
+        "    def forward(self, x, memory, memory_mask=None, return_weights=False):\n"
+        "        nbatches = x.size(0)\n"
+        "        query = self.q_proj(x).view(nbatches, -1, self.h, self.d_k).transpose(1, 2)\n"
+        "        key = self.k_proj(memory).view(nbatches, -1, self.h, self.d_k).transpose(1, 2)\n"
+        "        value = self.v_proj(memory).view(nbatches, -1, self.h, self.d_k).transpose(1, 2)\n"
+        "        out, attn = self._attention(query, key, value, mask=memory_mask)\n"
+        "        out = out.transpose(1, 2).contiguous().view(nbatches, -1, self.h * self.d_k)\n"
+        "        out = self.out_proj(out)\n"
+        "        return (out, attn) if return_weights else out\n"]),
+    ("einsum everywhere, heads unflattened from the feature axis, ~mask with -inf", [
+        "class CrossAttention(nn.Module):\n"
+        "    def __init__(self, d_model, num_heads, bias=True):\n"
+        "        super().__init__()\n"
+        "        if d_model % num_heads:\n"
+        "            raise ValueError('num_heads must divide d_model')\n"
+        "        self.num_heads = num_heads\n"
+        "        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (\n"
+        "            nn.Linear(d_model, d_model, bias=bias) for _ in range(4))\n"
+        "    def forward(self, x, memory, memory_mask=None, return_weights=False):\n"
+        "        h = self.num_heads\n"
+        "        q = self.q_proj(x).unflatten(-1, (h, -1))\n"
+        "        k = self.k_proj(memory).unflatten(-1, (h, -1))\n"
+        "        v = self.v_proj(memory).unflatten(-1, (h, -1))\n"
+        "        scores = torch.einsum('bthe,bshe->bhts', q, k) * q.shape[-1] ** -0.5\n"
+        "        if memory_mask is not None:\n"
+        "            scores = scores.masked_fill(~memory_mask, float('-inf'))\n"
+        "        weights = torch.softmax(scores, dim=-1)\n"
+        "        out = torch.einsum('bhts,bshe->bthe', weights, v).flatten(-2)\n"
+        "        out = self.out_proj(out)\n"
+        "        return (out, weights) if return_weights else out\n"]),
+]
+
 #: step -> (notebook, [(style, cells)])
 MODULE_STYLES = {
     "LayerNorm": ("04", LAYER_NORM),
     "FeedForward": ("04", FEED_FORWARD),
     "MultiHeadAttention": ("03", MULTI_HEAD),
+    "CrossAttention": ("03", CROSS_ATTENTION),
     "TransformerBlock": ("04", TRANSFORMER_BLOCK),
+    "RMSNorm": ("04", RMS_NORM),
+    "SwiGLUFeedForward": ("04", SWIGLU),
     "GroupedQueryAttention": ("05", GROUPED_QUERY),
     "KVCache": ("05", KV_CACHE),
 }
