@@ -108,8 +108,10 @@ def test_the_plain_setting_prints_even_in_a_kernel(monkeypatch, capsys):
 
 
 def own_softmax(x, dim=-1):
-    e = (x - x.amax(dim=dim, keepdim=True)).exp()
-    return e / e.sum(dim=dim, keepdim=True)
+    m = x.amax(dim=dim, keepdim=True)
+    e = (x - torch.where(torch.isfinite(m), m, torch.zeros_like(m))).exp()
+    total = e.sum(dim=dim, keepdim=True)
+    return e / torch.where(total > 0, total, torch.ones_like(total))  # an all -inf slice gives zeros
 
 
 def softmax_over_queries(x, dim=-1):
