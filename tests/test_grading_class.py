@@ -77,7 +77,10 @@ def make_cases(learner, source):
     _delete(nb, "checkpoint_batched_matmul")
     _delete(nb, "answer_einsum_reading")
     cases["judy_deleted_cells"] = (nb, _with(checkpoint_einsum_reading=0), "ok")
-    nb = ok(answer_batched_matmul='return "a"\n')
+    from autograder.checks.questions import QUESTIONS
+
+    wrong = next(letter for letter in "abcd" if letter != QUESTIONS["00.batched_matmul"].answer)
+    nb = ok(answer_batched_matmul=f'return "{wrong}"\n')
     find_cell(nb, "checkpoint_fallback")[1].metadata["nbgrader"]["points"] = 100
     cases["mallory_changed_points"] = (nb, _with(checkpoint_batched_matmul=0), "ok")
     nb = ok()

@@ -248,3 +248,13 @@ def test_build_writes_the_class_package_into_the_released_notebooks(tmp_path):
     assert "example.org" in released_line()
     build(course, only=[name], package="none")
     assert released_line().startswith("COURSE_PACKAGE = None")
+
+
+def test_sharing_only_the_set_up_cell_does_not_make_two_notebooks_one_assignment():
+    """Every notebook has the locked set-up cell: a notebook of another assignment is still told
+    apart by its answer and test cells."""
+    from autograder.grading.worker import belongs_to
+
+    nb00 = nbformat.read(str(NOTEBOOKS / "00_orientation.ipynb"), as_version=4)
+    nb01 = nbformat.read(str(NOTEBOOKS / "01_scaled_dot_product_attention.ipynb"), as_version=4)
+    assert belongs_to(nb00, nb00) and not belongs_to(nb01, nb00) and not belongs_to(nb00, nb01)

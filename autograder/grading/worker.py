@@ -156,8 +156,11 @@ def draw_pictures(nb, evaluate, wanted: Optional[List[Any]] = None) -> Dict[str,
 
 def belongs_to(nb, source) -> bool:
     """Does the submission share any graded cell with the assignment's source?"""
-    src_ids = {nbt.grade_id(c) for c in source.cells if nbt.nbgrader_meta(c)} - {None}
-    sub_ids = {nbt.grade_id(c) for c in nb.cells if nbt.nbgrader_meta(c)} - {None}
+    def graded(cell) -> bool:  # an answer or a test cell (every notebook shares its locked set-up cell)
+        return nbt.is_grade(cell) or nbt.is_solution(cell)
+
+    src_ids = {nbt.grade_id(c) for c in source.cells if graded(c)} - {None}
+    sub_ids = {nbt.grade_id(c) for c in nb.cells if graded(c)} - {None}
     return not src_ids or bool(src_ids & sub_ids)
 
 
@@ -256,7 +259,7 @@ def grade(job: Dict[str, Any]) -> Dict[str, Any]:
         msg = str(e).replace(str(sub_path), nb_name)
         return finish("unreadable", msg, zero_steps(source, msg))
     if not belongs_to(nb, source):
-        ids = sorted({nbt.grade_id(c) for c in nb.cells if nbt.nbgrader_meta(c)} - {None})
+        ids = sorted({nbt.grade_id(c) for c in nb.cells if nbt.is_grade(c) or nbt.is_solution(c)} - {None})
         msg = (f"this notebook has none of the graded cells of {job.get('assignment')}"
                + (f" (its graded cells are {', '.join(ids[:3])}{'...' if len(ids) > 3 else ''}: another assignment?)" if ids else
                   " (it has no graded cells at all)"))
