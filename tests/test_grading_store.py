@@ -259,6 +259,27 @@ def _old_result(root):
     storing.write_json_atomic(jobs.result_path(root, "bob", A), res)
 
 
+def _alter_result_points(root):
+    """A step's points edited by hand in a stored result: storing it into the gradebook would
+    trust the edit, so the submission is graded again."""
+    res = _result(root, "bob")
+    step = res["steps"][0]
+    step["points"] = float(step["max_points"]) - float(step["points"]) or 0.5
+    storing.write_json_atomic(jobs.result_path(root, "bob", A), res)
+
+
+def _alter_result_status(root):
+    res = _result(root, "bob")
+    res["status"] = "timeout" if res["status"] != "timeout" else "ok"
+    storing.write_json_atomic(jobs.result_path(root, "bob", A), res)
+
+
+def _result_without_checksum(root):
+    res = _result(root, "bob")
+    del res["result_sha256"]
+    storing.write_json_atomic(jobs.result_path(root, "bob", A), res)
+
+
 # (how the stores are corrupted, what the next run must do for bob)
 CORRUPTIONS = {
     "gradebook auto score": (_corrupt_gradebook_score, "restore"),
@@ -270,6 +291,9 @@ CORRUPTIONS = {
     "result not JSON": (_garble_result, "regrade"),
     "result of another submission": (_result_of_another, "regrade"),
     "result of an older grader": (_old_result, "regrade"),
+    "result points altered": (_alter_result_points, "regrade"),
+    "result status altered": (_alter_result_status, "regrade"),
+    "result without checksum": (_result_without_checksum, "regrade"),
 }
 
 

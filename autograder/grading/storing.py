@@ -139,6 +139,19 @@ def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
     _fsync_dir(path.parent)
 
 
+#: Keys of a result file left out of its checksum: the storing mark, which changes once stored,
+#: and the checksum itself.
+_UNSUMMED = ("state", "result_sha256")
+
+
+def result_sha256(result: Dict[str, Any]) -> str:
+    """Checksum of a result's content as it is written (every key but :data:`_UNSUMMED`), so that a
+    result file altered by hand (a step's points, the status) is told from the one the grader wrote."""
+    body = {k: v for k, v in result.items() if k not in _UNSUMMED and not k.startswith("_")}
+    text = json.dumps(json.loads(json.dumps(body, ensure_ascii=False)), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def file_sha256(path: Path) -> Optional[str]:
     try:
         h = hashlib.sha256()
@@ -245,6 +258,7 @@ def store(course: Path, job: Job, result: Dict[str, Any], writer) -> List[str]:
         retried("writing the autograded notebook", fill)
         result["notebook_sha256"] = file_sha256(temp / f"{job.assignment}.ipynb")  # graded, or the stand-in
         result["state"] = PENDING
+        result["result_sha256"] = result_sha256(result)
         path = result_path(course, job.student, job.assignment)
         crash_point("result-pending")
         retried("writing the result file", lambda: write_json_atomic(path, result))
@@ -268,6 +282,7 @@ def finish_store(course: Path, job: Job, result: Dict[str, Any], writer) -> List
     ``pending`` result again after a crash."""
     problems = retried("writing the gradebook", lambda: writer.write(course, job, result))
     result["state"] = STORED
+    result["result_sha256"] = result_sha256(result)
     path = result_path(course, job.student, job.assignment)
     crash_point("result-stored")
     retried("marking the result stored", lambda: write_json_atomic(path, result))
@@ -323,6 +338,10 @@ def stored_state(course: Path, result: Optional[Dict[str, Any]], writer, student
         return "regrade", bad
     if result.get("state") not in (PENDING, STORED):
         return "regrade", "the result file has no storing state (written by an older grader)"
+    if "result_sha256" not in result:
+        return "regrade", "the result file records no checksum (written by an older grader)"
+    if result["result_sha256"] != result_sha256(result):
+        return "regrade", "the result file was altered after it was stored (its checksum differs)"
     why = notebook_matches(course, result)
     if why:
         return "regrade", why
