@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import course as course_mod
+from . import runlock
 from .jobs import Job, result_path
 
 #: Environment variable of the test hook: the grader kills itself at this point.
@@ -441,6 +442,8 @@ def audit(course: Path, names: List[str], writer, students: Optional[List[str]] 
     found: List[Finding] = []
     for p in sorted(course.glob(".exports.*")):
         found.append(Finding(p.name, "a temporary export folder left by a stopped run", "remove"))
+    for p in runlock.stale_folders(course):
+        found.append(Finding(str(p.relative_to(course)), "a temporary folder left by a stopped grading run", "remove"))
     for student, assignment in _keys(course, names, writer):
         if students and student not in students:
             continue
