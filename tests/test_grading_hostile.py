@@ -391,6 +391,9 @@ def make_cases(root, learner, source):
     cases["fork_bomb"] = (set_source(ok(), "nb00-code-20", FORK_BOMB), None)
     cases["memory_bombs"] = (set_source(ok(), "nb00-code-04", MEMORY_BOMBS), None)
     cases["big_line"] = (set_source(ok(), "nb00-code-04", BIG_LINE), None)
+    # Kills the process that runs its notebook (the kernel's parent): its own run, never a grader error.
+    cases["parent_killer"] = (set_source(ok(), "nb00-code-04", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"),
+                              None)
     cases["nosandbox"] = (ok(), FULL)
     return cases
 
@@ -723,3 +726,9 @@ def test_no_sandbox_is_recorded_and_said(graded, monkeypatch):
     page = (graded["root"] / "feedback" / "nosandbox" / NAME / f"{NAME}.html").read_text()
     assert "WITHOUT the sandbox" in page
     assert "WITHOUT the sandbox" in (graded["root"] / "feedback" / "nosandbox" / NAME / "summary.txt").read_text()
+
+
+def test_killing_its_runner_is_the_students_run(graded):
+    r = graded["results"]["parent_killer"]
+    assert r["status"] == "kernel-died" and "killed before it could report" in r["message"], r["message"]
+    assert r["score"] == 0

@@ -26,7 +26,7 @@ import nbformat
 import pytest
 from conftest import ROOT, fill_submission, notebook, set_source, source_cells, write
 
-from autograder.grading import autograde, engine, export, jobs, storing
+from autograder.grading import autograde, engine, export, jobs, runlock, storing
 from autograder.grading import nbgrader_tools as nbt
 from autograder.grading.gradebook import PROBLEM_STATUSES, GradebookWriter
 from autograder.grading.worker import STATUSES
@@ -259,6 +259,27 @@ def _old_result(root):
     storing.write_json_atomic(jobs.result_path(root, "bob", A), res)
 
 
+def _alter_result_points(root):
+    """A step's points edited by hand in a stored result: storing it into the gradebook would
+    trust the edit, so the submission is graded again."""
+    res = _result(root, "bob")
+    step = res["steps"][0]
+    step["points"] = float(step["max_points"]) - float(step["points"]) or 0.5
+    storing.write_json_atomic(jobs.result_path(root, "bob", A), res)
+
+
+def _alter_result_status(root):
+    res = _result(root, "bob")
+    res["status"] = "timeout" if res["status"] != "timeout" else "ok"
+    storing.write_json_atomic(jobs.result_path(root, "bob", A), res)
+
+
+def _result_without_checksum(root):
+    res = _result(root, "bob")
+    del res["result_sha256"]
+    storing.write_json_atomic(jobs.result_path(root, "bob", A), res)
+
+
 # (how the stores are corrupted, what the next run must do for bob)
 CORRUPTIONS = {
     "gradebook auto score": (_corrupt_gradebook_score, "restore"),
@@ -270,6 +291,9 @@ CORRUPTIONS = {
     "result not JSON": (_garble_result, "regrade"),
     "result of another submission": (_result_of_another, "regrade"),
     "result of an older grader": (_old_result, "regrade"),
+    "result points altered": (_alter_result_points, "regrade"),
+    "result status altered": (_alter_result_status, "regrade"),
+    "result without checksum": (_result_without_checksum, "regrade"),
 }
 
 
@@ -551,9 +575,34 @@ def _leftover_export(root):
     (root / ".exports.abc").mkdir()
 
 
+def _dead_pid():
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _leftover_run_folder(root):
+    """What a grading run killed with SIGKILL leaves: its temporary folder (its processes died with it)."""
+    folder = root / runlock.TMP_NAME / f"run-{_dead_pid()}-20260101-000000" / "job"
+    folder.mkdir(parents=True)
+    (folder / "bob.ipynb").write_text("{}", encoding="utf-8")
+
+
+def test_a_live_runs_folder_is_not_a_leftover(quick):
+    root = quick["root"]
+    live = root / runlock.TMP_NAME / f"run-{os.getpid()}-20260101-000000"
+    dead = root / runlock.TMP_NAME / f"run-{_dead_pid()}-20260101-000000"
+    stray = root / runlock.TMP_NAME / "stray.txt"
+    live.mkdir(parents=True)
+    dead.mkdir()
+    stray.write_text("", encoding="utf-8")
+    assert runlock.stale_folders(root) == sorted([dead, stray])
+
+
 CHECK_CASES = dict(CORRUPTIONS)
 CHECK_CASES.update({"export edited": (_edit_export, "export"), "temporary folder left": (_leftover_folder, "remove"),
-                    "temporary export folder left": (_leftover_export, "remove")})
+                    "temporary export folder left": (_leftover_export, "remove"),
+                    "run folder of a killed run left": (_leftover_run_folder, "remove")})
 
 
 def _snapshot(root):

@@ -277,6 +277,8 @@ def check_class(course: Path, assignments: Optional[Sequence[str]] = None, repai
                 path = course / f.where
                 if f.student is not None:
                     storing.remove_leftovers(course, f.student, f.assignment)
+                elif path.parent.name == runlock.TMP_NAME:
+                    runlock.clean_leftovers(course)  # their processes first; no live run owns one now
                 elif path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
     pairs = {(f.student, f.assignment) for f in findings if f.action in ("restore", "regrade")}

@@ -192,6 +192,22 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def stale_folders(course: Path) -> List[Path]:
+    """What killed runs left in ``COURSE/.grading_tmp``, found without the lock (for a report): every
+    entry but the folders ``run-PID-TIME`` of a process still alive."""
+    top = Path(course) / TMP_NAME
+    if not top.is_dir():
+        return []
+    stale = []
+    for old in sorted(top.iterdir()):
+        parts = old.name.split("-")
+        if (not old.is_symlink() and old.is_dir() and len(parts) >= 2 and parts[0] == "run"
+                and parts[1].isdigit() and _alive(int(parts[1]))):
+            continue
+        stale.append(old)
+    return stale
+
+
 def clean_leftovers(course: Path) -> List[str]:
     """Remove what killed runs left in ``COURSE/.grading_tmp`` (their processes first), and the
     empty cgroups of their sandboxes; returns the folders removed. Call it only while holding

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import course as course_mod
+from . import runlock
 from .jobs import Job, result_path
 
 #: Environment variable of the test hook: the grader kills itself at this point.
@@ -137,6 +138,19 @@ def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
             pass
         raise
     _fsync_dir(path.parent)
+
+
+#: Keys of a result file left out of its checksum: the storing mark, which changes once stored,
+#: and the checksum itself.
+_UNSUMMED = ("state", "result_sha256")
+
+
+def result_sha256(result: Dict[str, Any]) -> str:
+    """Checksum of a result's content as it is written (every key but :data:`_UNSUMMED`), so that a
+    result file altered by hand (a step's points, the status) is told from the one the grader wrote."""
+    body = {k: v for k, v in result.items() if k not in _UNSUMMED and not k.startswith("_")}
+    text = json.dumps(json.loads(json.dumps(body, ensure_ascii=False)), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def file_sha256(path: Path) -> Optional[str]:
@@ -245,6 +259,7 @@ def store(course: Path, job: Job, result: Dict[str, Any], writer) -> List[str]:
         retried("writing the autograded notebook", fill)
         result["notebook_sha256"] = file_sha256(temp / f"{job.assignment}.ipynb")  # graded, or the stand-in
         result["state"] = PENDING
+        result["result_sha256"] = result_sha256(result)
         path = result_path(course, job.student, job.assignment)
         crash_point("result-pending")
         retried("writing the result file", lambda: write_json_atomic(path, result))
@@ -268,6 +283,7 @@ def finish_store(course: Path, job: Job, result: Dict[str, Any], writer) -> List
     ``pending`` result again after a crash."""
     problems = retried("writing the gradebook", lambda: writer.write(course, job, result))
     result["state"] = STORED
+    result["result_sha256"] = result_sha256(result)
     path = result_path(course, job.student, job.assignment)
     crash_point("result-stored")
     retried("marking the result stored", lambda: write_json_atomic(path, result))
@@ -323,6 +339,10 @@ def stored_state(course: Path, result: Optional[Dict[str, Any]], writer, student
         return "regrade", bad
     if result.get("state") not in (PENDING, STORED):
         return "regrade", "the result file has no storing state (written by an older grader)"
+    if "result_sha256" not in result:
+        return "regrade", "the result file records no checksum (written by an older grader)"
+    if result["result_sha256"] != result_sha256(result):
+        return "regrade", "the result file was altered after it was stored (its checksum differs)"
     why = notebook_matches(course, result)
     if why:
         return "regrade", why
@@ -422,6 +442,8 @@ def audit(course: Path, names: List[str], writer, students: Optional[List[str]] 
     found: List[Finding] = []
     for p in sorted(course.glob(".exports.*")):
         found.append(Finding(p.name, "a temporary export folder left by a stopped run", "remove"))
+    for p in runlock.stale_folders(course):
+        found.append(Finding(str(p.relative_to(course)), "a temporary folder left by a stopped grading run", "remove"))
     for student, assignment in _keys(course, names, writer):
         if students and student not in students:
             continue

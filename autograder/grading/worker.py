@@ -330,13 +330,14 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
         budget = limits.total_timeout + 120  # the runner's own start and the kernel's, on top
         argv = [sys.executable, "-m", runner]
         threads = int(job.get("threads", 1))
+        killed = False  # the runner died of a signal (not at the time limit) before it reported
         if no_sandbox:
             env = kernel_env(workdir, threads)
             try:
-                subprocess.run(argv + [str(workdir / "run.json")], cwd=str(work), env=env, timeout=budget,
+                killed = subprocess.run(argv + [str(workdir / "run.json")], cwd=str(work), env=env, timeout=budget,
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                close_fds=True, start_new_session=True,
-                               preexec_fn=lifeline.preexec_die_with_parent())
+                               preexec_fn=lifeline.preexec_die_with_parent()).returncode < 0
             except subprocess.TimeoutExpired:
                 pass
         else:
@@ -346,14 +347,22 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
                 file_mb=int(limits.file_mb), cpu_s=int(budget * 2 * threads),
                 env={k: v for k, v in run_dirs(workdir, sandbox.SCRATCH, threads).items() if k != "TMPDIR"})
             try:
-                sandbox.run(spec, argv + [f"{sandbox.SCRATCH}/run.json"], timeout=budget,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                ran = sandbox.run(spec, argv + [f"{sandbox.SCRATCH}/run.json"], timeout=budget,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                # bwrap passes on its child's death by a signal as 128 + the signal
+                killed = not ran.timed_out and (ran.returncode < 0 or ran.returncode > 128)
             except sandbox.SandboxUnavailable as e:
                 return finish("grader-error", str(e), zero_steps(source, str(e)))
         executed, ex, pics = _read_back(workdir / "out", nb, limits)
         notes.extend(prep.notes + copy_notes[:MAX_COPY_NOTES])
         if len(copy_notes) > MAX_COPY_NOTES:
             notes.append(f"... and {len(copy_notes) - MAX_COPY_NOTES} more file(s) not copied")
+        if executed is None and killed and not (ex.stopped or "").startswith("no kernel"):
+            # The runner was killed before it reported: from inside (the notebook's code can signal
+            # the process that runs it) or for its memory; the student's run, not the grader's.
+            msg = ("the process running the notebook was killed before it could report (by the notebook's "
+                   "own code, or for its memory use)")
+            return finish("kernel-died", msg, zero_steps(source, msg))
         if executed is None:
             msg = ex.stopped or "the notebook's run left no result"
             return finish("grader-error" if ex.stopped and "kernel" in ex.stopped else "kernel-died", msg,
