@@ -365,8 +365,10 @@ def check_head_probe(fn: Any, result: CheckResult, gen: torch.Generator, hidden:
                         "the same way.")
     elif rejects_correct:
         result.diagnose("your probe does not separate correct modules from broken ones: it says False (or gives no "
-                        "True/False) for correct modules. Test a property every correct module has, e.g. permuting "
-                        "the tokens of x permutes the output rows the same way.")
+                        "True/False) for correct modules. If it compares two outputs, float rounding makes exact "
+                        "equality fail: compare with a tolerance (torch.allclose, atol around 1e-5); and test a "
+                        "property every correct module has, e.g. permuting the tokens of x permutes the output "
+                        "rows the same way.")
     elif not all(not wrong[label] for label, _, _ in PROBE_BROKEN):
         result.diagnose("your probe accepts a broken module: the shape is right in both cases, so test a "
                         "property, e.g. permuting the tokens of x must permute the output rows the same way.")
