@@ -17,8 +17,12 @@ Groups:
              peak and what autograd saves for backward, and how they grow (T^2 or T)
   notebooks  wall time of every solution notebook run top to bottom, kernel start included
   grading    serial nbgrader autograde vs the parallel grader (benchmarks/bench_grading.py)
+  cluster    class grading with the local executor and with 1 and 2 Dask workers on this machine:
+             submissions per minute, CPU seconds per submission, the grader's overhead beyond the
+             notebooks, Dask's overhead at 2 workers (benchmarks/bench_cluster.py; needs
+             dask[distributed])
 
-Default groups: core,decoding,memory in quick mode, all five with --full. With --device cuda the core
+Default groups: core,decoding,memory in quick mode, all six with --full. With --device cuda the core
 group runs every shape in bf16, fp16 and fp32 whatever the mode (GPU calls take milliseconds);
 ``--dtypes`` chooses others (the decoding and memory groups take the first). ``--smoke`` runs tiny shapes
 with one repeat (the test suite uses it to check the output format; its numbers mean nothing).
@@ -46,7 +50,7 @@ if str(HERE) not in sys.path:
 
 import bench_common as bc  # noqa: E402
 
-GROUPS = ("core", "decoding", "memory", "notebooks", "grading")
+GROUPS = ("core", "decoding", "memory", "notebooks", "grading", "cluster")
 QUICK_GROUPS = ("core", "decoding", "memory")
 SCHEMA = 1
 
@@ -107,6 +111,12 @@ def _group_grading(config: bc.Config) -> dict:
             **({} if ok else {"reason": f"bench_grading.main() exited with {code!r}"})}
 
 
+def _group_cluster(config: bc.Config) -> dict:
+    """``benchmarks/bench_cluster.py``, imported only when this group runs: skipped in smoke mode
+    and, saying why, where dask[distributed] or the grader's Dask executor is missing."""
+    return importlib.import_module("bench_cluster").run_group(config)
+
+
 class _Tee(io.TextIOBase):
     """Writes to several streams at once (the terminal and a capture)."""
 
@@ -129,6 +139,7 @@ RUNNERS: Dict[str, Callable[[bc.Config], dict]] = {
     "memory": _group_memory,
     "notebooks": _group_notebooks,
     "grading": _group_grading,
+    "cluster": _group_cluster,
 }
 
 

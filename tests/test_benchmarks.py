@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -227,7 +228,7 @@ def test_arguments_and_defaults(runner):
     assert quick.mode == "quick" and quick.groups == ["core", "decoding", "memory"] and quick.threads == [2]
     assert quick.dtypes is None
     full = runner.parse_args(["--full"])
-    assert full.groups == ["core", "decoding", "memory", "notebooks", "grading"] and full.threads == [1, 2]
+    assert full.groups == ["core", "decoding", "memory", "notebooks", "grading", "cluster"] and full.threads == [1, 2]
     assert runner.parse_args(["--groups", "notebooks", "--threads", "1,2"]).threads == [1, 2]
     assert runner.parse_args(["--dtypes", "bf16,FP16,float32,bf16"]).dtypes == [
         torch.bfloat16, torch.float16, torch.float32]
@@ -342,3 +343,142 @@ def test_notebook_timing_table(tmp_path):
     assert slowest["name"] == "slowest step check seconds / 1 s" and "check_slow" in slowest["where"]
     assert slowest["measured"] == pytest.approx(steps["check_slow"])
     assert [p.name for p in nbs.discover()] == sorted(p.name for p in (ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
+
+
+# --------------------------------------------------------------------------- the cluster group
+
+
+def test_cluster_group_is_registered_and_skips_in_smoke_mode(runner):
+    assert "cluster" in runner.GROUPS and "cluster" not in runner.QUICK_GROUPS
+    assert runner.RUNNERS["cluster"] is runner._group_cluster
+    assert runner.parse_args(["--groups", "cluster"]).groups == ["cluster"]
+    outcome = runner._group_cluster(runner.bc.Config(mode="smoke"))
+    assert outcome["status"] == "skipped" and "smoke" in outcome["reason"]
+
+
+def _cluster_runs():
+    """Three rounds of three candidates on a class of 12: local-2 takes 30-40 s, dask-2 33-44 s,
+    dask-1 60-70 s; dask-2's scores agree with local-2's except student001's in one round."""
+    runs = []
+    times = {"local-2": [30.0, 40.0, 36.0], "dask-2": [33.0, 44.0, 39.0], "dask-1": [70.0, 60.0, 64.0]}
+    cpu = {"local-2": [60.0, 66.0, 72.0], "dask-2": [66.0, 75.0, 69.0], "dask-1": [63.0, 60.0, 66.0]}
+    for r in range(3):
+        for c in ("local-2", "dask-2", "dask-1"):
+            slots = 1 if c == "dask-1" else 2
+            results = [{"student": f"s{i}", "exec_seconds": 3.0, "worker_seconds": 4.0 + r,
+                        "wall_seconds": 4.5 + r, "score": 16} for i in range(12)]
+            scores = {res["student"]: res["score"] for res in results}
+            if c == "dask-2" and r == 1:
+                scores["s1"] = 15
+            runs.append({"candidate": c, "round": r, "n": 12, "seconds": times[c][r], "cpu_seconds": cpu[c][r],
+                         "overheads": _load("bench_cluster").overheads(results, times[c][r], slots),
+                         "scores": scores, "statuses": {"ok": 12}})
+    return runs
+
+
+def test_cluster_summary_medians_and_ratios():
+    bench = _load("bench_cluster")
+    summary = bench.summarize(_cluster_runs(), ["local-2", "dask-1", "dask-2"])
+    rows = {r["candidate"]: r for r in summary["rows"]}
+    assert [r["candidate"] for r in summary["rows"]] == ["local-2", "dask-1", "dask-2"]
+    local, dask1, dask2 = rows["local-2"], rows["dask-1"], rows["dask-2"]
+    assert (local["seconds"], dask1["seconds"], dask2["seconds"]) == (36.0, 64.0, 39.0)  # medians
+    assert local["submissions_per_minute"] == pytest.approx(12 / 36 * 60)
+    assert local["cpu_seconds_per_submission"] == pytest.approx(66 / 12)
+    assert dask2["cpu_seconds_per_submission"] == pytest.approx(69 / 12)
+    assert local["cpu_over_wall"] == pytest.approx(66 / 36)
+    assert (local["slots"], dask1["slots"], local["rounds"]) == (2, 1, 3)
+    # per submission beyond the 3 s run: worker 4-6 s (median 5), wall 4.5-6.5 s (median 5.5)
+    assert local["in_worker_seconds"] == pytest.approx(2.0) and local["per_task_seconds"] == pytest.approx(2.5)
+    assert local["everything_seconds"] == pytest.approx((36 * 2 - 36) / 12)
+    assert dask1["everything_seconds"] == pytest.approx((64 * 1 - 36) / 12)
+    goals = {g["name"]: g for g in summary["goals"]}
+    overhead = goals["Dask 2 workers / local 2 workers, time for the class"]
+    assert overhead["measured"] == pytest.approx(39 / 36) and overhead["target"] == 1.10
+    assert overhead["op"] == "<=" and overhead["met"] is True
+    assert goals["Dask 1 worker / Dask 2 workers, time (speed-up of the second worker)"]["measured"] == \
+        pytest.approx(64 / 39)
+    assert goals["Dask 2 workers / local 2 workers, CPU seconds per submission"]["measured"] == pytest.approx(69 / 66)
+    assert all(g["target"] is None for n, g in goals.items() if n != overhead["name"])
+    assert summary["disagreements"] == {"s1": {"local-2": [16], "dask-2": [15, 16], "dask-1": [16]}}
+
+
+def test_cluster_overhead_goal_fails_past_ten_percent():
+    bench = _load("bench_cluster")
+    runs = [r for r in _cluster_runs() if r["candidate"] != "dask-1"]
+    for r in runs:
+        if r["candidate"] == "dask-2":
+            r["seconds"] *= 1.2
+    (goal,) = [g for g in bench.summarize(runs, ["local-2", "dask-2"])["goals"] if g["target"] is not None]
+    assert goal["measured"] == pytest.approx(39 * 1.2 / 36) and goal["met"] is False
+    assert bench.summarize(runs, ["local-2"])["goals"] == []  # nothing to compare with
+
+
+def test_cluster_overheads_with_missing_fields():
+    bench = _load("bench_cluster")
+    results = [{"exec_seconds": 2.0, "worker_seconds": 3.0}, {"exec_seconds": 4.0, "worker_seconds": 4.5}]
+    o = bench.overheads(results, seconds=10.0, slots=2)
+    assert o == {"exec": 3.0, "in_worker": 0.75, "per_task": None, "everything": (20 - 6) / 2}
+    assert bench.overheads([{"exec_seconds": None}], 5.0, 1)["everything"] is None
+    assert bench.overheads([], 5.0, 1) == {"exec": None, "in_worker": None, "per_task": None, "everything": None}
+
+
+def test_cluster_capacity_arithmetic():
+    bench = _load("bench_cluster")
+    c = bench.capacity(cpu_seconds_per_submission=7.2, submissions=1000 * 9, cores=16)
+    assert c["cpu_hours"] == pytest.approx(18.0) and c["wall_hours"] == pytest.approx(18.0 / 16)
+    with pytest.raises(ValueError, match="cores"):
+        bench.capacity(7.2, 100, 0)
+
+
+def test_cluster_run_refuses_bad_arguments_and_says_why_it_skips(monkeypatch):
+    bench = _load("bench_cluster")
+    with pytest.raises(ValueError, match="candidates.*'dask-3'"):
+        bench.run(n=2, rounds=1, candidates=["dask-3"])
+    with pytest.raises(ValueError, match="n=0"):
+        bench.run(n=0, rounds=1)
+    monkeypatch.setattr(bench, "dask_support", lambda: "no Dask here")
+    assert bench.run(n=2, rounds=1) == {"status": "skipped", "reason": "no Dask here"}
+
+
+def test_tree_cpu_seconds_counts_a_waited_child(tmp_path):
+    """A parent whose child burns about half a second of CPU and ends: the parent's tree has it."""
+    bench = _load("bench_cluster")
+    ready = tmp_path / "ready"
+    code = ("import subprocess, sys, time\n"
+            "subprocess.run([sys.executable, '-c', 'import time\\nt = time.process_time()\\n"
+            "while time.process_time() - t < 0.5: pass'])\n"
+            f"open({str(ready)!r}, 'w').close()\n"
+            "time.sleep(30)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), "the child did not finish"
+        assert bench.tree_cpu_seconds([parent.pid]) >= 0.45
+        assert bench.tree_cpu_seconds([]) == 0.0
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+@pytest.mark.slow
+def test_cluster_group_grades_a_tiny_class_on_real_dask_processes():
+    """Two submissions, one round: a real scheduler and workers on 127.0.0.1, every candidate
+    grading the class with the same scores, and no Dask process left afterwards."""
+    bench = _load("bench_cluster")
+    why = bench.dask_support()
+    if why:
+        pytest.skip(f"the Dask executor cannot run here: {why}")
+    summary = bench.run(n=2, rounds=1, out=lambda *a: None)
+    assert summary["status"] == "ok", summary
+    rows = {r["candidate"]: r for r in summary["rows"]}
+    assert set(rows) == {"local-2", "dask-1", "dask-2"}
+    for r in rows.values():
+        assert r["seconds"] > 0 and r["cpu_seconds_per_submission"] > 0, r
+        assert r["exec_seconds"] > 0 and r["in_worker_seconds"] is not None, r
+        assert sum(r["statuses"].values()) == 2
+    assert summary["disagreements"] == {}
+    assert summary["dask_processes_left"] == []
+    assert [g["target"] for g in summary["goals"]].count(1.10) == 1
