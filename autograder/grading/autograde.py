@@ -243,8 +243,6 @@ def grade_class(
         not_graded = [(j.student, j.assignment) for j in graded if (j.student, j.assignment) not in seen]
         if not_graded and stopped is None:
             stopped = f"the executor ended without a result for {len(not_graded)} submission(s)"
-        if stopped is not None:
-            print(f"\nautograde: the run STOPPED: {stopped}", file=stream)
         try:
             exports = storing.retried("regenerating the CSV exports", lambda: storing.sync_exports(course))
         except storing.StoreError as e:

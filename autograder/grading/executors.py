@@ -157,11 +157,16 @@ class DaskExecutor(Executor):
                                "its port open from this machine?") from None
         self.threads, self.nworkers = self._count()
         self.workers = max(1, self.threads)
+        self.dashboard = self._dashboard()
+
+    def _dashboard(self) -> Optional[str]:
+        """The scheduler's dashboard link, or None when it runs none."""
         try:
-            link = self.client.dashboard_link
+            if not self.client.scheduler_info().get("services", {}).get("dashboard"):
+                return None
+            return self.client.dashboard_link or None
         except Exception:
-            link = None
-        self.dashboard = link or None
+            return None
 
     def _count(self) -> Tuple[int, int]:
         """(threads, workers) of the cluster now."""
@@ -179,7 +184,8 @@ class DaskExecutor(Executor):
         return text
 
     def _lost(self, why: str) -> ExecutorLost:
-        return ExecutorLost(f"lost the Dask scheduler at {self.address} ({why})")
+        why = " ".join(why.split())  # one line
+        return ExecutorLost(f"lost the Dask scheduler at {self.address} ({why[:300]})")
 
     def run(self, jobs: Sequence[Job], config: RunConfig) -> Iterator[Tuple[Job, Dict[str, Any]]]:
         distributed = self._distributed
@@ -210,10 +216,13 @@ class DaskExecutor(Executor):
             if not pending:
                 continue
             try:
-                done = distributed.wait(list(pending), timeout=self.POLL_S, return_when="FIRST_COMPLETED").done
+                with self.client.as_current():  # (this client, not a process-wide default)
+                    done = distributed.wait(list(pending), timeout=self.POLL_S, return_when="FIRST_COMPLETED").done
             except (TimeoutError, distributed.TimeoutError):
                 done = set()
             except Exception as e:  # the connection broke while waiting
+                if "Cancelled" in type(e).__name__:  # the client cancels every task when it loses the scheduler
+                    raise self._lost("the connection to it was lost, and with it every task not finished") from None
                 raise self._lost(f"{type(e).__name__}: {str(e)[:300]}") from None
             if not done:
                 if self.client.status in ("closing", "closed"):
@@ -259,10 +268,19 @@ class DaskExecutor(Executor):
         if client is None:
             return
         self.client = None
+        import logging
+
+        quiet = client.status != "running"  # a scheduler already gone: its reconnection's tracebacks are noise
+        log = logging.getLogger("distributed.client")
+        level = log.level
+        if quiet:
+            log.setLevel(logging.CRITICAL)
         try:
             client.close(timeout=5)
         except Exception:
-            pass  # a scheduler already gone
+            pass
+        finally:
+            log.setLevel(level)
 
 
 def make_executor(scheduler: Optional[str], workers: int) -> Executor:
