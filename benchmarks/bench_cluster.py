@@ -17,8 +17,10 @@ costs every candidate alike; every figure is a median over the rounds. Before th
 each candidate grades one submission unmeasured (imports, the Dask workers' first task).
 
 Printed per candidate: seconds for the class, submissions per minute, CPU seconds per submission
-(every process of the run: this one, its children once they have ended, and each live process
-of the candidate's Dask cluster, children included), and the grader's overhead per submission
+(every process of the run: this one and all it starts, and the candidate's Dask cluster, each
+counted in a cgroup of its own where this runs as root with cgroup v1's ``cpuacct``; elsewhere
+the resource usage of waited-for children plus the Dask processes' trees, which misses what a
+sandbox's namespace init reaped and so is a lower bound), and the grader's overhead per submission
 beyond the notebook's own run: the result's ``worker_seconds`` (the worker's whole job) and
 ``wall_seconds`` (as the executor saw it) minus its ``exec_seconds``, and, counting everything,
 (seconds x worker slots - the sum of ``exec_seconds``) / submissions. Ratios: Dask's time at 2
@@ -223,6 +225,78 @@ def own_cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+class CgroupCPU:
+    """CPU seconds of groups of processes, counted by the cgroup v1 ``cpuacct`` controller: every
+    process started inside a group counts, however it ends and whoever reaps it. (Resource usage
+    of waited-for children misses some: bwrap returns once its namespace's first process has
+    ended, and that namespace's init, which has reaped the kernel, is then reaped by the system's
+    init, not by the grader.) Needs root and a writable ``/sys/fs/cgroup/cpuacct``;
+    :meth:`available` says whether this machine has them.
+
+    ``enter(name)`` moves this process into group ``name`` (what it starts afterwards is counted
+    there too); ``preexec(name)`` moves a child between fork and exec; ``close()`` moves this
+    process back and removes the groups."""
+
+    TOP = Path("/sys/fs/cgroup/cpuacct")
+
+    def __init__(self) -> None:
+        self.base = self.TOP / f"mhsa-bench-cluster-{os.getpid()}"
+        self.base.mkdir()
+        self.home = self.TOP / self._own_path().lstrip("/")
+
+    @classmethod
+    def available(cls) -> bool:
+        return os.geteuid() == 0 and (cls.TOP / "cpuacct.usage").exists() and os.access(cls.TOP, os.W_OK)
+
+    @staticmethod
+    def _own_path() -> str:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if "cpuacct" in controllers.split(","):
+                    return path
+        return "/"
+
+    def _dir(self, name: str) -> Path:
+        d = self.base / name
+        d.mkdir(exist_ok=True)
+        return d
+
+    def enter(self, name: str) -> None:
+        (self._dir(name) / "cgroup.procs").write_text(str(os.getpid()))
+
+    def preexec(self, name: str):
+        procs = str(self._dir(name) / "cgroup.procs")
+
+        def move() -> None:  # in the child, between fork and exec
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+        return move
+
+    def seconds(self, name: str) -> float:
+        return int((self._dir(name) / "cpuacct.usage").read_text()) / 1e9
+
+    def close(self) -> None:
+        try:
+            (self.home / "cgroup.procs").write_text(str(os.getpid()))
+        except OSError:
+            (self.TOP / "cgroup.procs").write_text(str(os.getpid()))
+        deadline = time.monotonic() + 20
+        for d in sorted(p for p in self.base.iterdir() if p.is_dir()):
+            while True:  # the groups' last processes may take a moment to go
+                try:
+                    d.rmdir()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.2)
+        try:
+            self.base.rmdir()
+        except OSError:
+            pass
+
+
 @dataclass
 class LocalDask:
     """A Dask cluster on 127.0.0.1 made of real processes: ``dask scheduler`` and one
@@ -232,6 +306,7 @@ class LocalDask:
     nworkers: int
     folder: Path
     start_timeout: float = 180.0
+    preexec: Optional[Any] = None  # run in each process between fork and exec (e.g. CgroupCPU.preexec)
     procs: List[subprocess.Popen] = field(default_factory=list)
     address: Optional[str] = None
 
@@ -240,7 +315,7 @@ class LocalDask:
         with open(self.folder / log, "w") as out:
             proc = subprocess.Popen([sys.executable, "-m", "dask", *args], cwd=str(self.folder), env=env,
                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=self.preexec)
         self.procs.append(proc)
         return proc
 
@@ -404,7 +479,10 @@ def run(n: int = 12, rounds: int = 3, candidates: Sequence[str] = DEFAULT_CANDID
             return {"status": "skipped", "reason": why}
     tmp = Path(tempfile.mkdtemp(prefix="bench_cluster_"))
     clusters: Dict[str, LocalDask] = {}
+    cgroups = CgroupCPU() if CgroupCPU.available() else None
     try:
+        if cgroups is not None:
+            cgroups.enter("grader")  # this process and what it starts: the grader, its pool, the Dask client
         sol = tmp / "solutions"
         sol.mkdir()
         shutil.copy(ROOT / "solutions" / f"{NAME}.ipynb", sol / f"{NAME}.ipynb")
@@ -416,7 +494,8 @@ def run(n: int = 12, rounds: int = 3, candidates: Sequence[str] = DEFAULT_CANDID
         for c in candidates:
             if KNOWN[c][0] == "dask":
                 out(f"starting a Dask cluster on 127.0.0.1 with {KNOWN[c][1]} worker(s) ...")
-                clusters[c] = LocalDask(KNOWN[c][1], tmp / f"cluster_{c}").__enter__()
+                clusters[c] = LocalDask(KNOWN[c][1], tmp / f"cluster_{c}",
+                                        preexec=cgroups.preexec(c) if cgroups else None).__enter__()
         load_before = os.getloadavg()
         out(f"class of {n} ({sum(k == 'correct' for k in kinds.values())} correct, "
             f"{sum(k != 'correct' for k in kinds.values())} partly wrong); load average {load_before[0]:.2f}")
@@ -428,9 +507,15 @@ def run(n: int = 12, rounds: int = 3, candidates: Sequence[str] = DEFAULT_CANDID
             order = list(candidates[r % len(candidates):]) + list(candidates[:r % len(candidates)])
             for c in order:
                 cluster = clusters.get(c)
-                cpu0 = own_cpu_seconds() + (cluster.cpu_seconds() if cluster else 0.0)
+
+                def cpu_now() -> float:
+                    if cgroups is not None:
+                        return cgroups.seconds("grader") + (cgroups.seconds(c) if cluster else 0.0)
+                    return own_cpu_seconds() + (cluster.cpu_seconds() if cluster else 0.0)
+
+                cpu0 = cpu_now()
                 g = grade(course, c, sandbox, cluster.address if cluster else None)
-                cpu = own_cpu_seconds() + (cluster.cpu_seconds() if cluster else 0.0) - cpu0
+                cpu = cpu_now() - cpu0
                 results = g["results"]
                 if len(results) != n:
                     raise RuntimeError(f"{c} graded {len(results)} of {n} submissions; problems: {g['problems'][:5]}")
@@ -449,6 +534,8 @@ def run(n: int = 12, rounds: int = 3, candidates: Sequence[str] = DEFAULT_CANDID
             "dask_processes_left": [pid for cluster in clusters.values() for pid in cluster.left_running()],
             "status": "ok", "n": n, "rounds": rounds, "candidates": list(candidates), "sandbox": sandbox,
             "runs": [{k: v for k, v in r.items() if k != "scores"} for r in runs],
+            "cpu_counted_by": "cgroup cpuacct" if cgroups is not None else
+            "resource usage of waited-for children and the Dask processes' trees (a lower bound)",
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
@@ -460,6 +547,8 @@ def run(n: int = 12, rounds: int = 3, candidates: Sequence[str] = DEFAULT_CANDID
     finally:
         for cluster in clusters.values():
             cluster.stop()
+        if cgroups is not None:
+            cgroups.close()
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -476,7 +565,8 @@ def report(summary: Dict[str, Any], out=print) -> None:
         out(f"cluster: {summary.get('status')}: {summary.get('reason', '')}")
         return
     out(f"class of {summary['n']} submissions of {NAME}, {summary['rounds']} rounds (order rotated), "
-        f"{'in the sandbox' if summary['sandbox'] else 'WITHOUT the sandbox'}; {summary['machine']}; "
+        f"{'in the sandbox' if summary['sandbox'] else 'WITHOUT the sandbox'}; CPU counted by "
+        f"{summary['cpu_counted_by']}; {summary['machine']}; "
         f"load average {summary['load_average_before'][0]:.2f} before, {summary['load_average_after'][0]:.2f} after")
     headers = ["candidate", "seconds", "per minute", "CPU s/sub", "CPU/wall", "exec s", "worker-exec",
                "wall-exec", "slot time-exec"]
