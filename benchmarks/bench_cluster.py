@@ -135,6 +135,8 @@ def summarize(runs: Sequence[Dict[str, Any]], candidates: Sequence[str]) -> Dict
                "submissions_per_minute": n / seconds * 60 if seconds else None,
                "cpu_seconds_per_submission": cpu,
                "cpu_over_wall": ratio(median(r.get("cpu_seconds") for r in mine), seconds),
+               "grader_cpu_seconds_per_submission": median(r["grader_cpu_seconds"] / r["n"] for r in mine
+                                                           if r.get("grader_cpu_seconds") is not None),
                "statuses": mine[-1].get("statuses", {})}
         for key in ("exec", "in_worker", "per_task", "everything"):
             row[f"{key}_seconds"] = median(r["overheads"].get(key) for r in mine)
@@ -155,13 +157,19 @@ def summarize(runs: Sequence[Dict[str, Any]], candidates: Sequence[str]) -> Dict
     if local1 and dask1:
         goals.append(_goal("Dask 1 worker / local 1 worker, time for the class", ratio(dask1["seconds"], local1["seconds"]),
                            "info", None))
+    # the same ratio round by round (each round ran both within minutes of each other)
+    round_ratios = []
+    for r in sorted({x["round"] for x in runs}):
+        mine = {x["candidate"]: x["seconds"] for x in runs if x["round"] == r}
+        if "local-2" in mine and "dask-2" in mine:
+            round_ratios.append(ratio(mine["dask-2"], mine["local-2"]))
     scores: Dict[str, Dict[str, set]] = {}
     for r in runs:
         for student, score in r.get("scores", {}).items():
             scores.setdefault(student, {}).setdefault(r["candidate"], set()).add(score)
     disagreements = {s: {c: sorted(v) for c, v in per.items()} for s, per in scores.items()
                      if len(set().union(*per.values())) > 1}
-    return {"rows": rows, "goals": goals, "disagreements": disagreements}
+    return {"rows": rows, "goals": goals, "disagreements": disagreements, "round_ratios": round_ratios}
 
 
 def _goal(name, measured, op, target, where=""):
@@ -513,9 +521,10 @@ def run(n: int = 12, rounds: int = 3, candidates: Sequence[str] = DEFAULT_CANDID
                         return cgroups.seconds("grader") + (cgroups.seconds(c) if cluster else 0.0)
                     return own_cpu_seconds() + (cluster.cpu_seconds() if cluster else 0.0)
 
-                cpu0 = cpu_now()
+                cpu0, here0 = cpu_now(), cgroups.seconds("grader") if cgroups else None
                 g = grade(course, c, sandbox, cluster.address if cluster else None)
                 cpu = cpu_now() - cpu0
+                here = cgroups.seconds("grader") - here0 if cgroups else None
                 results = g["results"]
                 if len(results) != n:
                     raise RuntimeError(f"{c} graded {len(results)} of {n} submissions; problems: {g['problems'][:5]}")
@@ -523,6 +532,7 @@ def run(n: int = 12, rounds: int = 3, candidates: Sequence[str] = DEFAULT_CANDID
                 for res in results:
                     statuses[res.get("status")] = statuses.get(res.get("status"), 0) + 1
                 runs.append({"candidate": c, "round": r, "n": n, "seconds": g["seconds"], "cpu_seconds": cpu,
+                             "grader_cpu_seconds": here,
                              "overheads": overheads(results, g["seconds"], KNOWN[c][1]),
                              "scores": {res.get("student"): res.get("score") for res in results},
                              "statuses": statuses})
@@ -575,7 +585,13 @@ def report(summary: Dict[str, Any], out=print) -> None:
                               fmt(r["in_worker_seconds"]), fmt(r["per_task_seconds"]), fmt(r["everything_seconds"])]
                              for r in summary["rows"]])
     out("  (seconds: the class, median over the rounds; overheads: per submission, beyond the notebook's own run)")
+    out("  (CPU s/sub: every process of the run; of it, on the grading machine itself (the grader, its pool "
+        "or Dask client): " + ", ".join(f"{r['candidate']} {fmt(r.get('grader_cpu_seconds_per_submission'))}"
+                                      for r in summary["rows"]) + ")")
     bc.print_goals(summary["goals"])
+    if summary.get("round_ratios"):
+        out("    Dask 2 workers / local 2 workers, round by round: "
+            + ", ".join(fmt(x) for x in summary["round_ratios"]))
     if summary["disagreements"]:
         out(f"  scores that differ between candidates: {summary['disagreements']}")
     else:

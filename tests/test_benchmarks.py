@@ -401,6 +401,8 @@ def test_cluster_summary_medians_and_ratios():
     assert goals["Dask 2 workers / local 2 workers, CPU seconds per submission"]["measured"] == pytest.approx(69 / 66)
     assert all(g["target"] is None for n, g in goals.items() if n != overhead["name"])
     assert summary["disagreements"] == {"s1": {"local-2": [16], "dask-2": [15, 16], "dask-1": [16]}}
+    assert summary["round_ratios"] == pytest.approx([33 / 30, 44 / 40, 39 / 36])
+    assert local["grader_cpu_seconds_per_submission"] is None  # not counted apart in these runs
 
 
 def test_cluster_overhead_goal_fails_past_ten_percent():
@@ -461,6 +463,31 @@ def test_tree_cpu_seconds_counts_a_waited_child(tmp_path):
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_cgroup_cpu_counts_a_grandchild_nobody_waits_for(tmp_path):
+    """The case resource usage misses: a child that leaves a busy grandchild behind and ends. The
+    grandchild goes to the system's init, yet its CPU time is in the group it was started in."""
+    bench = _load("bench_cluster")
+    if not bench.CgroupCPU.available():
+        pytest.skip("cgroup v1 cpuacct is not writable here (needs root): the benchmark falls back to resource usage")
+    done = tmp_path / "done"
+    burn = ("import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass\n"
+            f"open({str(done)!r}, 'w').close()\n")
+    leave = f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {burn!r}], start_new_session=True)\n"
+    groups = bench.CgroupCPU()
+    try:
+        subprocess.run([sys.executable, "-c", leave], preexec_fn=groups.preexec("orphans"), check=True)
+        deadline = time.monotonic() + 60
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert done.exists(), "the grandchild did not finish"
+        time.sleep(0.2)
+        assert groups.seconds("orphans") >= 0.45
+        assert groups.seconds("empty") == 0.0
+    finally:
+        groups.close()
+    assert not groups.base.exists()
 
 
 @pytest.mark.slow
