@@ -15,7 +15,6 @@ import pickle
 import socket
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from conftest import notebook, source_cells, write
@@ -329,11 +328,27 @@ def test_a_payload_is_graded_in_a_child_process_and_its_scratch_removed(worker_s
     assert r["message"] == f"no {A}.ipynb in the submission"
     assert r["wall_seconds"] > 0 and out["notebook"] is None
     assert list(local.iterdir()) == []
-    payload["notebook"] = b""
-    assert remote.grade_task(payload)["result"]["status"] == "empty"
 
 
 def test_the_grader_version_names_the_distribution_and_the_code():
     v = remote.grader_version()
     assert v.startswith("mhsa-course ") and "(grader " in v and ", code " in v
     assert v == remote.grader_version()
+
+
+def test_dask_is_the_extra_cluster_never_a_learners_dependency():
+    from conftest import ROOT
+
+    try:
+        import tomllib
+    except ImportError:
+        pytest.skip("tomllib (Python 3.11+) reads pyproject.toml; this Python is older")
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert not [d for d in meta["dependencies"] if "dask" in d or "distributed" in d]
+    assert meta["optional-dependencies"]["cluster"] == ["dask[distributed]>=2024.1"]
+
+    def lines(name):
+        return [ln.split("#")[0].strip() for ln in (ROOT / name).read_text(encoding="utf-8").splitlines()]
+
+    assert not [ln for ln in lines("requirements.txt") if "dask" in ln or "distributed" in ln]  # ./course start
+    assert "dask[distributed]>=2024.1" in lines("requirements-test.txt")  # ./course test
