@@ -284,7 +284,8 @@ def worker_side(tmp_path, monkeypatch):
     monkeypatch.setattr(remote, "_local_dir", lambda: str(local))
     course, sub, job = _submission(tmp_path)
     payload = remote.build_payload(job, course, engine.Limits(), sandbox=False)
-    return local, payload
+    yield local, payload
+    remote.stop_grading_process()
 
 
 def test_another_grader_version_is_a_clear_grader_error(worker_side):
@@ -328,6 +329,12 @@ def test_a_payload_is_graded_in_a_child_process_and_its_scratch_removed(worker_s
     assert r["message"] == f"no {A}.ipynb in the submission"
     assert r["wall_seconds"] > 0 and out["notebook"] is None
     assert list(local.iterdir()) == []
+    # The next task reuses the thread's grading process (started once, as a local worker is).
+    first = remote._THREAD.proc
+    assert first.alive()
+    payload["notebook"] = b""
+    assert remote.grade_task(payload)["result"]["status"] == "empty"
+    assert remote._THREAD.proc is first and list(local.iterdir()) == []
 
 
 def test_the_grader_version_names_the_distribution_and_the_code():
