@@ -359,3 +359,20 @@ def test_dask_is_the_extra_cluster_never_a_learners_dependency():
 
     assert not [ln for ln in lines("requirements.txt") if "dask" in ln or "distributed" in ln]  # ./course start
     assert "dask[distributed]>=2024.1" in lines("requirements-test.txt")  # ./course test
+
+
+def test_check_regrades_on_the_scheduler_it_is_given(course, monkeypatch):
+    autograde.grade_class(course, sandbox=False, stream=io.StringIO(), executor=FakeExecutor())
+    (course / "grading" / "alice" / f"{A}.json").unlink()  # a divergence that --check repairs by grading again
+    seen = []
+    real = autograde.grade_class
+
+    def spy(*args, **kw):
+        seen.append(kw.get("scheduler"))
+        kw.pop("scheduler")
+        return real(*args, executor=FakeExecutor(), **kw)
+
+    monkeypatch.setattr(autograde, "grade_class", spy)
+    findings, left = autograde.check_class(course, sandbox=False, stream=io.StringIO(), scheduler="tcp://10.0.0.5:8786")
+    assert findings and seen == ["tcp://10.0.0.5:8786"] and left == []
+    _assert_consistent(course)
