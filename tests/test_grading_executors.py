@@ -15,6 +15,7 @@ import pickle
 import socket
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import notebook, source_cells, write
@@ -376,3 +377,46 @@ def test_check_regrades_on_the_scheduler_it_is_given(course, monkeypatch):
     findings, left = autograde.check_class(course, sandbox=False, stream=io.StringIO(), scheduler="tcp://10.0.0.5:8786")
     assert findings and seen == ["tcp://10.0.0.5:8786"] and left == []
     _assert_consistent(course)
+
+
+class _Future:
+    """What DaskExecutor reads of a distributed.Future."""
+
+    def __init__(self, status, value=None, exc=None):
+        self.status, self.value, self.exc = status, value, exc
+
+    def result(self, timeout=None):
+        if self.exc is not None:
+            raise self.exc
+        return self.value
+
+    def exception(self, timeout=None):
+        return self.exc
+
+
+def _offline_executor(status="running"):
+    ex = object.__new__(executors.DaskExecutor)  # no client: only the reading of task outcomes
+    ex.address = "tcp://sched:8786"
+    ex.client = type("C", (), {"status": status})()
+    return ex
+
+
+def test_task_outcomes_become_results_here(tmp_path):
+    ex = _offline_executor()
+    config = executors.RunConfig(tmp_path, engine.Limits(), True, tmp_path / "run")
+    config.folder.mkdir()
+    job = Job("zoë", A, tmp_path, "f" * 64, "1")
+    done = ex._result(_Future("finished", {"result": {"status": "ok", "steps": []}, "notebook": b"{nb}"}), job, config)
+    assert done["status"] == "ok" and Path(done["_notebook"]).read_bytes() == b"{nb}"
+    assert Path(done["_notebook"]).parent.parent == config.folder and Path(done["_notebook"]).name == f"{A}.ipynb"
+    none = ex._result(_Future("finished", {"result": {"status": "missing"}, "notebook": None}), job, config)
+    assert none["_notebook"] is None
+    bad = ex._result(_Future("finished", ["not", "a", "result"]), job, config)
+    assert bad["status"] == "grader-error" and "returned list" in bad["message"]
+    err = ex._result(_Future("error", exc=ModuleNotFoundError("No module named 'autograder'")), job, config)
+    assert err["status"] == "grader-error" and "could not load the grader" in err["message"]
+    assert ex._result(_Future("lost", exc=OSError("gone")), job, config) is None  # computed again: wait for it
+    with pytest.raises(executors.ExecutorLost, match="lost the Dask scheduler at tcp://sched:8786"):
+        ex._result(_Future("cancelled"), job, config)
+    with pytest.raises(executors.ExecutorLost, match="lost the Dask scheduler"):
+        _offline_executor("connecting")._result(_Future("finished", exc=OSError("comm closed")), job, config)
