@@ -285,7 +285,8 @@ def worker_side(tmp_path, monkeypatch):
     monkeypatch.setattr(remote, "_local_dir", lambda: str(local))
     course, sub, job = _submission(tmp_path)
     payload = remote.build_payload(job, course, engine.Limits(), sandbox=False)
-    return local, payload
+    yield local, payload
+    remote.stop_grading_process()
 
 
 def test_another_grader_version_is_a_clear_grader_error(worker_side):
@@ -329,11 +330,93 @@ def test_a_payload_is_graded_in_a_child_process_and_its_scratch_removed(worker_s
     assert r["message"] == f"no {A}.ipynb in the submission"
     assert r["wall_seconds"] > 0 and out["notebook"] is None
     assert list(local.iterdir()) == []
+    # The next task reuses the thread's grading process (started once, as a local worker is).
+    first = remote._THREAD.proc
+    assert first.alive()
     payload["notebook"] = b""
     assert remote.grade_task(payload)["result"]["status"] == "empty"
+    assert remote._THREAD.proc is first and list(local.iterdir()) == []
 
 
 def test_the_grader_version_names_the_distribution_and_the_code():
     v = remote.grader_version()
     assert v.startswith("mhsa-course ") and "(grader " in v and ", code " in v
     assert v == remote.grader_version()
+
+
+def test_dask_is_the_extra_cluster_never_a_learners_dependency():
+    from conftest import ROOT
+
+    try:
+        import tomllib
+    except ImportError:
+        pytest.skip("tomllib (Python 3.11+) reads pyproject.toml; this Python is older")
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert not [d for d in meta["dependencies"] if "dask" in d or "distributed" in d]
+    assert meta["optional-dependencies"]["cluster"] == ["dask[distributed]>=2024.1"]
+
+    def lines(name):
+        return [ln.split("#")[0].strip() for ln in (ROOT / name).read_text(encoding="utf-8").splitlines()]
+
+    assert not [ln for ln in lines("requirements.txt") if "dask" in ln or "distributed" in ln]  # ./course start
+    assert "dask[distributed]>=2024.1" in lines("requirements-test.txt")  # ./course test
+
+
+def test_check_regrades_on_the_scheduler_it_is_given(course, monkeypatch):
+    autograde.grade_class(course, sandbox=False, stream=io.StringIO(), executor=FakeExecutor())
+    (course / "grading" / "alice" / f"{A}.json").unlink()  # a divergence that --check repairs by grading again
+    seen = []
+    real = autograde.grade_class
+
+    def spy(*args, **kw):
+        seen.append(kw.get("scheduler"))
+        kw.pop("scheduler")
+        return real(*args, executor=FakeExecutor(), **kw)
+
+    monkeypatch.setattr(autograde, "grade_class", spy)
+    findings, left = autograde.check_class(course, sandbox=False, stream=io.StringIO(), scheduler="tcp://10.0.0.5:8786")
+    assert findings and seen == ["tcp://10.0.0.5:8786"] and left == []
+    _assert_consistent(course)
+
+
+class _Future:
+    """What DaskExecutor reads of a distributed.Future."""
+
+    def __init__(self, status, value=None, exc=None):
+        self.status, self.value, self.exc = status, value, exc
+
+    def result(self, timeout=None):
+        if self.exc is not None:
+            raise self.exc
+        return self.value
+
+    def exception(self, timeout=None):
+        return self.exc
+
+
+def _offline_executor(status="running"):
+    ex = object.__new__(executors.DaskExecutor)  # no client: only the reading of task outcomes
+    ex.address = "tcp://sched:8786"
+    ex.client = type("C", (), {"status": status})()
+    return ex
+
+
+def test_task_outcomes_become_results_here(tmp_path):
+    ex = _offline_executor()
+    config = executors.RunConfig(tmp_path, engine.Limits(), True, tmp_path / "run")
+    config.folder.mkdir()
+    job = Job("zoë", A, tmp_path, "f" * 64, "1")
+    done = ex._result(_Future("finished", {"result": {"status": "ok", "steps": []}, "notebook": b"{nb}"}), job, config)
+    assert done["status"] == "ok" and Path(done["_notebook"]).read_bytes() == b"{nb}"
+    assert Path(done["_notebook"]).parent.parent == config.folder and Path(done["_notebook"]).name == f"{A}.ipynb"
+    none = ex._result(_Future("finished", {"result": {"status": "missing"}, "notebook": None}), job, config)
+    assert none["_notebook"] is None
+    bad = ex._result(_Future("finished", ["not", "a", "result"]), job, config)
+    assert bad["status"] == "grader-error" and "returned list" in bad["message"]
+    err = ex._result(_Future("error", exc=ModuleNotFoundError("No module named 'autograder'")), job, config)
+    assert err["status"] == "grader-error" and "could not load the grader" in err["message"]
+    assert ex._result(_Future("lost", exc=OSError("gone")), job, config) is None  # computed again: wait for it
+    with pytest.raises(executors.ExecutorLost, match="lost the Dask scheduler at tcp://sched:8786"):
+        ex._result(_Future("cancelled"), job, config)
+    with pytest.raises(executors.ExecutorLost, match="lost the Dask scheduler"):
+        _offline_executor("connecting")._result(_Future("finished", exc=OSError("comm closed")), job, config)

@@ -4,8 +4,9 @@ Each submission in ``COURSE/submitted/STUDENT/ASSIGNMENT/`` (:mod:`.jobs`) is gr
 executor (:mod:`.executors`): by default a worker process of its own on this machine
 (:mod:`.pool`, :mod:`.worker`: a temporary working copy, restored test cells, a kernel under
 limits), at most ``--workers`` at a time; with ``--scheduler tcp://HOST:8786`` a task on a Dask
-cluster (:mod:`.remote`). A progress bar (:mod:`.progress_bar`) counts the results. This process alone writes to the gradebook (:mod:`.gradebook`), one
-submission at a time as results come in, so there is never a second writer; it also keeps the
+cluster (:mod:`.remote`). A progress bar (:mod:`.progress_bar`) counts the results. This
+process alone writes to the gradebook (:mod:`.gradebook`), one submission at a time as results
+come in, whichever executor graded them, so there is never a second writer; it also keeps the
 executed notebook in ``autograded/`` (for formgrader) and the status and messages in ``grading/``.
 
 Each result is stored by the ordered, crash-safe writes of :mod:`.storing` (result file marked

@@ -195,7 +195,7 @@ class DaskExecutor(Executor):
         pending: Dict[Any, Job] = {}
         ready: List[Tuple[Job, Dict[str, Any]]] = []
         while queue or pending or ready:
-            window = self.window or max(32, 4 * max(1, self._count()[0]))
+            window = (self.window or max(32, 4 * max(1, self._count()[0]))) if queue else 0
             while queue and len(pending) < window:
                 job = queue.pop()
                 try:
@@ -230,9 +230,15 @@ class DaskExecutor(Executor):
                 continue
             for fut in done:
                 job = pending.pop(fut)
-                yield job, self._result(fut, job, config)
+                result = self._result(fut, job, config)
+                if result is None:  # its result was lost with a worker: the scheduler runs it again
+                    pending[fut] = job
+                    continue
+                fut.release()
+                yield job, result
 
-    def _result(self, fut, job: Job, config: RunConfig) -> Dict[str, Any]:
+    def _result(self, fut, job: Job, config: RunConfig) -> Optional[Dict[str, Any]]:
+        """The job's result, or None when it is not there after all (being computed again)."""
         if fut.status == "cancelled":
             # The client cancels every task when it loses the scheduler (or someone cancelled it there)
             raise self._lost("its tasks were cancelled: the connection was lost or the scheduler restarted")
@@ -247,9 +253,9 @@ class DaskExecutor(Executor):
         except Exception as e:
             if self.client.status in ("closing", "closed", "connecting"):
                 raise self._lost(f"{type(e).__name__}: {str(e)[:300]}") from None
+            if fut.status in ("pending", "lost"):  # the worker holding it died: computed again
+                return None
             return _grader_error(_task_failure(e))
-        finally:
-            fut.release()
         if not isinstance(out, dict) or not isinstance(out.get("result"), dict):
             return _grader_error(f"the Dask task returned {type(out).__name__}, not a grading result")
         result = out["result"]

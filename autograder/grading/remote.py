@@ -11,9 +11,11 @@ the extra ``cluster``): :func:`grade_task` is found by its module's name.
 On the worker, :func:`grade_task` checks that its grader is the run's (:func:`grader_version`)
 and that the sandbox starts (unless the run is ``--no-sandbox``), writes the bytes into a fresh
 scratch folder under the worker's own local directory, claims a sandbox slot machine-wide
-(:func:`.pool.claim_slot`), grades in a child process of its own (``worker.py``, as a local run
-does, with the same time limit) and returns the result and the executed notebook's bytes. It
-writes nothing outside that scratch folder, which it removes. Whatever fails is the result's
+(:func:`.pool.claim_slot`), grades in a child process (``worker.py --serve``, one per worker
+thread, kept for the next task as a local run keeps its workers; with the same time limit, and
+replaced when it dies or runs past it) and returns the result and the executed notebook's bytes.
+It writes nothing outside that scratch folder, which it removes (the child process's log is a
+file without a name). Whatever fails is the result's
 ``grader-error``, never a raised exception and never a student's zero.
 """
 
@@ -26,6 +28,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path, PurePosixPath
@@ -44,7 +47,7 @@ PAYLOAD_FORMAT = 1
 MAX_PAYLOAD_BYTES = 256 * 2**20
 DISTRIBUTION = "mhsa-course"
 
-__all__ = ["MAX_PAYLOAD_BYTES", "PAYLOAD_FORMAT", "build_payload", "grade_task", "grader_version"]
+__all__ = ["MAX_PAYLOAD_BYTES", "PAYLOAD_FORMAT", "build_payload", "grade_task", "grader_version", "stop_grading_process"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -138,6 +141,24 @@ def _local_dir() -> str:
 
 
 _SANDBOX_OK = False
+_THREAD = threading.local()  # this worker thread's grading process
+
+
+def _grading_process() -> "pool_mod.WorkerProcess":
+    """This thread's ``worker.py --serve`` process (it dies with the Dask worker), started anew
+    when it is not running; its log is unlinked at once (read back through its descriptor)."""
+    proc = getattr(_THREAD, "proc", None)
+    if proc is not None and proc.alive():
+        return proc
+    if proc is not None:
+        _end(proc)
+    proc = pool_mod.WorkerProcess(Path(_local_dir()))
+    try:
+        os.unlink(proc.log.name)
+    except OSError:
+        pass
+    _THREAD.proc = proc
+    return proc
 
 
 def _sandbox_problem() -> Optional[str]:
@@ -201,7 +222,6 @@ def _grade_task(payload: Dict[str, Any], host: str) -> Dict[str, Any]:
     _safe_rel(nb_name)
     scratch = Path(tempfile.mkdtemp(prefix="mhsa-task-", dir=_local_dir()))
     slot_fd = None
-    proc = None
     try:
         sub_dir, src_dir, out_dir = scratch / "submission", scratch / "source", scratch / "out"
         for d in (sub_dir, src_dir, out_dir):
@@ -223,7 +243,7 @@ def _grade_task(payload: Dict[str, Any], host: str) -> Dict[str, Any]:
         }
         (scratch / "job.json").write_text(json.dumps(spec), encoding="utf-8")
         # In a child process, as locally: a crash of the grading code cannot take the Dask worker down.
-        proc = pool_mod.WorkerProcess(scratch)
+        proc = _grading_process()
         failed = proc.run(scratch / "job.json", limits.total_timeout + pool_mod.WORKER_MARGIN)
         try:
             result = json.loads((scratch / "result.json").read_text(encoding="utf-8"))
@@ -234,11 +254,17 @@ def _grade_task(payload: Dict[str, Any], host: str) -> Dict[str, Any]:
         notebook = out_nb.read_bytes() if out_nb.is_file() else None
         return {"result": result, "notebook": notebook}
     finally:
-        if proc is not None:
-            _end(proc)
         if slot_fd is not None:
             os.close(slot_fd)  # the slot is free again
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def stop_grading_process() -> None:
+    """End this thread's grading process, if it has one (the next task starts another)."""
+    proc = getattr(_THREAD, "proc", None)
+    _THREAD.proc = None
+    if proc is not None:
+        _end(proc)
 
 
 def _end(proc: "pool_mod.WorkerProcess") -> None:
