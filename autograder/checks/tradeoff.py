@@ -109,8 +109,8 @@ def _case(gen: torch.Generator, i: int) -> Tuple:
     a, b, c = distinct_sizes(gen, 3, 2, 7)
     d = 4 * a * b * c * 2  # e.g. 2·3·5·8 = 240
     divisors = [h for h in range(1, d + 1) if d % h == 0]
-    pick = torch.randperm(len(divisors), generator=gen)[:4].tolist()
-    heads = [divisors[j] for j in pick] + [1]
+    pick = torch.randperm(len(divisors) - 1, generator=gen)[:4].tolist()
+    heads = [divisors[j + 1] for j in pick] + [1]  # four others, then one head of width D
     widths = sorted(d // h for h in heads)
     t = widths[len(widths) // 2] + 1 + int(torch.randint(0, 3, (1,), generator=gen))
     batch = 2 + int(torch.randint(0, 6, (1,), generator=gen))
@@ -240,5 +240,5 @@ def _diagnose(result: CheckResult, fn: Any, seen, refused: List[str]) -> None:
                       if row[k] != want[k]]
         if wrong_rows:
             args, row, want = wrong_rows[0]
-            result.diagnose(f"your {k} is not a mistake the check knows: for H = {want['n_heads']} in "
+            result.diagnose(f"your {k} values match no mistake the check knows: for H = {want['n_heads']} in "
                             f"head_tradeoff{tuple(args)} it is {_show(row[k])}, expected {want[k]} = {FORMULAS[k]}.")

@@ -98,7 +98,7 @@ TRADEOFF_MISTAKES = [
             "your flops are half the expected ones: you count a multiply-add as 1 FLOP. A multiply-add is 2 "
             "FLOPs, so (T, D) @ (D, D) costs 2·T·D·D."),
     mistake("tradeoff-rank-d-model", tradeoff_rank_d_model,
-            "your score_rank_bound uses the model width D: one head's scores are Q_h K_hᵀ, a product through "
+            "your score_rank_bound does not shrink with the head width (min(D, T), or T): one head's scores are Q_h K_hᵀ, a product through "
             "its Dh = D/H features, so their rank is at most min(Dh, T)."),
     mistake("tradeoff-rank-ignores-t", tradeoff_rank_ignores_t,
             "your score_rank_bound is Dh even when T is smaller: a (T, T) matrix has rank at most T, so the "
