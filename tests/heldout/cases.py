@@ -1000,3 +1000,72 @@ def pe_integer_division(seq_len, d_model):
     pe = torch.zeros(seq_len, d_model)
     pe[:, 0::2], pe[:, 1::2] = torch.sin(a), torch.cos(a)
     return pe
+
+
+# =========================================================================== head_tradeoff
+
+
+@case("head_tradeoff", [r"params", r"four|4·D|W_?O|out(put)? proj"])
+def tradeoff_three_projections(d_model, n_heads_options, seq_len, batch=1, bytes_per_value=4):
+    """Counts the layer as W_Q, W_K, W_V only (the output projection left out of both counts)."""
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be positive, got {seq_len}")
+    rows = []
+    for h in n_heads_options:
+        if d_model % h:
+            raise ValueError(f"{h} heads do not divide d_model={d_model}")
+        rows.append({"n_heads": h, "d_head": d_model // h, "params": 3 * (d_model * d_model + d_model),
+                     "flops": 2 * 3 * seq_len * d_model * d_model + 4 * seq_len * seq_len * d_model,
+                     "score_rank_bound": min(d_model // h, seq_len),
+                     "kv_cache_bytes": 2 * batch * seq_len * d_model * bytes_per_value})
+    return rows
+
+
+@case("head_tradeoff", [r"kv_cache_bytes", r"B ?· ?T ?· ?D|all (the )?heads|every head|H ?·|· ?H\b"])
+def tradeoff_cache_of_one_head(d_model, n_heads_options, seq_len, batch=1, bytes_per_value=4):
+    """The cache of one head's keys and values (Dh wide), not all H heads'."""
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be positive, got {seq_len}")
+    rows = []
+    for h in n_heads_options:
+        if d_model % h:
+            raise ValueError(f"{h} heads do not divide d_model={d_model}")
+        d_head = d_model // h
+        rows.append({"n_heads": h, "d_head": d_head, "params": 4 * d_model * d_model + 4 * d_model,
+                     "flops": 8 * seq_len * d_model * d_model + 4 * seq_len * seq_len * d_model,
+                     "score_rank_bound": min(d_head, seq_len),
+                     "kv_cache_bytes": 2 * batch * seq_len * d_head * bytes_per_value})
+    return rows
+
+
+@case("head_tradeoff", [r"score_rank_bound", r"Dh|d_head|head width|per head|its .*features"])
+def tradeoff_rank_is_seq_len(d_model, n_heads_options, seq_len, batch=1, bytes_per_value=4):
+    """A (T, T) matrix, so rank T: the head width forgotten."""
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be positive, got {seq_len}")
+    rows = []
+    for h in n_heads_options:
+        if d_model % h:
+            raise ValueError(f"{h} heads do not divide d_model={d_model}")
+        rows.append({"n_heads": h, "d_head": d_model // h, "params": 4 * d_model * (d_model + 1),
+                     "flops": 8 * seq_len * d_model**2 + 4 * seq_len**2 * d_model,
+                     "score_rank_bound": seq_len,
+                     "kv_cache_bytes": 2 * batch * seq_len * d_model * bytes_per_value})
+    return rows
+
+
+@case("head_tradeoff")
+def tradeoff_with_kv_cache_bytes(d_model, n_heads_options, seq_len, batch=1, bytes_per_value=4):
+    """Correct: the cache through notebook 05's formula with one layer and G = H."""
+    if not isinstance(seq_len, int) or seq_len <= 0:
+        raise ValueError(f"seq_len: expected a positive int, got {seq_len!r}")
+    table = []
+    for n_heads in n_heads_options:
+        if d_model % n_heads:
+            raise ValueError(f"n_heads_options: {n_heads} does not divide d_model={d_model}")
+        d_head = d_model // n_heads
+        table.append(dict(n_heads=n_heads, d_head=d_head, params=4 * d_model**2 + 4 * d_model,
+                          flops=2 * (4 * seq_len * d_model**2 + 2 * n_heads * seq_len**2 * d_head),
+                          score_rank_bound=min(seq_len, d_head),
+                          kv_cache_bytes=mhsa_lib.kv_cache_bytes(batch, seq_len, 1, n_heads, d_head, bytes_per_value)))
+    return table
