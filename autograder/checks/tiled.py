@@ -191,22 +191,34 @@ def _diagnose_merge(result: CheckResult, seen) -> None:
         if err:
             result.diagnose(f"on m1 of shape {tuple(args[0].shape)} your function {err}.")
             return
-    for mistake in M.MERGE_MISTAKES:
-        if not mistake.by_output:
-            continue
-        fits = True
-        for args, got in seen:
-            m, l, _ = _pair(got)
-            m_m, m_l = mistake.fn(*args)
-            if not (matches(m, m_m) and matches(l, m_l)):
-                fits = False
-                break
-        if fits:
-            result.diagnose(mistake.advice)
-            return
+    # Exactly first; then on the rows where some block is not empty, since how two empty blocks
+    # merge, (-inf, 0) or NaN, is a separate slip that a mistake in the rescaling does not decide.
+    for nonempty_only in (False, True):
+        for mistake in M.MERGE_MISTAKES:
+            if mistake.by_output and all(_merge_fits(mistake, args, got, nonempty_only) for args, got in seen):
+                result.diagnose(mistake.advice)
+                return
     m, l, _ = _pair(seen[0][1])
     if isinstance(m, Tensor) and m.shape == (4,) and not matches(m, _merge_reference(MERGE_PUBLIC)[0]):
         result.diagnose("your m is not the larger of the two maxima: m = torch.maximum(m1, m2).")
+
+
+def _merge_fits(mistake, args: Tuple[Tensor, ...], got: Any, nonempty_only: bool) -> bool:
+    """Does the learner's (m, l) on ``args`` equal the mistake's (on every row, or on the rows
+    where at least one of the two blocks is not empty)?"""
+    m, l, _ = _pair(got)  # noqa: E741
+    m_m, m_l = mistake.fn(*args)
+    if not nonempty_only:
+        return matches(m, m_m) and matches(l, m_l)
+    if not (isinstance(m, Tensor) and isinstance(l, Tensor)):
+        return False
+    try:
+        keep = torch.isfinite(torch.maximum(args[0], args[2])).expand(m_m.shape)
+        if tuple(m.shape) != tuple(m_m.shape) or tuple(l.shape) != tuple(m_l.shape) or not bool(keep.any()):
+            return False
+        return matches(m[keep], m_m[keep]) and matches(l[keep], m_l[keep])
+    except (RuntimeError, TypeError):
+        return False
 
 
 # --------------------------------------------------------------------------- tiled attention
