@@ -38,6 +38,24 @@ from . import variants_modules as V
 from .multihead import MHA_LIBRARY, MHA_TORCH
 
 CROSS_POINTS = 5.0
+#: "Yours vs expected": the weights (H=2 heads of T=4 queries over S=6 memory positions, the last two
+#: padding) of the learner's module built with D=8, H=2 and given the reference's parameters by name.
+CROSS_PICTURE = (
+    'ref_m = mhsa_lib.CrossAttention(8, 2)\n'
+    'with torch.no_grad():\n'
+    '    for p in ref_m.parameters():\n'
+    '        p.copy_(torch.randn(p.shape, generator=g) * 0.6)\n'
+    'x = torch.randn(1, 4, 8, generator=g); memory = torch.randn(1, 6, 8, generator=g)\n'
+    'mask = mhsa_lib.padding_mask(torch.tensor([4]), 6)[:, None]\n'
+    'with torch.no_grad():\n'
+    '    ref = ref_m(x, memory, mask, return_weights=True)[1][0].flatten(0, 1)\n'
+    '    m = fn(8, 2)\n'
+    '    mine = dict(call(m.named_parameters))\n'
+    '    for name, p in ref_m.named_parameters():\n'
+    '        mine[name].copy_(p)\n'
+    '    yours = call(m, x.clone(), memory.clone(), mask, return_weights=True)[1][0].flatten(0, 1)\n'
+    "axes = ('(head, query)', 'memory position')"
+)
 CROSS_LIBRARY = MHA_LIBRARY + ("CrossAttention", "DecoderBlock")
 
 
@@ -83,7 +101,7 @@ def _sizes(gen: torch.Generator) -> Tuple[int, int, int, int, int]:
 
 @step("CrossAttention", forbidden=(MHA_TORCH + ("MultiheadAttention",), CROSS_LIBRARY),
       points=CROSS_POINTS, notebook="03_concat_and_output_projection", home="cross",
-      kind="module", reference=mhsa_lib.CrossAttention,
+      kind="module", reference=mhsa_lib.CrossAttention, picture=CROSS_PICTURE,
       isolate=("split_heads", "merge_heads", "scaled_dot_product_attention", "softmax"))
 def check_cross_attention(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``CrossAttention`` class, ``forward(x, memory, memory_mask=None,

@@ -224,6 +224,14 @@ def _merge_fits(mistake, args: Tuple[Tensor, ...], got: Any, nonempty_only: bool
 # --------------------------------------------------------------------------- tiled attention
 
 TILED_POINTS = 5.0
+#: "Yours vs expected": the output (T=6 queries, Dv=5) of causal attention over S=10 keys in blocks
+#: of 4, 4 and 2 (the causal mask aligned to the lower right).
+TILED_PICTURE = (
+    'q = torch.randn(6, 4, generator=g); k = torch.randn(10, 4, generator=g); v = torch.randn(10, 5, generator=g)\n'
+    'ref = mhsa_lib.tiled_attention(q, k, v, 4, causal=True)\n'
+    'yours = fn(q.clone(), k.clone(), v.clone(), 4, causal=True)\n'
+    "axes = ('query', 'output feature')"
+)
 TILED_FORBIDDEN = (
     "scaled_dot_product_attention",
     "_scaled_dot_product_attention_math",
@@ -296,7 +304,7 @@ def _mask_for(gen: torch.Generator, kind: str, q: Tensor, k: Tensor, empty_row: 
 
 @step("tiled_attention", forbidden=(TILED_FORBIDDEN, TILED_LIBRARY),
       points=TILED_POINTS, notebook="08_attention_without_the_matrix", home="tiled",
-      reference=mhsa_lib.tiled_attention, isolate=("online_softmax_merge",))
+      reference=mhsa_lib.tiled_attention, isolate=("online_softmax_merge",), picture=TILED_PICTURE)
 def check_tiled_attention(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``tiled_attention(q, k, v, block_size, mask=None, causal=False) -> out`` (max 5)."""
     seen: List[Tuple[tuple, bool, Any]] = []  # ((q, k, v, block, mask), causal, output) for the diagnosis
