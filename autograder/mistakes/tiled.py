@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from mhsa_lib._validate import broadcast_shapes
+
 from ..frame.mistakes import SAME_OUTPUT, catalogue, mistake
 
 # --------------------------------------------------------------------------- the merge
@@ -103,7 +105,7 @@ def _tiled(q, k, v, block_size, mask=None, causal=False, *, rescale=True, flip=F
            normalise=True):
     """The one template the tiled-attention mistakes below vary."""
     t, s = q.shape[-2], k.shape[-2]
-    lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    lead = broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     m = torch.full(lead + (t, 1), m0, dtype=q.dtype)
     l = torch.zeros(lead + (t, 1), dtype=q.dtype)  # noqa: E741
