@@ -202,3 +202,15 @@ def test_building_a_module_for_the_picture_leaves_the_global_random_state_alone(
     before = torch.get_rng_state()
     assert _is_png(_picture("check_cross_attention", _CrossInvertedMask))
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_module_that_hangs_while_listing_its_parameters_gives_no_picture(monkeypatch):
+    from autograder.frame import pictures
+
+    class Hangs(_CrossByHand):
+        def named_parameters(self, *args, **kwargs):
+            while True:
+                pass
+
+    monkeypatch.setattr(pictures, "TIME_LIMIT", 0.5)
+    assert _picture("check_cross_attention", Hangs) == ""

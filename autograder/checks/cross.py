@@ -50,7 +50,7 @@ CROSS_PICTURE = (
     'with torch.no_grad():\n'
     '    ref = ref_m(x, memory, mask, return_weights=True)[1][0].flatten(0, 1)\n'
     '    m = fn(8, 2)\n'
-    '    mine = dict(call(m.named_parameters))\n'
+    '    mine = call(lambda: dict(m.named_parameters()))\n'
     '    for name, p in ref_m.named_parameters():\n'
     '        mine[name].copy_(p)\n'
     '    yours = call(m, x.clone(), memory.clone(), mask, return_weights=True)[1][0].flatten(0, 1)\n'
