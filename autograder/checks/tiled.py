@@ -14,6 +14,7 @@ from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 import mhsa_lib
 
@@ -407,11 +408,33 @@ def _large_scores(gen: torch.Generator, sign: float) -> Tuple[Tensor, Tensor, Te
     return q.float(), k.float(), randn(gen, b, s, dv)
 
 
+class _LargestReturned(TorchFunctionMode):
+    """The largest tensor any torch function or tensor method returns while the mode is on.
+
+    Torch-level, unlike ``mhsa_lib.largest_intermediate``'s dispatch mode, whose first use in a
+    process imports torch._dynamo (one to several seconds in a fresh kernel, which would land in
+    this check's cell); a (T, S) score matrix is the result of a torch call (a product, einsum,
+    a factory function, a method) whichever way the learner writes it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numel, self.shape = 0, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, Tensor) and t.numel() > self.numel:
+                self.numel, self.shape = t.numel(), [int(n) for n in t.shape]
+        return out
+
+
 def _largest_tensor(fn: Any, q: Tensor, k: Tensor, v: Tensor, block: int) -> list:
-    """[entries, shape, output]: the largest tensor any torch operation creates while ``fn`` runs,
+    """[entries, shape, output]: the largest tensor any torch call returns while ``fn`` runs,
     and what ``fn`` returned (a tensor, else None)."""
-    out, biggest = mhsa_lib.largest_intermediate(fn, q, k, v, block)
-    return [int(biggest.numel), [int(n) for n in biggest.shape], out.detach() if isinstance(out, Tensor) else None]
+    mode = _LargestReturned()
+    with mode:
+        out = fn(q, k, v, block)
+    return [mode.numel, mode.shape, out.detach() if isinstance(out, Tensor) else None]
 
 
 def _diagnose_tiled(result: CheckResult, seen) -> None:
