@@ -401,3 +401,17 @@ def test_fallback_uses_the_learners_answer_only_when_it_passes(capsys):
     assert fallback("SwiGLUFeedForward", M.SwiGLUSwapped) is mhsa_lib.SwiGLUFeedForward
     assert fallback("block_costs", M.costs_mac_as_one) is mhsa_lib.block_costs
     assert "mhsa_lib.SwiGLUFeedForward instead" in capsys.readouterr().out
+
+
+def test_a_gain_kept_as_a_plain_tensor_is_told_to_be_a_parameter(capsys):
+    class PlainGain(nn.Module):
+        def __init__(self, d_model, eps=1e-6):
+            super().__init__()
+            self.eps, self.weight = eps, torch.ones(d_model)
+
+        def forward(self, x):
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+    points, report = run(check_rms_norm, PlainGain, capsys, seed=0)
+    assert points < 2.0, report
+    assert "a plain tensor attribute is not trained, wrap it in nn.Parameter" in " ".join(report.split()), report
