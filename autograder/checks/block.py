@@ -178,8 +178,8 @@ def _ln_structure(module: Any) -> List[str]:
     for name, init in (("weight", 1.0), ("bias", 0.0)):
         p = params.get(name)
         if p is None:
-            problems.append(f"no nn.Parameter named {name}" + (" (a plain tensor attribute is not trained: "
-                            "wrap it in nn.Parameter)" if isinstance(getattr(module, name, None), Tensor) else ""))
+            problems.append(f"no nn.Parameter named {name}" + (": a plain tensor attribute is not trained, "
+                            "wrap it in nn.Parameter" if isinstance(getattr(module, name, None), Tensor) else ""))
         elif tuple(p.shape) != (7,):
             problems.append(f"{name} has shape {tuple(p.shape)}, expected (D,) = (7,)")
         elif not torch.all(p.detach() == init):

@@ -157,8 +157,8 @@ def _rms_structure(module: Any) -> List[str]:
     p = params.get("weight")
     problems = []
     if p is None:
-        problems.append("no nn.Parameter named weight" + (" (a plain tensor attribute is not trained: wrap it "
-                        "in nn.Parameter)" if isinstance(getattr(module, "weight", None), Tensor) else ""))
+        problems.append("no nn.Parameter named weight" + (": a plain tensor attribute is not trained, wrap it "
+                        "in nn.Parameter" if isinstance(getattr(module, "weight", None), Tensor) else ""))
     elif tuple(p.shape) != (7,):
         problems.append(f"weight has shape {tuple(p.shape)}, expected (D,) = (7,)")
     elif not torch.all(p.detach() == 1.0):
