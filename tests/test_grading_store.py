@@ -26,7 +26,7 @@ import nbformat
 import pytest
 from conftest import ROOT, fill_submission, notebook, set_source, source_cells, write
 
-from autograder.grading import autograde, engine, export, jobs, runlock, storing
+from autograder.grading import autograde, engine, executors, export, jobs, runlock, storing
 from autograder.grading import nbgrader_tools as nbt
 from autograder.grading.gradebook import PROBLEM_STATUSES, GradebookWriter
 from autograder.grading.worker import STATUSES
@@ -92,7 +92,7 @@ def _fake_worker(calls):
 def _quick_setup(monkeypatch, root, template):
     shutil.copytree(template, root, symlinks=True)
     calls = []
-    monkeypatch.setattr(autograde, "run_worker", _fake_worker(calls))
+    monkeypatch.setattr(executors, "run_worker", _fake_worker(calls))
     monkeypatch.setattr(storing, "RETRY_DELAYS", (0.0, 0.0, 0.0))
     return {"root": root, "calls": calls}
 
@@ -421,14 +421,14 @@ def test_a_passing_storage_error_is_retried(quick, monkeypatch):
 
 def test_a_grader_error_is_that_submissions(quick, monkeypatch):
     root = quick["root"]
-    real = autograde.run_worker
+    real = executors.run_worker
 
     def worker(job, *args):
         if job.student == "alice":
             raise RuntimeError("the pool broke")
         return real(job, *args)
 
-    monkeypatch.setattr(autograde, "run_worker", worker)
+    monkeypatch.setattr(executors, "run_worker", worker)
     run = _grade(root)
     by = {r["student"]: r for r in run["results"]}
     assert by["alice"]["status"] == "grader-error" and "the pool broke" in by["alice"]["message"]
@@ -438,7 +438,7 @@ def test_a_grader_error_is_that_submissions(quick, monkeypatch):
     assert gb[("alice", A)][1] is True and gb[("bob", A)][1] is False
     _assert_consistent(root)
     assert autograde.report(run, io.StringIO()) == 1
-    monkeypatch.setattr(autograde, "run_worker", real)
+    monkeypatch.setattr(executors, "run_worker", real)
     assert [r["student"] for r in _grade(root)["results"]] == ["alice"]  # a grader error is graded again
 
 

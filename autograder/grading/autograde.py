@@ -1,10 +1,12 @@
 """Autograde a class in parallel: ``python -m autograder autograde [ASSIGNMENT ...]``.
 
-Each submission in ``COURSE/submitted/STUDENT/ASSIGNMENT/`` (:mod:`.jobs`) is graded by a worker
-process of its own (:mod:`.pool`, :mod:`.worker`: a temporary working copy, restored test cells,
-a kernel under limits), at most ``--workers`` at a time, with a progress bar
-(:mod:`.progress_bar`). This process alone writes to the gradebook (:mod:`.gradebook`), one
-submission at a time as results come in, so there is never a second writer; it also keeps the
+Each submission in ``COURSE/submitted/STUDENT/ASSIGNMENT/`` (:mod:`.jobs`) is graded by an
+executor (:mod:`.executors`): by default a worker process of its own on this machine
+(:mod:`.pool`, :mod:`.worker`: a temporary working copy, restored test cells, a kernel under
+limits), at most ``--workers`` at a time; with ``--scheduler tcp://HOST:8786`` a task on a Dask
+cluster (:mod:`.remote`). A progress bar (:mod:`.progress_bar`) counts the results. This
+process alone writes to the gradebook (:mod:`.gradebook`), one submission at a time as results
+come in, whichever executor graded them, so there is never a second writer; it also keeps the
 executed notebook in ``autograded/`` (for formgrader) and the status and messages in ``grading/``.
 
 Each result is stored by the ordered, crash-safe writes of :mod:`.storing` (result file marked
@@ -22,7 +24,7 @@ import os
 import shutil
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, TextIO, Tuple
 
@@ -30,9 +32,9 @@ from . import course as course_mod
 from . import engine, runlock, storing
 from . import nbgrader_tools as nbt
 from . import sandbox as sandbox_mod
+from .executors import Executor, ExecutorLost, RunConfig, make_executor
 from .gradebook import PROBLEM_STATUSES, GradebookWriter
 from .jobs import Job, find_submissions, load_result, shown
-from .pool import WorkerPool, run_worker
 from .progress_bar import Progress
 
 __all__ = ["PROBLEM_STATUSES", "add_arguments", "check_class", "grade_class", "main", "summary_lines"]
@@ -154,28 +156,53 @@ def grade_class(
     show_progress: bool = True,
     only: Optional[Set[Tuple[str, str]]] = None,
     wait: bool = False,
+    scheduler: Optional[str] = None,
+    executor: Optional[Executor] = None,
 ) -> Dict[str, Any]:
     """Grade the class; returns ``{"results": [...], "restored": [...], "skipped": [...],
     "problems": [(entry, why)], "exports": ExportSync or None, "exports_error": str or None,
-    "seconds": ..., "workers": ...}``. ``only``: just these (student, assignment) pairs.
+    "seconds": ..., "workers": ..., "executor": its description, "dashboard": link or None,
+    "stopped": why the run stopped early or None, "not_graded": [(student, assignment)]}``.
+    ``only``: just these (student, assignment) pairs.
+
+    Where the submissions are graded (:mod:`.executors`): on this machine with ``workers``
+    processes (default: one per core), or on the Dask cluster of ``scheduler``
+    (``"tcp://HOST:8786"``), or by ``executor`` (the caller's, which the caller closes).
+    Either way each result is stored here, as it arrives, once per (student, assignment).
 
     One submission's problem is its own: an unreadable folder, a grader error or a storing error
     (retried first) is that submission's status or ``store_error``; the run goes on and keeps
-    everything already stored. One run per course at a time (:mod:`.runlock`): another run
-    raises :class:`.runlock.CourseBusy`, unless ``wait``."""
+    everything already stored. An executor that cannot go on (its scheduler went away) stops the
+    run: what was stored stays, ``stopped`` says why and ``not_graded`` lists the rest, which the
+    next run grades. One run per course at a time (:mod:`.runlock`): another run raises
+    :class:`.runlock.CourseBusy`, unless ``wait``."""
     course = Path(course)
     limits = limits or engine.Limits()
     stream = stream or sys.stdout
+    if scheduler is not None and executor is not None:
+        raise ValueError("grade_class: give scheduler or executor, not both "
+                         f"(received scheduler={scheduler!r} and executor={executor!r})")
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(f"grade_class: executor must be an executors.Executor, got {type(executor).__name__}")
     names = _check_arguments(course, assignments, sandbox)
     workers = max(1, int(workers or os.cpu_count() or 1))
     t0 = time.monotonic()
-    run = runlock.GradingRun(course, wait=wait, stream=stream)  # the lock; a killed run's leftovers removed
+    own = executor is None
+    ex = make_executor(scheduler, workers) if own else executor  # (a scheduler out of reach: an error now)
+    try:
+        run = runlock.GradingRun(course, wait=wait, stream=stream)  # the lock; a killed run's leftovers removed
+    except BaseException:
+        if own:
+            ex.close()
+        raise
     writer = None
     results: List[Dict[str, Any]] = []
     restored: List[Dict[str, Any]] = []
     skipped: List[Job] = []
     problems: List[Any] = []
     exports, exports_error = None, None
+    stopped: Optional[str] = None
+    not_graded: List[Tuple[str, str]] = []
     try:
         jobs, problems = find_submissions(course, names, students, limits, sandbox)
         if only is not None:
@@ -183,8 +210,10 @@ def grade_class(
         writer = GradebookWriter(course)
         todo, restore, skipped = plan(course, jobs, writer, force)
         print(f"autograde: {len(todo)} submission(s) to grade, {len(skipped)} unchanged "
-              f"(--force grades them again), {workers} worker(s)"
+              f"(--force grades them again), {ex.describe()}"
               + (f"; {len(restore)} graded but not completely stored, stored again" if restore else ""), file=stream)
+        if ex.dashboard:
+            print(f"autograde: dashboard {ex.dashboard}", file=stream)
         for job, old in restore:
             _store(course, job, old, writer, again=True)
             restored.append(old)
@@ -194,26 +223,27 @@ def grade_class(
             _store(course, job, result, writer)
             results.append(result)
         graded = [j for j in todo if j.problem is None]
-        progress = Progress(len(graded), workers, stream, enabled=show_progress)
-        tmp_root = run.folder
-        procs = WorkerPool(tmp_root)
+        progress = Progress(len(graded), ex.workers, stream, enabled=show_progress)
+        wanted = {(j.student, j.assignment) for j in graded}
+        seen: Set[Tuple[str, str]] = set()
         try:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = {pool.submit(run_worker, job, course, limits, sandbox, tmp_root, procs): job for job in graded}
-                for fut in as_completed(futures):
-                    job = futures[fut]
-                    try:
-                        result = fut.result()
-                    except Exception as e:  # the pool itself failed for this one
-                        result = {"status": "grader-error", "message": f"{type(e).__name__}: {e}", "steps": [], "notes": []}
+            with closing(ex.run(graded, RunConfig(course, limits, sandbox, run.folder))) as arriving:
+                for job, result in arriving:
+                    key = (job.student, job.assignment)
+                    if key in seen or key not in wanted:
+                        continue  # a task that ran twice (a worker lost after it finished): stored once
+                    seen.add(key)
                     result = _complete(course, job, result)
                     _store(course, job, result, writer)
                     results.append(result)
                     label = (f"{shown(job.student)}/{job.assignment}: {result.get('score', 0):g}/"
                              f"{result.get('max_score', 0):g} {result['status']}")
                     progress.update(label, problem=result["status"] in PROBLEM_STATUSES or "store_error" in result)
-        finally:
-            procs.close()
+        except ExecutorLost as e:  # every result that came is stored; the next run grades the rest
+            stopped = str(e)
+        not_graded = [(j.student, j.assignment) for j in graded if (j.student, j.assignment) not in seen]
+        if not_graded and stopped is None:
+            stopped = f"the executor ended without a result for {len(not_graded)} submission(s)"
         try:
             exports = storing.retried("regenerating the CSV exports", lambda: storing.sync_exports(course))
         except storing.StoreError as e:
@@ -221,10 +251,13 @@ def grade_class(
     finally:
         if writer is not None:
             writer.close()
+        if own:
+            ex.close()
         run.close()
     return {"results": results, "restored": restored, "skipped": [(j.student, j.assignment) for j in skipped],
             "problems": problems, "exports": exports, "exports_error": exports_error,
-            "seconds": time.monotonic() - t0, "workers": workers}
+            "seconds": time.monotonic() - t0, "workers": ex.workers, "executor": ex.describe(),
+            "dashboard": ex.dashboard, "stopped": stopped, "not_graded": not_graded}
 
 
 def _score_text(r: Dict[str, Any]) -> str:
@@ -254,12 +287,12 @@ def summary_lines(results: List[Dict[str, Any]]) -> List[str]:
 def check_class(course: Path, assignments: Optional[Sequence[str]] = None, repair: bool = True,
                 workers: Optional[int] = None, limits: Optional[engine.Limits] = None, sandbox: bool = True,
                 stream: Optional[TextIO] = None, students: Optional[Sequence[str]] = None, wait: bool = False,
-                ) -> Tuple[List[storing.Finding], List[str]]:
+                scheduler: Optional[str] = None) -> Tuple[List[storing.Finding], List[str]]:
     """``autograde --check``: find every divergence between the result files, the gradebook (auto
     scores and flags; manual scores are the instructor's and stay), the autograded notebooks and
     the CSV exports, and (with ``repair``) repair it: temporary leftovers removed, complete results
     stored again, the others graded again, the exports regenerated. Returns (findings, what was
-    not repaired)."""
+    not repaired). ``scheduler``: grade what needs it on that Dask cluster (as :func:`grade_class`)."""
     course = Path(course)
     stream = stream or sys.stdout
     names = _check_arguments(course, assignments, sandbox and repair)
@@ -285,7 +318,9 @@ def check_class(course: Path, assignments: Optional[Sequence[str]] = None, repai
     out: Dict[str, Any] = {}
     if pairs:  # a grading run of its own: it takes the lock itself
         out = grade_class(course, names, workers=workers, limits=limits, sandbox=sandbox, stream=stream,
-                          show_progress=False, only=pairs, wait=wait)
+                          show_progress=False, only=pairs, wait=wait, scheduler=scheduler)
+        if out.get("stopped"):
+            left.append(f"the grading run stopped: {out['stopped']}")
     with runlock.course_lock(course, wait=wait, stream=stream):
         try:
             storing.sync_exports(course)
@@ -311,7 +346,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("assignments", nargs="*", metavar="ASSIGNMENT", help="assignments to grade (default: all)")
     parser.add_argument("--student", action="append", metavar="ID", help="only this student (repeatable)")
     parser.add_argument("--workers", "-j", type=int, default=None, metavar="N",
-                        help="submissions graded at once (default: the number of CPU cores)")
+                        help="submissions graded at once on this machine (default: the number of CPU cores)")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="grade on the Dask cluster of this scheduler (tcp://HOST:8786; every worker needs the "
+                             "course's wheel with its extra cluster and bwrap) instead of on this machine; results "
+                             "are stored here")
     parser.add_argument("--force", action="store_true", help="grade again even what has not changed")
     d = engine.Limits()
     parser.add_argument("--timeout", type=float, default=d.cell_timeout, metavar="SECONDS",
@@ -347,7 +386,7 @@ def main_check(args) -> int:
     try:
         findings, left = check_class(args.course, args.assignments, repair=repair, workers=args.workers,
                                      limits=_limits(args), sandbox=not args.no_sandbox, students=args.student,
-                                     wait=args.wait)
+                                     wait=args.wait, scheduler=args.scheduler)
     except RuntimeError as e:
         print(f"autograde: {e}", file=sys.stderr)
         return 1
@@ -385,7 +424,8 @@ def main(args) -> int:
         return main_check(args)
     try:
         out = grade_class(args.course, args.assignments, args.student, args.workers, _limits(args), force=args.force,
-                          sandbox=not args.no_sandbox, show_progress=not args.quiet, wait=args.wait)
+                          sandbox=not args.no_sandbox, show_progress=not args.quiet, wait=args.wait,
+                          scheduler=args.scheduler)
     except RuntimeError as e:
         print(f"autograde: {e}", file=sys.stderr)
         return 1
@@ -405,15 +445,21 @@ def report(out: Dict[str, Any], stream: Optional[TextIO] = None) -> int:
         print(f"autograde: {entry}: {why}", file=stream)
     errors = [r for r in results if r["status"] == "grader-error"]
     unstored = [r for r in results if "store_error" in r]
+    not_graded = out.get("not_graded") or []
+    if out.get("stopped"):
+        print(f"autograde: the run STOPPED early: {out['stopped']}; every result that came back is stored; "
+              f"{len(not_graded)} submission(s) were not graded: run the same command again to grade them", file=stream)
     if out.get("exports_error"):
         print(f"autograde: {out['exports_error']} (`autograde --check` repairs them)", file=stream)
     elif out.get("exports") is not None and out["exports"].written:
         print(f"autograde: exports regenerated: {', '.join(out['exports'].written)}", file=stream)
     restored = out.get("restored", [])
-    print(f"autograde: graded {len(out['results'])} submission(s) in {out['seconds']:.1f} s with {out['workers']} worker(s)"
+    print(f"autograde: graded {len(out['results'])} submission(s) in {out['seconds']:.1f} s with "
+          f"{out.get('executor') or str(out['workers']) + ' worker(s)'}"
           + (f"; {len(restored)} stored again" if restored else "")
           + (f"; {len(out['skipped'])} unchanged" if out["skipped"] else "")
           + (f"; {len(errors)} grader error(s)" if errors else "")
           + (f"; {len(unstored)} NOT stored (the next run stores them)" if unstored else "")
-          + (f"; {len(out.get('problems', []))} folder(s) not graded" if out.get("problems") else ""), file=stream)
-    return 1 if errors or unstored or out.get("problems") or out.get("exports_error") else 0
+          + (f"; {len(out.get('problems', []))} folder(s) not graded" if out.get("problems") else "")
+          + (f"; STOPPED with {len(not_graded)} not graded" if out.get("stopped") else ""), file=stream)
+    return 1 if errors or unstored or out.get("problems") or out.get("exports_error") or out.get("stopped") else 0

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import course as course_mod
 from . import lifeline
@@ -31,6 +31,34 @@ SLOT_DIR = Path(tempfile.gettempdir()) / "mhsa-sandbox-slots"
 #: 120 s its sandbox may run past that limit (the runner's and the kernel's start), so that a
 #: sandbox stopped at its own limit is still read back and judged (a status, not a grader error).
 WORKER_MARGIN = 180
+
+
+def claim_slot(slot_dir: Path, taken: Sequence[int] = ()) -> Tuple[int, Optional[int]]:
+    """A worker slot no other grading run on this machine uses now (another course's run, or
+    another Dask worker's task, at the same time), and the descriptor that holds it (close it to
+    free the slot; None when nothing is held). Each slot's sandboxes run as a uid of their own
+    (:mod:`.sandbox`), whose process limit (RLIMIT_NPROC counts per uid) must not be shared with
+    strangers. A slot is held with ``flock`` on ``slot_dir/N.lock``, so a killed run's slots are
+    free again at once. ``taken``: the caller's slots already held. A grader that is not root
+    runs every sandbox as itself: the number only counts there (the lowest not in ``taken``)."""
+    import fcntl
+
+    if os.geteuid() == 0:
+        try:
+            slot_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for k in range(SLOTS):
+                if k in taken:
+                    continue
+                fd = os.open(slot_dir / f"{k}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    continue
+                return k, fd
+        except OSError:
+            pass  # no place for the slot locks: numbered within this run, as below
+    return next(i for i in range(len(taken) + 1) if i not in taken), None
 
 
 class WorkerProcess:
@@ -111,31 +139,10 @@ class WorkerPool:
         self._slot_fds: List[int] = []
 
     def _claim_slot(self) -> int:
-        """A worker slot no other grading run on this machine uses now (another course's run, at
-        the same time): each slot's sandboxes run as a uid of their own (:mod:`.sandbox`), whose
-        process limit (RLIMIT_NPROC counts per uid) must not be shared with strangers. A slot is
-        held with ``flock`` on ``SLOT_DIR/N.lock``, so a killed run's slots are free again at once.
-        A grader that is not root runs every sandbox as itself: the number only counts there."""
-        import fcntl
-
-        if os.geteuid() == 0:
-            try:
-                self.slot_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                for k in range(SLOTS):
-                    if k in self.slots:
-                        continue
-                    fd = os.open(self.slot_dir / f"{k}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except OSError:
-                        os.close(fd)
-                        continue
-                    self._slot_fds.append(fd)
-                    self.slots.append(k)
-                    return k
-            except OSError:
-                pass  # no place for the slot locks: numbered within this run, as below
-        k = next(i for i in range(len(self.slots) + 1) if i not in self.slots)
+        """A worker slot no other grading run on this machine uses now (:func:`claim_slot`)."""
+        k, fd = claim_slot(self.slot_dir, self.slots)
+        if fd is not None:
+            self._slot_fds.append(fd)
         self.slots.append(k)
         return k
 

@@ -31,7 +31,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 if __name__ == "__main__" and not __package__:
     # Run as a script: make `autograder.grading` importable without running autograder/__init__
@@ -151,7 +151,10 @@ def zero_steps(source, why: str) -> List[StepResult]:
     ]
 
 
-def _copy_files(src: Path, dest: Path, skip_names=(), notes: Optional[List[str]] = None) -> None:
+def submission_files(src: Path, skip_names=(), notes: Optional[List[str]] = None) -> Iterator[Tuple[Path, Path]]:
+    """The files of ``src`` a working copy gets: ``(path relative to src, path)`` of each regular
+    file of at most :data:`MAX_COPY_BYTES` (not in ``.ipynb_checkpoints``, nor named in
+    ``skip_names`` at the top). Links, special files and larger files are named in ``notes``."""
     for root, dirs, files in os.walk(src, followlinks=False):
         dirs[:] = [d for d in dirs if not d.startswith(".ipynb_checkpoints")]
         rel = Path(root).relative_to(src)
@@ -167,11 +170,16 @@ def _copy_files(src: Path, dest: Path, skip_names=(), notes: Optional[List[str]]
                 if notes is not None:
                     notes.append(f"{rel / name}: larger than {MAX_COPY_BYTES // 2**20} MB, not copied")
                 continue
-            target = dest / rel / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists() or target.is_symlink():
-                target.unlink()
-            shutil.copyfile(p, target)
+            yield rel / name, p
+
+
+def _copy_files(src: Path, dest: Path, skip_names=(), notes: Optional[List[str]] = None) -> None:
+    for rel, p in submission_files(src, skip_names, notes):
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() or target.is_symlink():
+            target.unlink()
+        shutil.copyfile(p, target)
 
 
 def run_dirs(workdir: Path, seen_as: str, threads: int = 1) -> Dict[str, str]:
@@ -290,7 +298,8 @@ def _grade_judged(job, nb, source, limits, finish, notes, sub_dir: Path, nb_name
     if no_sandbox:
         notes.append("graded WITHOUT the sandbox (--no-sandbox): the student's code could read and write "
                      "what the grader's user can")
-    copy_notes: List[str] = []
+    # what was not copied before the job came here (a submission sent as bytes, :mod:`.remote`)
+    copy_notes: List[str] = [str(n) for n in job.get("copy_notes") or []]
     workdir = Path(tempfile.mkdtemp(prefix="mhsa_grade_", dir=job.get("tmp_root")))
     try:
         work = workdir / "work"

@@ -1,0 +1,422 @@
+"""The executor interface of class grading (:mod:`autograder.grading.executors`) and the payload
+of a submission graded elsewhere (:mod:`autograder.grading.remote`), without a kernel or a
+cluster: a stand-in executor (results stored once, a duplicate ignored, an executor lost mid-run
+keeps what it stored and says so), the payload (bytes only, no path of the course, links, special
+and large files named as a local working copy names them), the worker side's refusals (another
+grader, no sandbox, a bad payload) and the messages for a missing Dask or an unreachable
+scheduler. ``tests/test_grading_dask.py`` grades on a real cluster (slow)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import pickle
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import notebook, source_cells, write
+from test_grading_store import A, _assert_consistent, _fake_worker, _grade, _result, empty_course  # noqa: F401
+
+from autograder.grading import autograde, engine, executors, remote, storing
+from autograder.grading import worker as worker_mod
+from autograder.grading.jobs import Job
+
+
+class FakeExecutor(executors.Executor):
+    """Grades with the store tests' stand-in worker. ``duplicate``: yields each result twice, the
+    second time with 0 points; ``lose_after``: raises ExecutorLost after that many results;
+    ``forget``: never yields these students."""
+
+    def __init__(self, duplicate=False, lose_after=None, forget=()):
+        self.calls = []
+        self.worker = _fake_worker(self.calls)
+        self.duplicate, self.lose_after, self.forget = duplicate, lose_after, set(forget)
+        self.workers = 3
+        self.closed = False
+
+    def run(self, jobs, config):
+        assert isinstance(config, executors.RunConfig) and config.folder.is_dir()
+        for i, job in enumerate(jobs):
+            if self.lose_after is not None and i == self.lose_after:
+                raise executors.ExecutorLost("lost the Dask scheduler at tcp://test:1 (the test cut it)")
+            if job.student in self.forget:
+                continue
+            result = self.worker(job, config.course, config.limits, config.sandbox, config.folder, None)
+            yield job, result
+            if self.duplicate:
+                again = self.worker(job, config.course, config.limits, config.sandbox, config.folder, None)
+                for step in again["steps"]:
+                    step["points"] = 0.0
+                again["score"] = 0.0
+                yield job, again
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def course(tmp_path, monkeypatch, empty_course):  # noqa: F811
+    import shutil
+
+    root = tmp_path / "course"
+    shutil.copytree(empty_course, root, symlinks=True)
+    monkeypatch.setattr(storing, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+    return root
+
+
+# --------------------------------------------------------------------------- the interface
+
+
+def test_each_submission_is_stored_once_whatever_the_executor_yields(course):
+    ex = FakeExecutor(duplicate=True)
+    out = io.StringIO()
+    run = autograde.grade_class(course, sandbox=False, stream=out, executor=ex)
+    assert sorted(r["student"] for r in run["results"]) == ["alice", "bob"]
+    assert all(r["score"] == 5.0 for r in run["results"])  # the first result, not the duplicate's zero
+    assert _result(course, "alice")["score"] == 5.0
+    assert run["stopped"] is None and run["not_graded"] == []
+    assert run["workers"] == 3 and run["executor"] == "3 worker(s)"
+    assert "2/2 graded" in out.getvalue() and "3/2" not in out.getvalue()
+    assert not ex.closed  # the caller's executor: the caller closes it
+    _assert_consistent(course)
+
+
+def test_an_executor_lost_mid_run_keeps_what_it_stored_and_the_next_run_grades_the_rest(course):
+    run = autograde.grade_class(course, sandbox=False, stream=io.StringIO(), executor=FakeExecutor(lose_after=1))
+    assert [r["student"] for r in run["results"]] == ["alice"]
+    assert run["not_graded"] == [("bob", A)]
+    assert "lost the Dask scheduler at tcp://test:1" in run["stopped"]
+    assert _result(course, "alice")["state"] == storing.STORED
+    assert not (course / "grading" / "bob").exists()
+    text = io.StringIO()
+    assert autograde.report(run, text) == 1
+    assert "STOPPED early: lost the Dask scheduler" in text.getvalue()
+    assert "1 submission(s) were not graded: run the same command again" in text.getvalue()
+    assert not (course / ".grading.lock").exists() and not (course / ".grading_tmp").exists()
+    again = autograde.grade_class(course, sandbox=False, stream=io.StringIO(), executor=FakeExecutor())
+    assert [r["student"] for r in again["results"]] == ["bob"] and again["skipped"] == [("alice", A)]
+    assert autograde.report(again, io.StringIO()) == 0
+    _assert_consistent(course)
+
+
+def test_an_executor_that_leaves_a_job_out_stops_the_run_loudly(course):
+    run = autograde.grade_class(course, sandbox=False, stream=io.StringIO(), executor=FakeExecutor(forget={"bob"}))
+    assert run["not_graded"] == [("bob", A)]
+    assert "without a result for 1 submission" in run["stopped"]
+    assert autograde.report(run, io.StringIO()) == 1
+
+
+def test_the_local_executor_is_the_default_and_closes_its_pool(course, monkeypatch):
+    calls = []
+    monkeypatch.setattr(executors, "run_worker", _fake_worker(calls))
+    closed = []
+    real_close = executors.WorkerPool.close
+    monkeypatch.setattr(executors.WorkerPool, "close", lambda self: (closed.append(1), real_close(self)))
+    run = _grade(course, workers=2)
+    assert sorted(calls) == [("alice", A), ("bob", A)]
+    assert run["executor"] == "2 worker(s)" and run["workers"] == 2 and run["dashboard"] is None
+    assert closed == [1]
+
+
+def test_scheduler_and_executor_together_are_refused(course):
+    with pytest.raises(ValueError, match="scheduler or executor, not both"):
+        autograde.grade_class(course, sandbox=False, stream=io.StringIO(), scheduler="tcp://x:1",
+                              executor=FakeExecutor())
+    with pytest.raises(TypeError, match="executor must be an executors.Executor, got str"):
+        autograde.grade_class(course, sandbox=False, stream=io.StringIO(), executor="tcp://x:1")
+    with pytest.raises(ValueError, match="workers must be a positive int, got 0"):
+        executors.LocalExecutor(0)
+
+
+def test_the_command_line_passes_the_scheduler(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake(*args, **kw):
+        seen.update(kw)
+        return {"results": [], "restored": [], "skipped": [], "problems": [], "exports": None,
+                "exports_error": None, "seconds": 0.0, "workers": 2, "executor": "fake", "stopped": None}
+
+    monkeypatch.setattr(autograde, "grade_class", fake)
+    parser = argparse.ArgumentParser()
+    autograde.add_arguments(parser)
+    args = parser.parse_args(["--course", str(tmp_path), "--scheduler", "tcp://10.0.0.5:8786", "--quiet"])
+    assert autograde.main(args) == 0
+    assert seen["scheduler"] == "tcp://10.0.0.5:8786"
+    args = parser.parse_args(["--course", str(tmp_path)])
+    autograde.main(args)
+    assert seen["scheduler"] is None
+
+
+# --------------------------------------------------------------------------- Dask: missing, unreachable
+
+
+def test_a_missing_dask_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    with pytest.raises(RuntimeError) as e:
+        executors.make_executor("tcp://127.0.0.1:8786", 2)
+    assert 'pip install "mhsa-course[cluster]"' in str(e.value) and "--scheduler" in str(e.value)
+
+
+def test_a_bad_scheduler_address_is_named():
+    for bad in ("", "   ", None, 8786):
+        with pytest.raises(ValueError, match="address must be a scheduler address"):
+            executors.DaskExecutor(bad)
+    with pytest.raises(ValueError, match="connect_timeout must be a positive number"):
+        executors.DaskExecutor("tcp://127.0.0.1:1", connect_timeout=0)
+
+
+def test_an_unreachable_scheduler_is_named_within_its_timeout():
+    pytest.importorskip("distributed", reason="Dask's distributed is installed by `./course test`")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port} within 2 s"):
+        executors.DaskExecutor(f"tcp://127.0.0.1:{port}", connect_timeout=2)
+    assert time.monotonic() - t0 < 15
+
+
+def test_task_failures_become_clear_messages():
+    class KilledWorker(Exception):
+        pass
+
+    msg = executors._task_failure(KilledWorker("grade-x", "tcp://w:1"))
+    assert "KilledWorker" in msg and "died" in msg
+    msg = executors._task_failure(ModuleNotFoundError("No module named 'autograder'"))
+    assert "could not load the grader" in msg and 'pip install "mhsa-course[cluster]"' in msg
+    assert "ZeroDivisionError" in executors._task_failure(ZeroDivisionError("x"))
+
+
+# --------------------------------------------------------------------------- the payload
+
+
+def _submission(tmp_path):
+    course = tmp_path / "course"
+    src = course / "source" / A
+    src.mkdir(parents=True)
+    write(notebook(source_cells()), src / f"{A}.ipynb")
+    (src / "data").mkdir()
+    (src / "data" / "weights.txt").write_text("1 2 3")
+    sub = course / "submitted" / "alice" / A
+    sub.mkdir(parents=True)
+    (sub / f"{A}.ipynb").write_text('{"mine": true}')
+    (sub / "notes.md").write_text("my notes")
+    (sub / "deep" / "er").mkdir(parents=True)
+    (sub / "deep" / "er" / "x.bin").write_bytes(bytes(range(256)))
+    (sub / "big.dat").write_bytes(b"x" * 5000)
+    (sub / "link.txt").symlink_to(course / "gradebook.db")
+    os.mkfifo(sub / "pipe")
+    (sub / ".ipynb_checkpoints").mkdir()
+    (sub / ".ipynb_checkpoints" / "old.ipynb").write_text("{}")
+    job = Job("alice", A, sub, "f" * 64, "12345")
+    return course, sub, job
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def test_the_payload_is_bytes_without_a_path_of_the_course(tmp_path, monkeypatch):
+    monkeypatch.setattr(worker_mod, "MAX_COPY_BYTES", 4096)
+    course, sub, job = _submission(tmp_path)
+    limits = engine.Limits(cell_timeout=7)
+    p = remote.build_payload(job, course, limits, sandbox=True, version="v-test")
+    assert p["files"] == {"notes.md": b"my notes", "deep/er/x.bin": bytes(range(256))}
+    assert p["notebook"] == b'{"mine": true}' and p["notebook_name"] == f"{A}.ipynb"
+    assert p["source_notebook"] == (course / "source" / A / f"{A}.ipynb").read_bytes()
+    assert p["source_files"] == {"data/weights.txt": b"1 2 3"}
+    assert p["grader_version"] == "v-test" and p["no_sandbox"] is False
+    assert p["seed"] == "12345" and p["limits"] == limits.to_dict()
+    for text in _strings(p):
+        assert str(tmp_path) not in text, text  # no path of the instructor's machine
+    # The notes a local working copy writes for the same folder, in the same words.
+    local = []
+    worker_mod._copy_files(sub, tmp_path / "copy", skip_names=(f"{A}.ipynb",), notes=local)
+    assert sorted(p["copy_notes"]) == sorted(local)
+    assert any("link.txt: a link or special file" in n for n in local)
+    assert any("pipe: a link or special file" in n for n in local)
+    assert any(n.startswith("big.dat: larger than") for n in local)
+    pickle.loads(pickle.dumps(p))  # what Dask sends
+    assert remote.build_payload(job, course, limits, sandbox=False, version="v")["no_sandbox"] is True
+
+
+def test_a_payload_past_its_total_names_what_it_left_out(tmp_path, monkeypatch):
+    course, sub, job = _submission(tmp_path)
+    monkeypatch.setattr(remote, "MAX_PAYLOAD_BYTES", 300)
+    p = remote.build_payload(job, course, engine.Limits(), sandbox=True, version="v")
+    assert sum(len(b) for b in p["files"].values()) <= 300
+    assert any("big.dat: not copied (the submission's files pass" in n for n in p["copy_notes"])
+
+
+def test_a_linked_notebook_is_not_sent(tmp_path):
+    course, sub, job = _submission(tmp_path)
+    (sub / f"{A}.ipynb").unlink()
+    (sub / f"{A}.ipynb").symlink_to(sub / "notes.md")
+    assert remote.build_payload(job, course, engine.Limits(), sandbox=True, version="v")["notebook"] is None
+
+
+def test_build_payload_checks_its_arguments(tmp_path):
+    course, sub, job = _submission(tmp_path)
+    with pytest.raises(TypeError, match="job must be a jobs.Job, got str"):
+        remote.build_payload("alice", course, engine.Limits(), True)
+    with pytest.raises(TypeError, match="limits must be an engine.Limits, got dict"):
+        remote.build_payload(job, course, {}, True)
+
+
+# --------------------------------------------------------------------------- the worker's side
+
+
+@pytest.fixture
+def worker_side(tmp_path, monkeypatch):
+    local = tmp_path / "worker-local"
+    local.mkdir()
+    monkeypatch.setattr(remote, "_local_dir", lambda: str(local))
+    course, sub, job = _submission(tmp_path)
+    payload = remote.build_payload(job, course, engine.Limits(), sandbox=False)
+    yield local, payload
+    remote.stop_grading_process()
+
+
+def test_another_grader_version_is_a_clear_grader_error(worker_side):
+    local, payload = worker_side
+    payload["grader_version"] = "mhsa-course 9.9 (grader 1, code 000000000000)"
+    out = remote.grade_task(payload)
+    r = out["result"]
+    assert r["status"] == "grader-error" and out["notebook"] is None
+    assert f"has {remote.grader_version()}, the run needs mhsa-course 9.9" in r["message"]
+    assert list(local.iterdir()) == []
+
+
+def test_a_worker_without_the_sandbox_grades_nothing(worker_side, monkeypatch):
+    local, payload = worker_side
+    payload["no_sandbox"] = False
+    monkeypatch.setattr(remote, "_sandbox_problem", lambda: "bwrap: No such file or directory")
+    r = remote.grade_task(payload)["result"]
+    assert r["status"] == "grader-error" and "bubblewrap sandbox (bwrap)" in r["message"]
+    assert "--no-sandbox" in r["message"] and list(local.iterdir()) == []
+
+
+def test_a_bad_payload_is_a_grader_error_that_writes_nothing_outside(worker_side, tmp_path):
+    local, payload = worker_side
+    assert remote.grade_task({"format": 99})["result"]["message"].endswith(f"it reads format {remote.PAYLOAD_FORMAT}")
+    assert remote.grade_task("not a payload")["result"]["status"] == "grader-error"
+    for bad in ("../escape.txt", "/etc/evil", "a/../../b", ""):
+        p = dict(payload, files={bad: b"x"})
+        r = remote.grade_task(p)["result"]
+        assert r["status"] == "grader-error" and "not a plain relative path" in r["message"], (bad, r)
+    assert not (tmp_path / "escape.txt").exists() and not (local.parent / "escape.txt").exists()
+    assert list(local.iterdir()) == []  # the scratch folder went with the error
+
+
+def test_a_payload_is_graded_in_a_child_process_and_its_scratch_removed(worker_side):
+    """The whole worker side without a kernel: a submission without its notebook is 'missing'."""
+    local, payload = worker_side
+    payload["notebook"] = None
+    out = remote.grade_task(payload)
+    r = out["result"]
+    assert r["status"] == "missing", r
+    assert r["message"] == f"no {A}.ipynb in the submission"
+    assert r["wall_seconds"] > 0 and out["notebook"] is None
+    assert list(local.iterdir()) == []
+    # The next task reuses the thread's grading process (started once, as a local worker is).
+    first = remote._THREAD.proc
+    assert first.alive()
+    payload["notebook"] = b""
+    assert remote.grade_task(payload)["result"]["status"] == "empty"
+    assert remote._THREAD.proc is first and list(local.iterdir()) == []
+
+
+def test_the_grader_version_names_the_distribution_and_the_code():
+    v = remote.grader_version()
+    assert v.startswith("mhsa-course ") and "(grader " in v and ", code " in v
+    assert v == remote.grader_version()
+
+
+def test_dask_is_the_extra_cluster_never_a_learners_dependency():
+    from conftest import ROOT
+
+    try:
+        import tomllib
+    except ImportError:
+        pytest.skip("tomllib (Python 3.11+) reads pyproject.toml; this Python is older")
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert not [d for d in meta["dependencies"] if "dask" in d or "distributed" in d]
+    assert meta["optional-dependencies"]["cluster"] == ["dask[distributed]>=2024.1"]
+
+    def lines(name):
+        return [ln.split("#")[0].strip() for ln in (ROOT / name).read_text(encoding="utf-8").splitlines()]
+
+    assert not [ln for ln in lines("requirements.txt") if "dask" in ln or "distributed" in ln]  # ./course start
+    assert "dask[distributed]>=2024.1" in lines("requirements-test.txt")  # ./course test
+
+
+def test_check_regrades_on_the_scheduler_it_is_given(course, monkeypatch):
+    autograde.grade_class(course, sandbox=False, stream=io.StringIO(), executor=FakeExecutor())
+    (course / "grading" / "alice" / f"{A}.json").unlink()  # a divergence that --check repairs by grading again
+    seen = []
+    real = autograde.grade_class
+
+    def spy(*args, **kw):
+        seen.append(kw.get("scheduler"))
+        kw.pop("scheduler")
+        return real(*args, executor=FakeExecutor(), **kw)
+
+    monkeypatch.setattr(autograde, "grade_class", spy)
+    findings, left = autograde.check_class(course, sandbox=False, stream=io.StringIO(), scheduler="tcp://10.0.0.5:8786")
+    assert findings and seen == ["tcp://10.0.0.5:8786"] and left == []
+    _assert_consistent(course)
+
+
+class _Future:
+    """What DaskExecutor reads of a distributed.Future."""
+
+    def __init__(self, status, value=None, exc=None):
+        self.status, self.value, self.exc = status, value, exc
+
+    def result(self, timeout=None):
+        if self.exc is not None:
+            raise self.exc
+        return self.value
+
+    def exception(self, timeout=None):
+        return self.exc
+
+
+def _offline_executor(status="running"):
+    ex = object.__new__(executors.DaskExecutor)  # no client: only the reading of task outcomes
+    ex.address = "tcp://sched:8786"
+    ex.client = type("C", (), {"status": status})()
+    return ex
+
+
+def test_task_outcomes_become_results_here(tmp_path):
+    ex = _offline_executor()
+    config = executors.RunConfig(tmp_path, engine.Limits(), True, tmp_path / "run")
+    config.folder.mkdir()
+    job = Job("zoë", A, tmp_path, "f" * 64, "1")
+    done = ex._result(_Future("finished", {"result": {"status": "ok", "steps": []}, "notebook": b"{nb}"}), job, config)
+    assert done["status"] == "ok" and Path(done["_notebook"]).read_bytes() == b"{nb}"
+    assert Path(done["_notebook"]).parent.parent == config.folder and Path(done["_notebook"]).name == f"{A}.ipynb"
+    none = ex._result(_Future("finished", {"result": {"status": "missing"}, "notebook": None}), job, config)
+    assert none["_notebook"] is None
+    bad = ex._result(_Future("finished", ["not", "a", "result"]), job, config)
+    assert bad["status"] == "grader-error" and "returned list" in bad["message"]
+    err = ex._result(_Future("error", exc=ModuleNotFoundError("No module named 'autograder'")), job, config)
+    assert err["status"] == "grader-error" and "could not load the grader" in err["message"]
+    assert ex._result(_Future("lost", exc=OSError("gone")), job, config) is None  # computed again: wait for it
+    with pytest.raises(executors.ExecutorLost, match="lost the Dask scheduler at tcp://sched:8786"):
+        ex._result(_Future("cancelled"), job, config)
+    with pytest.raises(executors.ExecutorLost, match="lost the Dask scheduler"):
+        _offline_executor("connecting")._result(_Future("finished", exc=OSError("comm closed")), job, config)
