@@ -829,3 +829,19 @@ def test_export_waits_for_no_run_and_never_writes_half_a_file(graded, capsys, mo
         export.export(root)
     assert _exported(root) == before  # the old files, whole
     assert not [p.name for p in (root / "exports").iterdir() if p.name.startswith(".")]
+
+
+def test_a_submission_taken_out_of_submitted_keeps_its_grade_and_is_named(graded):
+    """A graded submission whose folder was removed: its grade and result stay (nothing graded is
+    dropped in silence), and every run names it until the folder is back or the grade removed."""
+    root = graded["root"]
+    before = _gradebook(root)
+    shutil.rmtree(root / "submitted" / "bob" / A)
+    out = _grade(root)
+    assert out["withdrawn"] == [("bob", A)]
+    assert _gradebook(root) == before and _result(root, "bob")["state"] == storing.STORED
+    text = io.StringIO()
+    autograde.report(out, text)
+    assert f"1 submission(s) graded before are no longer in submitted/ (bob/{A})" in text.getvalue()
+    assert _grade(root, students=["alice"])["withdrawn"] == []
+    assert _grade(root, only={("alice", A)})["withdrawn"] == []
