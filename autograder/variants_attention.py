@@ -5,8 +5,9 @@ learner's answer is wrong:
 - **by output**: each step's answer is described by a few :class:`~.frame.variants.Axis` (which
   axis the softmax normalises, what the scores are scaled by, what blocked scores are filled
   with, ...). :func:`~.frame.variants.generate` combines their wrong choices, simplest first, and
-  :func:`first_match` names the first variant that reproduces the learner's output on every
-  case the check observed. A new wrong choice of a listed kind is one more entry in an axis.
+  the frame's :func:`~.frame.diagnosis.matching_mistake` names the first variant that reproduces
+  the learner's output on every case the check observed. A new wrong choice of a listed kind is
+  one more entry in an axis.
 - **by error**: when the learner's code raises a shape error, the same kind of generator
   describes the wrong expressions learners write (``k.T`` on a batch, ``k.transpose(1, 2)`` on
   4-D input, ``torch.bmm`` on 4-D input, ...); :func:`explain_error` runs them on empty tensors of
@@ -30,57 +31,11 @@ from torch import Tensor
 
 from .frame.calls import attempt
 from .frame.cases import randn
-from .frame.compare import matches
 from .frame.errors import LearnerError
 from .frame.mistakes import Mistake
 from .frame.variants import Axis, generate
 
 # --------------------------------------------------------------------------- the search by output
-
-
-def first_match(seen: Sequence[Tuple[Any, Any]], variants: Iterable[Mistake],
-                produce: Callable[[Mistake, Any], Any], same: Callable[[Any, Any], bool]) -> Optional[Mistake]:
-    """The first variant whose ``produce(variant, case)`` is ``same`` as the learner's output on
-    every ``(case, output)`` of ``seen`` (put the most telling case first: most variants fail on
-    it and cost one run); None if none does or ``seen`` is empty."""
-    if not seen:
-        return None
-    for m in variants:
-        if not m.by_output:
-            continue
-        for case, y in seen:
-            try:
-                out = produce(m, case)
-            except Exception:  # a variant that cannot run on this case explains nothing
-                break
-            if not same(y, out):
-                break
-        else:
-            return m
-    return None
-
-
-def same_tensor(y: Any, out: Any, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
-    """Values equal within tolerance, NaN for NaN and inf for inf (shapes must agree)."""
-    return matches(y, out, atol=atol, rtol=rtol)
-
-
-def same_pair(y: Any, out: Any) -> bool:
-    """An attention result ``(out, weights)`` equal to a variant's, both tensors."""
-    return (isinstance(y, (tuple, list)) and len(y) == 2 and isinstance(out, tuple)
-            and same_tensor(y[0], out[0]) and same_tensor(y[1], out[1]))
-
-
-def same_mask(y: Any, out: Any) -> bool:
-    """A mask equal to a variant's: same dtype, same shape, same entries."""
-    if not isinstance(y, Tensor) or not isinstance(out, Tensor):
-        return False
-    if y.dtype != out.dtype or tuple(y.shape) != tuple(out.shape):
-        return False
-    a, b = y.detach().cpu(), out.detach().cpu()
-    if a.dtype.is_floating_point:
-        return bool(torch.isclose(a.double(), b.double(), equal_nan=True).all())
-    return bool(torch.equal(a, b))
 
 
 def choices_of(m: Mistake) -> Dict[str, str]:

@@ -29,6 +29,7 @@ from ..frame import (
     find_shortcuts,
     randn,
 )
+from ..frame.diagnosis import anything, matching_mistake, same_mask, same_pair, same_tensor
 from ..frame.registry import step
 from ..mistakes import attention as M
 
@@ -182,7 +183,7 @@ def _softmax_produce(m, case):
 
 def _softmax_same(y, produced) -> bool:
     out, tol = produced
-    return V.same_tensor(y, out, atol=tol, rtol=max(tol, 1e-4))
+    return same_tensor(y, out, atol=tol, rtol=max(tol, 1e-4))
 
 
 def _diagnose_softmax(fn, result: CheckResult, calls, public_ok: bool, gen) -> None:
@@ -198,9 +199,10 @@ def _diagnose_softmax(fn, result: CheckResult, calls, public_ok: bool, gen) -> N
            if not close(y, mhsa_lib.softmax(x.double(), dim=dim), atol=tol, rtol=max(tol, 1e-4))]
     dim = next((d for x, d in bad if d != -1), bad[0][1] if bad else -1)
     # The known mistakes, then every structural variant, each reproducing all the outputs.
-    found = V.first_match(seen, (m for m in M.SOFTMAX_MISTAKES if m.id in _SOFTMAX_BY_OUTPUT), _softmax_produce,
-                          _softmax_same)
-    found = found or V.first_match(seen, V.softmax_variants(), _softmax_produce, _softmax_same)
+    found = matching_mistake(seen, (m for m in M.SOFTMAX_MISTAKES if m.id in _SOFTMAX_BY_OUTPUT), _softmax_produce,
+                             same=_softmax_same, usable=anything)
+    found = found or matching_mistake(seen, V.softmax_variants(), _softmax_produce, same=_softmax_same,
+                                      usable=anything)
     if found is not None:
         result.diagnose(found.advice.format(dim=dim) + ("" if found.advice.endswith(".") else "."))
         return
@@ -352,8 +354,9 @@ def _diagnose_causal(result: CheckResult, calls) -> None:
     def produce(mistake, args):
         return mistake.fn(*args)
 
-    found = V.first_match(seen, (M.CATALOGUE[i] for i in _CAUSAL_BY_OUTPUT), produce, V.same_mask)
-    found = found or V.first_match(seen, V.causal_variants(), produce, V.same_mask)
+    found = matching_mistake(seen, (M.CATALOGUE[i] for i in _CAUSAL_BY_OUTPUT), produce, same=same_mask,
+                             usable=anything)
+    found = found or matching_mistake(seen, V.causal_variants(), produce, same=same_mask, usable=anything)
     if found is not None:
         result.diagnose(found.advice + ("" if found.advice.endswith(".") else "."))
         return
@@ -642,8 +645,10 @@ def _diagnose_attention(fn, result: CheckResult, calls, public_ok: bool, gen) ->
     if not bad:
         return
     context = V.attention_context(*bad[0][0][:3])
-    found = V.first_match(seen, (M.CATALOGUE[i] for i in _ATTENTION_BY_OUTPUT), _attention_produce, V.same_pair)
-    found = found or V.first_match(seen, V.attention_variants(), _attention_produce, V.same_pair)
+    found = matching_mistake(seen, (M.CATALOGUE[i] for i in _ATTENTION_BY_OUTPUT), _attention_produce,
+                             same=same_pair, usable=anything)
+    found = found or matching_mistake(seen, V.attention_variants(), _attention_produce, same=same_pair,
+                                      usable=anything)
     if found is not None:
         advice = found.advice.format(**context)
         result.diagnose(advice + ("" if advice.endswith(".") else "."))

@@ -36,6 +36,7 @@ from ..frame import (
     observe,
     randn,
 )
+from ..frame.diagnosis import matching_mistake
 from ..frame.modules import (
     build,
     diagnose_modules,
@@ -658,7 +659,8 @@ def _search(result: CheckResult, seen, variants: Callable, sizes_of: Callable, p
     differs = [(case, y) for case, y, e in seen if isinstance(y, Tensor) and not close(y, e, atol=1e-6)]
     if differs:
         outputs = [(case, y) for case, y, _ in seen if isinstance(y, Tensor)]
-        m = V.match_variant(outputs, variants(), lambda variant, case: variant.fn(case), atol=1e-6)
+        m = matching_mistake(outputs, variants(), lambda variant, case: variant.fn(case), atol=1e-6,
+                             cheapest_first=True)
         if m is not None:
             result.diagnose(prefix + m.advice)
             return True

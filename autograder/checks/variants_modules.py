@@ -122,24 +122,6 @@ def diagnose_error(result: CheckResult, seen: Sequence[Tuple[Any, Any]], sizes_o
     return True
 
 
-def match_variant(seen: Sequence[Tuple[Any, Any]], variants: Iterable[Mistake],
-                  produce: Callable[[Mistake, Any], Any], *, atol: float = 1e-6, rtol: float = 1e-4,
-                  ) -> Optional[Mistake]:
-    """The first variant whose output equals the learner's on every case of ``seen`` whose learner
-    output is a tensor (cheapest cases first, stopping at the first difference)."""
-    outputs = [(case, y) for case, y in seen if isinstance(y, Tensor)]
-    outputs.sort(key=lambda cy: cy[1].numel())
-    if not outputs:
-        return None
-    for m in variants:
-        try:
-            if all(matches(y, produce(m, case), atol=atol, rtol=rtol) for case, y in outputs):
-                return m
-        except Exception:  # a variant that cannot run on this case explains nothing
-            continue
-    return None
-
-
 # --------------------------------------------------------------------------- split / merge / repeat_kv
 
 SPLIT_AXES = [
@@ -802,8 +784,8 @@ def diagnose_search(result: CheckResult, seen: Sequence[Tuple[Any, Any]], mistak
         except Exception:
             pass
     if tensors:
-        m = matching_mistake(seen, mistakes, produce, atol=atol) or match_variant(
-            seen, variants(), variant_output, atol=atol)
+        m = matching_mistake(seen, mistakes, produce, atol=atol) or matching_mistake(
+            seen, variants(), variant_output, atol=atol, cheapest_first=True)
         if m is not None:
             result.diagnose(prefix + m.advice)
             return True
