@@ -15,7 +15,6 @@ Dh = D / H, F feed-forward width.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
@@ -25,79 +24,18 @@ from ..frame.compare import matches
 from ..frame.errors import LearnerError
 from ..frame.mistakes import Mistake
 from ..frame.results import CheckResult
+from ..frame.shape_errors import SizeNames, read_shape_error
 from ..frame.variants import Axis, generate
 
 # --------------------------------------------------------------------------- shape errors, in course terms
 
 
-def _name(n: int, sizes: Dict[str, int]) -> str:
-    """``n`` named by the case's sizes: ``T=5``, ``B·T=10``, or just ``7`` (and 1 stays 1: any
-    size may be 1)."""
-    if n <= 1:
-        return str(n)
-    same = [k for k, v in sizes.items() if v == n]
-    keys = [k for k, v in sizes.items() if v > 1]
-    same += [f"{a}·{b}" for i, a in enumerate(keys) for b in keys[i + 1:] if sizes[a] * sizes[b] == n
-             and not ({a, b} == {"H", "Dh"} and "D" in same)]  # D is H·Dh by definition
-    # sizes that happen to be equal: every reading is named
-    return f"{'/'.join(same)}={n}" if same else str(n)
-
-
-def _shape(dims: Iterable[int], sizes: Dict[str, int]) -> str:
-    return "(" + ", ".join(_name(int(n), sizes) for n in dims) + ")"
-
-
-_LINEAR_HINT = ("a weight stored as nn.Linear stores it, (out_features, in_features), is applied as "
-                "x @ W.T (or F.linear(x, W)), not x @ W")
-
-
 def explain_shape_error(message: str, sizes: Dict[str, int]) -> Optional[str]:
     """Which operation failed on which shapes and what it needed, in the course's letters, from
-    the text of a learner's RuntimeError (``sizes``: the case's sizes by letter); None if the
-    message is not a shape error this knows."""
-    m = re.search(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)", message)
-    if m:
-        a, b, c, d = map(int, m.groups())
-        hint = f": {_LINEAR_HINT}" if d == b and c != b else ""
-        return (f"a matrix product of {_shape((a, b), sizes)} by {_shape((c, d), sizes)} failed: the inner "
-                f"sizes {_name(b, sizes)} and {_name(c, sizes)} must be equal{hint}")
-    m = re.search(r"Expected size for first two dimensions of batch2 tensor to be: \[(\d+), (\d+)\] "
-                  r"but got: \[(\d+), (\d+)\]", message)
-    if m:
-        a, b, c, d = map(int, m.groups())
-        return (f"a batched matrix product failed: the second tensor should start with {_shape((a, b), sizes)} "
-                f"but starts with {_shape((c, d), sizes)} (are the heads, positions or features of one "
-                "operand on other axes than you think?)")
-    m = re.search(r"The size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\) at "
-                  r"non-singleton dimension (\d+)", message)
-    if m:
-        a, b, dim = map(int, m.groups())
-        return (f"an elementwise operation (+, *, a mask, a matmul's batch axes) met sizes {_name(a, sizes)} "
-                f"and {_name(b, sizes)} on axis {dim}: to broadcast they must be equal, or one of them 1")
-    m = re.search(r"shape '\[([-\d, ]+)\]' is invalid for input of size (\d+)", message)
-    if m:
-        dims = [int(s) for s in m.group(1).split(",") if s.strip()]
-        n = int(m.group(2))
-        return (f"a view/reshape to {_shape(dims, sizes)} of a tensor of {n} elements failed: the new shape "
-                "must hold exactly as many elements (split D into H·Dh, or merge H·Dh back into D)")
-    m = re.search(r"Sizes of tensors must match except in dimension (\d+)\. Expected size (\d+) but got "
-                  r"size (\d+)", message)
-    if m:
-        dim, a, b = map(int, m.groups())
-        return (f"torch.cat along axis {dim} met sizes {_name(a, sizes)} and {_name(b, sizes)} on another "
-                "axis: every axis but the one you concatenate along must agree (positions are axis -2 of "
-                "(B, G, S, Dh))")
-    m = re.search(r"Dimension out of range \(expected to be in range of \[(-?\d+), (\d+)\], but got (-?\d+)\)",
-                  message)
-    if m:
-        lo, hi, got = map(int, m.groups())
-        return (f"an axis {got} was asked of a tensor with only {hi + 1} axes: the tensor has fewer axes "
-                "than the code expects (a (B, T, D) tensor where (B, H, T, Dh) was meant, or the reverse?)")
-    m = re.search(r"expected (?:scalar type|m1 and m2 to have the same dtype)", message)
-    if m:
-        return ("two tensors of different dtypes met in one operation: make new tensors with the input's "
-                "dtype and device (torch.zeros(..., dtype=x.dtype, device=x.device))")
-    return None
+    the text of a learner's error (``sizes``: the case's sizes by letter, every reading named:
+    ``B·T=10``, ``H/Dh=2``); None if the message is not a shape error the frame's reader knows.
+    The module steps apply weights stored as nn.Linear stores them."""
+    return read_shape_error(message, SizeNames(sizes), linear_weights=True)
 
 
 def diagnose_error(result: CheckResult, seen: Sequence[Tuple[Any, Any]], sizes_of: Callable[[Any], Dict[str, int]],
