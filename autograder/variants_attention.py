@@ -295,6 +295,8 @@ def _softmax_build(c: Dict[str, Any]) -> Callable:
         total = c["sum"].fn(e, d)
         if empty == "zeros":
             total = torch.where(total > 0, total, torch.ones_like(total))
+        if str(c["output"]) == "log" and str(c["base"]) == "e":
+            return (x - shift) - torch.log(total)  # (log of e / total, without exp's underflow to log 0)
         return c["output"].fn(e / total)
     return fn
 
@@ -329,6 +331,14 @@ SOFTMAX_AXES = [
         Choice("other", lambda x, d: x.amax(_other(x, d), keepdim=True)):
             "you subtract the maximum over another axis than the one you normalise: a slice can lie far below those "
             "maxima and underflow to 0/0 = NaN. Take the maximum along `dim`, as the sum",
+        Choice("min", lambda x, d: x.amin(d, keepdim=True)):
+            "you subtract the minimum of each slice, not its maximum: every exponent x - min is then >= 0, and on a "
+            "large spread exp overflows to inf (inf/inf = NaN). Subtract x.amax(dim, keepdim=True), so that every "
+            "exponent is <= 0",
+        Choice("mean", lambda x, d: x.mean(d, keepdim=True)):
+            "you subtract the mean of each slice, not its maximum: the entries above the mean keep positive "
+            "exponents, and on a large spread exp overflows to inf (inf/inf = NaN). Subtract x.amax(dim, "
+            "keepdim=True), so that every exponent is <= 0",
     }),
     Axis("base", Choice("e", torch.exp), {
         Choice("2", torch.exp2): "you use 2**x (exp2) instead of exp: softmax is e^x / Σ e^x",
