@@ -74,6 +74,11 @@ SPLIT_AXES = [
                 "positions",
         "2,3": "you transpose the wrong pair of axes (2 and 3): swap axes 1 and 2, positions and heads",
         "1,3": "you transpose the wrong pair of axes (1 and 3): swap axes 1 and 2, positions and heads",
+        "0,2,3,1": "your permute gives (B, H, Dh, T): the heads come first, but each head's positions and "
+                   "features are swapped (a head is a (T, Dh) matrix, one row per position). After the reshape "
+                   "to (B, T, H, Dh) swap only positions and heads: permute(0, 2, 1, 3), or transpose(1, 2)",
+        "0,3,1,2": "your permute gives (B, Dh, T, H): the features took the heads' place. After the reshape to "
+                   "(B, T, H, Dh) swap only positions and heads: permute(0, 2, 1, 3), or transpose(1, 2)",
     }),
 ]
 
@@ -87,8 +92,8 @@ def _split_variant(c: Dict[str, Any]) -> Callable:
         y = x.reshape(b, *(n[k] for k in _VIEW_ORDER[c["view"]]))
         if c["swap"] == "none":
             return y
-        i, j = map(int, c["swap"].split(","))
-        return y.transpose(i, j)
+        axes = [int(a) for a in c["swap"].split(",")]
+        return y.permute(*axes) if len(axes) == y.ndim else y.transpose(*axes)
     return fn
 
 
@@ -172,11 +177,15 @@ def _scores_scale(c: Dict[str, Any], d: int, dh: int) -> float:
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Optional[Tensor], c: Dict[str, Any]):
     """(B, H, T, Dh) attention with the variant's scale, mask handling and softmax axis."""
-    scores = q @ k.transpose(-2, -1) / scale
-    if mask is not None and c.get("mask", "applied") != "ignored":
-        fill = float("-inf") if c.get("mask", "applied") == "applied" else 0.0
-        scores = scores.masked_fill(~mask.bool(), fill)
+    scores = (k @ q.transpose(-2, -1) if c.get("scores", "qk") == "kq" else q @ k.transpose(-2, -1)) / scale
+    how = c.get("mask", "applied")
+    if mask is not None and how == "inverted":  # (a query whose allowed keys all get blocked gets zeros)
+        scores = scores.masked_fill(mask.bool(), float("-inf"))
+    elif mask is not None and how != "ignored":
+        scores = scores.masked_fill(~mask.bool(), float("-inf") if how == "applied" else 0.0)
     w = torch.softmax(scores, dim=-1 if c.get("softmax", "keys") == "keys" else -2)
+    if how == "inverted":
+        w = torch.nan_to_num(w, nan=0.0)
     return w @ v, w
 
 
@@ -189,6 +198,9 @@ _SCALE_WRONG = {
 _MASK_WRONG = {
     "ignored": "the mask is never applied to the scores",
     "zero": "masked scores are filled with 0 instead of -inf, so masked keys still get weight",
+    "inverted": "the mask's polarity is inverted: you block the keys where the mask is True, but True means "
+                "'may attend' (block where it is False, masked_fill(~mask, -inf)); torch.nn.MultiheadAttention "
+                "uses the opposite convention",
 }
 
 _WEIGHTS_PHRASES = {
@@ -282,6 +294,9 @@ MODULE_AXES = [
     }),
     Axis("returned", "per-head", {"averaged": "you return the attention weights averaged over the heads: "
                                               "return_weights asks for each head's weights, (B, H, T, S)"}),
+    Axis("scores", "qk", {"kq": "your scores are K Qᵀ (k @ q.transpose(-2, -1)), one row per key: the scores are "
+                                "Q Kᵀ, q @ k.transpose(-2, -1), one row per query, so that the softmax over the "
+                                "last axis weighs the keys"}),
 ]
 
 GQA_AXES = MODULE_AXES[:5] + [
@@ -297,6 +312,9 @@ GQA_AXES = MODULE_AXES[:5] + [
     Axis("causal", "lower-right", {
         "upper-left": "your causal mask is aligned to the upper left: with a cache, new query i sits at "
                       "position S - T + i and may see every key up to it",
+        "missing": "causal=True changes nothing: every query still sees the future keys. With causal=True "
+                   "block key j for new query i where j > S - T + i (a lower-right aligned causal mask, "
+                   "combined with any mask given)",
     }),
     MODULE_AXES[5],
 ]
@@ -530,6 +548,10 @@ FFN_AXES = [
         "after": "your FFN also applies the activation after fc2: fc2(act(fc1(x))) ends with fc2",
         "only-after": "your FFN applies the activation after fc2 instead of between fc1 and fc2",
     }),
+    Axis("residual", "none", {
+        "input": "your FFN adds its input back (x + ...): the residual connection belongs to the block, "
+                 "x + FFN(LN(x)), so the FFN returns fc2(act(fc1(x))) alone",
+    }),
 ]
 
 
@@ -539,7 +561,8 @@ def feed_forward_forward(c: Dict[str, Any], ffn: Any, x: Tensor, asked: str) -> 
     if c["where"] != "only-after":
         h = act(h)
     y = ffn.fc2(h)
-    return act(y) if c["where"] != "between" else y
+    y = act(y) if c["where"] != "between" else y
+    return x + y if c["residual"] == "input" else y
 
 
 def feed_forward_variants(asked: str) -> List[Mistake]:
