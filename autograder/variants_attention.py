@@ -5,13 +5,15 @@ learner's answer is wrong:
 - **by output**: each step's answer is described by a few :class:`~.frame.variants.Axis` (which
   axis the softmax normalises, what the scores are scaled by, what blocked scores are filled
   with, ...). :func:`~.frame.variants.generate` combines their wrong choices, simplest first, and
-  :func:`first_match` names the first variant that reproduces the learner's output on every
-  case the check observed. A new wrong choice of a listed kind is one more entry in an axis.
+  the frame's :func:`~.frame.diagnosis.matching_mistake` names the first variant that reproduces
+  the learner's output on every case the check observed. A new wrong choice of a listed kind is
+  one more entry in an axis.
 - **by error**: when the learner's code raises a shape error, the same kind of generator
   describes the wrong expressions learners write (``k.T`` on a batch, ``k.transpose(1, 2)`` on
   4-D input, ``torch.bmm`` on 4-D input, ...); :func:`explain_error` runs them on empty tensors of
   the case's shapes and names the one that raises exactly the learner's error, in the course's
-  axis letters. Otherwise it reads torch's message and relates its sizes to those letters.
+  axis letters. Otherwise the frame's :func:`~.frame.shape_errors.read_shape_error` reads torch's
+  message and relates its sizes to those letters.
 
 Everything here uses only the inputs a check draws and the outputs it observed, so a check's
 judge (replaying a record) finds the same diagnosis as its probe.
@@ -30,57 +32,12 @@ from torch import Tensor
 
 from .frame.calls import attempt
 from .frame.cases import randn
-from .frame.compare import matches
 from .frame.errors import LearnerError
 from .frame.mistakes import Mistake
+from .frame.shape_errors import Letters, parse_error, read_shape_error
 from .frame.variants import Axis, generate
 
 # --------------------------------------------------------------------------- the search by output
-
-
-def first_match(seen: Sequence[Tuple[Any, Any]], variants: Iterable[Mistake],
-                produce: Callable[[Mistake, Any], Any], same: Callable[[Any, Any], bool]) -> Optional[Mistake]:
-    """The first variant whose ``produce(variant, case)`` is ``same`` as the learner's output on
-    every ``(case, output)`` of ``seen`` (put the most telling case first: most variants fail on
-    it and cost one run); None if none does or ``seen`` is empty."""
-    if not seen:
-        return None
-    for m in variants:
-        if not m.by_output:
-            continue
-        for case, y in seen:
-            try:
-                out = produce(m, case)
-            except Exception:  # a variant that cannot run on this case explains nothing
-                break
-            if not same(y, out):
-                break
-        else:
-            return m
-    return None
-
-
-def same_tensor(y: Any, out: Any, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
-    """Values equal within tolerance, NaN for NaN and inf for inf (shapes must agree)."""
-    return matches(y, out, atol=atol, rtol=rtol)
-
-
-def same_pair(y: Any, out: Any) -> bool:
-    """An attention result ``(out, weights)`` equal to a variant's, both tensors."""
-    return (isinstance(y, (tuple, list)) and len(y) == 2 and isinstance(out, tuple)
-            and same_tensor(y[0], out[0]) and same_tensor(y[1], out[1]))
-
-
-def same_mask(y: Any, out: Any) -> bool:
-    """A mask equal to a variant's: same dtype, same shape, same entries."""
-    if not isinstance(y, Tensor) or not isinstance(out, Tensor):
-        return False
-    if y.dtype != out.dtype or tuple(y.shape) != tuple(out.shape):
-        return False
-    a, b = y.detach().cpu(), out.detach().cpu()
-    if a.dtype.is_floating_point:
-        return bool(torch.isclose(a.double(), b.double(), equal_nan=True).all())
-    return bool(torch.equal(a, b))
 
 
 def choices_of(m: Mistake) -> Dict[str, str]:
@@ -116,61 +73,7 @@ def hard_coded(fn: Any, gen: torch.Generator, public: Tuple[Tensor, ...], refere
     return not isinstance(y, LearnerError) and not same(y, reference(*moved), 1e-3)
 
 
-# --------------------------------------------------------------------------- axis letters
-
-
-class Letters:
-    """The course's names for the sizes of a case (``{"B": 2, "T": 5, ...}``): a size that only
-    one axis has is written by its letter, any other by its number."""
-
-    def __init__(self, sizes: Mapping[str, int]):
-        self.sizes = dict(sizes)
-        counts: Dict[int, int] = {}
-        for n in self.sizes.values():
-            counts[n] = counts.get(n, 0) + 1
-        self.by_size = {n: name for name, n in self.sizes.items() if counts[n] == 1}
-
-    def size(self, n: int) -> str:
-        return self.by_size.get(int(n), str(int(n)))
-
-    def shape(self, shape: Sequence[int]) -> str:
-        return "(" + ", ".join(self.size(n) for n in shape) + (",)" if len(shape) == 1 else ")")
-
-    def legend(self) -> str:
-        return ", ".join(f"{name}={n}" for name, n in self.sizes.items())
-
-
 # --------------------------------------------------------------------------- the search by error
-
-_ERROR = re.compile(r"^raised (?P<type>\w+): (?P<msg>.*?)(?: \(line (?P<lineno>\d+)(?:: (?P<line>.*))?\))?"
-                    r"(?: — .*)?$")
-
-_SHAPE_WORDS = ("must match the size", "cannot be multiplied", "Expected size for first two dimensions",
-                "Dimension out of range", "is invalid for input of size", "einsum()", "must be a 3D tensor",
-                "must be a matrix", "expects a tensor with <= 2 dimensions", "does not broadcast",
-                "shape mismatch", "size mismatch", "inconsistent tensor size", "same number of dimensions",
-                "number of dimensions", "is not broadcastable", "expected 2D", "expected 3D")
-
-
-@dataclass(frozen=True)
-class RaisedError:
-    type: str
-    message: str
-    line: str
-
-    @property
-    def about_shapes(self) -> bool:
-        return self.type in ("RuntimeError", "IndexError", "ValueError") and any(
-            w in self.message for w in _SHAPE_WORDS)
-
-
-def parse_error(text: str) -> Optional[RaisedError]:
-    """The exception type, torch's message and the learner's line of a LearnerError's text."""
-    m = _ERROR.match(str(text).strip())
-    if m is None:
-        return None
-    return RaisedError(m.group("type"), m.group("msg").strip(), (m.group("line") or "").strip())
-
 
 def _raised(fn: Callable, args: Dict[str, Any]) -> Optional[Tuple[str, str]]:
     """(type, first line of the message) of what ``fn(**args)`` raises, or None if it runs."""
@@ -231,7 +134,9 @@ def explain_error(text: str, inputs: Dict[str, Any], letters: Letters, candidate
             return where(letters, inputs) + best.advice + "."
     if not raised.about_shapes:
         return None
-    return where(letters, inputs) + read_shape_message(raised.message, letters, inputs)
+    ndims = [x.ndim for x in inputs.values() if isinstance(x, Tensor)]
+    read = read_shape_error(raised.message, letters, ndims=ndims)
+    return where(letters, inputs) + (read or f"torch reports a shape error: {raised.message}") + "."
 
 
 def where(letters: Letters, inputs: Dict[str, Any]) -> str:
@@ -239,48 +144,6 @@ def where(letters: Letters, inputs: Dict[str, Any]) -> str:
     shapes = ", ".join(f"{name} {letters.shape(x.shape)}" for name, x in inputs.items() if isinstance(x, Tensor))
     legend = letters.legend()
     return f"with {shapes}{f' ({legend})' if legend else ''}: "
-
-
-def read_shape_message(message: str, letters: Letters, inputs: Dict[str, Any]) -> str:
-    """torch's shape message, its sizes named with the case's letters."""
-    m = re.search(r"size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\) at non-singleton dimension (\d+)",
-                  message)
-    if m:
-        a, b, d = (int(g) for g in m.groups())
-        return (f"two tensors your code combines do not line up: one has size {letters.size(a)} where the "
-                f"other has {letters.size(b)} (at axis {d} of the broadcast result). Write the shape of each "
-                "intermediate tensor next to its line and check which axes you pair.")
-    m = re.search(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)", message)
-    if m:
-        a, b, c, d = (int(g) for g in m.groups())
-        return (f"a matrix product of a {letters.shape((a, b))} matrix by a {letters.shape((c, d))} one: "
-                f"the last size of the left ({letters.size(b)}) must equal the first size of the right "
-                f"({letters.size(c)}).")
-    m = re.search(r"batch2 tensor to be: \[(\d+), (\d+)\] but got: \[(\d+), (\d+)\]", message)
-    if m:
-        a, b, c, d = (int(g) for g in m.groups())
-        return (f"a batched matrix product whose right operand starts with {letters.shape((c, d))} where "
-                f"{letters.shape((a, b))} was needed: in `x @ y` the last axis of x must equal the "
-                "second-to-last axis of y, and the leading axes must agree.")
-    m = re.search(r"Dimension out of range \(expected to be in range of \[-(\d+), (\d+)\], but got (-?\d+)\)", message)
-    if m:
-        n, d = int(m.group(1)), int(m.group(3))
-        ndims = sorted({x.ndim for x in inputs.values() if isinstance(x, Tensor)})
-        return (f"your code uses axis {d} of a tensor that has only {n} axes (the inputs here have "
-                f"{' or '.join(map(str, ndims))}). Count axes from the end (dim=-1, transpose(-2, -1)) so the "
-                "same code works whatever the number of leading axes.")
-    if "must be a 3D tensor" in message or "must be a matrix" in message or "<= 2 dimensions" in message:
-        return ("torch.bmm takes only 3-D tensors, torch.mm and .t() only 2-D ones: use @ (torch.matmul) "
-                "and transpose(-2, -1), which work with any number of leading axes.")
-    m = re.search(r"shape '\[([^\]]*)\]' is invalid for input of size (\d+)", message)
-    if m:
-        dims = [int(x) for x in re.findall(r"-?\d+", m.group(1))]
-        return (f"a view or reshape to {letters.shape(dims)} cannot hold the {m.group(2)} elements "
-                "of its input.")
-    if message.startswith("einsum()"):
-        return f"your einsum does not fit these shapes ({message}). `...` in an equation stands for " \
-                       "any number of leading axes."
-    return f"torch reports a shape error: {message}"
 
 
 # --------------------------------------------------------------------------- choices
@@ -432,6 +295,8 @@ def _softmax_build(c: Dict[str, Any]) -> Callable:
         total = c["sum"].fn(e, d)
         if empty == "zeros":
             total = torch.where(total > 0, total, torch.ones_like(total))
+        if str(c["output"]) == "log" and str(c["base"]) == "e":
+            return (x - shift) - torch.log(total)  # (log of e / total, without exp's underflow to log 0)
         return c["output"].fn(e / total)
     return fn
 
@@ -466,6 +331,14 @@ SOFTMAX_AXES = [
         Choice("other", lambda x, d: x.amax(_other(x, d), keepdim=True)):
             "you subtract the maximum over another axis than the one you normalise: a slice can lie far below those "
             "maxima and underflow to 0/0 = NaN. Take the maximum along `dim`, as the sum",
+        Choice("min", lambda x, d: x.amin(d, keepdim=True)):
+            "you subtract the minimum of each slice, not its maximum: every exponent x - min is then >= 0, and on a "
+            "large spread exp overflows to inf (inf/inf = NaN). Subtract x.amax(dim, keepdim=True), so that every "
+            "exponent is <= 0",
+        Choice("mean", lambda x, d: x.mean(d, keepdim=True)):
+            "you subtract the mean of each slice, not its maximum: the entries above the mean keep positive "
+            "exponents, and on a large spread exp overflows to inf (inf/inf = NaN). Subtract x.amax(dim, "
+            "keepdim=True), so that every exponent is <= 0",
     }),
     Axis("base", Choice("e", torch.exp), {
         Choice("2", torch.exp2): "you use 2**x (exp2) instead of exp: softmax is e^x / Σ e^x",

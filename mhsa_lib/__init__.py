@@ -21,6 +21,8 @@ module             what                                                         
 ``modern``         RMSNorm, SwiGLUFeedForward, swiglu_d_ff (SwiGLU's width at a    04
                    plain FFN's budget), block_costs (parameters and FLOPs of
                    attention projections, attention core and FFN)
+``tradeoff``       head_tradeoff (parameters, FLOPs, score rank bound and KV     03
+                   cache of one layer for several numbers of heads at one D)
 ``kv_cache``       repeat_kv, GroupedQueryAttention (MHA / GQA / MQA), KVCache,    05
                    StaticKVCache (pre-allocated), kv_cache_bytes
 ``interop``        weights to and from torch.nn.MultiheadAttention and             03, 04
@@ -79,6 +81,7 @@ from .positional import (
     sinusoidal_positional_encoding,
 )
 from .tiled import largest_intermediate, online_softmax_merge, tiled_attention
+from .tradeoff import head_tradeoff
 
 #: The distribution this package comes in (see autograder.COURSE).
 COURSE = "mhsa-course"
@@ -122,4 +125,5 @@ __all__ = [
     "online_softmax_merge",
     "tiled_attention",
     "largest_intermediate",
+    "head_tradeoff",
 ]

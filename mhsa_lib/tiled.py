@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ._validate import check_mask, check_positive_int, check_qkv
+from ._validate import broadcast_shapes, check_mask, check_positive_int, check_qkv
 from ._validate import scores_shape as _scores_shape
 
 __all__ = ["online_softmax_merge", "tiled_attention", "largest_intermediate", "Intermediate"]
@@ -64,7 +64,7 @@ def online_softmax_merge(m1: Tensor, l1: Tensor, m2: Tensor, l2: Tensor) -> Tupl
     for name, x in (("m1", m1), ("l1", l1), ("m2", m2), ("l2", l2)):
         _check_state(name, x)
     try:
-        torch.broadcast_shapes(m1.shape, l1.shape, m2.shape, l2.shape)
+        broadcast_shapes(m1.shape, l1.shape, m2.shape, l2.shape)  # not torch's: it imports sympy the first time
     except RuntimeError:
         raise ValueError(
             f"m1, l1, m2, l2: expected shapes that broadcast together, got {tuple(m1.shape)}, "
@@ -117,7 +117,7 @@ def tiled_attention(
     if dtype in _LOW_PRECISION:
         q, k, v = q.float(), k.float(), v.float()
     t, s = q.shape[-2], k.shape[-2]
-    lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    lead = broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     scale = 1.0 / math.sqrt(q.shape[-1])
     m = torch.full(lead + (t, 1), float("-inf"), dtype=q.dtype, device=q.device)  # running max
     l = torch.zeros(lead + (t, 1), dtype=q.dtype, device=q.device)  # noqa: E741 (running sum)

@@ -345,6 +345,18 @@ def test_notebook_timing_table(tmp_path):
     assert [p.name for p in nbs.discover()] == sorted(p.name for p in (ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
 
 
+def test_the_notebook_benchmark_times_every_notebook_of_the_course():
+    """Every one, 00 to 08 and any after, numbered without a gap, in course order, the learners'
+    copies too; the capstone (07) alone gets the longer goal."""
+    nbs = _load("bench_notebooks")
+    found = nbs.discover()
+    assert len(found) >= 9 and [p.name[:2] for p in found] == [f"{i:02d}" for i in range(len(found))], found
+    assert [p.stem for p in found] == sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert [nbs.goal_for(p) for p in found] == [nbs.CAPSTONE_GOAL_S if p.name.startswith("07") else
+                                                 nbs.NOTEBOOK_GOAL_S for p in found]
+    assert nbs.goal_for(found[7]) == nbs.CAPSTONE_GOAL_S and nbs.goal_for(found[8]) == nbs.NOTEBOOK_GOAL_S
+
+
 # --------------------------------------------------------------------------- the cluster group
 
 

@@ -211,7 +211,22 @@ def softmax_via_alias(x, dim=-1):
     return s(x, dim)
 
 
+def softmax_min_values(x, dim=-1):
+    """Shifted by the minimum (x.min(...).values), with no care for all -inf slices."""
+    z = torch.exp(x - x.min(dim, keepdim=True).values)
+    return z / torch.sum(z, dim, keepdim=True)
+
+
+def softmax_mean_centred(x, dim=-1):
+    """Centred on the mean before exp, the maximum never subtracted."""
+    z = (x - x.mean(dim=dim, keepdim=True)).exp()
+    return z / z.sum(dim=dim, keepdim=True)
+
+
 @pytest.mark.parametrize("fn,words", [
+    (M.softmax_shift_by_min, "subtract the minimum of each slice"),
+    (softmax_min_values, "subtract the minimum of each slice"),
+    (softmax_mean_centred, "subtract the mean of each slice"),
     (M.softmax_wrong_axis, "wrong axis"),
     (M.softmax_ignores_dim, "ignore the `dim` argument"),
     (M.softmax_no_max_subtraction, "no max-subtraction"),

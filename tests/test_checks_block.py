@@ -208,6 +208,19 @@ class FeedForwardMixesPositions(FeedForwardFunctional):
         return y + y.mean(dim=-2, keepdim=True)
 
 
+class FeedForwardSkipAndTanh(FeedForwardFunctional):
+    """A skip connection added inside the FFN, and the tanh GELU: two mistakes at once."""
+
+    def __init__(self, d_model, d_ff, activation="relu"):
+        super().__init__(d_model, d_ff, activation)
+        self.act = torch.relu if activation == "relu" else nn.GELU(approximate="tanh")
+
+    def forward(self, x):
+        out = self.fc2(self.act(self.fc1(x)))
+        out += x
+        return out
+
+
 @pytest.mark.parametrize("cls,words", [
     (M.FeedForwardNoActivation, "no non-linearity between fc1 and fc2"),
     (M.FeedForwardActivationAfterOutput, "after fc2 as well"),
@@ -215,6 +228,8 @@ class FeedForwardMixesPositions(FeedForwardFunctional):
     (M.FeedForwardIgnoresActivation, "ReLU whatever `activation` says"),
     (M.FeedForwardCallsLibrary, "calls mhsa_lib (FeedForward"),
     (FeedForwardMixesPositions, "changing the first token changes the output at other positions"),
+    (M.FeedForwardWithResidual, "the residual connection belongs to the block"),
+    (FeedForwardSkipAndTanh, "adds its input back"),
 ])
 def test_feed_forward_mistakes_lose_points_and_are_named(cls, words, capsys):
     points, report = run(check_feed_forward, cls, capsys, seed=3)

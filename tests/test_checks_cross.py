@@ -171,3 +171,18 @@ def test_hostile_or_empty_answers_get_a_result_not_an_exception(forward, capsys)
     Hostile = type("Hostile", (CrossOnLibraryHelpers,), {"forward": forward})
     points, report = run_check(check_cross_attention, Hostile, capsys, seed=0)
     assert points <= 0.5, report  # the structure part at most
+
+
+def test_a_mistake_whose_fully_masked_queries_give_nan_is_still_named(capsys):
+    """Without a guard on its softmax, an inverted mask blocks every position of an unpadded memory
+    and its queries come out NaN: the variants are matched with the same NaN rows."""
+
+    class InvertedBareSoftmax(M._CrossMistake):
+        choices = {"mask_use": "inverted"}
+
+        def forward(self, x, memory, memory_mask=None, return_weights=False):
+            return super().forward(x, memory, memory_mask, return_weights, empty_rows="nan")
+
+    points, report = run_check(check_cross_attention, InvertedBareSoftmax, capsys, seed=4)
+    assert points < POINTS, report
+    assert "NaN" in report and "True = blocked" in report, report

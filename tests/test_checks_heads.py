@@ -76,6 +76,7 @@ _PUBLIC_MERGE = mhsa_lib.merge_heads(C.MERGE_PUBLIC_X)
     (M.split_heads_view_no_transpose, "straight to (B, H, T, Dh)"),
     (M.split_heads_no_transpose, "(B, T, H, Dh)"),
     (M.split_heads_interleaved, "every H-th feature"),
+    (M.split_heads_positions_last, "(B, H, Dh, T)"),
     (lambda x, num_heads: mhsa_lib.split_heads(x, num_heads), "calls mhsa_lib"),
     (lambda x, num_heads: _PUBLIC_SPLIT.clone(), "hard-coded"),
 ])
@@ -177,6 +178,17 @@ def split_swaps_wrong_axes(x, num_heads):
     return x.view(b, t, num_heads, d // num_heads).transpose(2, 3)  # (B, T, Dh, H)
 
 
+def split_features_then_positions(x, num_heads):
+    b, t, d = x.shape
+    heads = x.unflatten(-1, (num_heads, d // num_heads))  # (B, T, H, Dh)
+    return torch.einsum("bthd->bhdt", heads)  # (B, H, Dh, T)
+
+
+def split_features_take_heads_place(x, num_heads):
+    b, t, d = x.shape
+    return x.reshape(b, t, num_heads, -1).permute(0, 3, 1, 2)  # (B, Dh, T, H)
+
+
 def split_dim_major_transposed(x, num_heads):
     b, t, d = x.shape
     return x.reshape(b, t, -1, num_heads).transpose(1, 2)  # view(B, T, Dh, H), then the usual swap
@@ -207,6 +219,8 @@ def repeat_kv_by_group_count(x, n_rep):
 @pytest.mark.parametrize("check,fn,words", [
     (check_split_heads, split_swaps_wrong_axes, "wrong pair of axes (2 and 3)"),
     (check_split_heads, split_dim_major_transposed, "dim-major"),
+    (check_split_heads, split_features_then_positions, "head's positions and features are swapped"),
+    (check_split_heads, split_features_take_heads_place, "(B, Dh, T, H)"),
     (check_split_heads, split_dim_major_chunks, "dim-major"),
     (check_merge_heads, merge_mean_of_heads, "average the heads"),
     (check_merge_heads, merge_swaps_positions_and_features, "swap the positions and features of each head"),

@@ -140,6 +140,21 @@ class GQANoCausalArgument(GQAExpand):
         return super().forward(x, mask, cache)
 
 
+class GQACausalUnused(GQAExpand):
+    """Takes causal and passes only the given mask on: the flag is dropped."""
+
+    def forward(self, x, mask=None, cache=None, *, causal=False):
+        b, t, d = x.shape
+        q = self.q_proj(x).unflatten(-1, (self.h, self.dh)).transpose(1, 2)
+        k = self.k_proj(x).unflatten(-1, (self.g, self.dh)).transpose(1, 2)
+        v = self.v_proj(x).unflatten(-1, (self.g, self.dh)).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        k, v = k.repeat_interleave(self.h // self.g, dim=1), v.repeat_interleave(self.h // self.g, dim=1)
+        out, _ = mhsa_lib.scaled_dot_product_attention(q, k, v, mask)
+        return self.out_proj(out.transpose(1, 2).flatten(-2))
+
+
 class GQABiasByDefault(GQAExpand):
     def __init__(self, d_model, num_heads, num_kv_heads, bias=True):
         super().__init__(d_model, num_heads, num_kv_heads, bias)
@@ -150,6 +165,8 @@ class GQABiasByDefault(GQAExpand):
     (M.GQACausalUpperLeft, "aligned to the upper left"),
     (GQAIsCausalFlag, "aligned to the upper left"),
     (M.GQACausalBlocksCache, "do not see the cached keys"),
+    (M.GQAIgnoresCausalFlag, "causal=True changes nothing"),
+    (GQACausalUnused, "causal=True changes nothing"),
     (M.GQAIgnoresCache, "the cache is not used"),
     (M.GQACachesRepeated, "the cache holds the keys after repeat_kv"),
     (M.GQACallsLibrary, "calls mhsa_lib (attend_heads)"),

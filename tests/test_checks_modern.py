@@ -122,6 +122,9 @@ _CALLS_TORCH = [pytest.param(M.RMSNormCallsTorch, "calls torch's rms_norm", mark
     (M.RMSNormWrongAxis, "over the positions (dim=-2)"),
     (M.RMSNormNoGain, "the gain is not applied"),
     (M.RMSNormNormNotRMS, "root MEAN square"),
+    (M.RMSNormNoEps, "you leave eps out"),
+    (M.RMSNormNoSqrt, "not by its square root"),
+    (M.RMSNormVariance, "the variance's root"),
     (RMSNormViaLibrary, "calls mhsa_lib (RMSNorm"),
     (RMSNormHardCoded, "hard-coded"),
     (RMSNormWithBias, "RMSNorm has no bias"),
@@ -219,6 +222,9 @@ class SwiGLUWithBiases(nn.Module):
     (M.SwiGLUGelu, "that is GeGLU"),
     (M.SwiGLUSigmoid, "bare sigmoid"),
     (M.SwiGLUNoDown, "without down_proj"),
+    (M.SwiGLURelu, "that is ReGLU"),
+    (M.SwiGLUSum, "you add the two branches"),
+    (M.SwiGLUSiluOnBoth, "SiLU to the up branch too"),
     (SwiGLUViaLibrary, "calls mhsa_lib (SwiGLUFeedForward"),
     (SwiGLUWithBiases, "has a bias"),
 ])
@@ -395,3 +401,17 @@ def test_fallback_uses_the_learners_answer_only_when_it_passes(capsys):
     assert fallback("SwiGLUFeedForward", M.SwiGLUSwapped) is mhsa_lib.SwiGLUFeedForward
     assert fallback("block_costs", M.costs_mac_as_one) is mhsa_lib.block_costs
     assert "mhsa_lib.SwiGLUFeedForward instead" in capsys.readouterr().out
+
+
+def test_a_gain_kept_as_a_plain_tensor_is_told_to_be_a_parameter(capsys):
+    class PlainGain(nn.Module):
+        def __init__(self, d_model, eps=1e-6):
+            super().__init__()
+            self.eps, self.weight = eps, torch.ones(d_model)
+
+        def forward(self, x):
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+    points, report = run(check_rms_norm, PlainGain, capsys, seed=0)
+    assert points < 2.0, report
+    assert "a plain tensor attribute is not trained, wrap it in nn.Parameter" in " ".join(report.split()), report

@@ -85,11 +85,23 @@ def test_attention_heads_loop_full_marks_for_correct_solutions(fn, seed, capsys)
     assert points == 3.0, report
 
 
+def _heads_mask_as_blocked(x, w_q, w_k, w_v, num_heads, mask=None):
+    """A learner's heads with the mask read as True = blocked, the scores filled where it is True."""
+    b, t, d = x.shape
+    q, k, v = (torch.einsum("btd,ed->bte", x, w).view(b, t, num_heads, -1).permute(0, 2, 1, 3) for w in (w_q, w_k, w_v))
+    s = torch.einsum("bhtd,bhsd->bhts", q, k) / q.shape[-1] ** 0.5
+    if mask is not None:
+        s = torch.where(mask, torch.full_like(s, float("-inf")), s)
+    return torch.nan_to_num(s.softmax(-1)) @ v
+
+
 @pytest.mark.parametrize("fn,words", [
     (M.heads_attention_scale_by_model_width, "1/√D, the model width"),
     (M.heads_attention_split_no_transpose, "straight to (B, H, T, Dh)"),
     (M.heads_attention_weights_transposed, "x @ W.T"),
     (M.heads_attention_ignores_mask, "mask is not passed"),
+    (M.heads_attention_inverted_mask, "polarity is inverted"),
+    (lambda *a, **kw: _heads_mask_as_blocked(*a, **kw), "polarity is inverted"),
 ])
 def test_attention_heads_mistakes(fn, words, capsys):
     points, report = run(check_attention_heads, fn, capsys, seed=4)
@@ -385,6 +397,19 @@ class MHAWeightsUntransposed(_MHAStyle):
         return x @ layer.weight + layer.bias
 
 
+class MHAKeysFirstEinsum(_MHAStyle):
+    """Scores written with einsum, keys as rows."""
+
+    def forward(self, x, mask=None, return_weights=False):
+        q, k, v = (self.split(self.project(layer, x)) for layer in (self.q_proj, self.k_proj, self.v_proj))
+        s = torch.einsum("bhsd,bhtd->bhst", k, q) * self.dh ** -0.5
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf"))
+        w = torch.softmax(s, -1)
+        y = self.out(w @ v)
+        return (y, w) if return_weights else y
+
+
 class MHAFusedHeadZero(_MHAStyle):
     """Fused QKV built from head 0's rows of each projection, repeated for every head."""
 
@@ -405,6 +430,8 @@ class MHAFusedHeadZero(_MHAStyle):
     (MHAAveragedWeights, "averaged over the heads"),
     (MHAWeightsUntransposed, "x @ W.T"),
     (MHAFusedHeadZero, "every head uses head 0's weights"),
+    (M.MHAKeysByQueries, "your scores are K Qᵀ"),
+    (MHAKeysFirstEinsum, "your scores are K Qᵀ"),
 ])
 def test_mha_variants_are_named(cls, words, capsys):
     points, report = run(check_multi_head_attention, cls, capsys, seed=1)

@@ -272,6 +272,10 @@ ROPE_ADVICE = {
     "rope-ignores-offset": "ignore the offset",
     "rope-positions-from-one": "one too late",
     "rope-rotate-half": "rotate_half",
+    "rope-frequencies-from-second-pair": "one pair too late",
+    "rope-halves-out": "as two halves (torch.cat)",
+    "rope-in-place": "back into x in place",
+    "rope-length-from-first-axis": "from x.shape[0]",
 }
 
 

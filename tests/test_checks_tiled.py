@@ -69,6 +69,9 @@ def test_merge_full_marks_for_correct_solutions(fn, seed, capsys):
     (M.merge_rescale_first_only, "rescale only l1"),
     (M.merge_empty_nan, "two empty blocks"),
     (M.merge_min, "smaller maximum"),
+    (M.merge_relative_to_first, "keep the sum relative to m1"),
+    (M.merge_returns_log, "logarithm of the merged sum"),
+    (M.merge_returns_l_first, "you return (l, m)"),
     (lambda m1, l1, m2, l2: mhsa_lib.online_softmax_merge(m1, l1, m2, l2), "calls mhsa_lib"),
     (lambda m1, l1, m2, l2: (m1, l1), "values differ"),
 ])
@@ -203,6 +206,10 @@ def tiled_via_sdpa_alias(q, k, v, block_size, mask=None, causal=False):
     (M.tiled_masked_row_nan, "gives NaN"),
     (M.tiled_no_scale, "no 1/√d_k scale"),
     (M.tiled_ignores_mask, "with no mask"),
+    (M.tiled_inverted_mask, "True = blocked"),
+    (M.tiled_softmax_per_block, "separate softmax in each block"),
+    (M.tiled_scale_by_value_width, "1/√Dv"),
+    (M.tiled_never_divides, "never divide by the running sum"),
     (M.tiled_full_matrix, "never forms the (T, S) matrix"),
     (M.tiled_calls_sdpa, "scaled_dot_product_attention"),
     (tiled_via_sdpa_alias, "calls torch's"),
@@ -251,3 +258,48 @@ def test_tiled_raising_or_wrong_shape_is_reported(capsys):
 def test_an_output_that_is_no_answer_earns_nothing_for_its_small_memory(fn, capsys):
     points, report = run(check_tiled_attention, fn, capsys, seed=1)
     assert points == 0.0, report
+
+
+def _masked(scores, mask, causal):
+    t, s = scores.shape[-2:]
+    if causal:
+        lower_right = torch.ones(t, s, dtype=torch.bool).tril(diagonal=s - t)
+        mask = lower_right if mask is None else mask & lower_right
+    return scores if mask is None else scores.masked_fill(~mask, float("-inf"))
+
+
+def _full_by_einsum(q, k, v, block_size, mask=None, causal=False):
+    scores = _masked(torch.einsum("...td,...sd->...ts", q, k) / math.sqrt(q.shape[-1]), mask, causal)
+    return torch.nan_to_num(torch.softmax(scores, dim=-1)) @ v
+
+
+def _full_by_filling(q, k, v, block_size, mask=None, causal=False):
+    """The blocks' scores written into one preallocated (T, S) matrix."""
+    t, s = q.shape[-2], k.shape[-2]
+    scores = torch.full(q.shape[:-2] + (t, s), float("-inf"), dtype=q.dtype)
+    for start in range(0, s, block_size):
+        scores[..., start:start + block_size] = q @ k[..., start:start + block_size, :].transpose(-2, -1)
+    scores = _masked(scores / math.sqrt(q.shape[-1]), mask, causal)
+    return torch.nan_to_num(torch.softmax(scores, dim=-1)) @ v
+
+
+@pytest.mark.parametrize("fn", [_full_by_einsum, _full_by_filling])
+def test_the_whole_matrix_is_seen_however_it_is_made(fn, capsys):
+    points, report = run(check_tiled_attention, fn, capsys, seed=1)
+    assert points == 5.0 - 0.75, report
+    assert f"({C.MEMORY_T * C.MEMORY_T} entries)" in report, report
+
+
+def test_the_memory_part_does_not_import_dynamo_into_a_fresh_kernel():
+    """A dispatch mode's first use imports torch._dynamo (seconds in a fresh kernel): the check
+    measures at the torch level, so notebook 08's first tiled check stays quick."""
+    import subprocess
+    import sys
+
+    code = ("import io, contextlib, sys, mhsa_lib, autograder\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    autograder.check_tiled_attention(lambda q, k, v, b, mask=None, causal=False: q)\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout

@@ -526,3 +526,62 @@ def test_command_line_roster_and_report(course, tmp_path, capsys):
     assert "\x07" not in out and "ja\\x07ne" in out and "control character (U+0007)" in out
     assert main(["collect", "--course", str(course), "--roster", str(tmp_path / "nope.txt"), str(src)]) == 1
     assert "roster" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- a submission already collected
+
+
+def _nbgrader_source(tmp_path, student, tag, stamp=None):
+    """An nbgrader-layout folder with one submission (and nbgrader's timestamp.txt when given)."""
+    folder = tmp_path / f"nbgrader_{tag}"
+    sub = folder / student / SDPA
+    sub.mkdir(parents=True)
+    (sub / f"{SDPA}.ipynb").write_bytes(body(tag))
+    if stamp:
+        (sub / "timestamp.txt").write_text(stamp + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("later_kind", ["flat, no timestamp", "nbgrader, no timestamp.txt", "nbgrader, older"])
+def test_a_collected_submission_is_never_replaced_by_one_that_cannot_be_later(course, tmp_path, later_kind):
+    """Collected with a timestamp; then a submission of the same student that is older, or has no
+    timestamp to tell, is dropped and reported (the newer one stays); --replace takes it, named."""
+    first = make_source(tmp_path / "a", "zip", {lms("", "jane", TS2, f"{SDPA}.ipynb"): body("new")})
+    collect.collect(course, first, roster=["jane"])
+    kept = submitted(course)[("jane", SDPA)]
+    assert kept[f"{SDPA}.ipynb"] == body("new")
+    if later_kind == "flat, no timestamp":
+        second = make_source(tmp_path / "b", "folder", {f"jane_{SDPA}.ipynb": body("old")})
+        args = dict(regex=r"(?P<student_id>[a-z]+)_(?P<file_id>.+)")
+    elif later_kind == "nbgrader, no timestamp.txt":
+        second, args = _nbgrader_source(tmp_path, "jane", "old"), {}
+    else:
+        second, args = _nbgrader_source(tmp_path, "jane", "old", stamp="2024-01-15 10:30:00.000000 UTC"), {}
+    rep = collect.collect(course, second, roster=["jane"], **args)
+    assert submitted(course)[("jane", SDPA)] == kept
+    assert ("jane", SDPA) not in rep.collected
+    notes = [n for n in rep.notes if "which is kept; this one dropped (--replace takes it)" in n]
+    assert len(notes) == 1 and "2024-01-16 09:00:00" in notes[0], rep.notes
+    rep = collect.collect(course, second, roster=["jane"], replace=True, **args)
+    assert submitted(course)[("jane", SDPA)][f"{SDPA}.ipynb"] == body("old")
+    assert any("replaces the different submission of 'jane'" in n and "--replace" in n for n in rep.notes), rep.notes
+
+
+def test_a_later_or_untimed_submission_replaces_and_says_so_and_the_same_one_again_is_quiet(course, tmp_path):
+    first = _nbgrader_source(tmp_path, "jane", "one")  # no timestamp.txt
+    rep = collect.collect(course, first)
+    assert ("jane", SDPA) in rep.collected and not rep.notes
+    again = collect.collect(course, first)  # the same files again: nothing to say
+    assert ("jane", SDPA) in again.collected and not again.notes
+    second = _nbgrader_source(tmp_path, "jane", "two", stamp="2024-01-16 09:00:00.000000 UTC")
+    rep = collect.collect(course, second)
+    assert submitted(course)[("jane", SDPA)] == {f"{SDPA}.ipynb": body("two"),
+                                                "timestamp.txt": b"2024-01-16 09:00:00.000000 UTC\n"}
+    assert rep.notes == [f"jane/{SDPA}: replaces the different submission of 'jane' collected before "
+                         "(it had no timestamp)"]
+    third = make_source(tmp_path / "c", "zip", {lms("", "jane", TS3, f"{SDPA}.ipynb"): body("three")})
+    rep = collect.collect(course, third, roster=["jane"])
+    assert submitted(course)[("jane", SDPA)][f"{SDPA}.ipynb"] == body("three")
+    assert any("collected before (2024-01-16 09:00:00.000000 UTC)" in n for n in rep.notes), rep.notes
+    same = collect.collect(course, third, roster=["jane"])
+    assert ("jane", SDPA) in same.collected and not same.notes

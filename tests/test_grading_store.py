@@ -783,3 +783,65 @@ def test_check_cli_regrades_a_lost_autograded_notebook(tiny_class, tmp_path):
     proc = run_cli("autograde", "--course", root, "--check", "--no-sandbox", timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _assert_consistent(root)
+
+
+# --------------------------------------------------------------------------- export beside a run
+
+
+def _export_cli(*argv):
+    parser = argparse.ArgumentParser()
+    export.add_arguments(parser)
+    return export.main(parser.parse_args([str(a) for a in argv]))
+
+
+def test_export_waits_for_no_run_and_never_writes_half_a_file(graded, capsys, monkeypatch):
+    """`export` while a grading run holds the course: refused with the holder named (nothing
+    written); after the run it writes; a write that fails half way leaves the old file whole."""
+    root = graded["root"]
+    before = _exported(root)
+    (root / "exports" / f"{A}.csv").write_text("stale\n", encoding="utf-8")
+    with runlock.course_lock(root):
+        assert _export_cli("--course", root) == 1
+        err = capsys.readouterr().err
+        assert "being graded" in err and "--wait" in err, err
+        assert (root / "exports" / f"{A}.csv").read_text(encoding="utf-8") == "stale\n"
+    assert _export_cli("--course", root) == 0
+    assert _exported(root) == before
+
+    real_writer = csv.writer
+
+    def failing_writer(f):
+        w = real_writer(f)
+
+        class Half:
+            def __init__(self):
+                self.rows = 0
+
+            def writerow(self, row):
+                self.rows += 1
+                if self.rows == 2:
+                    raise OSError(28, "No space left on device")
+                return w.writerow(row)
+        return Half()
+
+    monkeypatch.setattr(export.csv, "writer", failing_writer)
+    with pytest.raises(OSError):
+        export.export(root)
+    assert _exported(root) == before  # the old files, whole
+    assert not [p.name for p in (root / "exports").iterdir() if p.name.startswith(".")]
+
+
+def test_a_submission_taken_out_of_submitted_keeps_its_grade_and_is_named(graded):
+    """A graded submission whose folder was removed: its grade and result stay (nothing graded is
+    dropped in silence), and every run names it until the folder is back or the grade removed."""
+    root = graded["root"]
+    before = _gradebook(root)
+    shutil.rmtree(root / "submitted" / "bob" / A)
+    out = _grade(root)
+    assert out["withdrawn"] == [("bob", A)]
+    assert _gradebook(root) == before and _result(root, "bob")["state"] == storing.STORED
+    text = io.StringIO()
+    autograde.report(out, text)
+    assert f"1 submission(s) graded before are no longer in submitted/ (bob/{A})" in text.getvalue()
+    assert _grade(root, students=["alice"])["withdrawn"] == []
+    assert _grade(root, only={("alice", A)})["withdrawn"] == []

@@ -149,6 +149,22 @@ def _inputs(step):
         if step == "attention_heads":
             return [((x, *w, 2), {"mask": mask})]
         return [((x, *[list(m.chunk(2, dim=0)) for m in w]), {"mask": mask})]
+    if step == "apply_rotary":
+        return [((r(5, 6), 2), {}), ((r(2, 3, 4, 8), 7), {})]
+    if step == "online_softmax_merge":
+        x1, x2 = r(3, 4, scale=3.0), r(3, 5, scale=3.0) + 2.0
+        x1[0] = float("-inf")
+        x2[0] = float("-inf")  # row 0: two empty blocks
+        x2[1] = float("-inf")
+        summary = [(x.amax(-1).nan_to_num(neginf=float("-inf")),
+                    torch.exp(x - torch.where(torch.isfinite(x.amax(-1)), x.amax(-1), 0.0)[:, None]).sum(-1))
+                   for x in (x1, x2)]
+        return [((*summary[0], *summary[1]), {})]
+    if step == "tiled_attention":
+        q, k, v = r(2, 4, 3), r(2, 7, 3), r(2, 7, 5)
+        mask = torch.rand(2, 4, 7, generator=g) > 0.4
+        mask[:, :, 0] = True
+        return [((q, k, v, 3), {}), ((q, k, v, 3, mask), {}), ((q, k, v, 2), {"causal": True})]
     return []
 
 

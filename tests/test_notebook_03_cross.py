@@ -45,7 +45,7 @@ def test_the_text_states_the_numbers_asserted_below():
                    "Every row sums to 1, the two padded columns of the second sequence are exactly 0",
                    "the first target position reads the last source position",
                    "| `CrossAttention` | queries from `x` `(B, T, D)`",
-                   "| 5 |", "| six checkpoints |", "weights and masks | 7 |",
+                   "| 5 |", "| eight checkpoints |", "weights and masks | 9 |",
                    "The check uses `T ≠ S` in every case"):
         assert phrase in text, phrase
 
@@ -85,6 +85,6 @@ def test_full_marks_as_the_table_says_and_within_a_minute(executed):
     points = {s.id: s.max_points for s in report.steps}
     assert points["check_cross_attention"] == 5
     assert points["checkpoint_cross_weights_shape"] == points["checkpoint_cross_no_causal"] == 1
-    assert sum(p for k, p in points.items() if k.startswith("checkpoint_")) == 7
+    assert sum(p for k, p in points.items() if k.startswith("checkpoint_")) == 9
     assert report.score == report.max_score
     assert seconds < 60, f"notebook 03 took {seconds:.0f} s; it must run in at most 60 s"

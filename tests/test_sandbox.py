@@ -53,8 +53,25 @@ def course(tmp_path):
     return c, scratch
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_slot(tmp_path_factory):
+    """A worker slot claimed as a grading run claims it (machine-wide), so that the uid these
+    tests' sandboxes run as is no other grading run's on this machine (the per-uid checks below
+    would otherwise see its processes)."""
+    from autograder.grading.pool import WorkerPool
+
+    pool = WorkerPool(tmp_path_factory.mktemp("slots"))
+    global SLOT
+    SLOT = pool._claim_slot()
+    yield SLOT
+    pool.close()
+
+
+SLOT = 0
+
+
 def _spec(scratch, **kw):
-    limits = dict(memory_mb=256, tmp_mb=64, shm_mb=32, file_mb=16, cpu_s=60, nproc=64)
+    limits = dict(memory_mb=256, tmp_mb=64, shm_mb=32, file_mb=16, cpu_s=60, nproc=64, slot=SLOT)
     limits.update(kw)
     return sb.SandboxSpec(scratch=scratch, **limits)
 
@@ -310,15 +327,25 @@ def test_a_daemon_does_not_outlive_run(need_sandbox, course):
     assert not (scratch / "escaped").exists()
 
 
-def _processes_of(uid):
-    out = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.stat(f"/proc/{pid}").st_uid == uid:
-                out.append(int(pid))
-        except OSError:
-            pass
-    return out
+def _processes_of(uid, settle_s=2.0):
+    """The live processes (not zombies: they run nothing) of ``uid``, once those killed with the
+    sandbox's namespace are gone: on a busy machine the kernel may take a moment over a dying one."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        out = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if os.stat(f"/proc/{pid}").st_uid != uid:
+                    continue
+                with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                if state not in ("Z", "X"):
+                    out.append(int(pid))
+            except (OSError, IndexError):
+                pass
+        if not out or time.monotonic() >= deadline:
+            return out
+        time.sleep(0.05)
 
 
 @pytest.mark.sandbox

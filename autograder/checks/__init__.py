@@ -24,12 +24,13 @@ from . import (
     multihead,
     positional,
     tiled,
+    tradeoff,
     warmups,
 )
 from .concepts import check_concept
 
 _MODULES = (attention, block, concepts, cross, debugging, heads, interop, kv_cache, model, modern, multihead,
-            positional, tiled, warmups)
+            positional, tiled, tradeoff, warmups)
 
 _checks = {s.check_name: getattr(sys.modules[s.check_module], s.check_name)
            for s in _steps() if s.kind != "checkpoint"}

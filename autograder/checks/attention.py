@@ -29,6 +29,7 @@ from ..frame import (
     find_shortcuts,
     randn,
 )
+from ..frame.diagnosis import anything, matching_mistake, same_mask, same_pair, same_tensor
 from ..frame.registry import step
 from ..mistakes import attention as M
 
@@ -42,6 +43,10 @@ SOFTMAX_PICTURE = (
 )
 SOFTMAX_FORBIDDEN = ("softmax", "_softmax", "log_softmax", "special_softmax", "softmin")
 SOFTMAX_PUBLIC_X = torch.tensor([[1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 2.0, 2.0], [-1.0, 0.0, 5.0, 1.0]])
+# Slices whose entries spread over hundreds: any shift but the maximum leaves exponents above 88.
+SOFTMAX_SPREAD_X = torch.tensor([[-300.0, 0.0, 250.0, 10.0, -40.0, 120.0, 5.0],
+                                 [400.0, -150.0, 3.0, 399.0, 60.0, -500.0, 0.5],
+                                 [7.0, -9.0, 180.0, -220.0, 95.0, 2.0, -1.0]])
 
 
 @step("softmax", forbidden=(SOFTMAX_FORBIDDEN, True),
@@ -82,17 +87,20 @@ def check_softmax(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bo
                describe_failures(failures))
 
     # 3. Large logits: offsets of ±1e4 per slice, and slices far apart from each other, along the
-    # last axis and along the first.
+    # last axis and along the first; and slices whose entries spread over hundreds (exp of anything
+    # above about 88 overflows float32, so only the maximum may be subtracted).
     offsets = torch.tensor([[1e4], [-1e4], [50.0], [3e3]])
     big_fails = []
-    for x_big, dim in ((randn(gen, 4, 7, scale=3.0) + offsets, -1), (randn(gen, 4, 7, scale=3.0).T + offsets.T, 0)):
+    for x_big, dim in ((randn(gen, 4, 7, scale=3.0) + offsets, -1), (randn(gen, 4, 7, scale=3.0).T + offsets.T, 0),
+                       (SOFTMAX_SPREAD_X, -1)):
         y_big = attempt(fn, x_big.clone(), dim=dim)
         calls.append(((x_big, dim, 2e-3), y_big))
         # float32 holds 1e4 to about 1e-3, so any float32 method carries that much error here.
         c_big = compare(y_big, mhsa_lib.softmax(x_big.double(), dim=dim), what="output", atol=2e-3, rtol=2e-3)
         if not c_big.ok:
             big_fails.append(f"dim={dim}: {c_big.detail}")
-    result.add("stable for large logits (slices around +1e4 and -1e4, along the last and the first axis)", 0.5,
+    result.add("stable for large logits (slices around +1e4 and -1e4, along the last and the first axis, and "
+               "slices spread over hundreds)", 0.5,
                not big_fails, describe_failures(big_fails, 1))
 
     # 4. float64 in, float64 out, to float64 precision.
@@ -182,7 +190,7 @@ def _softmax_produce(m, case):
 
 def _softmax_same(y, produced) -> bool:
     out, tol = produced
-    return V.same_tensor(y, out, atol=tol, rtol=max(tol, 1e-4))
+    return same_tensor(y, out, atol=tol, rtol=max(tol, 1e-4))
 
 
 def _diagnose_softmax(fn, result: CheckResult, calls, public_ok: bool, gen) -> None:
@@ -198,9 +206,10 @@ def _diagnose_softmax(fn, result: CheckResult, calls, public_ok: bool, gen) -> N
            if not close(y, mhsa_lib.softmax(x.double(), dim=dim), atol=tol, rtol=max(tol, 1e-4))]
     dim = next((d for x, d in bad if d != -1), bad[0][1] if bad else -1)
     # The known mistakes, then every structural variant, each reproducing all the outputs.
-    found = V.first_match(seen, (m for m in M.SOFTMAX_MISTAKES if m.id in _SOFTMAX_BY_OUTPUT), _softmax_produce,
-                          _softmax_same)
-    found = found or V.first_match(seen, V.softmax_variants(), _softmax_produce, _softmax_same)
+    found = matching_mistake(seen, (m for m in M.SOFTMAX_MISTAKES if m.id in _SOFTMAX_BY_OUTPUT), _softmax_produce,
+                             same=_softmax_same, usable=anything)
+    found = found or matching_mistake(seen, V.softmax_variants(), _softmax_produce, same=_softmax_same,
+                                      usable=anything)
     if found is not None:
         result.diagnose(found.advice.format(dim=dim) + ("" if found.advice.endswith(".") else "."))
         return
@@ -245,7 +254,7 @@ def _diagnose_softmax(fn, result: CheckResult, calls, public_ok: bool, gen) -> N
 
 #: The hand-written softmax mistakes the output search tries first (the variants follow).
 _SOFTMAX_BY_OUTPUT = ("softmax-ignores-dim", "softmax-wrong-axis", "softmax-global-sum", "softmax-no-max",
-                      "softmax-global-max")
+                      "softmax-global-max", "softmax-shift-by-min")
 _SOFTMAX_SHAPES = V.softmax_shape_candidates()
 
 
@@ -352,8 +361,9 @@ def _diagnose_causal(result: CheckResult, calls) -> None:
     def produce(mistake, args):
         return mistake.fn(*args)
 
-    found = V.first_match(seen, (M.CATALOGUE[i] for i in _CAUSAL_BY_OUTPUT), produce, V.same_mask)
-    found = found or V.first_match(seen, V.causal_variants(), produce, V.same_mask)
+    found = matching_mistake(seen, (M.CATALOGUE[i] for i in _CAUSAL_BY_OUTPUT), produce, same=same_mask,
+                             usable=anything)
+    found = found or matching_mistake(seen, V.causal_variants(), produce, same=same_mask, usable=anything)
     if found is not None:
         result.diagnose(found.advice + ("" if found.advice.endswith(".") else "."))
         return
@@ -642,8 +652,10 @@ def _diagnose_attention(fn, result: CheckResult, calls, public_ok: bool, gen) ->
     if not bad:
         return
     context = V.attention_context(*bad[0][0][:3])
-    found = V.first_match(seen, (M.CATALOGUE[i] for i in _ATTENTION_BY_OUTPUT), _attention_produce, V.same_pair)
-    found = found or V.first_match(seen, V.attention_variants(), _attention_produce, V.same_pair)
+    found = matching_mistake(seen, (M.CATALOGUE[i] for i in _ATTENTION_BY_OUTPUT), _attention_produce,
+                             same=same_pair, usable=anything)
+    found = found or matching_mistake(seen, V.attention_variants(), _attention_produce, same=same_pair,
+                                      usable=anything)
     if found is not None:
         advice = found.advice.format(**context)
         result.diagnose(advice + ("" if advice.endswith(".") else "."))

@@ -10,7 +10,7 @@ padded memory position reaches it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +38,24 @@ from . import variants_modules as V
 from .multihead import MHA_LIBRARY, MHA_TORCH
 
 CROSS_POINTS = 5.0
+#: "Yours vs expected": the weights (H=2 heads of T=4 queries over S=6 memory positions, the last two
+#: padding) of the learner's module built with D=8, H=2 and given the reference's parameters by name.
+CROSS_PICTURE = (
+    'ref_m = mhsa_lib.CrossAttention(8, 2)\n'
+    'with torch.no_grad():\n'
+    '    for p in ref_m.parameters():\n'
+    '        p.copy_(torch.randn(p.shape, generator=g) * 0.6)\n'
+    'x = torch.randn(1, 4, 8, generator=g); memory = torch.randn(1, 6, 8, generator=g)\n'
+    'mask = mhsa_lib.padding_mask(torch.tensor([4]), 6)[:, None]\n'
+    'with torch.no_grad():\n'
+    '    ref = ref_m(x, memory, mask, return_weights=True)[1][0].flatten(0, 1)\n'
+    '    m = fn(8, 2)\n'
+    '    mine = call(lambda: dict(m.named_parameters()))\n'
+    '    for name, p in ref_m.named_parameters():\n'
+    '        mine[name].copy_(p)\n'
+    '    yours = call(m, x.clone(), memory.clone(), mask, return_weights=True)[1][0].flatten(0, 1)\n'
+    "axes = ('(head, query)', 'memory position')"
+)
 CROSS_LIBRARY = MHA_LIBRARY + ("CrossAttention", "DecoderBlock")
 
 
@@ -83,7 +101,7 @@ def _sizes(gen: torch.Generator) -> Tuple[int, int, int, int, int]:
 
 @step("CrossAttention", forbidden=(MHA_TORCH + ("MultiheadAttention",), CROSS_LIBRARY),
       points=CROSS_POINTS, notebook="03_concat_and_output_projection", home="cross",
-      kind="module", reference=mhsa_lib.CrossAttention,
+      kind="module", reference=mhsa_lib.CrossAttention, picture=CROSS_PICTURE,
       isolate=("split_heads", "merge_heads", "scaled_dot_product_attention", "softmax"))
 def check_cross_attention(cls: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``CrossAttention`` class, ``forward(x, memory, memory_mask=None,
@@ -168,7 +186,7 @@ def check_cross_attention(cls: Any, result: CheckResult, gen: torch.Generator, h
                not problems, "; ".join(problems))
 
     if fails or mask_fails or weight_fails or problems or not result.passed:
-        _diagnose(result, seen)
+        _diagnose(result, seen, lambda: _same_length_output(cls))
     mod = _build(cls, 6, 2, _reference(6, 2, 1))
     if not isinstance(mod, str):
         x, memory = randn(gen, 2, 3, 6, dtype=torch.float64), randn(gen, 2, 4, 6, dtype=torch.float64)
@@ -261,14 +279,15 @@ AXES = (
 )
 
 
-def variants() -> List:
-    """Every variant changing one or two axes, simplest first (a function of one seen case)."""
+def variants(empty_rows: str = "zero") -> List:
+    """Every variant changing one or two axes, simplest first (a function of one seen case);
+    ``empty_rows``: what a query with no allowed memory position gets (see M.cross_attention)."""
     def build_variant(choices: Dict[str, Any]) -> Callable:
         def run(case):
             d, h, ref, x, memory, mask = case
             layers = (ref.q_proj, ref.k_proj, ref.v_proj, ref.out_proj)
             with torch.no_grad():
-                return M.cross_attention(x, memory, mask, layers, h, **choices)[0]
+                return M.cross_attention(x, memory, mask, layers, h, empty_rows=empty_rows, **choices)[0]
         return run
     return list(generate(AXES, build_variant, max_changed=2))
 
@@ -278,9 +297,25 @@ def _case_sizes(case) -> dict:
     return {"B": x.shape[0], "T": x.shape[1], "S": memory.shape[1], "D": d, "H": h, "Dh": d // h}
 
 
-def _diagnose(result: CheckResult, seen) -> None:
+def _same_length_output(cls) -> Optional[Tuple[Any, Tensor]]:
+    """(case, output) of the learner's module on one memory as long as x (T = S), where a forward
+    that mixes up the two sequences still runs; None if it gives no tensor there either."""
+    gen = torch.Generator().manual_seed(7)  # its own: the check's draws stay as they are
+    b, t, d, h = 2, 4, 6, 2
+    ref = _reference(d, h, 7)
+    mod = _build(cls, d, h, ref)
+    if isinstance(mod, str):
+        return None
+    x, memory = randn(gen, b, t, d, dtype=torch.float64), randn(gen, b, t, d, dtype=torch.float64)
+    y = _forward(mod, x, memory)
+    return ((d, h, ref, x, memory, None), y) if isinstance(y, Tensor) else None
+
+
+def _diagnose(result: CheckResult, seen, same_length: Optional[Callable] = None) -> None:
     """A shape error in the course's letters; then the hand-written mistakes; then the generated
-    variants (each rebuilt from the reference's own parameters, so a judge needs no learner code)."""
+    variants (each rebuilt from the reference's own parameters, so a judge needs no learner code).
+    When no case gave a tensor, ``same_length()`` (the learner's output with T = S) is matched
+    against the mistakes instead."""
     masked = [(case, y) for case, y in seen if case[-1] is not None]
     plain = [(case, y) for case, y in seen if case[-1] is None]
     if (masked and all(isinstance(y, LearnerError) for _, y in masked)
@@ -293,23 +328,34 @@ def _diagnose(result: CheckResult, seen) -> None:
             result.diagnose(f"your forward {y}." if why is None else f"your forward failed on these shapes: {why}.")
             break
     outputs = [(case, y) for case, y in seen if isinstance(y, Tensor)]
+    if not outputs and same_length is not None:
+        extra = same_length()
+        if extra is not None and not matches(extra[1], _expected(extra[0]), atol=1e-8):
+            for mistake in M.CROSS_MISTAKES:
+                if _explains(lambda case, m=mistake: _mistake_output(m, case), [extra]):
+                    result.diagnose(f"On a memory as long as x (T = S), where your forward runs: {mistake.advice}")
+                    return
+        return
     if not outputs or all(matches(y, _expected(case), atol=1e-8) for case, y in outputs):
         return
+    # A query whose memory positions are all masked: NaN in the learner's output says their softmax
+    # had no guard; the mistakes and variants are then matched with the same NaN rows.
+    empty_rows = "nan" if any(bool(torch.isnan(y).any()) for _, y in outputs if y.is_floating_point()) else "zero"
     for mistake in M.CROSS_MISTAKES:
-        if _explains(lambda case, m=mistake: _mistake_output(m, case), outputs):
+        if _explains(lambda case, m=mistake: _mistake_output(m, case, empty_rows), outputs):
             result.diagnose(mistake.advice)
             return
-    for variant in variants():
+    for variant in variants(empty_rows):
         if _explains(variant.fn, outputs):
             result.diagnose(variant.advice + ".")
             return
 
 
-def _mistake_output(mistake, case) -> Tensor:
+def _mistake_output(mistake, case, empty_rows: str = "zero") -> Tensor:
     d, h, ref, x, memory, mask = case
     buggy = load_reference(mistake.fn(d, h).double().eval(), ref)
     with torch.no_grad():
-        return buggy(x, memory, mask) if mask is not None else buggy(x, memory)
+        return buggy(x, memory, mask, empty_rows=empty_rows) if mask is not None else buggy(x, memory)
 
 
 def _explains(produce: Callable, outputs) -> bool:

@@ -35,6 +35,7 @@ from ..frame import (
     run_safely,
 )
 from ..frame.compare import matches
+from ..frame.diagnosis import matching_mistake
 from ..frame.mistakes import Mistake
 from ..frame.modules import (
     build,
@@ -127,7 +128,8 @@ def _compare_cases(step: str, cls, result: CheckResult, gen: torch.Generator, hi
     if not result.passed and not diagnose_modules(result, seen, mistakes, advice, mistake_output) and variants:
         generated, variant_output = variants
         differs = [(case_, y) for case_, y, e in seen if isinstance(y, Tensor) and not matches(y, e, atol=1e-6)]
-        m = V.match_variant([(case_, y) for case_, y, _ in seen], generated(), variant_output) if differs else None
+        m = matching_mistake([(case_, y) for case_, y, _ in seen], generated(), variant_output, atol=1e-6,
+                             cheapest_first=True) if differs else None
         if m is not None:
             result.diagnose(m.advice)
     return True

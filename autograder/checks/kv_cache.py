@@ -45,6 +45,7 @@ from ..frame import (
     randn,
     run_safely,
 )
+from ..frame.diagnosis import matching_mistake
 from ..frame.modules import build, diagnose_modules, materialise, not_implemented, reference
 from ..frame.registry import step
 from ..mistakes import kv_cache as M
@@ -238,7 +239,8 @@ def check_grouped_query_attention(cls: Any, result: CheckResult, gen: torch.Gene
             pass
         elif not diagnose_modules(result, seen, mistakes, None, mistake_output):
             differs = [(case, y) for case, y, e in seen if isinstance(y, Tensor) and not close(y, e, atol=1e-6)]
-            m = V.match_variant(pairs, V.gqa_variants(), lambda variant, case: variant.fn(case)) if differs else None
+            m = matching_mistake(pairs, V.gqa_variants(), lambda variant, case: variant.fn(case), atol=1e-6,
+                                 cheapest_first=True) if differs else None
             if m is not None:
                 result.diagnose(m.advice)
             else:

@@ -34,10 +34,28 @@ from ..frame import (
     observe,
     randn,
 )
-from ..frame.modules import build, diagnose_modules, load_reference, not_implemented, reference, run, tokens
+from ..frame.modules import (
+    ModuleCases,
+    answers_public_anyway,
+    build,
+    diagnose_modules,
+    example,
+    keeps,
+    linear_layer_problems,
+    mistake_with_reference,
+    module_shortcuts,
+    not_implemented,
+    observe_problems,
+    output_to_probe,
+    parameter_problems,
+    position_wise_problems,
+    reference,
+    run,
+    token_wise_problems,
+    tokens,
+)
 from ..frame.registry import step
 from ..mistakes import modern as M
-from .block import _example, _materialise, _observe_problems
 from .heads import HARD_CODED
 
 RMS_NORM_POINTS = 2.0
@@ -47,6 +65,12 @@ BLOCK_COSTS_POINTS = 2.0
 RMS_NORM_TORCH = ("rms_norm", "_fused_rms_norm")
 RMS_NORM_LIBRARY = ("RMSNorm", "TransformerBlock")
 SWIGLU_LIBRARY = ("SwiGLUFeedForward", "TransformerBlock")
+
+
+
+
+def _compare(y: Any, e: Tensor):
+    return compare(y, e, what="output")
 
 
 # --------------------------------------------------------------------------- RMSNorm
@@ -73,39 +97,31 @@ def check_rms_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden: 
     if isinstance(module, LearnerError):
         result.zero_reason = f"RMSNorm(7) {module}"
         return
-    problems = _observe_problems("structure", _rms_structure, module)
+    problems = observe_problems("structure", _rms_structure, module)
     result.add("structure: a parameter weight (D,) initialised to 1, and no shift", 0.25, not problems,
                "; ".join(problems))
 
-    seen: List[Tuple[Any, Any, Tensor]] = []
+    cases = ModuleCases(cls, _compare)
 
     def case(x: Tensor, d: int, eps: Optional[float], weight: Tensor):
-        ref = _rms_reference(d, 1e-6 if eps is None else eps, weight)
-        mod = build(cls, (d,) if eps is None else (d, eps), {}, ref, example=x)
-        if isinstance(mod, str):
-            return mod, None
-        y = run(mod, x)
-        expected = ref(x)
-        seen.append(((x, d, 1e-6 if eps is None else eps, weight), y, expected))
-        return y, expected
+        used = 1e-6 if eps is None else eps
+        return cases.compare((d,) if eps is None else (d, eps), {}, _rms_reference(d, used, weight), x,
+                             (x, d, used, weight))
 
-    y, e = case(RMS_PUBLIC_X, 4, None, RMS_PUBLIC_WEIGHT)
+    y, c = case(RMS_PUBLIC_X, 4, None, RMS_PUBLIC_WEIGHT)
     if not_implemented(result, "RMSNorm", y):
         return
-    c = compare(y, e, what="output") if e is not None else None
-    public_ok = bool(c and c.ok)
-    result.add("public case: x (B=1, T=3, D=4), weight [1.5, 0.5, 1, 2]", 0.5, public_ok,
-               y if c is None else c.detail)
+    public_ok = c.ok
+    result.add("public case: x (B=1, T=3, D=4), weight [1.5, 0.5, 1, 2]", 0.5, public_ok, c.detail)
 
     fails = []
     for _ in range(6 if hidden else 3):
         b, t, d = distinct_sizes(gen, 3, 2, 9)
         x = tokens(gen, b, t, d)  # each token with its own offset: subtracting the mean shows
         w = 0.5 + torch.rand(d, generator=gen, dtype=torch.float64)
-        y, e = case(x, d, None, w)
-        c = compare(y, e, what="output") if e is not None else None
-        if c is None or not c.ok:
-            fails.append(f"x (B={b}, T={t}, D={d}): {y if c is None else c.detail}")
+        _, c = case(x, d, None, w)
+        if not c.ok:
+            fails.append(f"x (B={b}, T={t}, D={d}): {c.detail}")
     result.add("random cases with a random gain (B, T, D all different, tokens not centred)", 0.75, not fails,
                describe_failures(fails, 1))
 
@@ -115,10 +131,9 @@ def check_rms_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden: 
     for label, x, eps in (("RMSNorm(D, eps=0.1)", tokens(gen, b, t, d, spread=False), 0.1),
                           ("tokens of mean square ~1e-6 with the default eps",
                            tokens(gen, b, t, d, spread=False) * 1e-3, None)):
-        y, e = case(x, d, eps, w)
-        c = compare(y, e, what="output") if e is not None else None
-        if c is None or not c.ok:
-            eps_fails.append(f"{label}: {y if c is None else c.detail}")
+        _, c = case(x, d, eps, w)
+        if not c.ok:
+            eps_fails.append(f"{label}: {c.detail}")
     result.add("eps is added to the mean square, inside the square root: RMSNorm(D, eps=0.1), and tiny "
                "tokens", 0.25, not eps_fails, describe_failures(eps_fails, 1))
 
@@ -135,70 +150,41 @@ def check_rms_norm(cls: Any, result: CheckResult, gen: torch.Generator, hidden: 
                 buggy.weight.copy_(w)
             return buggy(x)
 
-        diagnose_modules(result, seen, M.RMS_NORM_MISTAKES, None, mistake_output)
-        if public_ok and fails:
-            ref = _rms_reference(4, 1e-6, RMS_PUBLIC_WEIGHT)
-            mod = build(cls, (4,), {}, ref, example=_example(4))
-            if not isinstance(mod, str) and close(run(mod, tokens(gen, 1, 3, 4)), ref(RMS_PUBLIC_X)):
-                result.diagnose(HARD_CODED)
-    mod = build(cls, (5,), {}, _rms_reference(5, 1e-6, torch.ones(5)), example=_example(5))
-    if not isinstance(mod, str):
-        shortcuts = find_shortcuts(mod, (tokens(gen, 2, 3, 5),), RMS_NORM_TORCH, forbid_library=RMS_NORM_LIBRARY)
-        if shortcuts:
-            result.zero_reason = (f"your RMSNorm calls {', '.join(shortcuts)}: this step asks you to "
-                                  "normalise yourself (mean of squares, sqrt)")
+        diagnose_modules(result, cases.seen, M.RMS_NORM_MISTAKES, None, mistake_output)
+        if public_ok and fails and answers_public_anyway(
+                cls, (4,), {}, _rms_reference(4, 1e-6, RMS_PUBLIC_WEIGHT), RMS_PUBLIC_X, gen):
+            result.diagnose(HARD_CODED)
+    shortcuts = module_shortcuts(cls, (5,), {}, _rms_reference(5, 1e-6, torch.ones(5)), 5, gen, RMS_NORM_TORCH,
+                                 RMS_NORM_LIBRARY)
+    if shortcuts:
+        result.zero_reason = (f"your RMSNorm calls {', '.join(shortcuts)}: this step asks you to "
+                              "normalise yourself (mean of squares, sqrt)")
 
 
 def _rms_structure(module: Any) -> List[str]:
-    """What is wrong with the layout of the learner's ``RMSNorm(7)`` (runs on it: observed)."""
-    if not isinstance(module, nn.Module):
-        return [f"RMSNorm(7) built a {type(module).__name__}, expected an nn.Module"]
-    params = dict(module.named_parameters())
-    p = params.get("weight")
-    problems = []
-    if p is None:
-        problems.append("no nn.Parameter named weight" + (" (a plain tensor attribute is not trained: wrap it "
-                        "in nn.Parameter)" if isinstance(getattr(module, "weight", None), Tensor) else ""))
-    elif tuple(p.shape) != (7,):
-        problems.append(f"weight has shape {tuple(p.shape)}, expected (D,) = (7,)")
-    elif not torch.all(p.detach() == 1.0):
-        problems.append("weight should start as all 1s")
-    if "bias" in params:
-        problems.append("RMSNorm has no bias (no shift): a parameter named bias is not part of it")
-    return problems
+    """What is wrong with the parameters of the learner's ``RMSNorm(7)`` (runs on it: observed)."""
+    return parameter_problems(module, "RMSNorm(7)", 7, {"weight": 1.0},
+                              {"bias": "RMSNorm has no bias (no shift): a parameter named bias is not part of it"})
 
 
 def _rms_probes(cls, gen: torch.Generator) -> List[str]:
     d = 6
     ref = _rms_reference(d, 1e-6, torch.ones(d))
-    mod = build(cls, (d,), {}, ref, example=_example(d))
+    mod = build(cls, (d,), {}, ref, example=example(d))
     if isinstance(mod, str):
         return [mod]
     x = tokens(gen, 3, 5, d)
-    y = run(mod, x)
-    if not isinstance(y, Tensor) or tuple(y.shape) != tuple(x.shape):
-        return [f"expected an output of shape {tuple(x.shape)} to probe"]
+    y = output_to_probe(mod, x)
+    if not isinstance(y, Tensor):
+        return y
     problems = []
     ms = y.pow(2).mean(-1)
     if not close(ms, torch.ones_like(ms), atol=1e-4):
         problems.append(f"a token's features have mean square {float(ms.flatten()[0]):.4g}, expected 1")
     scale = 0.5 + 3 * torch.rand(3, 5, 1, generator=gen, dtype=torch.float64)
-    ys = run(mod, x * scale)
-    if not (isinstance(ys, Tensor) and ys.shape == y.shape and close(ys, y, atol=1e-5)):
-        problems.append("scaling each token by its own c > 0 changes the output: RMSNorm divides each token "
-                        "by its own root mean square")
-    x2 = x.clone()
-    x2[:, 0] = x2[:, 0] * 3.0 + 1.0
-    y2 = run(mod, x2)
-    if not (isinstance(y2, Tensor) and y2.shape == y.shape and close(y2[:, 1:], y[:, 1:], atol=1e-6)):
-        problems.append("changing the first token changes the output at other positions: normalise each "
-                        "token over its own D features (the last axis)")
-    for shape in ((5, d), (2, 3, 4, d)):
-        x3 = tokens(gen, *shape)
-        c = compare(run(mod, x3), ref(x3), what=f"output for x of shape {shape}")
-        if not c.ok:
-            problems.append(c.detail)
-    return problems
+    problems += keeps(mod, x * scale, lambda out: out, y, "scaling each token by its own c > 0 changes the output: "
+                      "RMSNorm divides each token by its own root mean square", atol=1e-5)
+    return problems + token_wise_problems(mod, ref, gen, x, y, ((5, d), (2, 3, 4, d)))
 
 
 # --------------------------------------------------------------------------- SwiGLUFeedForward
@@ -217,40 +203,32 @@ def check_swiglu_feed_forward(cls: Any, result: CheckResult, gen: torch.Generato
     if isinstance(module, LearnerError):
         result.zero_reason = f"SwiGLUFeedForward(5, 8) {module}"
         return
-    problems = _observe_problems("structure", _swiglu_structure, module)
+    problems = observe_problems("structure", _swiglu_structure, module)
     result.add("structure: gate_proj = nn.Linear(D, F), up_proj = nn.Linear(D, F), down_proj = "
                "nn.Linear(F, D), no biases", 0.25, not problems, "; ".join(problems))
 
-    seen: List[Tuple[Any, Any, Tensor]] = []
+    cases = ModuleCases(cls, _compare)
 
     def case(x: Tensor, d: int, f: int, ref: nn.Module):
-        mod = build(cls, (d, f), {}, ref, example=x)
-        if isinstance(mod, str):
-            return mod, None
-        y = run(mod, x)
-        e = ref(x)
-        seen.append(((x, d, f, ref), y, e))
-        return y, e
+        return cases.compare((d, f), {}, ref, x, (x, d, f, ref))
 
     pub_gen = torch.Generator().manual_seed(2024)
     ref = _swiglu_reference(4, 6, pub_gen)
     x_pub = randn(pub_gen, 1, 3, 4, dtype=torch.float64)
-    y, e = case(x_pub, 4, 6, ref)
+    y, c = case(x_pub, 4, 6, ref)
     if not_implemented(result, "SwiGLUFeedForward", y):
         return
-    c = compare(y, e, what="output") if e is not None else None
-    public_ok = bool(c and c.ok)
-    result.add("public case: D=4, F=6, x (B=1, T=3, D=4)", 0.5, public_ok, y if c is None else c.detail)
+    public_ok = c.ok
+    result.add("public case: D=4, F=6, x (B=1, T=3, D=4)", 0.5, public_ok, c.detail)
 
     fails = []
     for _ in range(6 if hidden else 3):
         b, t, d = distinct_sizes(gen, 3, 2, 9)
         f = d + int(torch.randint(1, 2 * d, (1,), generator=gen))  # F ≠ D
         ref = _swiglu_reference(d, f, gen)
-        y, e = case(tokens(gen, b, t, d), d, f, ref)
-        c = compare(y, e, what="output") if e is not None else None
-        if c is None or not c.ok:
-            fails.append(f"B={b}, T={t}, D={d}, F={f}: {y if c is None else c.detail}")
+        _, c = case(tokens(gen, b, t, d), d, f, ref)
+        if not c.ok:
+            fails.append(f"B={b}, T={t}, D={d}, F={f}: {c.detail}")
     result.add("random cases with random weights (B, T, D, F all different)", 0.75, not fails,
                describe_failures(fails, 1))
 
@@ -262,44 +240,23 @@ def check_swiglu_feed_forward(cls: Any, result: CheckResult, gen: torch.Generato
     if not result.passed:
         def mistake_output(mistake, case):
             x, d, f, ref = case
-            buggy = mistake.fn(d, f)
-            load_reference(buggy, ref)
-            return buggy.double()(x)
+            return mistake_with_reference(mistake, (d, f), ref, x)
 
-        diagnose_modules(result, seen, M.SWIGLU_MISTAKES, None, mistake_output)
-        if public_ok and fails:
-            pub_gen = torch.Generator().manual_seed(2024)
-            ref = _swiglu_reference(4, 6, pub_gen)
-            mod = build(cls, (4, 6), {}, ref, example=_example(4))
-            if not isinstance(mod, str) and close(run(mod, tokens(gen, 1, 3, 4)), ref(x_pub)):
-                result.diagnose(HARD_CODED)
-    ref = _swiglu_reference(5, 7, gen)
-    mod = build(cls, (5, 7), {}, ref, example=_example(5))
-    if not isinstance(mod, str):
-        shortcuts = find_shortcuts(mod, (tokens(gen, 2, 3, 5),), (), forbid_library=SWIGLU_LIBRARY)
-        if shortcuts:
-            result.zero_reason = (f"your SwiGLUFeedForward calls {', '.join(shortcuts)}: this step asks you to "
-                                  "build it from gate_proj, up_proj, SiLU and down_proj")
+        diagnose_modules(result, cases.seen, M.SWIGLU_MISTAKES, None, mistake_output)
+        if public_ok and fails and answers_public_anyway(
+                cls, (4, 6), {}, _swiglu_reference(4, 6, torch.Generator().manual_seed(2024)), x_pub, gen):
+            result.diagnose(HARD_CODED)
+    shortcuts = module_shortcuts(cls, (5, 7), {}, _swiglu_reference(5, 7, gen), 5, gen, (), SWIGLU_LIBRARY)
+    if shortcuts:
+        result.zero_reason = (f"your SwiGLUFeedForward calls {', '.join(shortcuts)}: this step asks you to "
+                              "build it from gate_proj, up_proj, SiLU and down_proj")
 
 
 def _swiglu_structure(module: Any) -> List[str]:
     """What is wrong with the layout of the learner's ``SwiGLUFeedForward(5, 8)`` (observed)."""
-    if not isinstance(module, nn.Module):
-        return [f"SwiGLUFeedForward(5, 8) built a {type(module).__name__}, expected an nn.Module"]
-    problem = _materialise(module, "SwiGLUFeedForward(5, 8)", 5)
-    if problem:
-        return [problem]
-    problems = []
-    for name, (i, o) in (("gate_proj", (5, 8)), ("up_proj", (5, 8)), ("down_proj", (8, 5))):
-        layer = getattr(module, name, None)
-        if not isinstance(layer, nn.Linear):
-            problems.append(f"{name} is {type(layer).__name__}, expected nn.Linear({i}, {o}, bias=False)")
-        elif (layer.in_features, layer.out_features) != (i, o):
-            problems.append(f"{name} is nn.Linear({layer.in_features}, {layer.out_features}), expected "
-                            f"nn.Linear({i}, {o}, bias=False)")
-        elif layer.bias is not None:
-            problems.append(f"{name} has a bias: SwiGLU's linear layers have none (bias=False)")
-    return problems
+    return linear_layer_problems(module, "SwiGLUFeedForward(5, 8)", 5,
+                                 {"gate_proj": (5, 8), "up_proj": (5, 8), "down_proj": (8, 5)}, bias=False,
+                                 family="SwiGLU's")
 
 
 def _zero_up(module: nn.Module) -> None:
@@ -310,29 +267,14 @@ def _zero_up(module: nn.Module) -> None:
 def _swiglu_probes(cls, gen: torch.Generator) -> List[str]:
     d, f, t = 6, 10, 5
     ref = _swiglu_reference(d, f, gen)
-    mod = build(cls, (d, f), {}, ref, example=_example(d))
+    mod = build(cls, (d, f), {}, ref, example=example(d))
     if isinstance(mod, str):
         return [mod]
     x = tokens(gen, 2, t, d)
-    y = run(mod, x)
-    if not isinstance(y, Tensor) or tuple(y.shape) != tuple(x.shape):
-        return [f"expected an output of shape {tuple(x.shape)} to probe"]
-    problems = []
-    perm = torch.randperm(t, generator=gen)
-    yp = run(mod, x[:, perm])
-    if not (isinstance(yp, Tensor) and yp.shape == y.shape and close(yp, y[:, perm], atol=1e-6)):
-        problems.append("permuting the positions of x does not just permute the output: the FFN must treat "
-                        "each position on its own, with the same weights")
-    x2 = x.clone()
-    x2[:, 0] += 2.0
-    y2 = run(mod, x2)
-    if not (isinstance(y2, Tensor) and y2.shape == y.shape and close(y2[:, 1:], y[:, 1:], atol=1e-6)):
-        problems.append("changing the first token changes the output at other positions")
-    for shape in ((t, d), (2, 3, t, d)):
-        x3 = tokens(gen, *shape)
-        c = compare(run(mod, x3), ref(x3), what=f"output for x of shape {shape}")
-        if not c.ok:
-            problems.append(c.detail)
+    y = output_to_probe(mod, x, "(B, T, D) = ")
+    if not isinstance(y, Tensor):
+        return y
+    problems = position_wise_problems(mod, ref, gen, x, y)
     try:
         observe("zero up_proj", _zero_up, mod)
     except LearnerError:

@@ -32,6 +32,7 @@ from ..frame import (
     observe,
     randn,
 )
+from ..frame.diagnosis import matching_mistake
 from ..frame.modules import build, counterpart, load_reference, materialise
 from ..frame.registry import step
 from ..mistakes import multihead as M
@@ -506,12 +507,12 @@ def _diagnose_mha(result: CheckResult, seen, seen_weights=(), weight_fails=()) -
     differs = [(case, y) for case, y in outputs if not matches(y, _mha_expected(case), atol=1e-8)]
     run_variant = lambda variant, case: variant.fn(case)  # noqa: E731
     if differs:
-        m = V.match_variant(outputs, V.mha_variants(), run_variant, atol=1e-8)
+        m = matching_mistake(outputs, V.mha_variants(), run_variant, atol=1e-8, cheapest_first=True)
         if m is not None:
             result.diagnose(m.advice)
             return
     if weight_fails and seen_weights:
-        m = V.match_variant(seen_weights, V.mha_variants(), run_variant, atol=1e-8)
+        m = matching_mistake(seen_weights, V.mha_variants(), run_variant, atol=1e-8, cheapest_first=True)
         if m is not None:
             result.diagnose(m.advice)
 

@@ -248,6 +248,17 @@ def distinct_variants(sizes) -> List[Mistake]:
 # =========================================================================== rotary embeddings
 
 ROPE_POINTS = 4.0
+#: "Yours vs expected": the scores of one query vector placed at positions 2…11 (offset 2) against one
+#: key vector at positions 0…11 rotated by mhsa_lib; rotated right, each score depends only on the
+#: distance between the two positions (constant diagonals). Your rotation of the queries meets the
+#: reference's keys, so that a convention that rotates q and k alike the wrong way still shows.
+ROPE_PICTURE = (
+    'q = torch.randn(1, 8, generator=g).repeat(10, 1); k = torch.randn(1, 8, generator=g).repeat(12, 1)\n'
+    'k_rot = mhsa_lib.apply_rotary(k, 0)\n'
+    'ref = mhsa_lib.apply_rotary(q, 2) @ k_rot.T\n'
+    'yours = fn(q.clone(), 2) @ k_rot.T\n'
+    "axes = ('query row (position 2 + row)', 'key position')"
+)
 ROPE_LIBRARY = ("apply_rotary", "_frequencies", "shift_matrix", "sinusoidal_positional_encoding")
 ROPE_ATOL = 1e-4  # float32 rotations of angles up to ~100
 
@@ -286,7 +297,8 @@ def _close(a: Optional[Tensor], b: Optional[Tensor], atol: float) -> bool:
 
 
 @step("apply_rotary", forbidden=((), ROPE_LIBRARY),
-      points=ROPE_POINTS, notebook="07_capstone_tiny_transformer", home="positional", reference=mhsa_lib.apply_rotary)
+      points=ROPE_POINTS, notebook="07_capstone_tiny_transformer", home="positional", reference=mhsa_lib.apply_rotary,
+      picture=ROPE_PICTURE)
 def check_apply_rotary(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check ``apply_rotary(x, offset=0) -> (…, T, Dh)`` (max 4)."""
     step = "apply_rotary"

@@ -1104,6 +1104,71 @@ QUESTIONS: Dict[str, Question] = {
         },
         points=1,
     ),
+
+    # ------------------------------------------------------------------ 03_concat_and_output_projection: heads vs width
+    "03.heads_fixed_d": Question(
+        kind="choice",
+        options={
+            "a": "score_rank_bound: from 128 down to 32",
+            "b": "params: sixteen sets of W_Q, W_K, W_V instead of one",
+            "c": "flops: the attention core costs 16 times less",
+            "d": "kv_cache_bytes: sixteen heads cache 16 times as much",
+        },
+        answer="a",
+        explanation=(
+            "At a fixed D the four projections stay (D, D) whatever H, so params and the projections' FLOPs "
+            "do not move; the core is H products through Dh = D/H features, 4·T²·D FLOPs in all; the cache "
+            "keeps H heads of Dh keys and values per token, D of each. Only what one head can express "
+            "changes: its (T, T) scores have rank at most min(D/H, T) = min(512/16, 128) = 32, against 128 "
+            "for one head."
+        ),
+        feedback={
+            "b": (
+                "Each head's W_Q is a (Dh, D) slice of one (D, D) matrix: sixteen slices of 32 rows hold as many "
+                "weights as one matrix of 512 rows. The count is 4·D² + 4·D for every H."
+            ),
+            "c": (
+                "Each head does 1/16 of the work, but there are 16 of them: H · T²·(D/H) multiply-adds per "
+                "product is T²·D, whatever H."
+            ),
+            "d": (
+                "Each head caches Dh = D/H keys and values per token, so H heads cache D of each, as one head "
+                "of width D does. Only sharing key/value heads among query heads (GQA, MQA: notebook 05) "
+                "shrinks the cache."
+            ),
+        },
+        points=1,
+    ),
+    "03.rank_bound": Question(
+        kind="choice",
+        options={
+            "a": "10, one per token",
+            "b": "64, the width of the model",
+            "c": "16, one per head",
+            "d": "4, from the head width",
+        },
+        answer="d",
+        explanation=(
+            "A head's scores are Q_h K_hᵀ / √Dh with Q_h and K_h of shape (T, Dh): every score matrix that "
+            "goes through Dh = 64/16 = 4 features has rank at most 4, however many tokens there are "
+            "(min(Dh, T) = min(4, 10) = 4)."
+        ),
+        feedback={
+            "a": (
+                "A (10, 10) matrix could have rank 10, but this one is a product (10, 4) @ (4, 10): its rank "
+                "cannot exceed 4. T caps the rank only when it is smaller than the head width."
+            ),
+            "b": (
+                "One head never sees all 64 features: its queries and keys are its own Dh = D/H = 4 features, "
+                "and a product through 4 features has rank at most 4."
+            ),
+            "c": (
+                "The number of heads is how many such matrices there are, not the rank of one: each head's "
+                "scores go through its own Dh = 64/16 = 4 features."
+            ),
+        },
+        points=1,
+    ),
 }
 
 

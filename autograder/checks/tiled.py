@@ -14,6 +14,7 @@ from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 import mhsa_lib
 
@@ -191,27 +192,47 @@ def _diagnose_merge(result: CheckResult, seen) -> None:
         if err:
             result.diagnose(f"on m1 of shape {tuple(args[0].shape)} your function {err}.")
             return
-    for mistake in M.MERGE_MISTAKES:
-        if not mistake.by_output:
-            continue
-        fits = True
-        for args, got in seen:
-            m, l, _ = _pair(got)
-            m_m, m_l = mistake.fn(*args)
-            if not (matches(m, m_m) and matches(l, m_l)):
-                fits = False
-                break
-        if fits:
-            result.diagnose(mistake.advice)
-            return
+    # Exactly first; then on the rows where some block is not empty, since how two empty blocks
+    # merge, (-inf, 0) or NaN, is a separate slip that a mistake in the rescaling does not decide.
+    for nonempty_only in (False, True):
+        for mistake in M.MERGE_MISTAKES:
+            if mistake.by_output and all(_merge_fits(mistake, args, got, nonempty_only) for args, got in seen):
+                result.diagnose(mistake.advice)
+                return
     m, l, _ = _pair(seen[0][1])
     if isinstance(m, Tensor) and m.shape == (4,) and not matches(m, _merge_reference(MERGE_PUBLIC)[0]):
         result.diagnose("your m is not the larger of the two maxima: m = torch.maximum(m1, m2).")
 
 
+def _merge_fits(mistake, args: Tuple[Tensor, ...], got: Any, nonempty_only: bool) -> bool:
+    """Does the learner's (m, l) on ``args`` equal the mistake's (on every row, or on the rows
+    where at least one of the two blocks is not empty)?"""
+    m, l, _ = _pair(got)  # noqa: E741
+    m_m, m_l = mistake.fn(*args)
+    if not nonempty_only:
+        return matches(m, m_m) and matches(l, m_l)
+    if not (isinstance(m, Tensor) and isinstance(l, Tensor)):
+        return False
+    try:
+        keep = torch.isfinite(torch.maximum(args[0], args[2])).expand(m_m.shape)
+        if tuple(m.shape) != tuple(m_m.shape) or tuple(l.shape) != tuple(m_l.shape) or not bool(keep.any()):
+            return False
+        return matches(m[keep], m_m[keep]) and matches(l[keep], m_l[keep])
+    except Exception:  # noqa: BLE001 - whatever the learner's tensors do, no diagnosis, no raise
+        return False
+
+
 # --------------------------------------------------------------------------- tiled attention
 
 TILED_POINTS = 5.0
+#: "Yours vs expected": the output (T=6 queries, Dv=5) of causal attention over S=10 keys in blocks
+#: of 4, 4 and 2 (the causal mask aligned to the lower right).
+TILED_PICTURE = (
+    'q = torch.randn(6, 4, generator=g); k = torch.randn(10, 4, generator=g); v = torch.randn(10, 5, generator=g)\n'
+    'ref = mhsa_lib.tiled_attention(q, k, v, 4, causal=True)\n'
+    'yours = fn(q.clone(), k.clone(), v.clone(), 4, causal=True)\n'
+    "axes = ('query', 'output feature')"
+)
 TILED_FORBIDDEN = (
     "scaled_dot_product_attention",
     "_scaled_dot_product_attention_math",
@@ -284,7 +305,7 @@ def _mask_for(gen: torch.Generator, kind: str, q: Tensor, k: Tensor, empty_row: 
 
 @step("tiled_attention", forbidden=(TILED_FORBIDDEN, TILED_LIBRARY),
       points=TILED_POINTS, notebook="08_attention_without_the_matrix", home="tiled",
-      reference=mhsa_lib.tiled_attention, isolate=("online_softmax_merge",))
+      reference=mhsa_lib.tiled_attention, isolate=("online_softmax_merge",), picture=TILED_PICTURE)
 def check_tiled_attention(fn: Any, result: CheckResult, gen: torch.Generator, hidden: bool) -> None:
     """Check a learner's ``tiled_attention(q, k, v, block_size, mask=None, causal=False) -> out`` (max 5)."""
     seen: List[Tuple[tuple, bool, Any]] = []  # ((q, k, v, block, mask), causal, output) for the diagnosis
@@ -387,11 +408,33 @@ def _large_scores(gen: torch.Generator, sign: float) -> Tuple[Tensor, Tensor, Te
     return q.float(), k.float(), randn(gen, b, s, dv)
 
 
+class _LargestReturned(TorchFunctionMode):
+    """The largest tensor any torch function or tensor method returns while the mode is on.
+
+    Torch-level, unlike ``mhsa_lib.largest_intermediate``'s dispatch mode, whose first use in a
+    process imports torch._dynamo (one to several seconds in a fresh kernel, which would land in
+    this check's cell); a (T, S) score matrix is the result of a torch call (a product, einsum,
+    a factory function, a method) whichever way the learner writes it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numel, self.shape = 0, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, Tensor) and t.numel() > self.numel:
+                self.numel, self.shape = t.numel(), [int(n) for n in t.shape]
+        return out
+
+
 def _largest_tensor(fn: Any, q: Tensor, k: Tensor, v: Tensor, block: int) -> list:
-    """[entries, shape, output]: the largest tensor any torch operation creates while ``fn`` runs,
+    """[entries, shape, output]: the largest tensor any torch call returns while ``fn`` runs,
     and what ``fn`` returned (a tensor, else None)."""
-    out, biggest = mhsa_lib.largest_intermediate(fn, q, k, v, block)
-    return [int(biggest.numel), [int(n) for n in biggest.shape], out.detach() if isinstance(out, Tensor) else None]
+    mode = _LargestReturned()
+    with mode:
+        out = fn(q, k, v, block)
+    return [mode.numel, mode.shape, out.detach() if isinstance(out, Tensor) else None]
 
 
 def _diagnose_tiled(result: CheckResult, seen) -> None:

@@ -15,7 +15,6 @@ Dh = D / H, F feed-forward width.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
@@ -25,79 +24,18 @@ from ..frame.compare import matches
 from ..frame.errors import LearnerError
 from ..frame.mistakes import Mistake
 from ..frame.results import CheckResult
+from ..frame.shape_errors import SizeNames, read_shape_error
 from ..frame.variants import Axis, generate
 
 # --------------------------------------------------------------------------- shape errors, in course terms
 
 
-def _name(n: int, sizes: Dict[str, int]) -> str:
-    """``n`` named by the case's sizes: ``T=5``, ``B·T=10``, or just ``7`` (and 1 stays 1: any
-    size may be 1)."""
-    if n <= 1:
-        return str(n)
-    same = [k for k, v in sizes.items() if v == n]
-    keys = [k for k, v in sizes.items() if v > 1]
-    same += [f"{a}·{b}" for i, a in enumerate(keys) for b in keys[i + 1:] if sizes[a] * sizes[b] == n
-             and not ({a, b} == {"H", "Dh"} and "D" in same)]  # D is H·Dh by definition
-    # sizes that happen to be equal: every reading is named
-    return f"{'/'.join(same)}={n}" if same else str(n)
-
-
-def _shape(dims: Iterable[int], sizes: Dict[str, int]) -> str:
-    return "(" + ", ".join(_name(int(n), sizes) for n in dims) + ")"
-
-
-_LINEAR_HINT = ("a weight stored as nn.Linear stores it, (out_features, in_features), is applied as "
-                "x @ W.T (or F.linear(x, W)), not x @ W")
-
-
 def explain_shape_error(message: str, sizes: Dict[str, int]) -> Optional[str]:
     """Which operation failed on which shapes and what it needed, in the course's letters, from
-    the text of a learner's RuntimeError (``sizes``: the case's sizes by letter); None if the
-    message is not a shape error this knows."""
-    m = re.search(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)", message)
-    if m:
-        a, b, c, d = map(int, m.groups())
-        hint = f": {_LINEAR_HINT}" if d == b and c != b else ""
-        return (f"a matrix product of {_shape((a, b), sizes)} by {_shape((c, d), sizes)} failed: the inner "
-                f"sizes {_name(b, sizes)} and {_name(c, sizes)} must be equal{hint}")
-    m = re.search(r"Expected size for first two dimensions of batch2 tensor to be: \[(\d+), (\d+)\] "
-                  r"but got: \[(\d+), (\d+)\]", message)
-    if m:
-        a, b, c, d = map(int, m.groups())
-        return (f"a batched matrix product failed: the second tensor should start with {_shape((a, b), sizes)} "
-                f"but starts with {_shape((c, d), sizes)} (are the heads, positions or features of one "
-                "operand on other axes than you think?)")
-    m = re.search(r"The size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\) at "
-                  r"non-singleton dimension (\d+)", message)
-    if m:
-        a, b, dim = map(int, m.groups())
-        return (f"an elementwise operation (+, *, a mask, a matmul's batch axes) met sizes {_name(a, sizes)} "
-                f"and {_name(b, sizes)} on axis {dim}: to broadcast they must be equal, or one of them 1")
-    m = re.search(r"shape '\[([-\d, ]+)\]' is invalid for input of size (\d+)", message)
-    if m:
-        dims = [int(s) for s in m.group(1).split(",") if s.strip()]
-        n = int(m.group(2))
-        return (f"a view/reshape to {_shape(dims, sizes)} of a tensor of {n} elements failed: the new shape "
-                "must hold exactly as many elements (split D into H·Dh, or merge H·Dh back into D)")
-    m = re.search(r"Sizes of tensors must match except in dimension (\d+)\. Expected size (\d+) but got "
-                  r"size (\d+)", message)
-    if m:
-        dim, a, b = map(int, m.groups())
-        return (f"torch.cat along axis {dim} met sizes {_name(a, sizes)} and {_name(b, sizes)} on another "
-                "axis: every axis but the one you concatenate along must agree (positions are axis -2 of "
-                "(B, G, S, Dh))")
-    m = re.search(r"Dimension out of range \(expected to be in range of \[(-?\d+), (\d+)\], but got (-?\d+)\)",
-                  message)
-    if m:
-        lo, hi, got = map(int, m.groups())
-        return (f"an axis {got} was asked of a tensor with only {hi + 1} axes: the tensor has fewer axes "
-                "than the code expects (a (B, T, D) tensor where (B, H, T, Dh) was meant, or the reverse?)")
-    m = re.search(r"expected (?:scalar type|m1 and m2 to have the same dtype)", message)
-    if m:
-        return ("two tensors of different dtypes met in one operation: make new tensors with the input's "
-                "dtype and device (torch.zeros(..., dtype=x.dtype, device=x.device))")
-    return None
+    the text of a learner's error (``sizes``: the case's sizes by letter, every reading named:
+    ``B·T=10``, ``H/Dh=2``); None if the message is not a shape error the frame's reader knows.
+    The module steps apply weights stored as nn.Linear stores them."""
+    return read_shape_error(message, SizeNames(sizes), linear_weights=True)
 
 
 def diagnose_error(result: CheckResult, seen: Sequence[Tuple[Any, Any]], sizes_of: Callable[[Any], Dict[str, int]],
@@ -122,24 +60,6 @@ def diagnose_error(result: CheckResult, seen: Sequence[Tuple[Any, Any]], sizes_o
     return True
 
 
-def match_variant(seen: Sequence[Tuple[Any, Any]], variants: Iterable[Mistake],
-                  produce: Callable[[Mistake, Any], Any], *, atol: float = 1e-6, rtol: float = 1e-4,
-                  ) -> Optional[Mistake]:
-    """The first variant whose output equals the learner's on every case of ``seen`` whose learner
-    output is a tensor (cheapest cases first, stopping at the first difference)."""
-    outputs = [(case, y) for case, y in seen if isinstance(y, Tensor)]
-    outputs.sort(key=lambda cy: cy[1].numel())
-    if not outputs:
-        return None
-    for m in variants:
-        try:
-            if all(matches(y, produce(m, case), atol=atol, rtol=rtol) for case, y in outputs):
-                return m
-        except Exception:  # a variant that cannot run on this case explains nothing
-            continue
-    return None
-
-
 # --------------------------------------------------------------------------- split / merge / repeat_kv
 
 SPLIT_AXES = [
@@ -154,6 +74,11 @@ SPLIT_AXES = [
                 "positions",
         "2,3": "you transpose the wrong pair of axes (2 and 3): swap axes 1 and 2, positions and heads",
         "1,3": "you transpose the wrong pair of axes (1 and 3): swap axes 1 and 2, positions and heads",
+        "0,2,3,1": "your permute gives (B, H, Dh, T): the heads come first, but each head's positions and "
+                   "features are swapped (a head is a (T, Dh) matrix, one row per position). After the reshape "
+                   "to (B, T, H, Dh) swap only positions and heads: permute(0, 2, 1, 3), or transpose(1, 2)",
+        "0,3,1,2": "your permute gives (B, Dh, T, H): the features took the heads' place. After the reshape to "
+                   "(B, T, H, Dh) swap only positions and heads: permute(0, 2, 1, 3), or transpose(1, 2)",
     }),
 ]
 
@@ -167,8 +92,8 @@ def _split_variant(c: Dict[str, Any]) -> Callable:
         y = x.reshape(b, *(n[k] for k in _VIEW_ORDER[c["view"]]))
         if c["swap"] == "none":
             return y
-        i, j = map(int, c["swap"].split(","))
-        return y.transpose(i, j)
+        axes = [int(a) for a in c["swap"].split(",")]
+        return y.permute(*axes) if len(axes) == y.ndim else y.transpose(*axes)
     return fn
 
 
@@ -252,11 +177,15 @@ def _scores_scale(c: Dict[str, Any], d: int, dh: int) -> float:
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Optional[Tensor], c: Dict[str, Any]):
     """(B, H, T, Dh) attention with the variant's scale, mask handling and softmax axis."""
-    scores = q @ k.transpose(-2, -1) / scale
-    if mask is not None and c.get("mask", "applied") != "ignored":
-        fill = float("-inf") if c.get("mask", "applied") == "applied" else 0.0
-        scores = scores.masked_fill(~mask.bool(), fill)
+    scores = (k @ q.transpose(-2, -1) if c.get("scores", "qk") == "kq" else q @ k.transpose(-2, -1)) / scale
+    how = c.get("mask", "applied")
+    if mask is not None and how == "inverted":  # (a query whose allowed keys all get blocked gets zeros)
+        scores = scores.masked_fill(mask.bool(), float("-inf"))
+    elif mask is not None and how != "ignored":
+        scores = scores.masked_fill(~mask.bool(), float("-inf") if how == "applied" else 0.0)
     w = torch.softmax(scores, dim=-1 if c.get("softmax", "keys") == "keys" else -2)
+    if how == "inverted":
+        w = torch.nan_to_num(w, nan=0.0)
     return w @ v, w
 
 
@@ -269,6 +198,9 @@ _SCALE_WRONG = {
 _MASK_WRONG = {
     "ignored": "the mask is never applied to the scores",
     "zero": "masked scores are filled with 0 instead of -inf, so masked keys still get weight",
+    "inverted": "the mask's polarity is inverted: you block the keys where the mask is True, but True means "
+                "'may attend' (block where it is False, masked_fill(~mask, -inf)); torch.nn.MultiheadAttention "
+                "uses the opposite convention",
 }
 
 _WEIGHTS_PHRASES = {
@@ -362,6 +294,9 @@ MODULE_AXES = [
     }),
     Axis("returned", "per-head", {"averaged": "you return the attention weights averaged over the heads: "
                                               "return_weights asks for each head's weights, (B, H, T, S)"}),
+    Axis("scores", "qk", {"kq": "your scores are K Qᵀ (k @ q.transpose(-2, -1)), one row per key: the scores are "
+                                "Q Kᵀ, q @ k.transpose(-2, -1), one row per query, so that the softmax over the "
+                                "last axis weighs the keys"}),
 ]
 
 GQA_AXES = MODULE_AXES[:5] + [
@@ -377,6 +312,9 @@ GQA_AXES = MODULE_AXES[:5] + [
     Axis("causal", "lower-right", {
         "upper-left": "your causal mask is aligned to the upper left: with a cache, new query i sits at "
                       "position S - T + i and may see every key up to it",
+        "missing": "causal=True changes nothing: every query still sees the future keys. With causal=True "
+                   "block key j for new query i where j > S - T + i (a lower-right aligned causal mask, "
+                   "combined with any mask given)",
     }),
     MODULE_AXES[5],
 ]
@@ -610,6 +548,10 @@ FFN_AXES = [
         "after": "your FFN also applies the activation after fc2: fc2(act(fc1(x))) ends with fc2",
         "only-after": "your FFN applies the activation after fc2 instead of between fc1 and fc2",
     }),
+    Axis("residual", "none", {
+        "input": "your FFN adds its input back (x + ...): the residual connection belongs to the block, "
+                 "x + FFN(LN(x)), so the FFN returns fc2(act(fc1(x))) alone",
+    }),
 ]
 
 
@@ -619,7 +561,8 @@ def feed_forward_forward(c: Dict[str, Any], ffn: Any, x: Tensor, asked: str) -> 
     if c["where"] != "only-after":
         h = act(h)
     y = ffn.fc2(h)
-    return act(y) if c["where"] != "between" else y
+    y = act(y) if c["where"] != "between" else y
+    return x + y if c["residual"] == "input" else y
 
 
 def feed_forward_variants(asked: str) -> List[Mistake]:
@@ -802,8 +745,8 @@ def diagnose_search(result: CheckResult, seen: Sequence[Tuple[Any, Any]], mistak
         except Exception:
             pass
     if tensors:
-        m = matching_mistake(seen, mistakes, produce, atol=atol) or match_variant(
-            seen, variants(), variant_output, atol=atol)
+        m = matching_mistake(seen, mistakes, produce, atol=atol) or matching_mistake(
+            seen, variants(), variant_output, atol=atol, cheapest_first=True)
         if m is not None:
             result.diagnose(prefix + m.advice)
             return True

@@ -19,6 +19,7 @@ from ..frame import (
     distinct_sizes,
     randn,
 )
+from ..frame.diagnosis import anything, matching_mistake, same_tensor
 from ..frame.registry import step
 from ..mistakes import warmups as M
 
@@ -113,8 +114,9 @@ def _diagnose(fn: Callable, result: CheckResult, calls, public_ok: bool, gen: to
     bad = [(case, got) for case, got in seen if not close(got, _expected(*case))]
     if not bad:
         return
-    found = V.first_match(seen, (m for m in M.PAIRWISE_MISTAKES if m.id in _BY_OUTPUT), _produce, V.same_tensor)
-    found = found or V.first_match(seen, V.pairwise_variants(), _produce, V.same_tensor)
+    found = matching_mistake(seen, (m for m in M.PAIRWISE_MISTAKES if m.id in _BY_OUTPUT), _produce,
+                             same=same_tensor, usable=anything)
+    found = found or matching_mistake(seen, V.pairwise_variants(), _produce, same=same_tensor, usable=anything)
     if found is not None:
         result.diagnose(found.advice + ("" if found.advice.endswith(".") else "."))
         return

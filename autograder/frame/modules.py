@@ -21,10 +21,11 @@ from torch.nn.utils import parametrize
 
 from .calls import attempt, observe, run_safely
 from .cases import randn
-from .compare import close
+from .compare import Comparison, close, compare
 from .diagnosis import diagnose_by_output, matching_mistake
 from .errors import LearnerError
 from .results import CheckResult
+from .shortcuts import find_shortcuts
 
 
 @contextlib.contextmanager
@@ -389,3 +390,196 @@ def tokens(gen: torch.Generator, *shape: int, spread: bool = True) -> Tensor:
         x = x * (0.5 + 2 * torch.rand(*shape[:-1], 1, generator=gen, dtype=torch.float64))
         x = x + randn(gen, *shape[:-1], 1, dtype=torch.float64, scale=2.0)
     return x
+
+
+# --------------------------------------------------------------------------- a module step's scaffolding
+# What the checks of the norms and feed-forward layers (LayerNorm, RMSNorm, FeedForward,
+# SwiGLUFeedForward, ...) share: build the learner's class with given sizes, copy the reference's
+# parameters in, compare on cases, look at its layout, probe it, name its mistakes.
+
+
+def example(d: int) -> Tensor:
+    """A small input of width ``d`` for the one forward pass that gives lazy layers their shapes."""
+    return torch.linspace(-1.0, 1.0, 2 * 3 * d, dtype=torch.float64).reshape(2, 3, d)
+
+
+def materialise_or_say(module: nn.Module, what: str, d: int) -> Optional[str]:
+    """Give the lazy layers (``nn.LazyLinear`` ...) of a freshly built module their shapes from an
+    input of width ``d``, or say why not (``what``: how the module was built)."""
+    try:
+        materialise(module, example(d).float())
+    except Exception as e:
+        return f"{what}: its lazy layers could not be initialised ({type(e).__name__}: {e})"
+    return None
+
+
+def observe_problems(label: str, inspect: Callable[[Any], List[str]], module: Any) -> List[str]:
+    """``inspect(module)`` on the learner's module, as one observation: its list of problems."""
+    try:
+        return list(observe(label, inspect, module))
+    except LearnerError as e:
+        return [f"looking at your module {e}"]
+
+
+def parameter_problems(module: Any, what: str, d: int, expected: Dict[str, float],
+                       absent: Optional[Dict[str, str]] = None) -> List[str]:
+    """What is wrong with a norm's parameters: each of ``expected`` (name -> initial value) must be
+    an nn.Parameter of shape (d,) holding that value; each of ``absent`` (name -> why) must not
+    exist. ``what``: how the module was built (``"LayerNorm(7)"``)."""
+    if not isinstance(module, nn.Module):
+        return [f"{what} built a {type(module).__name__}, expected an nn.Module"]
+    params = dict(module.named_parameters())
+    problems = []
+    for name, init in expected.items():
+        p = params.get(name)
+        if p is None:
+            problems.append(f"no nn.Parameter named {name}" + (": a plain tensor attribute is not trained, wrap "
+                            "it in nn.Parameter" if isinstance(getattr(module, name, None), Tensor) else ""))
+        elif tuple(p.shape) != (d,):
+            problems.append(f"{name} has shape {tuple(p.shape)}, expected (D,) = ({d},)")
+        elif not torch.all(p.detach() == init):
+            problems.append(f"{name} should start as all {init:g}s")
+    problems += [why for name, why in (absent or {}).items() if name in params]
+    return problems
+
+
+def linear_layer_problems(module: Any, what: str, d: int, layers: Dict[str, Tuple[int, int]], bias: bool,
+                          family: str = "") -> List[str]:
+    """What is wrong with a feed-forward layout: each of ``layers`` (attribute -> (in, out)) must be
+    an nn.Linear of those sizes, with a bias or without one (``bias``; ``family`` names the kind of
+    layer that has none, in the advice). ``what``: how the module was built, ``d`` its input width
+    (for lazy layers)."""
+    if not isinstance(module, nn.Module):
+        return [f"{what} built a {type(module).__name__}, expected an nn.Module"]
+    problem = materialise_or_say(module, what, d)
+    if problem:
+        return [problem]
+    problems = []
+    for name, (i, o) in layers.items():
+        layer = getattr(module, name, None)
+        wanted = f"nn.Linear({i}, {o})" if bias else f"nn.Linear({i}, {o}, bias=False)"
+        if not isinstance(layer, nn.Linear):
+            problems.append(f"{name} is {type(layer).__name__}, expected {wanted}")
+        elif bias and ((layer.in_features, layer.out_features) != (i, o) or layer.bias is None):
+            problems.append(f"{name} is nn.Linear({layer.in_features}, {layer.out_features}, "
+                            f"bias={layer.bias is not None}), expected {wanted} with a bias")
+        elif not bias and (layer.in_features, layer.out_features) != (i, o):
+            problems.append(f"{name} is nn.Linear({layer.in_features}, {layer.out_features}), expected {wanted}")
+        elif not bias and layer.bias is not None:
+            problems.append(f"{name} has a bias: {family or 'these'} linear layers have none (bias=False)")
+    return problems
+
+
+class ModuleCases:
+    """The learner's module class run against a reference module case by case; every run is kept,
+    ``(case, learner output, expected output)``, for the diagnosis (:func:`diagnose_modules`)."""
+
+    def __init__(self, cls: Any, compare_output: Callable[[Any, Tensor], Any]):
+        self.cls = cls
+        self.compare_output = compare_output
+        self.seen: List[Tuple[Any, Any, Tensor]] = []
+
+    def run(self, args: Sequence[Any], kwargs: Dict[str, Any], ref: nn.Module, x: Tensor, case: Any,
+            extra: Sequence[Any] = ()) -> Any:
+        """Build ``cls(*args, **kwargs)`` with ``ref``'s parameters, run it on ``x`` (and ``extra``,
+        a mask ...); the learner's output (or why the module could not be built, a str: that case
+        is not kept)."""
+        mod = build(self.cls, args, kwargs, ref, example=x)
+        if isinstance(mod, str):
+            return mod
+        y = run(mod, x, *extra)
+        self.seen.append((case, y, ref(x, *extra)))
+        return y
+
+    def compare(self, args: Sequence[Any], kwargs: Dict[str, Any], ref: nn.Module, x: Tensor, case: Any,
+                extra: Sequence[Any] = ()) -> Tuple[Any, Comparison]:
+        """:meth:`run`, then (its output, its comparison with the reference's); a module that could
+        not be built fails with why."""
+        y = self.run(args, kwargs, ref, x, case, extra)
+        if isinstance(y, str):
+            return y, Comparison(False, y)
+        return y, self.compare_output(y, self.seen[-1][2])
+
+
+def mistake_with_reference(mistake: Any, sizes: Sequence[Any], ref: nn.Module, x: Tensor) -> Any:
+    """What a known mistake's module, built with ``sizes`` and given ``ref``'s parameters, outputs on ``x``."""
+    buggy = mistake.fn(*sizes)
+    load_reference(buggy, ref)
+    return buggy.double()(x)
+
+
+def answers_public_anyway(cls: Any, args: Sequence[Any], kwargs: Dict[str, Any], ref: nn.Module,
+                          public_x: Tensor, gen: torch.Generator, built_on: Optional[Tensor] = None) -> bool:
+    """Does the learner's module give the public case's answer on another input of its shape (an
+    answer hard-coded for the public case)?"""
+    d = public_x.shape[-1]
+    mod = build(cls, args, kwargs, ref, example=example(d) if built_on is None else built_on)
+    return not isinstance(mod, str) and close(run(mod, tokens(gen, *public_x.shape)), ref(public_x))
+
+
+def module_shortcuts(cls: Any, args: Sequence[Any], kwargs: Dict[str, Any], ref: nn.Module, d: int,
+                     gen: torch.Generator, torch_names: Sequence[str], library: Sequence[str]) -> List[str]:
+    """The forbidden torch or library calls the learner's module makes on a (2, 3, ``d``) input."""
+    mod = build(cls, args, kwargs, ref, example=example(d))
+    if isinstance(mod, str):
+        return []
+    return find_shortcuts(mod, (tokens(gen, 2, 3, d),), torch_names, forbid_library=library)
+
+
+def output_to_probe(mod: Any, x: Tensor, shape_name: str = "") -> Any:
+    """The learner's module on ``x``, or a problem (a one-item list) when its output is not shaped like ``x``."""
+    y = run(mod, x)
+    if not isinstance(y, Tensor) or tuple(y.shape) != tuple(x.shape):
+        return [f"expected an output of shape {shape_name}{tuple(x.shape)} to probe"]
+    return y
+
+
+def keeps(mod: Any, changed: Tensor, pick: Callable[[Tensor], Tensor], want: Tensor, problem: str,
+          atol: float = 1e-6) -> List[str]:
+    """``[problem]`` unless the module's output on the ``changed`` input, shaped like it, has
+    ``pick(output)`` equal to ``want`` (what an unchanged part of the output, or a rearranged one,
+    must be)."""
+    y = run(mod, changed)
+    ok = isinstance(y, Tensor) and tuple(y.shape) == tuple(changed.shape) and close(pick(y), want, atol=atol)
+    return [] if ok else [problem]
+
+
+def any_leading_shape(mod: Any, ref: nn.Module, gen: torch.Generator, shapes: Sequence[Tuple[int, ...]]) -> List[str]:
+    """Differences from the reference on inputs of the other ``shapes`` ((T, D), (B, H, T, D), ...)."""
+    problems = []
+    for shape in shapes:
+        x = tokens(gen, *shape)
+        c = compare(run(mod, x), ref(x), what=f"output for x of shape {shape}")
+        if not c.ok:
+            problems.append(c.detail)
+    return problems
+
+
+def position_wise_problems(mod: Any, ref: nn.Module, gen: torch.Generator, x: Tensor, y: Tensor,
+                           what: str = "the FFN") -> List[str]:
+    """The probes of a position-wise module (a feed-forward layer), given its output ``y`` on ``x``
+    (B, T, D): permuting the positions permutes the output, changing the first token changes only
+    its own output, and any leading shape ((T, D), (2, 3, T, D)) gives the reference's output."""
+    t, d = x.shape[-2], x.shape[-1]
+    perm = torch.randperm(t, generator=gen)
+    problems = keeps(mod, x[:, perm], lambda out: out, y[:, perm],
+                     f"permuting the positions of x does not just permute the output: {what} must treat each "
+                     "position on its own, with the same weights")
+    x2 = x.clone()
+    x2[:, 0] += 2.0
+    problems += keeps(mod, x2, lambda out: out[:, 1:], y[:, 1:],
+                      "changing the first token changes the output at other positions")
+    return problems + any_leading_shape(mod, ref, gen, ((t, d), (2, 3, t, d)))
+
+
+def token_wise_problems(mod: Any, ref: nn.Module, gen: torch.Generator, x: Tensor, y: Tensor,
+                        shapes: Sequence[Tuple[int, ...]]) -> List[str]:
+    """The probes of a module that normalises each token on its own (a norm), given its output
+    ``y`` on ``x`` (B, T, D): changing the first token changes only its own output, and inputs of
+    the other ``shapes`` give the reference's output."""
+    x2 = x.clone()
+    x2[:, 0] = x2[:, 0] * 3.0 + 1.0
+    problems = keeps(mod, x2, lambda out: out[:, 1:], y[:, 1:],
+                     "changing the first token changes the output at other positions: normalise each token over "
+                     "its own D features (the last axis)")
+    return problems + any_leading_shape(mod, ref, gen, shapes)

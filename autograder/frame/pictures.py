@@ -2,9 +2,12 @@
 right under the check's report.
 
 Each such step declares its picture in the registry (``Step.picture``): code that sets ``yours``
-and ``ref`` (same shape) from ``fn``, the learner's function, on a small public example drawn
-from ``g`` (a generator seeded 0, never the hidden cases); for a map that is not attention
-weights it also names its two axes in ``axes``. The class feedback draws the same declarations.
+and ``ref`` (same shape) from ``fn``, the learner's function or class, on a small public example
+drawn from ``g`` (a generator seeded 0, never the hidden cases); for a map that is not attention
+weights it also names its two axes in ``axes``. ``call(f, *args)`` calls anything else of the
+learner's (the forward of the module ``fn`` built) under the same time limit. The declaration runs
+with torch's global random state saved and restored, so building a module for the picture leaves
+the learner's random numbers as they were. The class feedback draws the same declarations.
 """
 
 from __future__ import annotations
@@ -42,14 +45,19 @@ def _draw(setup: str, fn: Any, dpi: int) -> Optional[bytes]:
     import mhsa_lib
     from mhsa_lib import viz
 
-    def learner(*args: Any, **kwargs: Any) -> Any:
-        out = run_safely(fn, args, kwargs, TIME_LIMIT)
+    def call(f: Any, *args: Any, **kwargs: Any) -> Any:
+        out = run_safely(f, args, kwargs, TIME_LIMIT)
         if isinstance(out, LearnerError):
             raise out
         return out
 
-    scope = {"torch": torch, "mhsa_lib": mhsa_lib, "g": torch.Generator().manual_seed(0), "fn": learner}
-    exec(setup, scope)  # the step's own declaration (course code), not the learner's
+    def learner(*args: Any, **kwargs: Any) -> Any:
+        return call(fn, *args, **kwargs)
+
+    scope = {"torch": torch, "mhsa_lib": mhsa_lib, "g": torch.Generator().manual_seed(0), "fn": learner,
+             "call": call}
+    with torch.random.fork_rng(devices=[]):
+        exec(setup, scope)  # the step's own declaration (course code), not the learner's
     yours, ref = scope.get("yours"), scope.get("ref")
     if not isinstance(yours, torch.Tensor) or not isinstance(ref, torch.Tensor) or yours.shape != ref.shape:
         return None

@@ -257,7 +257,31 @@ def grade_class(
     return {"results": results, "restored": restored, "skipped": [(j.student, j.assignment) for j in skipped],
             "problems": problems, "exports": exports, "exports_error": exports_error,
             "seconds": time.monotonic() - t0, "workers": ex.workers, "executor": ex.describe(),
-            "dashboard": ex.dashboard, "stopped": stopped, "not_graded": not_graded}
+            "dashboard": ex.dashboard, "stopped": stopped, "not_graded": not_graded,
+            "withdrawn": withdrawn(course, names, students, only)}
+
+
+def withdrawn(course: Path, names: Sequence[str], students: Optional[Sequence[str]] = None,
+              only: Optional[Set[Tuple[str, str]]] = None) -> List[Tuple[str, str]]:
+    """(student, assignment) graded earlier whose submission folder is no longer in
+    ``submitted/``: their grades stay in the gradebook (nothing graded is dropped in silence),
+    and each run names them."""
+    found: List[Tuple[str, str]] = []
+    root = Path(course) / "grading"
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
+    except OSError:
+        return found
+    for folder in folders:
+        student = folder.name
+        if students and student not in students:
+            continue
+        for name in names:
+            if only is not None and (student, name) not in only:
+                continue
+            if (folder / f"{name}.json").is_file() and not os.path.lexists(Path(course) / "submitted" / student / name):
+                found.append((student, name))
+    return found
 
 
 def _score_text(r: Dict[str, Any]) -> str:
@@ -441,6 +465,12 @@ def report(out: Dict[str, Any], stream: Optional[TextIO] = None) -> int:
         print("autograde: results (student, assignment, score in the gradebook, status, message):", file=stream)
         for line in summary_lines(results):
             print(line, file=stream)
+    gone = out.get("withdrawn") or []
+    if gone:
+        shown_gone = ", ".join(f"{shown(s)}/{a}" for s, a in gone[:10]) + (" ..." if len(gone) > 10 else "")
+        print(f"autograde: {len(gone)} submission(s) graded before are no longer in submitted/ ({shown_gone}); "
+              "their grades stay in the gradebook and the exports: put the folder back to grade it again, or remove "
+              "the grade in the gradebook", file=stream)
     for entry, why in out.get("problems", []):
         print(f"autograde: {entry}: {why}", file=stream)
     errors = [r for r in results if r["status"] == "grader-error"]

@@ -34,11 +34,18 @@ prefix; a file that is not a notebook and names no assignment joins the notebook
 attempt. A student's notebook is stored as ``ASSIGNMENT.ipynb`` whatever the LMS called it. Of
 several attempts the latest (by timestamp) is collected, the others are listed as dropped; when
 timestamps cannot tell the latest, none is guessed. Everything not collected is listed with why.
+
+A submission already in ``submitted/`` is replaced only by a later one (by timestamp: the LMS
+name's, or the ``timestamp.txt`` nbgrader's exchange writes), or by one where neither has a
+timestamp; an older one, or one without a timestamp where the collected one has one, is dropped
+and reported (``--replace`` takes it). Each replacement by different files is named in the notes;
+collecting the same files again changes nothing.
 """
 
 from __future__ import annotations
 
 import csv
+import filecmp
 import io
 import os
 import re
@@ -334,10 +341,12 @@ def _is_nbgrader_layout(src: Path, names: List[str]) -> bool:
 
 
 def collect(course: Path, src: Path, assignment: Optional[str] = None, regex: Optional[str] = None,
-            dry_run: bool = False, roster: RosterArg = None) -> CollectReport:
+            dry_run: bool = False, roster: RosterArg = None, replace: bool = False) -> CollectReport:
     """Collect ``src`` into ``course/submitted/``. ``regex``: the pattern of flat names (default:
     the LMS's ``[PREFIX_]STUDENT_attempt_TIMESTAMP_FILE``, read as described in the module);
-    ``roster``: a roster file or the ids themselves (default: the gradebook's students)."""
+    ``roster``: a roster file or the ids themselves (default: the gradebook's students).
+    ``replace``: take each incoming submission even where the one already collected has a later
+    timestamp, or has one where the incoming has none (kept otherwise, and reported)."""
     course = Path(course)
     src = Path(src)
     names = course_mod.assignments(course)
@@ -366,9 +375,9 @@ def collect(course: Path, src: Path, assignment: Optional[str] = None, regex: Op
         else:
             raise ValueError(f"{src}: neither a folder nor a zip file")
         if _is_nbgrader_layout(root, names):
-            _collect_nbgrader(course, root, names, report, dry_run)
+            _collect_nbgrader(course, root, names, report, dry_run, replace)
         else:
-            _collect_flat(course, root, names, assignment, pattern, people, report, dry_run)
+            _collect_flat(course, root, names, assignment, pattern, people, report, dry_run, replace)
     return report
 
 
@@ -391,24 +400,66 @@ def _clash(course: Path, student: str) -> Optional[str]:
     return "?"
 
 
+def _same_files(dest: Path, files: List[Tuple[Path, str]], ts: str) -> bool:
+    """Does the folder ``dest`` hold exactly ``files`` (plain files, same bytes) and the
+    timestamp ``ts``?"""
+    try:
+        have = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if not p.is_dir())
+        want: Dict[str, Path] = {}
+        for path, stored in files:
+            if path.is_dir():
+                for q in path.rglob("*"):
+                    if not q.is_dir():
+                        want[(Path(stored) / q.relative_to(path)).as_posix()] = q
+            else:
+                want[stored] = path
+        if ts:
+            want.pop("timestamp.txt", None)
+            have_ts = (dest / "timestamp.txt").read_text(encoding="utf-8", errors="replace").strip() \
+                if (dest / "timestamp.txt").is_file() else ""
+            if _timestamp(have_ts) != _timestamp(ts):
+                return False
+            have = [h for h in have if h != "timestamp.txt"]
+        if have != sorted(want):
+            return False
+        return all(not (dest / rel).is_symlink() and filecmp.cmp(dest / rel, src, shallow=False)
+                   for rel, src in want.items())
+    except OSError:
+        return False
+
+
 def _store(course: Path, student: str, name: str, files: List[Tuple[Path, str]], ts: str,
-           report: CollectReport, dry_run: bool, what: str) -> bool:
+           report: CollectReport, dry_run: bool, what: str, replace: bool = False) -> bool:
     """Replace ``submitted/student/name`` by ``files`` ((source, stored name)); ``ts``: the
-    attempt's timestamp, written to ``timestamp.txt`` (a submission already collected with a later
-    one is kept). False, and reported, when the submission is not stored."""
+    attempt's timestamp, written to ``timestamp.txt``. A submission already collected is never
+    replaced in silence: one with a later timestamp, or with a timestamp where the incoming one
+    has none, is kept (unless ``replace``) and the incoming one reported as dropped; one replaced
+    by different files is named in the notes. False, and reported, when the submission is not
+    stored."""
     other = _clash(course, student)
     if other is not None:
         report.unmatched.append((what, f"the course's file system cannot tell the student {student!r} from the "
                                        f"existing folder {other!r} (upper/lower case or unicode form); not collected"))
         return False
     dest = course / "submitted" / student / name
-    old = dest / "timestamp.txt"
-    if ts and old.is_file():
-        before = old.read_text(encoding="utf-8", errors="replace").strip()
-        if _timestamp(before) and _timestamp(before) > _timestamp(ts):
-            report.notes.append(f"{what}: older ({ts}) than the submission of {student!r} already collected "
-                                f"({before}), which is kept; this one dropped")
+    if os.path.lexists(dest):
+        old = dest / "timestamp.txt"
+        before = old.read_text(encoding="utf-8", errors="replace").strip() if old.is_file() else ""
+        if dest.is_dir() and not dest.is_symlink() and _same_files(dest, files, ts):
+            return True  # collected again as it is: nothing to write
+        t_before, t_new = _timestamp(before), _timestamp(ts)
+        keep = None
+        if t_before and t_new and t_before > t_new:
+            keep = f"older ({ts}) than the submission of {student!r} already collected ({before})"
+        elif t_before and not t_new:
+            keep = (f"without a timestamp, and the submission of {student!r} already collected has one ({before}), "
+                    "so which is later cannot be told")
+        if keep and not replace:
+            report.notes.append(f"{what}: {keep}, which is kept; this one dropped (--replace takes it)")
             return False
+        report.notes.append(f"{what}: replaces the different submission of {student!r} collected before"
+                            + (f" ({before})" if before else " (it had no timestamp)")
+                            + (" (--replace)" if keep else ""))
     if not dry_run:
         if dest.is_symlink() or dest.is_file():
             dest.unlink()
@@ -425,7 +476,8 @@ def _store(course: Path, student: str, name: str, files: List[Tuple[Path, str]],
     return True
 
 
-def _collect_nbgrader(course: Path, root: Path, names: List[str], report: CollectReport, dry_run: bool) -> None:
+def _collect_nbgrader(course: Path, root: Path, names: List[str], report: CollectReport, dry_run: bool,
+                      replace: bool = False) -> None:
     for sdir in sorted(root.iterdir()):
         if not sdir.is_dir():
             report.unmatched.append((sdir.name, "a file at the top level, not in STUDENT/ASSIGNMENT/"))
@@ -446,7 +498,12 @@ def _collect_nbgrader(course: Path, root: Path, names: List[str], report: Collec
                 continue
             files = sorted(str(p.relative_to(adir)) for p in adir.rglob("*") if p.is_file())
             entries = [(p, p.name) for p in sorted(adir.iterdir())]
-            if _store(course, student, adir.name, entries, "", report, dry_run, rel):
+            stamp = adir / "timestamp.txt"  # nbgrader's exchange writes one into each submission
+            ts = ""
+            if stamp.is_file() and not stamp.is_symlink():
+                ts = stamp.read_text(encoding="utf-8", errors="replace").strip()[:100]
+                ts = ts if _timestamp(ts) else ""
+            if _store(course, student, adir.name, entries, ts, report, dry_run, rel, replace):
                 report.collected[(student, adir.name)] = files
 
 
@@ -509,7 +566,7 @@ def _read_flat(rel: str, path: Path, pattern, people: _Roster, prefixes: Set[str
 
 
 def _collect_flat(course: Path, root: Path, names: List[str], assignment: Optional[str], pattern,
-                  people: _Roster, report: CollectReport, dry_run: bool) -> None:
+                  people: _Roster, report: CollectReport, dry_run: bool, replace: bool = False) -> None:
     prefixes = set(names)
     items: List[_Flat] = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -554,7 +611,7 @@ def _collect_flat(course: Path, root: Path, names: List[str], assignment: Option
             continue
         what = ", ".join(i.rel for i, _ in stored)
         ts = _timestamp_text(files[0].timestamp)
-        if _store(course, student, name, [(i.path, s) for i, s in stored], ts, report, dry_run, what):
+        if _store(course, student, name, [(i.path, s) for i, s in stored], ts, report, dry_run, what, replace):
             report.collected[(student, name)] = [s for _, s in stored]
 
 
@@ -643,6 +700,9 @@ def add_arguments(parser) -> None:
                              "timestamp, assignment); default: Blackboard's [PREFIX_]STUDENT_attempt_TIMESTAMP_FILE, "
                              "read against the roster")
     parser.add_argument("--dry-run", action="store_true", help="report what would be collected, copy nothing")
+    parser.add_argument("--replace", action="store_true",
+                        help="take each incoming submission even where the one already collected is later, or "
+                             "has a timestamp where the incoming one has none (kept otherwise, and reported)")
 
 
 def _printable(text: str) -> str:
@@ -653,7 +713,7 @@ def _printable(text: str) -> str:
 def main(args) -> int:
     try:
         report = collect(args.course, args.source, args.assignment, args.regex, args.dry_run,
-                         roster=getattr(args, "roster", None))
+                         roster=getattr(args, "roster", None), replace=getattr(args, "replace", False))
     except (ValueError, OSError, zipfile.BadZipFile, re.error) as e:
         print(f"collect: {e}", file=sys.stderr)
         return 1

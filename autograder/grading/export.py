@@ -12,16 +12,33 @@ what these files hold, in the cell and in the totals.
 from __future__ import annotations
 
 import csv
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 from . import course as course_mod
+from . import runlock
 from .jobs import load_result
 
 
 def _fmt(x: Optional[float]) -> str:
     return "" if x is None else f"{float(x):g}"
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator:
+    """Write ``path`` whole or not at all: into a hidden file beside it, renamed over it at the
+    end (a reader never sees half a file; a failed write leaves the old one)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def export(course: Path, out_dir: Optional[Path] = None) -> List[Path]:
@@ -44,7 +61,7 @@ def export(course: Path, out_dir: Optional[Path] = None) -> List[Path]:
             maxima[assignment.name] = float(sum(cells.values()))
             subs = {s.student.id: s for s in assignment.submissions}
             path = out_dir / f"{assignment.name}.csv"
-            with open(path, "w", newline="", encoding="utf-8") as f:
+            with _replacing(path) as f:
                 w = csv.writer(f)
                 w.writerow(["student_id", *steps, "score", "max_score", "status", "graded_by_instructor"])
                 for student in students:
@@ -65,7 +82,7 @@ def export(course: Path, out_dir: Optional[Path] = None) -> List[Path]:
             written.append(path)
     names = sorted(maxima)
     path = out_dir / "course.csv"
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with _replacing(path) as f:
         w = csv.writer(f)
         w.writerow(["student_id", *names, "total", "max_total"])
         top = sum(maxima.values())
@@ -79,6 +96,8 @@ def export(course: Path, out_dir: Optional[Path] = None) -> List[Path]:
 def add_arguments(parser) -> None:
     course_mod.add_course_argument(parser)
     parser.add_argument("--to", type=Path, default=None, metavar="DIR", help="where the CSV files go (default: COURSE/exports)")
+    parser.add_argument("--wait", action="store_true",
+                        help="if a grading run is writing this course's grades, wait for it instead of stopping at once")
 
 
 def main(args) -> int:
@@ -89,6 +108,14 @@ def main(args) -> int:
     warning = course_mod.config_warning(args.course)
     if warning:
         print(f"export: warning: {warning}", file=sys.stderr)
-    for path in export(args.course, args.to):
+    # The course's grading lock: a run that is storing grades (and regenerating these files) is
+    # not read half way, and two writers never write one file.
+    try:
+        with runlock.course_lock(args.course, wait=args.wait, stream=sys.stderr):
+            written = export(args.course, args.to)
+    except runlock.CourseBusy as e:
+        print(f"export: {e}", file=sys.stderr)
+        return 1
+    for path in written:
         print(f"export: wrote {path}")
     return 0

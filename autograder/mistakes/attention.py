@@ -58,6 +58,12 @@ def softmax_global_sum(x: Tensor, dim: int = -1) -> Tensor:
     return _divide(e, e.sum())
 
 
+def softmax_shift_by_min(x: Tensor, dim: int = -1) -> Tensor:
+    """Shifts each slice by its minimum: every exponent is then >= 0, and a large spread overflows."""
+    e = torch.exp(x - _finite(x.amin(dim=dim, keepdim=True)))
+    return _divide(e, e.sum(dim=dim, keepdim=True))
+
+
 def softmax_calls_torch(x: Tensor, dim: int = -1) -> Tensor:
     return torch.softmax(x, dim=dim)
 
@@ -73,6 +79,10 @@ SOFTMAX_MISTAKES = [
             'you subtract the maximum of the whole tensor; a row far below it underflows to exp(...) = 0 everywhere and 0/0 gives NaN. Subtract the maximum of each slice along `dim` (x.amax(dim, keepdim=True)).'),
     mistake('softmax-global-sum', softmax_global_sum,
             'you divide by the sum over the whole tensor; divide by the sum along `dim` (keepdim=True), so that each slice sums to 1.'),
+    mistake('softmax-shift-by-min', softmax_shift_by_min,
+            'you subtract the minimum of each slice, not its maximum: every exponent x - min is then >= 0, and on a '
+            'large spread exp overflows to inf (inf/inf = NaN). Subtract x.amax(dim, keepdim=True), so that every '
+            'exponent is <= 0 and the largest is exactly 0.'),
     mistake('softmax-calls-torch', softmax_calls_torch,
             "Calls torch's softmax, which this step asks you to write yourself.", flags=[SAME_OUTPUT]),
 ]

@@ -153,6 +153,13 @@ class FeedForwardIgnoresActivation(BuggyFeedForward):
         return F.relu(h)
 
 
+class FeedForwardWithResidual(BuggyFeedForward):
+    """Adds its input back: the block's residual connection, taken inside the FFN."""
+
+    def forward(self, x):
+        return x + super().forward(x)
+
+
 class FeedForwardCallsLibrary(BuggyFeedForward):
     """Hands the work to mhsa_lib.FeedForward."""
 
@@ -175,6 +182,9 @@ FEED_FORWARD_MISTAKES = [
     mistake('ffn-ignores-activation', FeedForwardIgnoresActivation,
             "you apply ReLU whatever `activation` says: use GELU when activation='gelu' (store the choice in "
             "__init__)."),
+    mistake('ffn-adds-residual', FeedForwardWithResidual,
+            "your FFN adds its input back, x + fc2(act(fc1(x))): the residual connection belongs to the block "
+            "(x + FFN(LN(x))), so the FFN returns fc2(act(fc1(x))) alone."),
     mistake('ffn-calls-library', FeedForwardCallsLibrary,
             'Calls mhsa_lib.FeedForward.', flags=[SAME_OUTPUT]),
 ]

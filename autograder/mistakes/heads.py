@@ -26,6 +26,12 @@ def split_heads_interleaved(x: Tensor, num_heads: int) -> Tensor:
     return x.reshape(b, t, d // num_heads, num_heads).permute(0, 3, 1, 2)
 
 
+def split_heads_positions_last(x: Tensor, num_heads: int) -> Tensor:
+    b, t, d = x.shape
+    # The positions moved behind the features: (B, H, Dh, T), each head's matrix transposed.
+    return x.reshape(b, t, num_heads, -1).movedim(1, -1)
+
+
 def merge_heads_no_transpose(x: Tensor) -> Tensor:
     b, h, t, dh = x.shape
     return x.reshape(b, t, h * dh)  # right shape, positions and heads mixed
@@ -45,6 +51,8 @@ SPLIT_HEADS_MISTAKES = [
             "you reshaped (B, T, D) straight to (B, H, T, Dh): the shape is right but each 'head' now mixes features of different positions. Reshape to (B, T, H, Dh) first, then swap the T and H axes: x.view(B, T, H, Dh).transpose(1, 2)."),
     mistake('split-no-transpose', split_heads_no_transpose,
             'your output is (B, T, H, Dh): the heads must come before the positions, (B, H, T, Dh). Add .transpose(1, 2) after the reshape.'),
+    mistake('split-positions-last', split_heads_positions_last,
+            "your output is (B, H, Dh, T): the heads come first, but each head's positions and features are swapped (a head is a (T, Dh) matrix, one row per position). After the reshape to (B, T, H, Dh) swap only the T and H axes: transpose(1, 2), or permute(0, 2, 1, 3)."),
     mistake('split-interleaved', split_heads_interleaved,
             'head h takes every H-th feature; it must own the contiguous block [h·Dh, (h+1)·Dh). Reshape to (B, T, H, Dh) (H before Dh), not (B, T, Dh, H).'),
 ]

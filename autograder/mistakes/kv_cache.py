@@ -30,6 +30,7 @@ class BuggyGroupedQueryAttention(nn.Module):
     causal_blocks_cache = False  # new queries see only the new keys, causally
     ignores_cache = False  # the cache is never read or written
     caches_repeated = False  # repeat_kv before cache.update: the cache holds H heads, not G
+    ignores_causal = False  # causal=True is accepted and never used
 
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, bias: bool = False):
         super().__init__()
@@ -56,7 +57,7 @@ class BuggyGroupedQueryAttention(nn.Module):
             k, v = self.repeat(k), self.repeat(v)  # (B, H, S, Dh)
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.dh)  # (B, H, T, S)
         allowed = torch.ones(t, s, dtype=torch.bool, device=x.device)
-        if causal:
+        if causal and not self.ignores_causal:
             if self.causal_upper_left:
                 allowed = torch.ones(t, s, dtype=torch.bool, device=x.device).tril()
             elif self.causal_blocks_cache:
@@ -98,6 +99,10 @@ class GQACachesRepeated(BuggyGroupedQueryAttention):
     caches_repeated = True
 
 
+class GQAIgnoresCausalFlag(BuggyGroupedQueryAttention):
+    ignores_causal = True
+
+
 class GQACallsLibrary(BuggyGroupedQueryAttention):
     """Hands the attention to mhsa_lib's attend_heads."""
 
@@ -125,6 +130,10 @@ GQA_MISTAKES = [
     mistake("gqa-causal-blocks-cache", GQACausalBlocksCache,
             "with a cache your new queries do not see the cached keys: the causal mask must allow every "
             "cached position (they are all in the past), tril(diagonal=S - T) on (T, S)."),
+    mistake("gqa-ignores-causal", GQAIgnoresCausalFlag,
+            "causal=True changes nothing: every query still sees the future keys. With causal=True block key j "
+            "for new query i where j > S - T + i: tril(diagonal=S - T) on the (T, S) scores "
+            "(mhsa_lib.causal_mask(T, S)), combined with any mask given."),
     mistake("gqa-ignores-cache", GQAIgnoresCache,
             "the cache is not used: append the new keys and values with k, v = cache.update(k, v) and "
             "attend over everything it returns."),

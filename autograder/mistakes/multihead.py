@@ -30,8 +30,9 @@ def _merge(x: Tensor) -> Tensor:
     return x.transpose(1, 2).reshape(b, t, h * dh)  # (B, H, T, Dh) -> (B, T, D)
 
 
-def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], scale: float):
-    scores = q @ k.transpose(-2, -1) * scale  # (B, H, T, S)
+def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], scale: float, keys_first: bool = False):
+    # (B, H, T, S); with keys_first, K Qᵀ: one row per key (square only when S = T)
+    scores = (k @ q.transpose(-2, -1) if keys_first else q @ k.transpose(-2, -1)) * scale
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.nan_to_num(torch.softmax(scores, dim=-1))
@@ -66,6 +67,11 @@ def heads_attention_weights_transposed(x, w_q, w_k, w_v, num_heads, mask=None):
 
 def heads_attention_ignores_mask(x, w_q, w_k, w_v, num_heads, mask=None):
     return heads_attention_template(x, w_q, w_k, w_v, num_heads, mask, use_mask=False)
+
+
+def heads_attention_inverted_mask(x, w_q, w_k, w_v, num_heads, mask=None):
+    """Reads the mask as True = blocked (torch.nn.MultiheadAttention's polarity)."""
+    return heads_attention_template(x, w_q, w_k, w_v, num_heads, None if mask is None else mask.logical_not())
 
 
 def heads_loop_shared_weights(x, w_q: Sequence[Tensor], w_k, w_v, mask=None):
@@ -104,6 +110,10 @@ HEADS_ATTENTION_MISTAKES = [
             "(rows of W are output features; head h owns rows [h·Dh, (h+1)·Dh))."),
     mistake('heads-ignores-mask', heads_attention_ignores_mask,
             "the mask is not passed on to the attention: with a causal mask, queries still see the future."),
+    mistake('heads-inverted-mask', heads_attention_inverted_mask,
+            "the mask's polarity is inverted: you block the keys where the mask is True, but True means 'may "
+            "attend' (block where it is False, masked_fill(~mask, -inf)); torch.nn.MultiheadAttention uses the "
+            "opposite convention."),
 ]
 
 HEADS_LOOP_MISTAKES = [
@@ -129,6 +139,7 @@ class BuggyMultiHeadAttention(nn.Module):
     merge_no_transpose = False
     skip_out_proj = False
     ignore_mask = False
+    keys_times_queries = False
 
     def __init__(self, d_model: int, num_heads: int, bias: bool = True):
         super().__init__()
@@ -144,7 +155,8 @@ class BuggyMultiHeadAttention(nn.Module):
         split = split_heads_view_no_transpose if self.split_no_transpose else _split
         q, k, v = (split(p(x), self.num_heads) for p in (self.q_proj, self.k_proj, self.v_proj))
         width = self.d_model if self.scale_by_model_width else q.shape[-1]
-        heads, weights = _attend(q, k, v, None if self.ignore_mask else mask, 1.0 / math.sqrt(width))
+        heads, weights = _attend(q, k, v, None if self.ignore_mask else mask, 1.0 / math.sqrt(width),
+                                 keys_first=self.keys_times_queries)
         merged = merge_heads_no_transpose(heads) if self.merge_no_transpose else _merge(heads)
         out = merged if self.skip_out_proj else self.out_proj(merged)
         return (out, weights) if return_weights else out
@@ -168,6 +180,11 @@ class MHASplitNoTranspose(BuggyMultiHeadAttention):
 
 class MHAMergeNoTranspose(BuggyMultiHeadAttention):
     merge_no_transpose = True
+
+
+class MHAKeysByQueries(BuggyMultiHeadAttention):
+    """Scores K Qᵀ: one row per key."""
+    keys_times_queries = True
 
 
 class MHACallsTorch(BuggyMultiHeadAttention):
@@ -207,6 +224,9 @@ MHA_MISTAKES = [
     mistake('mha-no-out-proj', MHANoOutputProjection,
             "the output projection is missing: after merging the heads, apply self.out_proj (W^O), which "
             "mixes what the heads found."),
+    mistake('mha-keys-by-queries', MHAKeysByQueries,
+            "your scores are K Qᵀ (k @ q.transpose(-2, -1)), one row per key: the scores are Q Kᵀ, "
+            "q @ k.transpose(-2, -1), one row per query, so that the softmax over the last axis weighs the keys."),
     mistake('mha-mask-not-passed', MHAMaskNotPassed,
             "the mask is not passed through to the attention: forward(x, mask) gives the same output as "
             "forward(x)."),

@@ -97,13 +97,16 @@ def _rotate(x: Tensor, offset: int = 0, *, sign: float = 1.0, exponent: str = "2
     first = (offset if use_offset else 0) + start
     pos = torch.arange(first, first + t, dtype=torch.float64)[:, None]  # (T, 1)
     i = torch.arange(dh // 2, dtype=torch.float64)
-    e = {"2i/Dh": 2 * i / dh, "i/Dh": i / dh, "-2i/Dh": -2 * i / dh}[exponent]
+    e = {"2i/Dh": 2 * i / dh, "i/Dh": i / dh, "-2i/Dh": -2 * i / dh, "(2i+2)/Dh": (2 * i + 2) / dh}[exponent]
     angle = sign * pos * base ** (-e)  # (T, Dh/2)
     cos, sin = torch.cos(angle), torch.sin(angle)
     xd = x.double()
     if layout == "pairs":
         a, b = xd[..., 0::2], xd[..., 1::2]
         return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+    if layout == "pairs, halves out":  # the right pairs, the results put back as two halves
+        a, b = xd[..., 0::2], xd[..., 1::2]
+        return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
     a, b = xd[..., : dh // 2], xd[..., dh // 2:]  # rotate_half: i pairs with i + Dh/2
     return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
 
@@ -138,6 +141,40 @@ def rope_rotate_half(x: Tensor, offset: int = 0) -> Tensor:
     return _rotate(x, offset, layout="halves")
 
 
+def rope_frequencies_from_second_pair(x: Tensor, offset: int = 0) -> Tensor:
+    """ω_i = 10000^(-(2i+2)/Dh): the exponents start at the second pair's (arange(2, Dh + 2, 2))."""
+    return _rotate(x, offset, exponent="(2i+2)/Dh")
+
+
+def rope_halves_out(x: Tensor, offset: int = 0) -> Tensor:
+    """Pairs (2i, 2i+1) rotated, then torch.cat'ed as two halves instead of interleaved."""
+    return _rotate(x, offset, layout="pairs, halves out")
+
+
+def rope_in_place(x: Tensor, offset: int = 0) -> Tensor:
+    """The even features overwritten in place before the odd ones are computed from them."""
+    x = x.clone()  # the learner's own x: a mistake must not change the caller's tensor
+    t, dh = x.shape[-2], x.shape[-1]
+    pos = torch.arange(offset, offset + t, dtype=torch.float64)[:, None]
+    angle = pos * 10000.0 ** (-torch.arange(0, dh, 2, dtype=torch.float64) / dh)
+    cos, sin = torch.cos(angle).to(x.dtype), torch.sin(angle).to(x.dtype)
+    a, b = x[..., 0::2], x[..., 1::2]  # views of x
+    x[..., 0::2] = a * cos - b * sin
+    x[..., 1::2] = a * sin + b * cos  # a is already the rotated even features
+    return x
+
+
+def rope_length_from_first_axis(x: Tensor, offset: int = 0) -> Tensor:
+    """The number of positions taken from x.shape[0] (len(x)), not x.shape[-2]."""
+    n, t, dh = x.shape[0], x.shape[-2], x.shape[-1]
+    pos = torch.arange(offset, offset + n, dtype=torch.float64)[:, None]
+    angle = (pos * 10000.0 ** (-torch.arange(0, dh, 2, dtype=torch.float64) / dh))[:t]
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    xd = x.double()
+    a, b = xd[..., 0::2], xd[..., 1::2]
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+
+
 def rope_calls_library(x: Tensor, offset: int = 0) -> Tensor:
     import mhsa_lib
 
@@ -162,6 +199,20 @@ ROPE_MISTAKES = [
     mistake('rope-rotate-half', rope_rotate_half,
             'you pair feature i with i + Dh/2 (the rotate_half layout of GPT-NeoX and Llama): a valid convention, '
             'but the course pairs adjacent features (2i, 2i+1), as the sinusoidal encoding does.'),
+    mistake('rope-frequencies-from-second-pair', rope_frequencies_from_second_pair,
+            'your frequencies start one pair too late: pair i turns at ω_i = 10000^(-2i/Dh), so pair 0 turns at '
+            'ω_0 = 1 (the exponents are torch.arange(0, Dh, 2) / Dh, starting at 0).'),
+    mistake('rope-halves-out', rope_halves_out,
+            'you rotate the right pairs (2i, 2i+1) but put the results back as two halves (torch.cat): each rotated '
+            'pair must stay adjacent, interleaved, out[..., 0::2] and out[..., 1::2] (torch.stack([...], '
+            'dim=-1).flatten(-2)).'),
+    mistake('rope-in-place', rope_in_place,
+            'you write the rotated features back into x in place: x[..., 0::2] = ... overwrites the even features, '
+            'and x[..., 0::2] is a view, so the odd ones are then computed from the rotated values. Build a new '
+            'tensor (torch.stack, or out = torch.empty_like(x)) and leave x unchanged.'),
+    mistake('rope-length-from-first-axis', rope_length_from_first_axis,
+            'you take the number of positions from x.shape[0] (or len(x)): x is (…, T, Dh) with any leading axes, '
+            'so T = x.shape[-2].'),
     mistake('rope-calls-library', rope_calls_library, 'Calls mhsa_lib.', flags=[SAME_OUTPUT]),
 ]
 

@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from mhsa_lib._validate import broadcast_shapes
+
 from ..frame.mistakes import SAME_OUTPUT, catalogue, mistake
 
 # --------------------------------------------------------------------------- the merge
@@ -47,6 +49,25 @@ def merge_min(m1, l1, m2, l2):
     return m, l1 * torch.exp(m1 - s) + l2 * torch.exp(m2 - s)
 
 
+def merge_relative_to_first(m1, l1, m2, l2):
+    """l2 brought to the first block's maximum, and the sum kept there: correct only when m1 >= m2."""
+    return torch.maximum(m1, m2), l1 + l2 * torch.exp(m2 - m1)
+
+
+def merge_returns_log(m1, l1, m2, l2):
+    """The merged sum returned as its logarithm."""
+    m = torch.maximum(m1, m2)
+    s = _shift(m)
+    return m, torch.log(l1 * torch.exp(m1 - s) + l2 * torch.exp(m2 - s))
+
+
+def merge_returns_l_first(m1, l1, m2, l2):
+    """The right pair in the wrong order, (l, m)."""
+    m = torch.maximum(m1, m2)
+    s = _shift(m)
+    return l1 * torch.exp(m1 - s) + l2 * torch.exp(m2 - s), m
+
+
 MERGE_MISTAKES = [
     mistake('merge-no-rescale', merge_no_rescale,
             'you add l1 + l2 as they are, but each sum was taken relative to its own maximum: '
@@ -60,6 +81,15 @@ MERGE_MISTAKES = [
     mistake('merge-empty-nan', merge_empty_nan,
             'two empty blocks (m = -inf, l = 0) give NaN: exp(-inf - (-inf)) is exp(NaN). Where '
             'max(m1, m2) is -inf, shift by 0 instead (torch.where(torch.isfinite(m), m, 0)), so the result is (-inf, 0).'),
+    mistake('merge-relative-to-first', merge_relative_to_first,
+            'you bring l2 to the first block\'s maximum, l1 + l2·exp(m2 - m1), and keep the sum relative to m1: '
+            'when m2 > m1 that sum is relative to the wrong maximum (and exp(m2 - m1) can overflow). Rescale both '
+            'to the common maximum m = max(m1, m2): l = l1·exp(m1 - m) + l2·exp(m2 - m).'),
+    mistake('merge-returns-log', merge_returns_log,
+            'your l is the logarithm of the merged sum: keep l a plain sum of exponentials, '
+            'l = l1·exp(m1 - m) + l2·exp(m2 - m) (m + log(l) is then the row\'s logsumexp).'),
+    mistake('merge-returns-l-first', merge_returns_l_first,
+            'you return (l, m): the merge returns the pair in the order it receives them, (m, l), the maximum first.'),
     mistake('merge-min', merge_min,
             'you keep the smaller maximum: the merged m must be the larger one, torch.maximum(m1, m2), '
             'or exp(m1 - m) can overflow.'),
@@ -71,10 +101,11 @@ MERGE_MISTAKES = [
 
 def _tiled(q, k, v, block_size, mask=None, causal=False, *, rescale=True, flip=False, m0=float("-inf"),
            drop_tail=False, short_blocks=False, causal_local=False, causal_upper_left=False,
-           guard_empty=True, scale=None, use_mask=True):
+           guard_empty=True, scale=None, use_mask=True, invert_mask=False, per_block_softmax=False,
+           normalise=True):
     """The one template the tiled-attention mistakes below vary."""
     t, s = q.shape[-2], k.shape[-2]
-    lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    lead = broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     m = torch.full(lead + (t, 1), m0, dtype=q.dtype)
     l = torch.zeros(lead + (t, 1), dtype=q.dtype)  # noqa: E741
@@ -87,12 +118,16 @@ def _tiled(q, k, v, block_size, mask=None, causal=False, *, rescale=True, flip=F
         allowed = None
         if mask is not None and use_mask:
             allowed = mask if mask.shape[-1] == 1 else mask[..., start:stop]
+            allowed = ~allowed if invert_mask else allowed
         if causal:
             j = torch.arange(stop - start) if causal_local else torch.arange(start, stop)
             c = j.unsqueeze(0) <= i + (0 if causal_upper_left else s - t)
             allowed = c if allowed is None else allowed & c
         if allowed is not None:
             sc = sc.masked_fill(~allowed, float("-inf"))
+        if per_block_softmax:  # each block's own softmax, the blocks' outputs added
+            acc = acc + torch.nan_to_num(torch.softmax(sc, -1), nan=0.0) @ v[..., start:stop, :]
+            continue
         m_new = torch.maximum(m, sc.amax(-1, keepdim=True))
         sh = _shift(m_new)
         p = torch.exp(sc - sh)
@@ -105,6 +140,8 @@ def _tiled(q, k, v, block_size, mask=None, causal=False, *, rescale=True, flip=F
         l = l * alpha + p.sum(-1, keepdim=True)  # noqa: E741
         acc = acc * alpha + p @ v[..., start:stop, :]
         m = m_new
+    if per_block_softmax or not normalise:
+        return acc
     return acc / torch.where(l > 0, l, torch.ones_like(l)) if guard_empty else acc / l
 
 
@@ -146,6 +183,22 @@ def tiled_no_scale(q, k, v, block_size, mask=None, causal=False):
 
 def tiled_ignores_mask(q, k, v, block_size, mask=None, causal=False):
     return _tiled(q, k, v, block_size, mask, causal, use_mask=False)
+
+
+def tiled_inverted_mask(q, k, v, block_size, mask=None, causal=False):
+    return _tiled(q, k, v, block_size, mask, causal, invert_mask=True)
+
+
+def tiled_softmax_per_block(q, k, v, block_size, mask=None, causal=False):
+    return _tiled(q, k, v, block_size, mask, causal, per_block_softmax=True)
+
+
+def tiled_scale_by_value_width(q, k, v, block_size, mask=None, causal=False):
+    return _tiled(q, k, v, block_size, mask, causal, scale=1.0 / math.sqrt(v.shape[-1]))
+
+
+def tiled_never_divides(q, k, v, block_size, mask=None, causal=False):
+    return _tiled(q, k, v, block_size, mask, causal, normalise=False)
 
 
 def tiled_full_matrix(q, k, v, block_size, mask=None, causal=False):
@@ -194,6 +247,19 @@ TILED_MISTAKES = [
     mistake('tiled-ignores-mask', tiled_ignores_mask,
             'your output is what attention gives with no mask: slice the mask to the block, '
             'mask[..., start:stop], and fill the blocked scores with -inf.'),
+    mistake('tiled-inverted-mask', tiled_inverted_mask,
+            'your mask is read as True = blocked (torch.nn.MultiheadAttention\'s polarity): the course\'s masks '
+            'are True = may attend, so fill the scores with -inf where the mask is False, masked_fill(~mask_block, -inf).'),
+    mistake('tiled-softmax-per-block', tiled_softmax_per_block,
+            'you take a separate softmax in each block and add the blocks\' outputs: each block\'s weights then sum '
+            'to 1 on their own. Keep a running max and sum across the blocks, rescale what came before by '
+            'exp(m_old - m_new), and divide by the total sum once, after the last block.'),
+    mistake('tiled-scale-by-value-width', tiled_scale_by_value_width,
+            'you scale the scores by 1/√Dv, the values\' width: the scale is 1/√d_k, d_k = q.shape[-1] (the '
+            'width the dot products run over).'),
+    mistake('tiled-never-divides', tiled_never_divides,
+            'you never divide by the running sum: after the last block, out = acc / l (with l = 1 where a query '
+            'has no allowed key), so that each query\'s weights sum to 1.'),
     mistake('tiled-full-matrix', tiled_full_matrix,
             'Forms the whole (T, S) score matrix.', flags=[SAME_OUTPUT]),
     mistake('tiled-calls-sdpa', tiled_calls_sdpa,

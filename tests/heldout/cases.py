@@ -1000,3 +1000,468 @@ def pe_integer_division(seq_len, d_model):
     pe = torch.zeros(seq_len, d_model)
     pe[:, 0::2], pe[:, 1::2] = torch.sin(a), torch.cos(a)
     return pe
+
+
+# =========================================================================== head_tradeoff
+
+
+@case("head_tradeoff", [r"params", r"four|4·D|W_?O|out(put)? proj"])
+def tradeoff_three_projections(d_model, n_heads_options, seq_len, batch=1, bytes_per_value=4):
+    """Counts the layer as W_Q, W_K, W_V only (the output projection left out of both counts)."""
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be positive, got {seq_len}")
+    rows = []
+    for h in n_heads_options:
+        if d_model % h:
+            raise ValueError(f"{h} heads do not divide d_model={d_model}")
+        rows.append({"n_heads": h, "d_head": d_model // h, "params": 3 * (d_model * d_model + d_model),
+                     "flops": 2 * 3 * seq_len * d_model * d_model + 4 * seq_len * seq_len * d_model,
+                     "score_rank_bound": min(d_model // h, seq_len),
+                     "kv_cache_bytes": 2 * batch * seq_len * d_model * bytes_per_value})
+    return rows
+
+
+@case("head_tradeoff", [r"kv_cache_bytes", r"B ?· ?T ?· ?D|all (the )?heads|every head|H ?·|· ?H\b"])
+def tradeoff_cache_of_one_head(d_model, n_heads_options, seq_len, batch=1, bytes_per_value=4):
+    """The cache of one head's keys and values (Dh wide), not all H heads'."""
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be positive, got {seq_len}")
+    rows = []
+    for h in n_heads_options:
+        if d_model % h:
+            raise ValueError(f"{h} heads do not divide d_model={d_model}")
+        d_head = d_model // h
+        rows.append({"n_heads": h, "d_head": d_head, "params": 4 * d_model * d_model + 4 * d_model,
+                     "flops": 8 * seq_len * d_model * d_model + 4 * seq_len * seq_len * d_model,
+                     "score_rank_bound": min(d_head, seq_len),
+                     "kv_cache_bytes": 2 * batch * seq_len * d_head * bytes_per_value})
+    return rows
+
+
+@case("head_tradeoff", [r"score_rank_bound", r"Dh|d_head|head width|per head|its .*features"])
+def tradeoff_rank_is_seq_len(d_model, n_heads_options, seq_len, batch=1, bytes_per_value=4):
+    """A (T, T) matrix, so rank T: the head width forgotten."""
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be positive, got {seq_len}")
+    rows = []
+    for h in n_heads_options:
+        if d_model % h:
+            raise ValueError(f"{h} heads do not divide d_model={d_model}")
+        rows.append({"n_heads": h, "d_head": d_model // h, "params": 4 * d_model * (d_model + 1),
+                     "flops": 8 * seq_len * d_model**2 + 4 * seq_len**2 * d_model,
+                     "score_rank_bound": seq_len,
+                     "kv_cache_bytes": 2 * batch * seq_len * d_model * bytes_per_value})
+    return rows
+
+
+@case("head_tradeoff")
+def tradeoff_with_kv_cache_bytes(d_model, n_heads_options, seq_len, batch=1, bytes_per_value=4):
+    """Correct: the cache through notebook 05's formula with one layer and G = H."""
+    if not isinstance(seq_len, int) or seq_len <= 0:
+        raise ValueError(f"seq_len: expected a positive int, got {seq_len!r}")
+    table = []
+    for n_heads in n_heads_options:
+        if d_model % n_heads:
+            raise ValueError(f"n_heads_options: {n_heads} does not divide d_model={d_model}")
+        d_head = d_model // n_heads
+        table.append(dict(n_heads=n_heads, d_head=d_head, params=4 * d_model**2 + 4 * d_model,
+                          flops=2 * (4 * seq_len * d_model**2 + 2 * n_heads * seq_len**2 * d_head),
+                          score_rank_bound=min(seq_len, d_head),
+                          kv_cache_bytes=mhsa_lib.kv_cache_bytes(batch, seq_len, 1, n_heads, d_head, bytes_per_value)))
+    return table
+
+
+# =========================================================================== RMSNorm, SwiGLUFeedForward, block_costs (04)
+
+
+class _RMSBase(nn.Module):
+    def __init__(self, d_model, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+
+
+@case("RMSNorm", [r"eps", r"leave|without|no eps|missing|forg"])
+class RMSNoEps(_RMSBase):
+    def forward(self, x):
+        return self.weight * x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True))
+
+
+@case("RMSNorm", [r"sqrt|square root", r"not (by )?its|without|itself|forg"])
+class RMSForgotSqrt(_RMSBase):
+    def forward(self, x):
+        return self.weight * x / (x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+
+
+@case("RMSNorm", [r"positions|other tokens|sequence", r"own|last axis|dim=-1"])
+class RMSOverWholeSequence(_RMSBase):
+    def forward(self, x):
+        rms = torch.sqrt(x.pow(2).mean(dim=(-2, -1), keepdim=True) + self.eps)
+        return self.weight * x / rms
+
+
+@case("RMSNorm", [r"subtract|centr|\.var|variance|std|LayerNorm"])
+class RMSUsesVariance(_RMSBase):
+    def forward(self, x):
+        return self.weight * x / torch.sqrt(x.var(dim=-1, keepdim=True) + self.eps)
+
+
+@case("RMSNorm", [r"plain tensor|wrap|not trained"])
+class RMSPlainTensorGain(nn.Module):
+    def __init__(self, d_model, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = torch.ones(d_model)
+
+    def forward(self, x):
+        return self.weight * x / torch.sqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+
+
+@case("RMSNorm")
+class RMSNormByVectorNorm(_RMSBase):
+    def forward(self, x):
+        d = x.shape[-1]
+        ms = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() / d
+        return x * (ms + self.eps).rsqrt() * self.weight
+
+
+class _SwiGLUBase(nn.Module):
+    def __init__(self, d_model, d_ff):
+        super().__init__()
+        self.gate_proj = nn.Linear(d_model, d_ff, bias=False)
+        self.up_proj = nn.Linear(d_model, d_ff, bias=False)
+        self.down_proj = nn.Linear(d_ff, d_model, bias=False)
+
+
+@case("SwiGLUFeedForward", [r"has a bias|bias=False"])
+class SwiGLUWithBiases(nn.Module):
+    def __init__(self, d_model, d_ff):
+        super().__init__()
+        self.gate_proj = nn.Linear(d_model, d_ff)
+        self.up_proj = nn.Linear(d_model, d_ff)
+        self.down_proj = nn.Linear(d_ff, d_model)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+@case("SwiGLUFeedForward", [r"relu"])
+class SwiGLUWithRelu(_SwiGLUBase):
+    def forward(self, x):
+        return self.down_proj(torch.relu(self.gate_proj(x)) * self.up_proj(x))
+
+
+@case("SwiGLUFeedForward", [r"\badd|sum", r"multipl|product"])
+class SwiGLUAddsBranches(_SwiGLUBase):
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) + self.up_proj(x))
+
+
+@case("SwiGLUFeedForward", [r"up (branch )?too|both branches|up_proj\(x\) stays linear|silu on (the )?up"])
+class SwiGLUSiluOnBoth(_SwiGLUBase):
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * F.silu(self.up_proj(x)))
+
+
+@case("SwiGLUFeedForward")
+class SwiGLUByHand(_SwiGLUBase):
+    def forward(self, x):
+        g = self.gate_proj(x)
+        return self.down_proj(g * torch.sigmoid(g) * self.up_proj(x))
+
+
+def _costs_right(d, h, f, t):
+    return {
+        "attn_proj_params": 4 * d * d + 4 * d,
+        "attn_proj_flops": 8 * t * d * d,
+        "attn_core_flops": 4 * t * t * d,
+        "ffn_params": 2 * d * f + f + d,
+        "ffn_flops": 4 * t * d * f,
+    }
+
+
+@case("block_costs", [r"fc2|second|two matri|both|4·T·D·F|each of"])
+def costs_ffn_one_matrix(d_model, num_heads, d_ff, seq_len):
+    c = _costs_right(d_model, num_heads, d_ff, seq_len)
+    c["ffn_flops"] = 2 * seq_len * d_model * d_ff
+    return c
+
+
+@case("block_costs", [r"\bint\b", r"float"])
+def costs_true_division(d_model, num_heads, d_ff, seq_len):
+    head_dim = d_model / num_heads
+    c = _costs_right(d_model, num_heads, d_ff, seq_len)
+    c["attn_core_flops"] = num_heads * 2 * (2 * seq_len * seq_len * head_dim)
+    return c
+
+
+@case("block_costs", [r"d_ff|4·D|4 ?\* ?D", r"instead|ignor|given|argument"])
+def costs_ffn_four_d(d_model, num_heads, d_ff, seq_len):
+    hidden = 4 * d_model
+    c = _costs_right(d_model, num_heads, hidden, seq_len)
+    return c
+
+
+@case("block_costs")
+def costs_layer_by_layer(d_model, num_heads, d_ff, seq_len):
+    def linear(n_in, n_out):
+        return n_in * n_out + n_out, 2 * seq_len * n_in * n_out
+
+    proj = [linear(d_model, d_model) for _ in range(4)]
+    ffn = [linear(d_model, d_ff), linear(d_ff, d_model)]
+    dh = d_model // num_heads
+    core = num_heads * (2 * seq_len * dh * seq_len + 2 * seq_len * seq_len * dh)
+    return {
+        "attn_proj_params": sum(p for p, _ in proj), "attn_proj_flops": sum(f for _, f in proj),
+        "attn_core_flops": core,
+        "ffn_params": sum(p for p, _ in ffn), "ffn_flops": sum(f for _, f in ffn),
+    }
+
+
+# =========================================================================== CrossAttention (03)
+
+
+class _CrossBase(nn.Module):
+    def __init__(self, d_model, num_heads):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model: expected a multiple of num_heads={num_heads}, got {d_model}")
+        self.num_heads, self.head_dim = num_heads, d_model // num_heads
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def split(self, t):
+        b, n, _ = t.shape
+        return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+
+
+@case("CrossAttention", [r"values?.{0,40}(from x|decoder)|v_proj\(x\)"])
+class CrossValuesFromDecoder(_CrossBase):
+    def forward(self, x, memory, memory_mask=None, return_weights=False):
+        q, k, v = self.split(self.q_proj(x)), self.split(self.k_proj(memory)), self.split(self.v_proj(x))
+        out, w = mhsa_lib.scaled_dot_product_attention(q, k, v, memory_mask)
+        out = self.out_proj(mhsa_lib.merge_heads(out))
+        return (out, w) if return_weights else out
+
+
+@case("CrossAttention", [r"softmax|sum to 1", r"quer|dim=-2|axis|over the keys|memory positions|last axis"])
+class CrossSoftmaxOverQueries(_CrossBase):
+    def forward(self, x, memory, memory_mask=None, return_weights=False):
+        q, k, v = self.split(self.q_proj(x)), self.split(self.k_proj(memory)), self.split(self.v_proj(memory))
+        s = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+        if memory_mask is not None:
+            s = s.masked_fill(~memory_mask, NEG_INF)
+        w = torch.softmax(s, dim=-2)
+        out = self.out_proj(mhsa_lib.merge_heads(w @ v))
+        return (out, w) if return_weights else out
+
+
+@case("CrossAttention", [r"polarity|True ?= ?(blocked|may attend)|invert|~"])
+class CrossMaskPolarity(_CrossBase):
+    def forward(self, x, memory, memory_mask=None, return_weights=False):
+        q, k, v = self.split(self.q_proj(x)), self.split(self.k_proj(memory)), self.split(self.v_proj(memory))
+        s = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+        if memory_mask is not None:
+            s = s.masked_fill(memory_mask, NEG_INF)
+        w = torch.softmax(s, dim=-1)
+        out = self.out_proj(mhsa_lib.merge_heads(w @ v))
+        return (out, w) if return_weights else out
+
+
+@case("CrossAttention", [r"transpos|merg"])
+class CrossMergeWithoutTranspose(_CrossBase):
+    def forward(self, x, memory, memory_mask=None, return_weights=False):
+        q, k, v = self.split(self.q_proj(x)), self.split(self.k_proj(memory)), self.split(self.v_proj(memory))
+        out, w = mhsa_lib.scaled_dot_product_attention(q, k, v, memory_mask)
+        b, h, t, dh = out.shape
+        out = self.out_proj(out.reshape(b, t, h * dh))
+        return (out, w) if return_weights else out
+
+
+@case("CrossAttention")
+class CrossEinsum(_CrossBase):
+    def forward(self, x, memory, memory_mask=None, return_weights=False):
+        b, t, d = x.shape
+        s_len = memory.shape[1]
+        h, dh = self.num_heads, self.head_dim
+        q = self.q_proj(x).reshape(b, t, h, dh)
+        k = self.k_proj(memory).reshape(b, s_len, h, dh)
+        v = self.v_proj(memory).reshape(b, s_len, h, dh)
+        scores = torch.einsum("bthe,bshe->bhts", q, k) * dh ** -0.5
+        if memory_mask is not None:
+            scores = torch.where(memory_mask, scores, torch.full_like(scores, NEG_INF))
+        w = torch.softmax(scores, dim=-1)
+        out = torch.einsum("bhts,bshe->bthe", w, v).reshape(b, t, d)
+        out = self.out_proj(out)
+        return (out, w) if return_weights else out
+
+
+# =========================================================================== apply_rotary (07)
+
+
+def _rope_angles(t, dh, offset, dtype):
+    pos = torch.arange(offset, offset + t, dtype=torch.float64)[:, None]
+    inv = 10000.0 ** (-torch.arange(0, dh, 2, dtype=torch.float64) / dh)
+    ang = pos * inv
+    return torch.cos(ang).to(dtype), torch.sin(ang).to(dtype)
+
+
+@case("apply_rotary", [r"interleav|halves|torch\.cat|adjacent"])
+def rope_concatenates_halves(x, offset=0):
+    cos, sin = _rope_angles(x.shape[-2], x.shape[-1], offset, x.dtype)
+    a, b = x[..., 0::2], x[..., 1::2]
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+
+
+@case("apply_rotary", [r"in.place|overwr"])
+def rope_in_place(x, offset=0):
+    cos, sin = _rope_angles(x.shape[-2], x.shape[-1], offset, x.dtype)
+    a, b = x[..., 0::2], x[..., 1::2]
+    x[..., 0::2] = a * cos - b * sin
+    x[..., 1::2] = a * sin + b * cos
+    return x
+
+
+@case("apply_rotary", [r"frequenc|ω", r"pair 0|first pair|start|i ?= ?0|one pair too late"])
+def rope_frequencies_from_one(x, offset=0):
+    t, dh = x.shape[-2], x.shape[-1]
+    pos = torch.arange(offset, offset + t, dtype=torch.float64)[:, None]
+    inv = 1.0 / 10000.0 ** (torch.arange(2, dh + 2, 2, dtype=torch.float64) / dh)
+    ang = pos * inv
+    cos, sin = torch.cos(ang).to(x.dtype), torch.sin(ang).to(x.dtype)
+    a, b = x[..., 0::2], x[..., 1::2]
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+
+
+@case("apply_rotary", [r"shape\[0\]|len\(x\)|first axis", r"shape\[-2\]|\bT\b"])
+def rope_length_from_first_axis(x, offset=0):
+    t, dh = x.shape[0], x.shape[-1]
+    cos, sin = _rope_angles(t, dh, offset, x.dtype)
+    cos, sin = cos[: x.shape[-2]], sin[: x.shape[-2]]
+    a, b = x[..., 0::2], x[..., 1::2]
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+
+
+@case("apply_rotary")
+def rope_complex(x, offset=0):
+    t, dh = x.shape[-2], x.shape[-1]
+    pos = torch.arange(offset, offset + t, dtype=torch.float64)
+    inv = 10000.0 ** (-torch.arange(0, dh, 2, dtype=torch.float64) / dh)
+    rot = torch.polar(torch.ones(t, dh // 2, dtype=torch.float64), torch.outer(pos, inv))
+    z = torch.view_as_complex(x.double().reshape(*x.shape[:-1], dh // 2, 2).contiguous())
+    return torch.view_as_real(z * rot).reshape(x.shape).to(x.dtype)
+
+
+# =========================================================================== online_softmax_merge, tiled_attention (08)
+
+
+@case("online_softmax_merge", [r"m1", r"common maximum|both|max\(m1, ?m2\)"])
+def merge_into_first_frame(m1, l1, m2, l2):
+    m = torch.maximum(m1, m2)
+    return m, l1 + l2 * torch.exp(m2 - m1).nan_to_num(nan=0.0)
+
+
+@case("online_softmax_merge", [r"logarithm|plain sum"])
+def merge_returns_log_sum(m1, l1, m2, l2):
+    m = torch.maximum(m1, m2)
+    return m, torch.logaddexp(m1 + torch.log(l1), m2 + torch.log(l2)) - torch.where(torch.isfinite(m), m, 0.0)
+
+
+@case("online_softmax_merge", [r"\(l, ?m\)|order|swap"])
+def merge_returns_l_first(m1, l1, m2, l2):
+    m = torch.maximum(m1, m2)
+    s = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return l1 * torch.exp(m1 - s) + l2 * torch.exp(m2 - s), m
+
+
+@case("online_softmax_merge")
+def merge_by_where(m1, l1, m2, l2):
+    first_bigger = m1 >= m2
+    m = torch.where(first_bigger, m1, m2)
+    small_m = torch.where(first_bigger, m2, m1)
+    big_l = torch.where(first_bigger, l1, l2)
+    small_l = torch.where(first_bigger, l2, l1)
+    factor = torch.where(torch.isfinite(m), torch.exp(small_m - m), torch.zeros_like(m))
+    return m, big_l + small_l * factor
+
+
+def _tiled_loop(q, k, v, block_size, mask, causal, *, score_scale=None, per_block=False, normalise=True,
+                polarity=True):
+    t, s = q.shape[-2], k.shape[-2]
+    scale = 1.0 / math.sqrt(q.shape[-1]) if score_scale is None else score_scale
+    m = torch.full(q.shape[:-1], NEG_INF, dtype=q.dtype)
+    l = torch.zeros(q.shape[:-1], dtype=q.dtype)  # noqa: E741
+    acc = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)
+    for start in range(0, s, block_size):
+        stop = min(start + block_size, s)
+        sc = q @ k[..., start:stop, :].transpose(-2, -1) * scale
+        allowed = torch.ones(t, stop - start, dtype=torch.bool)
+        if mask is not None:
+            blk = mask[..., start:stop]
+            allowed = allowed & (blk if polarity else ~blk)
+        if causal:
+            allowed = allowed & (torch.arange(start, stop)[None, :] <= torch.arange(t)[:, None] + s - t)
+        sc = sc.masked_fill(~allowed, NEG_INF)
+        if per_block:
+            w = torch.softmax(sc, dim=-1).nan_to_num(0.0)
+            acc = acc + w @ v[..., start:stop, :]
+            continue
+        m_new = torch.maximum(m, sc.amax(-1))
+        shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+        p = torch.exp(sc - shift[..., None])
+        fix = torch.exp(m - shift)
+        l = l * fix + p.sum(-1)  # noqa: E741
+        acc = acc * fix[..., None] + p @ v[..., start:stop, :]
+        m = m_new
+    if per_block:
+        return acc
+    return acc / torch.where(l > 0, l, torch.ones_like(l))[..., None] if normalise else acc
+
+
+@case("tiled_attention", [r"separate softmax|softmax in each block|each block.s (own )?(softmax|weights)|per.block"])
+def tiled_softmax_per_block(q, k, v, block_size, mask=None, causal=False):
+    return _tiled_loop(q, k, v, block_size, mask, causal, per_block=True)
+
+
+@case("tiled_attention", [r"polarity|True ?= ?(blocked|may attend)|invert|~"])
+def tiled_mask_polarity(q, k, v, block_size, mask=None, causal=False):
+    return _tiled_loop(q, k, v, block_size, mask, causal, polarity=False)
+
+
+@case("tiled_attention", [r"Dv|v\.shape|values?.? width", r"d_k|q\.shape\[-1\]"])
+def tiled_scale_by_value_width(q, k, v, block_size, mask=None, causal=False):
+    return _tiled_loop(q, k, v, block_size, mask, causal, score_scale=1.0 / math.sqrt(v.shape[-1]))
+
+
+@case("tiled_attention", [r"divide by the (running )?sum|acc / l|/ l\b|normalis"])
+def tiled_never_divides(q, k, v, block_size, mask=None, causal=False):
+    return _tiled_loop(q, k, v, block_size, mask, causal, normalise=False)
+
+
+@case("tiled_attention")
+def tiled_logsumexp_two_pass(q, k, v, block_size, mask=None, causal=False):
+    """Two passes over the key blocks, each block's scores computed anew: the logsumexp of each
+    row first, then the weighted sum of the values."""
+    t, s = q.shape[-2], k.shape[-2]
+    scale = q.shape[-1] ** -0.5
+
+    def scores(start, stop):
+        sc = (q @ k[..., start:stop, :].transpose(-2, -1)) * scale
+        keep = torch.ones(t, stop - start, dtype=torch.bool)
+        if mask is not None:
+            keep = keep & mask[..., start:stop]
+        if causal:
+            keep = keep & (torch.arange(start, stop)[None, :] <= torch.arange(t)[:, None] + (s - t))
+        return sc.masked_fill(~keep, NEG_INF)
+
+    spans = [(start, min(start + block_size, s)) for start in range(0, s, block_size)]
+    lse = torch.full(q.shape[:-1], NEG_INF, dtype=q.dtype)
+    for start, stop in spans:
+        lse = torch.logaddexp(lse, torch.logsumexp(scores(start, stop), dim=-1))
+    safe = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+    out = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)
+    for start, stop in spans:
+        out = out + torch.exp(scores(start, stop) - safe[..., None]) @ v[..., start:stop, :]
+    return out

@@ -243,6 +243,59 @@ BLOCK_COSTS = [
         "                ffn_flops=4 * seq_len * d_model * d_ff)\n"]),
 ]
 
+HEAD_TRADEOFF = [
+    ("a dataclass per row, asdict, one validation helper", [
+        "from dataclasses import asdict, dataclass\n"
+        "\n"
+        "@dataclass\n"
+        "class Row:\n"
+        "    n_heads: int\n"
+        "    d_head: int\n"
+        "    params: int\n"
+        "    flops: int\n"
+        "    score_rank_bound: int\n"
+        "    kv_cache_bytes: int\n",
+        "def _positive(name, n):\n"
+        "    if not isinstance(n, int) or n <= 0:\n"
+        "        raise ValueError(f'{name}: expected a positive int, got {n!r}')\n"
+        "\n"
+        "def head_tradeoff(d_model, n_heads_options, seq_len, batch=1, bytes_per_value=4):\n"
+        "    for name, n in dict(d_model=d_model, seq_len=seq_len, batch=batch, bytes_per_value=bytes_per_value).items():\n"
+        "        _positive(name, n)\n"
+        "    rows = []\n"
+        "    for h in n_heads_options:\n"
+        "        _positive('n_heads', h)\n"
+        "        if d_model % h:\n"
+        "            raise ValueError(f'n_heads={h} must divide d_model={d_model}')\n"
+        "        dh = d_model // h\n"
+        "        proj = 4 * 2 * seq_len * d_model * d_model\n"
+        "        core = h * 2 * (2 * seq_len * seq_len * dh)\n"
+        "        rows.append(Row(h, dh, 4 * d_model * (d_model + 1), proj + core, min(dh, seq_len),\n"
+        "                        2 * batch * seq_len * h * dh * bytes_per_value))\n"
+        "    return [asdict(r) for r in rows]\n"]),
+    ("FLOPs measured with FlopCounterMode on meta tensors, parameters on nn.Linear", [
+        "from torch.utils.flop_counter import FlopCounterMode\n"
+        "\n"
+        "def head_tradeoff(d_model, n_heads_options, seq_len, batch=1, bytes_per_value=4):\n"
+        "    if seq_len < 1:\n"
+        "        raise ValueError(f'seq_len: expected >= 1, got {seq_len}')\n"
+        "    layers = [nn.Linear(d_model, d_model, device='meta') for _ in range(4)]\n"
+        "    table = []\n"
+        "    for h in n_heads_options:\n"
+        "        if d_model % h != 0:\n"
+        "            raise ValueError(f'n_heads_options: {h} does not divide d_model {d_model}')\n"
+        "        x = torch.empty(1, seq_len, d_model, device='meta')\n"
+        "        with FlopCounterMode(display=False) as counter:\n"
+        "            q, k, v = (split_heads(layer(x), h) for layer in layers[:3])\n"
+        "            w = (q @ k.transpose(-2, -1)).softmax(-1)\n"
+        "            layers[3]((w @ v).transpose(1, 2).reshape(1, seq_len, d_model))\n"
+        "        table.append({'n_heads': h, 'd_head': d_model // h,\n"
+        "                      'params': sum(p.numel() for layer in layers for p in layer.parameters()),\n"
+        "                      'flops': counter.get_total_flops(), 'score_rank_bound': min(d_model // h, seq_len),\n"
+        "                      'kv_cache_bytes': 2 * q.numel() * batch * bytes_per_value})\n"
+        "    return table\n"]),
+]
+
 POSITIONAL = [
     ("Annotated Transformer exp-log div_term", [
         "def sinusoidal_positional_encoding(seq_len, d_model):\n"
@@ -368,6 +421,7 @@ FUNCTION_STYLES = {
     "attention_heads": ("02", HEADS),
     "merge_heads": ("03", MERGE_HEADS),
     "load_mha_from_torch": ("03", LOAD),
+    "head_tradeoff": ("03", HEAD_TRADEOFF),
     "repeat_kv": ("05", REPEAT_KV),
     "kv_cache_bytes": ("05", KV_CACHE_BYTES),
     "block_costs": ("04", BLOCK_COSTS),
