@@ -420,3 +420,22 @@ def test_task_outcomes_become_results_here(tmp_path):
         ex._result(_Future("cancelled"), job, config)
     with pytest.raises(executors.ExecutorLost, match="lost the Dask scheduler"):
         _offline_executor("connecting")._result(_Future("finished", exc=OSError("comm closed")), job, config)
+
+
+def test_the_slot_locks_are_one_folder_per_machine_whatever_the_tmpdir(tmp_path):
+    """Two Dask workers on one machine, each with a TMPDIR of its own (as a worker started with its
+    own temporary folder, or a service with a private /tmp, has), must claim their sandbox slots in
+    the same folder: else both take slot 0, and two students' sandboxes run as one uid that shares
+    one process limit (one student's fork bomb starves the other's kernel)."""
+    import subprocess
+
+    seen = []
+    for name in ("w0", "w1"):
+        tmp = tmp_path / name
+        tmp.mkdir()
+        out = subprocess.run([sys.executable, "-c", "from autograder.grading import pool; print(pool.SLOT_DIR)"],
+                             env=dict(os.environ, TMPDIR=str(tmp)), capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        seen.append(out.stdout.strip())
+    assert seen[0] == seen[1], seen
+    assert str(tmp_path) not in seen[0]
