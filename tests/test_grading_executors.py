@@ -439,3 +439,24 @@ def test_the_slot_locks_are_one_folder_per_machine_whatever_the_tmpdir(tmp_path)
         seen.append(out.stdout.strip())
     assert seen[0] == seen[1], seen
     assert str(tmp_path) not in seen[0]
+
+
+@pytest.mark.parametrize("dashboard", [False, True])
+def test_the_dashboard_link_is_shown_only_where_there_is_a_dashboard(dashboard):
+    """A scheduler without a dashboard (``dask scheduler --no-dashboard``) still names an HTTP
+    port; the run must not print a link to a page that is not there."""
+    distributed = pytest.importorskip("distributed", reason="Dask's distributed is installed by `./course test`")
+    import urllib.request
+
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address="127.0.0.1:0",
+                                  scheduler_kwargs={"dashboard": dashboard}) as cluster:
+        ex = executors.DaskExecutor(cluster.scheduler_address)
+        try:
+            if dashboard:
+                assert ex.dashboard and ex.dashboard.endswith("/status")
+                with urllib.request.urlopen(ex.dashboard, timeout=10) as page:
+                    assert page.status == 200
+            else:
+                assert ex.dashboard is None
+        finally:
+            ex.close()

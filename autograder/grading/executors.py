@@ -160,13 +160,30 @@ class DaskExecutor(Executor):
         self.dashboard = self._dashboard()
 
     def _dashboard(self) -> Optional[str]:
-        """The scheduler's dashboard link, or None when it runs none."""
+        """The scheduler's dashboard link, or None when it runs none. A scheduler started with
+        ``--no-dashboard`` still names an HTTP port (its health and metrics routes), where the
+        link's page is "404 Not Found": asked once, a page that is not there is no dashboard (a
+        port this machine cannot reach keeps its link: the dashboard may be there for others)."""
         try:
             if not self.client.scheduler_info().get("services", {}).get("dashboard"):
                 return None
-            return self.client.dashboard_link or None
+            link = self.client.dashboard_link or None
         except Exception:
             return None
+        if link is None:
+            return None
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(link, timeout=3):
+                pass
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+        except Exception:  # not reachable from here: say what the scheduler says
+            pass
+        return link
 
     def _count(self) -> Tuple[int, int]:
         """(threads, workers) of the cluster now."""
