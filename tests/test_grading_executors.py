@@ -460,3 +460,74 @@ def test_the_dashboard_link_is_shown_only_where_there_is_a_dashboard(dashboard):
                 assert ex.dashboard is None
         finally:
             ex.close()
+
+
+class _FakeDistributed:
+    """What DaskExecutor.run uses of ``distributed``: ``wait`` finishes the oldest pending task."""
+
+    class TimeoutError(Exception):
+        pass
+
+    @staticmethod
+    def wait(futures, timeout=None, return_when=None):
+        first = min(futures, key=lambda f: f.n)
+        first.status = "finished"
+        return type("W", (), {"done": {first}})()
+
+
+class _FakeClient:
+    """Records the payload bytes in flight each time a task is submitted."""
+
+    status = "running"
+
+    def __init__(self):
+        self.flying, self.peak, self.count = {}, 0, 0
+
+    def nthreads(self):
+        return {"w0": 1}
+
+    def as_current(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def submit(self, fn, payload, **kw):
+        client = self
+        size = len(payload["notebook"]) + sum(len(b) for b in payload["files"].values())
+
+        class Fut:
+            n = self.count
+            status = "pending"
+
+            def result(self, timeout=None):
+                del client.flying[self.n]
+                return {"result": {"status": "ok", "steps": []}, "notebook": None}
+
+            def release(self):
+                pass
+
+        self.count += 1
+        self.flying[Fut.n] = size
+        self.peak = max(self.peak, sum(self.flying.values()))
+        return Fut()
+
+
+def test_the_payloads_in_flight_are_bounded_in_bytes_not_only_in_tasks(tmp_path, monkeypatch):
+    """A class whose submissions each carry large files (up to remote.MAX_PAYLOAD_BYTES of them)
+    must not have 32 of them at once in this process and in the scheduler's memory."""
+    big = b"x" * 1000
+    monkeypatch.setattr(remote, "build_payload", lambda job, *a, **k: {"files": {"data.bin": big}, "notebook": b"{}"})
+    monkeypatch.setattr(remote, "grader_version", lambda: "v")
+    ex = _offline_executor()
+    ex.client, ex._distributed, ex.window, ex.retries = _FakeClient(), _FakeDistributed, None, 0
+    ex.MAX_BYTES_AHEAD = 2500
+    config = executors.RunConfig(tmp_path, engine.Limits(), True, tmp_path / "run")
+    config.folder.mkdir()
+    jobs = [Job(f"s{i}", A, tmp_path, "f" * 64, "1") for i in range(10)]
+    got = [job.student for job, result in ex.run(jobs, config)]
+    assert sorted(got) == sorted(j.student for j in jobs)
+    assert ex.client.count == 10
+    assert 1002 * 2 < ex.client.peak <= 1002 * 3, ex.client.peak  # stops once 2500 bytes are in flight
+    # A payload larger than the whole budget still goes, one at a time.
+    ex.client, ex.MAX_BYTES_AHEAD = _FakeClient(), 10
+    assert len(list(ex.run(jobs, config))) == 10 and ex.client.peak == 1002

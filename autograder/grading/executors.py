@@ -129,14 +129,30 @@ def _task_failure(exc: BaseException) -> str:
     return f"the Dask task grading this submission failed ({name}: {text})"
 
 
+def _payload_bytes(payload: Dict[str, Any]) -> int:
+    """The bytes a payload (:func:`.remote.build_payload`) carries: its files and notebooks."""
+    total = 0
+    for key in ("notebook", "source_notebook"):
+        if isinstance(payload.get(key), (bytes, bytearray)):
+            total += len(payload[key])
+    for key in ("files", "source_files"):
+        total += sum(len(b) for b in (payload.get(key) or {}).values())
+    return total
+
+
 class DaskExecutor(Executor):
     """One ``dask.distributed`` task per submission (:func:`.remote.grade_task`), on the cluster of
     the scheduler at ``address``. ``connect_timeout``: seconds to reach the scheduler (at the start,
     and again after a lost connection, before the run stops); ``retries``: times a task that
     raised runs again (a worker that dies mid-task is replaced by the scheduler itself, up to its
-    ``allowed-failures``); ``window``: tasks submitted ahead (the payloads held at once)."""
+    ``allowed-failures``); ``window``: tasks submitted ahead (the payloads held at once).
+    Whatever the window, nothing more is submitted while the payloads submitted and not yet
+    finished reach :attr:`MAX_BYTES_AHEAD` in all (one task is always let through): each may
+    carry up to :data:`.remote.MAX_PAYLOAD_BYTES` of a student's files plus the notebook, and
+    this process and the scheduler hold every submitted task's payload until it is done."""
 
     POLL_S = 2.0
+    MAX_BYTES_AHEAD = 1 * 2**30
 
     def __init__(self, address: str, connect_timeout: float = 10.0, retries: int = 1, window: Optional[int] = None):
         if not isinstance(address, str) or not address.strip():
@@ -210,10 +226,11 @@ class DaskExecutor(Executor):
         queue: List[Job] = list(jobs)
         queue.reverse()  # popped from the end: in the order given
         pending: Dict[Any, Job] = {}
+        sizes: Dict[Any, int] = {}  # each pending task's payload, in bytes
         ready: List[Tuple[Job, Dict[str, Any]]] = []
         while queue or pending or ready:
             window = (self.window or max(32, 4 * max(1, self._count()[0]))) if queue else 0
-            while queue and len(pending) < window:
+            while queue and len(pending) < window and (not pending or sum(sizes.values()) < self.MAX_BYTES_AHEAD):
                 job = queue.pop()
                 try:
                     payload = remote.build_payload(job, config.course, config.limits, config.sandbox, version)
@@ -227,6 +244,7 @@ class DaskExecutor(Executor):
                 except Exception as e:
                     raise self._lost(f"submitting failed: {type(e).__name__}: {str(e)[:300]}") from None
                 pending[fut] = job
+                sizes[fut] = _payload_bytes(payload)
                 del payload
             while ready:
                 yield ready.pop()
@@ -251,6 +269,7 @@ class DaskExecutor(Executor):
                 if result is None:  # its result was lost with a worker: the scheduler runs it again
                     pending[fut] = job
                     continue
+                sizes.pop(fut, None)
                 fut.release()
                 yield job, result
 
