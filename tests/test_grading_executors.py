@@ -531,3 +531,51 @@ def test_the_payloads_in_flight_are_bounded_in_bytes_not_only_in_tasks(tmp_path,
     # A payload larger than the whole budget still goes, one at a time.
     ex.client, ex.MAX_BYTES_AHEAD = _FakeClient(), 10
     assert len(list(ex.run(jobs, config))) == 10 and ex.client.peak == 1002
+
+
+class _NoWorkerClient(_FakeClient):
+    """A cluster whose workers are gone: nothing ever finishes."""
+
+    def nthreads(self):
+        return {}
+
+
+class _NothingFinishes(_FakeDistributed):
+    @staticmethod
+    def wait(futures, timeout=None, return_when=None):
+        time.sleep(0.02)
+        raise _FakeDistributed.TimeoutError()
+
+
+def test_a_cluster_left_without_workers_stops_the_run_instead_of_waiting_for_ever(tmp_path, monkeypatch, course):
+    """Workers started without a nanny end when their scheduler goes away; a scheduler restarted at
+    the same address then has none, and a run that waited for one in silence would never end."""
+    monkeypatch.setattr(remote, "build_payload", lambda job, *a, **k: {"files": {}, "notebook": b"{}"})
+    monkeypatch.setattr(remote, "grader_version", lambda: "v")
+    ex = _offline_executor()
+    ex.client, ex._distributed, ex.window, ex.retries = _NoWorkerClient(), _NothingFinishes, None, 0
+    ex.NO_WORKER_S = 0.2
+    config = executors.RunConfig(tmp_path, engine.Limits(), True, tmp_path / "run")
+    config.folder.mkdir()
+    t0 = time.monotonic()
+    with pytest.raises(executors.ExecutorLost, match=r"no Dask worker was connected to the scheduler at "
+                       r"tcp://sched:8786 for 0.2 s, so 2 submission\(s\) waited .* run the same command again"):
+        list(ex.run([Job(f"s{i}", A, tmp_path, "f" * 64, "1") for i in range(2)], config))
+    assert time.monotonic() - t0 < 5
+    # Through the grading run: it stops, says so, and stores nothing for the submissions not graded.
+    ex.client, ex.nworkers, ex.threads, ex.workers, ex.dashboard = _NoWorkerClient(), 0, 0, 1, None
+    run = autograde.grade_class(course, sandbox=False, stream=io.StringIO(), executor=ex)
+    assert "no Dask worker was connected" in run["stopped"] and len(run["not_graded"]) == 2
+    # A worker that is there (even one busy for longer than that) is no reason to stop.
+    ex.client = _FakeClient()
+    calls = []
+
+    def slow_then_done(futures, timeout=None, return_when=None):
+        calls.append(1)
+        if len(calls) < 20:
+            time.sleep(0.02)
+            raise _FakeDistributed.TimeoutError()
+        return _FakeDistributed.wait(futures)
+
+    ex._distributed = type("D", (), {"TimeoutError": _FakeDistributed.TimeoutError, "wait": staticmethod(slow_then_done)})
+    assert len(list(ex.run([Job("s0", A, tmp_path, "f" * 64, "1")], config))) == 1

@@ -17,6 +17,7 @@ only an executor that cannot go on at all (its scheduler went away) raises
 from __future__ import annotations
 
 import tempfile
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -145,13 +146,18 @@ class DaskExecutor(Executor):
     the scheduler at ``address``. ``connect_timeout``: seconds to reach the scheduler (at the start,
     and again after a lost connection, before the run stops); ``retries``: times a task that
     raised runs again (a worker that dies mid-task is replaced by the scheduler itself, up to its
-    ``allowed-failures``); ``window``: tasks submitted ahead (the payloads held at once).
+    ``allowed-failures``); ``window``: tasks submitted ahead (the payloads held at once). A
+    cluster left with no worker at all for :attr:`NO_WORKER_S` stops the run as a lost scheduler
+    does (:class:`ExecutorLost`).
     Whatever the window, nothing more is submitted while the payloads submitted and not yet
     finished reach :attr:`MAX_BYTES_AHEAD` in all (one task is always let through): each may
     carry up to :data:`.remote.MAX_PAYLOAD_BYTES` of a student's files plus the notebook, and
     this process and the scheduler hold every submitted task's payload until it is done."""
 
     POLL_S = 2.0
+    #: Seconds the run waits with no worker connected at all before it stops (its results so far
+    #: stored; the next run grades the rest), rather than wait for ever in silence.
+    NO_WORKER_S = 600.0
     MAX_BYTES_AHEAD = 1 * 2**30
 
     def __init__(self, address: str, connect_timeout: float = 10.0, retries: int = 1, window: Optional[int] = None):
@@ -213,7 +219,7 @@ class DaskExecutor(Executor):
         text = (f"Dask scheduler {self.address} with {self.nworkers} worker(s), {self.threads} thread(s) "
                 "(a submission per thread)")
         if not self.nworkers:
-            text += "; no worker is connected yet: the submissions wait for one"
+            text += (f"; no worker is connected yet: the submissions wait for one (at most {self.NO_WORKER_S:g} s)")
         return text
 
     def _lost(self, why: str) -> ExecutorLost:
@@ -228,6 +234,7 @@ class DaskExecutor(Executor):
         pending: Dict[Any, Job] = {}
         sizes: Dict[Any, int] = {}  # each pending task's payload, in bytes
         ready: List[Tuple[Job, Dict[str, Any]]] = []
+        no_worker_since: Optional[float] = None  # since when the cluster has had no worker
         while queue or pending or ready:
             window = (self.window or max(32, 4 * max(1, self._count()[0]))) if queue else 0
             while queue and len(pending) < window and (not pending or sum(sizes.values()) < self.MAX_BYTES_AHEAD):
@@ -262,6 +269,16 @@ class DaskExecutor(Executor):
             if not done:
                 if self.client.status in ("closing", "closed"):
                     raise self._lost("the connection closed and could not be made again")
+                if self._count()[1]:
+                    no_worker_since = None
+                elif no_worker_since is None:
+                    no_worker_since = time.monotonic()
+                elif time.monotonic() - no_worker_since >= self.NO_WORKER_S:
+                    raise ExecutorLost(
+                        f"no Dask worker was connected to the scheduler at {self.address} for "
+                        f"{self.NO_WORKER_S:g} s, so {len(pending)} submission(s) waited for one in vain (workers "
+                        "started without a nanny stop when their scheduler goes away); start workers "
+                        f"(`dask worker {self.address}`) and run the same command again")
                 continue
             for fut in done:
                 job = pending.pop(fut)
