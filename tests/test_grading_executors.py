@@ -579,3 +579,27 @@ def test_a_cluster_left_without_workers_stops_the_run_instead_of_waiting_for_eve
 
     ex._distributed = type("D", (), {"TimeoutError": _FakeDistributed.TimeoutError, "wait": staticmethod(slow_then_done)})
     assert len(list(ex.run([Job("s0", A, tmp_path, "f" * 64, "1")], config))) == 1
+
+
+def test_a_scheduler_without_tls_is_named_as_open_to_whoever_reaches_it(course):
+    """Whoever reaches an unprotected scheduler reads every task's payload there (the source
+    notebook with its hidden tests, the grading seed) and may change results: the run says so."""
+    distributed = pytest.importorskip("distributed", reason="Dask's distributed is installed by `./course test`")
+    for address in ("tcp://10.0.0.5:8786", "10.0.0.5:8786", "tcp://127.0.0.1:8786", "ucx://h:1"):
+        text = executors.unprotected_warning(address)
+        assert text and address in text and "without TLS" in text and "grading seed" in text and "tls://" in text
+    assert executors.unprotected_warning("tls://grader.example.org:8786") is None
+    assert executors.unprotected_warning("TLS://grader.example.org:8786") is None
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address="127.0.0.1:0") as cluster:
+        ex = executors.DaskExecutor(cluster.scheduler_address)
+        try:
+            assert ex.warning and cluster.scheduler_address in ex.warning
+        finally:
+            ex.close()
+    # The run's header shows an executor's warning; the local executor has none.
+    fake = FakeExecutor()
+    fake.warning = "the test's warning"
+    out = io.StringIO()
+    autograde.grade_class(course, sandbox=False, stream=out, executor=fake)
+    assert "autograde: WARNING: the test's warning" in out.getvalue()
+    assert executors.LocalExecutor(1).warning is None

@@ -214,6 +214,8 @@ def grade_class(
               + (f"; {len(restore)} graded but not completely stored, stored again" if restore else ""), file=stream)
         if ex.dashboard:
             print(f"autograde: dashboard {ex.dashboard}", file=stream)
+        if ex.warning:
+            print(f"autograde: WARNING: {ex.warning}", file=stream)
         for job, old in restore:
             _store(course, job, old, writer, again=True)
             restored.append(old)

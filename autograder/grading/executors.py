@@ -30,7 +30,7 @@ from .jobs import Job
 from .pool import WorkerPool, run_worker
 
 __all__ = ["CLUSTER_INSTALL", "DaskExecutor", "Executor", "ExecutorLost", "LocalExecutor", "RunConfig",
-           "make_executor"]
+           "make_executor", "unprotected_warning"]
 
 CLUSTER_INSTALL = 'pip install "mhsa-course[cluster]"'
 
@@ -56,6 +56,8 @@ class Executor:
 
     workers: int = 1
     dashboard: Optional[str] = None
+    #: What the instructor must know before the run (printed in its header), or None.
+    warning: Optional[str] = None
 
     def run(self, jobs: Sequence[Job], config: RunConfig) -> Iterator[Tuple[Job, Dict[str, Any]]]:
         """Yield ``(job, result)`` for each job as its result completes. Raises
@@ -130,6 +132,21 @@ def _task_failure(exc: BaseException) -> str:
     return f"the Dask task grading this submission failed ({name}: {text})"
 
 
+def unprotected_warning(address: str) -> Optional[str]:
+    """Why a scheduler reached at ``address`` without TLS exposes the course, or None for
+    ``tls://``. A Dask cluster runs whatever a client that reaches its scheduler asks for, and the
+    scheduler holds every task's payload: the submissions, the assignments' source notebooks with
+    their hidden tests and the grading seed."""
+    if address.strip().lower().startswith("tls://"):
+        return None
+    return (f"the Dask scheduler at {address} is reached without TLS: whoever can reach its port (and `dask "
+            "scheduler` listens on every network interface unless given --host) can run code on the cluster, read "
+            "every submission, the assignments' source notebooks with their hidden tests and the grading seed, and "
+            "change results. Keep the scheduler's and the workers' ports on a network only you reach, or use a "
+            "tls:// address with Dask's TLS settings (distributed.comm.require-encryption, distributed.comm.tls.*) "
+            "and client certificates")
+
+
 def _payload_bytes(payload: Dict[str, Any]) -> int:
     """The bytes a payload (:func:`.remote.build_payload`) carries: its files and notebooks."""
     total = 0
@@ -180,6 +197,7 @@ class DaskExecutor(Executor):
         self.threads, self.nworkers = self._count()
         self.workers = max(1, self.threads)
         self.dashboard = self._dashboard()
+        self.warning = unprotected_warning(self.address)
 
     def _dashboard(self) -> Optional[str]:
         """The scheduler's dashboard link, or None when it runs none. A scheduler started with
