@@ -603,3 +603,17 @@ def test_a_scheduler_without_tls_is_named_as_open_to_whoever_reaches_it(course):
     autograde.grade_class(course, sandbox=False, stream=out, executor=fake)
     assert "autograde: WARNING: the test's warning" in out.getvalue()
     assert executors.LocalExecutor(1).warning is None
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_ctrl_c_ends_the_command_with_a_message_not_a_traceback(monkeypatch, tmp_path, capsys, check):
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(autograde, "check_class" if check else "grade_class", interrupted)
+    parser = argparse.ArgumentParser()
+    autograde.add_arguments(parser)
+    argv = ["--course", str(tmp_path), "--scheduler", "tcp://10.0.0.5:8786"] + (["--check"] if check else [])
+    assert autograde.main(parser.parse_args(argv)) == 130
+    err = capsys.readouterr().err
+    assert "interrupted (Ctrl-C)" in err and "run the same command again" in err and "Traceback" not in err
