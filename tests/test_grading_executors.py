@@ -422,3 +422,200 @@ def test_task_outcomes_become_results_here(tmp_path):
         ex._result(_Future("cancelled"), job, config)
     with pytest.raises(executors.ExecutorLost, match="lost the Dask scheduler"):
         _offline_executor("connecting")._result(_Future("finished", exc=OSError("comm closed")), job, config)
+
+
+def test_the_slot_locks_are_one_folder_per_machine_whatever_the_tmpdir(tmp_path):
+    """Two Dask workers on one machine, each with a TMPDIR of its own (as a worker started with its
+    own temporary folder, or a service with a private /tmp, has), must claim their sandbox slots in
+    the same folder: else both take slot 0, and two students' sandboxes run as one uid that shares
+    one process limit (one student's fork bomb starves the other's kernel)."""
+    import subprocess
+
+    seen = []
+    for name in ("w0", "w1"):
+        tmp = tmp_path / name
+        tmp.mkdir()
+        out = subprocess.run([sys.executable, "-c", "from autograder.grading import pool; print(pool.SLOT_DIR)"],
+                             env=dict(os.environ, TMPDIR=str(tmp)), capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        seen.append(out.stdout.strip())
+    assert seen[0] == seen[1], seen
+    assert str(tmp_path) not in seen[0]
+
+
+@pytest.mark.parametrize("dashboard", [False, True])
+def test_the_dashboard_link_is_shown_only_where_there_is_a_dashboard(dashboard):
+    """A scheduler without a dashboard (``dask scheduler --no-dashboard``) still names an HTTP
+    port; the run must not print a link to a page that is not there."""
+    distributed = pytest.importorskip("distributed", reason="Dask's distributed is installed by `./course test`")
+    import urllib.request
+
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address="127.0.0.1:0",
+                                  scheduler_kwargs={"dashboard": dashboard}) as cluster:
+        ex = executors.DaskExecutor(cluster.scheduler_address)
+        try:
+            if dashboard:
+                assert ex.dashboard and ex.dashboard.endswith("/status")
+                with urllib.request.urlopen(ex.dashboard, timeout=10) as page:
+                    assert page.status == 200
+            else:
+                assert ex.dashboard is None
+        finally:
+            ex.close()
+
+
+class _FakeDistributed:
+    """What DaskExecutor.run uses of ``distributed``: ``wait`` finishes the oldest pending task."""
+
+    class TimeoutError(Exception):
+        pass
+
+    @staticmethod
+    def wait(futures, timeout=None, return_when=None):
+        first = min(futures, key=lambda f: f.n)
+        first.status = "finished"
+        return type("W", (), {"done": {first}})()
+
+
+class _FakeClient:
+    """Records the payload bytes in flight each time a task is submitted."""
+
+    status = "running"
+
+    def __init__(self):
+        self.flying, self.peak, self.count = {}, 0, 0
+
+    def nthreads(self):
+        return {"w0": 1}
+
+    def as_current(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def submit(self, fn, payload, **kw):
+        client = self
+        size = len(payload["notebook"]) + sum(len(b) for b in payload["files"].values())
+
+        class Fut:
+            n = self.count
+            status = "pending"
+
+            def result(self, timeout=None):
+                del client.flying[self.n]
+                return {"result": {"status": "ok", "steps": []}, "notebook": None}
+
+            def release(self):
+                pass
+
+        self.count += 1
+        self.flying[Fut.n] = size
+        self.peak = max(self.peak, sum(self.flying.values()))
+        return Fut()
+
+
+def test_the_payloads_in_flight_are_bounded_in_bytes_not_only_in_tasks(tmp_path, monkeypatch):
+    """A class whose submissions each carry large files (up to remote.MAX_PAYLOAD_BYTES of them)
+    must not have 32 of them at once in this process and in the scheduler's memory."""
+    big = b"x" * 1000
+    monkeypatch.setattr(remote, "build_payload", lambda job, *a, **k: {"files": {"data.bin": big}, "notebook": b"{}"})
+    monkeypatch.setattr(remote, "grader_version", lambda: "v")
+    ex = _offline_executor()
+    ex.client, ex._distributed, ex.window, ex.retries = _FakeClient(), _FakeDistributed, None, 0
+    ex.MAX_BYTES_AHEAD = 2500
+    config = executors.RunConfig(tmp_path, engine.Limits(), True, tmp_path / "run")
+    config.folder.mkdir()
+    jobs = [Job(f"s{i}", A, tmp_path, "f" * 64, "1") for i in range(10)]
+    got = [job.student for job, result in ex.run(jobs, config)]
+    assert sorted(got) == sorted(j.student for j in jobs)
+    assert ex.client.count == 10
+    assert 1002 * 2 < ex.client.peak <= 1002 * 3, ex.client.peak  # stops once 2500 bytes are in flight
+    # A payload larger than the whole budget still goes, one at a time.
+    ex.client, ex.MAX_BYTES_AHEAD = _FakeClient(), 10
+    assert len(list(ex.run(jobs, config))) == 10 and ex.client.peak == 1002
+
+
+class _NoWorkerClient(_FakeClient):
+    """A cluster whose workers are gone: nothing ever finishes."""
+
+    def nthreads(self):
+        return {}
+
+
+class _NothingFinishes(_FakeDistributed):
+    @staticmethod
+    def wait(futures, timeout=None, return_when=None):
+        time.sleep(0.02)
+        raise _FakeDistributed.TimeoutError()
+
+
+def test_a_cluster_left_without_workers_stops_the_run_instead_of_waiting_for_ever(tmp_path, monkeypatch, course):
+    """Workers started without a nanny end when their scheduler goes away; a scheduler restarted at
+    the same address then has none, and a run that waited for one in silence would never end."""
+    monkeypatch.setattr(remote, "build_payload", lambda job, *a, **k: {"files": {}, "notebook": b"{}"})
+    monkeypatch.setattr(remote, "grader_version", lambda: "v")
+    ex = _offline_executor()
+    ex.client, ex._distributed, ex.window, ex.retries = _NoWorkerClient(), _NothingFinishes, None, 0
+    ex.NO_WORKER_S = 0.2
+    config = executors.RunConfig(tmp_path, engine.Limits(), True, tmp_path / "run")
+    config.folder.mkdir()
+    t0 = time.monotonic()
+    with pytest.raises(executors.ExecutorLost, match=r"no Dask worker was connected to the scheduler at "
+                       r"tcp://sched:8786 for 0.2 s, so 2 submission\(s\) waited .* run the same command again"):
+        list(ex.run([Job(f"s{i}", A, tmp_path, "f" * 64, "1") for i in range(2)], config))
+    assert time.monotonic() - t0 < 5
+    # Through the grading run: it stops, says so, and stores nothing for the submissions not graded.
+    ex.client, ex.nworkers, ex.threads, ex.workers, ex.dashboard = _NoWorkerClient(), 0, 0, 1, None
+    run = autograde.grade_class(course, sandbox=False, stream=io.StringIO(), executor=ex)
+    assert "no Dask worker was connected" in run["stopped"] and len(run["not_graded"]) == 2
+    # A worker that is there (even one busy for longer than that) is no reason to stop.
+    ex.client = _FakeClient()
+    calls = []
+
+    def slow_then_done(futures, timeout=None, return_when=None):
+        calls.append(1)
+        if len(calls) < 20:
+            time.sleep(0.02)
+            raise _FakeDistributed.TimeoutError()
+        return _FakeDistributed.wait(futures)
+
+    ex._distributed = type("D", (), {"TimeoutError": _FakeDistributed.TimeoutError, "wait": staticmethod(slow_then_done)})
+    assert len(list(ex.run([Job("s0", A, tmp_path, "f" * 64, "1")], config))) == 1
+
+
+def test_a_scheduler_without_tls_is_named_as_open_to_whoever_reaches_it(course):
+    """Whoever reaches an unprotected scheduler reads every task's payload there (the source
+    notebook with its hidden tests, the grading seed) and may change results: the run says so."""
+    distributed = pytest.importorskip("distributed", reason="Dask's distributed is installed by `./course test`")
+    for address in ("tcp://10.0.0.5:8786", "10.0.0.5:8786", "tcp://127.0.0.1:8786", "ucx://h:1"):
+        text = executors.unprotected_warning(address)
+        assert text and address in text and "without TLS" in text and "grading seed" in text and "tls://" in text
+    assert executors.unprotected_warning("tls://grader.example.org:8786") is None
+    assert executors.unprotected_warning("TLS://grader.example.org:8786") is None
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address="127.0.0.1:0") as cluster:
+        ex = executors.DaskExecutor(cluster.scheduler_address)
+        try:
+            assert ex.warning and cluster.scheduler_address in ex.warning
+        finally:
+            ex.close()
+    # The run's header shows an executor's warning; the local executor has none.
+    fake = FakeExecutor()
+    fake.warning = "the test's warning"
+    out = io.StringIO()
+    autograde.grade_class(course, sandbox=False, stream=out, executor=fake)
+    assert "autograde: WARNING: the test's warning" in out.getvalue()
+    assert executors.LocalExecutor(1).warning is None
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_ctrl_c_ends_the_command_with_a_message_not_a_traceback(monkeypatch, tmp_path, capsys, check):
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(autograde, "check_class" if check else "grade_class", interrupted)
+    parser = argparse.ArgumentParser()
+    autograde.add_arguments(parser)
+    argv = ["--course", str(tmp_path), "--scheduler", "tcp://10.0.0.5:8786"] + (["--check"] if check else [])
+    assert autograde.main(parser.parse_args(argv)) == 130
+    err = capsys.readouterr().err
+    assert "interrupted (Ctrl-C)" in err and "run the same command again" in err and "Traceback" not in err

@@ -214,6 +214,8 @@ def grade_class(
               + (f"; {len(restore)} graded but not completely stored, stored again" if restore else ""), file=stream)
         if ex.dashboard:
             print(f"autograde: dashboard {ex.dashboard}", file=stream)
+        if ex.warning:
+            print(f"autograde: WARNING: {ex.warning}", file=stream)
         for job, old in restore:
             _store(course, job, old, writer, again=True)
             restored.append(old)
@@ -414,6 +416,9 @@ def main_check(args) -> int:
     except RuntimeError as e:
         print(f"autograde: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     if not findings:
         print("autograde --check: result files, gradebook, autograded notebooks and exports agree")
         return 0
@@ -431,6 +436,12 @@ def main_check(args) -> int:
     else:
         print("autograde --check: repaired; the stores agree now")
     return 1
+
+
+#: What an interrupted run (Ctrl-C) says instead of a traceback.
+INTERRUPTED = ("autograde: interrupted (Ctrl-C): every result stored before stays stored, one that was being "
+               "stored is completed or graded again by the next run; submissions still being graded on a Dask cluster finish there and are "
+               "discarded; run the same command again to grade the rest")
 
 
 def main(args) -> int:
@@ -453,6 +464,9 @@ def main(args) -> int:
     except RuntimeError as e:
         print(f"autograde: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     return report(out)
 
 

@@ -17,6 +17,7 @@ only an executor that cannot go on at all (its scheduler went away) raises
 from __future__ import annotations
 
 import tempfile
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from .jobs import Job
 from .pool import WorkerPool, run_worker
 
 __all__ = ["CLUSTER_INSTALL", "DaskExecutor", "Executor", "ExecutorLost", "LocalExecutor", "RunConfig",
-           "make_executor"]
+           "make_executor", "unprotected_warning"]
 
 CLUSTER_INSTALL = 'pip install "mhsa-course[cluster]"'
 
@@ -55,6 +56,8 @@ class Executor:
 
     workers: int = 1
     dashboard: Optional[str] = None
+    #: What the instructor must know before the run (printed in its header), or None.
+    warning: Optional[str] = None
 
     def run(self, jobs: Sequence[Job], config: RunConfig) -> Iterator[Tuple[Job, Dict[str, Any]]]:
         """Yield ``(job, result)`` for each job as its result completes. Raises
@@ -129,14 +132,50 @@ def _task_failure(exc: BaseException) -> str:
     return f"the Dask task grading this submission failed ({name}: {text})"
 
 
+def unprotected_warning(address: str) -> Optional[str]:
+    """Why a scheduler reached at ``address`` without TLS exposes the course, or None for
+    ``tls://``. A Dask cluster runs whatever a client that reaches its scheduler asks for, and the
+    scheduler holds every task's payload: the submissions, the assignments' source notebooks with
+    their hidden tests and the grading seed."""
+    if address.strip().lower().startswith("tls://"):
+        return None
+    return (f"the Dask scheduler at {address} is reached without TLS: whoever can reach its port (and `dask "
+            "scheduler` listens on every network interface unless given --host) can run code on the cluster, read "
+            "every submission, the assignments' source notebooks with their hidden tests and the grading seed, and "
+            "change results. Keep the scheduler's and the workers' ports on a network only you reach, or use a "
+            "tls:// address with Dask's TLS settings (distributed.comm.require-encryption, distributed.comm.tls.*) "
+            "and client certificates")
+
+
+def _payload_bytes(payload: Dict[str, Any]) -> int:
+    """The bytes a payload (:func:`.remote.build_payload`) carries: its files and notebooks."""
+    total = 0
+    for key in ("notebook", "source_notebook"):
+        if isinstance(payload.get(key), (bytes, bytearray)):
+            total += len(payload[key])
+    for key in ("files", "source_files"):
+        total += sum(len(b) for b in (payload.get(key) or {}).values())
+    return total
+
+
 class DaskExecutor(Executor):
     """One ``dask.distributed`` task per submission (:func:`.remote.grade_task`), on the cluster of
     the scheduler at ``address``. ``connect_timeout``: seconds to reach the scheduler (at the start,
     and again after a lost connection, before the run stops); ``retries``: times a task that
     raised runs again (a worker that dies mid-task is replaced by the scheduler itself, up to its
-    ``allowed-failures``); ``window``: tasks submitted ahead (the payloads held at once)."""
+    ``allowed-failures``); ``window``: tasks submitted ahead (the payloads held at once). A
+    cluster left with no worker at all for :attr:`NO_WORKER_S` stops the run as a lost scheduler
+    does (:class:`ExecutorLost`).
+    Whatever the window, nothing more is submitted while the payloads submitted and not yet
+    finished reach :attr:`MAX_BYTES_AHEAD` in all (one task is always let through): each may
+    carry up to :data:`.remote.MAX_PAYLOAD_BYTES` of a student's files plus the notebook, and
+    this process and the scheduler hold every submitted task's payload until it is done."""
 
     POLL_S = 2.0
+    #: Seconds the run waits with no worker connected at all before it stops (its results so far
+    #: stored; the next run grades the rest), rather than wait for ever in silence.
+    NO_WORKER_S = 600.0
+    MAX_BYTES_AHEAD = 1 * 2**30
 
     def __init__(self, address: str, connect_timeout: float = 10.0, retries: int = 1, window: Optional[int] = None):
         if not isinstance(address, str) or not address.strip():
@@ -158,15 +197,33 @@ class DaskExecutor(Executor):
         self.threads, self.nworkers = self._count()
         self.workers = max(1, self.threads)
         self.dashboard = self._dashboard()
+        self.warning = unprotected_warning(self.address)
 
     def _dashboard(self) -> Optional[str]:
-        """The scheduler's dashboard link, or None when it runs none."""
+        """The scheduler's dashboard link, or None when it runs none. A scheduler started with
+        ``--no-dashboard`` still names an HTTP port (its health and metrics routes), where the
+        link's page is "404 Not Found": asked once, a page that is not there is no dashboard (a
+        port this machine cannot reach keeps its link: the dashboard may be there for others)."""
         try:
             if not self.client.scheduler_info().get("services", {}).get("dashboard"):
                 return None
-            return self.client.dashboard_link or None
+            link = self.client.dashboard_link or None
         except Exception:
             return None
+        if link is None:
+            return None
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(link, timeout=3):
+                pass
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+        except Exception:  # not reachable from here: say what the scheduler says
+            pass
+        return link
 
     def _count(self) -> Tuple[int, int]:
         """(threads, workers) of the cluster now."""
@@ -180,7 +237,7 @@ class DaskExecutor(Executor):
         text = (f"Dask scheduler {self.address} with {self.nworkers} worker(s), {self.threads} thread(s) "
                 "(a submission per thread)")
         if not self.nworkers:
-            text += "; no worker is connected yet: the submissions wait for one"
+            text += (f"; no worker is connected yet: the submissions wait for one (at most {self.NO_WORKER_S:g} s)")
         return text
 
     def _lost(self, why: str) -> ExecutorLost:
@@ -193,10 +250,12 @@ class DaskExecutor(Executor):
         queue: List[Job] = list(jobs)
         queue.reverse()  # popped from the end: in the order given
         pending: Dict[Any, Job] = {}
+        sizes: Dict[Any, int] = {}  # each pending task's payload, in bytes
         ready: List[Tuple[Job, Dict[str, Any]]] = []
+        no_worker_since: Optional[float] = None  # since when the cluster has had no worker
         while queue or pending or ready:
             window = (self.window or max(32, 4 * max(1, self._count()[0]))) if queue else 0
-            while queue and len(pending) < window:
+            while queue and len(pending) < window and (not pending or sum(sizes.values()) < self.MAX_BYTES_AHEAD):
                 job = queue.pop()
                 try:
                     payload = remote.build_payload(job, config.course, config.limits, config.sandbox, version)
@@ -210,6 +269,7 @@ class DaskExecutor(Executor):
                 except Exception as e:
                     raise self._lost(f"submitting failed: {type(e).__name__}: {str(e)[:300]}") from None
                 pending[fut] = job
+                sizes[fut] = _payload_bytes(payload)
                 del payload
             while ready:
                 yield ready.pop()
@@ -227,6 +287,16 @@ class DaskExecutor(Executor):
             if not done:
                 if self.client.status in ("closing", "closed"):
                     raise self._lost("the connection closed and could not be made again")
+                if self._count()[1]:
+                    no_worker_since = None
+                elif no_worker_since is None:
+                    no_worker_since = time.monotonic()
+                elif time.monotonic() - no_worker_since >= self.NO_WORKER_S:
+                    raise ExecutorLost(
+                        f"no Dask worker was connected to the scheduler at {self.address} for "
+                        f"{self.NO_WORKER_S:g} s, so {len(pending)} submission(s) waited for one in vain (workers "
+                        "started without a nanny stop when their scheduler goes away); start workers "
+                        f"(`dask worker {self.address}`) and run the same command again")
                 continue
             for fut in done:
                 job = pending.pop(fut)
@@ -234,6 +304,7 @@ class DaskExecutor(Executor):
                 if result is None:  # its result was lost with a worker: the scheduler runs it again
                     pending[fut] = job
                     continue
+                sizes.pop(fut, None)
                 fut.release()
                 yield job, result
 

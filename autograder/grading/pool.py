@@ -26,7 +26,21 @@ WORKER = Path(__file__).resolve().parent / "worker.py"
 #: Worker slots on one machine (a root grader's sandboxes run as uid ``sandbox.BASE_UID + slot``),
 #: shared by every grading run there through the slot locks in SLOT_DIR.
 SLOTS = 64
-SLOT_DIR = Path(tempfile.gettempdir()) / "mhsa-sandbox-slots"
+
+
+def _slot_dir() -> Path:
+    """The machine's one folder of slot locks, whatever the grader's ``TMPDIR``: two graders that
+    saw two folders (two Dask workers each with a ``TMPDIR`` of its own, a service with a private
+    ``/tmp``) would claim the same slot, and their sandboxes would share one uid and its process
+    limit. ``/run/lock`` (the system's folder for locks, never private to a service) where it is
+    there, else ``/tmp`` itself."""
+    for top in ("/run/lock", "/tmp"):
+        if os.path.isdir(top):
+            return Path(top) / "mhsa-sandbox-slots"
+    return Path(tempfile.gettempdir()) / "mhsa-sandbox-slots"  # pragma: no cover - neither exists
+
+
+SLOT_DIR = _slot_dir()
 #: Seconds a worker may take beyond the notebook's total limit before it is stopped: more than the
 #: 120 s its sandbox may run past that limit (the runner's and the kernel's start), so that a
 #: sandbox stopped at its own limit is still read back and judged (a status, not a grader error).
