@@ -294,7 +294,7 @@ def test_another_grader_version_is_a_clear_grader_error(worker_side):
     payload["grader_version"] = "mhsa-course 9.9 (grader 1, code 000000000000)"
     out = remote.grade_task(payload)
     r = out["result"]
-    assert r["status"] == "grader-error" and out["notebook"] is None
+    assert r["status"] == "grader-error" and out["notebook"] is None and r["worker_problem"] is True
     assert f"has {remote.grader_version()}, the run needs mhsa-course 9.9" in r["message"]
     assert list(local.iterdir()) == []
 
@@ -305,6 +305,7 @@ def test_a_worker_without_the_sandbox_grades_nothing(worker_side, monkeypatch):
     monkeypatch.setattr(remote, "_sandbox_problem", lambda: "bwrap: No such file or directory")
     r = remote.grade_task(payload)["result"]
     assert r["status"] == "grader-error" and "bubblewrap sandbox (bwrap)" in r["message"]
+    assert r["worker_problem"] is True  # not stored as a grade (the run lists it as NOT graded)
     assert "--no-sandbox" in r["message"] and list(local.iterdir()) == []
 
 
@@ -417,6 +418,9 @@ def test_task_outcomes_become_results_here(tmp_path):
     assert bad["status"] == "grader-error" and "returned list" in bad["message"]
     err = ex._result(_Future("error", exc=ModuleNotFoundError("No module named 'autograder'")), job, config)
     assert err["status"] == "grader-error" and "could not load the grader" in err["message"]
+    assert err.get("worker_problem") is True  # the worker's environment: not stored as a grade
+    other = ex._result(_Future("error", exc=ZeroDivisionError("in the grader")), job, config)
+    assert other["status"] == "grader-error" and not other.get("worker_problem")
     assert ex._result(_Future("lost", exc=OSError("gone")), job, config) is None  # computed again: wait for it
     with pytest.raises(executors.ExecutorLost, match="lost the Dask scheduler at tcp://sched:8786"):
         ex._result(_Future("cancelled"), job, config)
@@ -619,3 +623,42 @@ def test_ctrl_c_ends_the_command_with_a_message_not_a_traceback(monkeypatch, tmp
     assert autograde.main(parser.parse_args(argv)) == 130
     err = capsys.readouterr().err
     assert "interrupted (Ctrl-C)" in err and "run the same command again" in err and "Traceback" not in err
+
+
+class RefusingExecutor(FakeExecutor):
+    """Its workers cannot grade ``refuse``'s submissions (as a worker without bwrap, or with other
+    grader code, answers): a grader error marked as the worker's problem."""
+
+    def __init__(self, refuse=()):
+        super().__init__()
+        self.refuse = set(refuse)
+
+    def run(self, jobs, config):
+        for job, result in super().run(jobs, config):
+            if job.student in self.refuse:
+                result = remote._refusal("the Dask worker w1 cannot start the bubblewrap sandbox (bwrap): test")["result"]
+            yield job, result
+
+
+def test_a_worker_that_cannot_grade_stores_nothing_and_an_earlier_grade_stays(course):
+    """A worker's environment is not a grade: its refusals are listed as NOT graded (exit code 1),
+    nothing is stored for them (not a flagged zero over a good grade, even with --force), and the
+    next run with working workers grades them."""
+    autograde.grade_class(course, sandbox=False, stream=io.StringIO(), executor=FakeExecutor())
+    good = _result(course, "alice")
+    assert good["score"] == 5.0
+    out = autograde.grade_class(course, sandbox=False, stream=io.StringIO(), force=True,
+                                executor=RefusingExecutor(refuse={"alice"}))
+    assert [r[:2] for r in out["refused"]] == [("alice", A)] and "bwrap" in out["refused"][0][2]
+    assert _result(course, "alice") == good  # untouched: not re-stored, not a zero
+    assert [r["student"] for r in out["results"]] == ["bob"]
+    text = io.StringIO()
+    assert autograde.report(out, text) == 1
+    assert "1 submission(s) NOT graded because the machine given them could not grade" in text.getvalue()
+    assert f"alice/{A}: the Dask worker w1 cannot start the bubblewrap sandbox" in text.getvalue()
+    _assert_consistent(course)
+    (course / "grading" / "alice" / f"{A}.json").unlink()  # never graded: the next run grades it
+    out = autograde.grade_class(course, sandbox=False, stream=io.StringIO(), executor=RefusingExecutor(refuse={"alice"}))
+    assert not (course / "grading" / "alice" / f"{A}.json").exists() and out["refused"]
+    out = autograde.grade_class(course, sandbox=False, stream=io.StringIO(), executor=FakeExecutor())
+    assert [r["student"] for r in out["results"]] == ["alice"] and _result(course, "alice")["score"] == 5.0

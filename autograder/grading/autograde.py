@@ -162,7 +162,8 @@ def grade_class(
     """Grade the class; returns ``{"results": [...], "restored": [...], "skipped": [...],
     "problems": [(entry, why)], "exports": ExportSync or None, "exports_error": str or None,
     "seconds": ..., "workers": ..., "executor": its description, "dashboard": link or None,
-    "stopped": why the run stopped early or None, "not_graded": [(student, assignment)]}``.
+    "stopped": why the run stopped early or None, "not_graded": [(student, assignment)],
+    "refused": [(student, assignment, why)] the machine given them could not grade (not stored)}``.
     ``only``: just these (student, assignment) pairs.
 
     Where the submissions are graded (:mod:`.executors`): on this machine with ``workers``
@@ -203,6 +204,7 @@ def grade_class(
     exports, exports_error = None, None
     stopped: Optional[str] = None
     not_graded: List[Tuple[str, str]] = []
+    refused: List[Tuple[str, str, str]] = []
     try:
         jobs, problems = find_submissions(course, names, students, limits, sandbox)
         if only is not None:
@@ -235,6 +237,14 @@ def grade_class(
                     if key in seen or key not in wanted:
                         continue  # a task that ran twice (a worker lost after it finished): stored once
                     seen.add(key)
+                    if result.get("worker_problem"):
+                        # The machine that was to grade it could not (no bwrap, other grader code, no
+                        # course package): not a grade, so nothing is stored and a grade stored before
+                        # stays; the next run grades it.
+                        refused.append((job.student, job.assignment, str(result.get("message", ""))[:300]))
+                        progress.update(f"{shown(job.student)}/{job.assignment}: NOT graded (the worker could not)",
+                                        problem=True)
+                        continue
                     result = _complete(course, job, result)
                     _store(course, job, result, writer)
                     results.append(result)
@@ -259,7 +269,7 @@ def grade_class(
     return {"results": results, "restored": restored, "skipped": [(j.student, j.assignment) for j in skipped],
             "problems": problems, "exports": exports, "exports_error": exports_error,
             "seconds": time.monotonic() - t0, "workers": ex.workers, "executor": ex.describe(),
-            "dashboard": ex.dashboard, "stopped": stopped, "not_graded": not_graded,
+            "dashboard": ex.dashboard, "stopped": stopped, "not_graded": not_graded, "refused": refused,
             "withdrawn": withdrawn(course, names, students, only)}
 
 
@@ -490,6 +500,15 @@ def report(out: Dict[str, Any], stream: Optional[TextIO] = None) -> int:
     errors = [r for r in results if r["status"] == "grader-error"]
     unstored = [r for r in results if "store_error" in r]
     not_graded = out.get("not_graded") or []
+    refused = out.get("refused") or []
+    if refused:
+        print(f"autograde: {len(refused)} submission(s) NOT graded because the machine given them could not grade "
+              "(nothing stored for them; an earlier grade stays): fix the workers and run the same command again",
+              file=stream)
+        for student, assignment, why in refused[:20]:
+            print(f"  {shown(student)}/{assignment}: {why}", file=stream)
+        if len(refused) > 20:
+            print(f"  ... and {len(refused) - 20} more", file=stream)
     if out.get("stopped"):
         print(f"autograde: the run STOPPED early: {out['stopped']}; every result that came back is stored; "
               f"{len(not_graded)} submission(s) were not graded: run the same command again to grade them", file=stream)
@@ -505,5 +524,7 @@ def report(out: Dict[str, Any], stream: Optional[TextIO] = None) -> int:
           + (f"; {len(errors)} grader error(s)" if errors else "")
           + (f"; {len(unstored)} NOT stored (the next run stores them)" if unstored else "")
           + (f"; {len(out.get('problems', []))} folder(s) not graded" if out.get("problems") else "")
-          + (f"; STOPPED with {len(not_graded)} not graded" if out.get("stopped") else ""), file=stream)
-    return 1 if errors or unstored or out.get("problems") or out.get("exports_error") or out.get("stopped") else 0
+          + (f"; STOPPED with {len(not_graded)} not graded" if out.get("stopped") else "")
+          + (f"; {len(refused)} NOT graded (the workers could not)" if refused else ""), file=stream)
+    return 1 if (errors or unstored or out.get("problems") or out.get("exports_error") or out.get("stopped")
+                 or refused) else 0

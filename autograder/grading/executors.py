@@ -119,6 +119,12 @@ def _import_distributed():
     return distributed
 
 
+def _cannot_load_grader(exc: BaseException) -> bool:
+    """Did the task fail because its worker cannot load the grader (no course package there)?"""
+    text = str(exc)[:500]
+    return isinstance(exc, ImportError) or ("autograder" in text and ("No module" in text or "import" in text.lower()))
+
+
 def _task_failure(exc: BaseException) -> str:
     """A failed task's message for its submission's grader error."""
     name = type(exc).__name__
@@ -126,7 +132,7 @@ def _task_failure(exc: BaseException) -> str:
     if name == "KilledWorker":
         return (f"the Dask workers running this submission died each time it ran, so the scheduler gave up on it "
                 f"(KilledWorker: {text}); grade it again, or with the local executor")
-    if isinstance(exc, ImportError) or "autograder" in text and ("No module" in text or "import" in text.lower()):
+    if _cannot_load_grader(exc):
         return (f"a Dask worker could not load the grader ({name}: {text}): install the course's wheel with its "
                 f"extra `cluster` on every worker ({CLUSTER_INSTALL} or the wheel of `./course wheel`)")
     return f"the Dask task grading this submission failed ({name}: {text})"
@@ -318,7 +324,10 @@ class DaskExecutor(Executor):
                 exc = fut.exception(timeout=30)
             except Exception as e:
                 raise self._lost(f"the task's error could not be read: {type(e).__name__}: {e}") from None
-            return _grader_error(_task_failure(exc))
+            result = _grader_error(_task_failure(exc))
+            if _cannot_load_grader(exc):
+                result["worker_problem"] = True  # the worker's environment: not a grade
+            return result
         try:
             out = fut.result(timeout=60)
         except Exception as e:

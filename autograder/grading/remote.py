@@ -123,6 +123,11 @@ def _error(message: str, **extra: Any) -> Dict[str, Any]:
             "notebook": None}
 
 
+def _refusal(message: str) -> Dict[str, Any]:
+    """This worker cannot grade at all (its environment, not the submission): no result to store."""
+    return _error(message, worker_problem=True)
+
+
 def _host() -> str:
     try:
         return socket.gethostname()
@@ -205,16 +210,16 @@ def grade_task(payload: Dict[str, Any]) -> Dict[str, Any]:
 def _grade_task(payload: Dict[str, Any], host: str) -> Dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != PAYLOAD_FORMAT:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        return _error(f"the Dask worker {host} received a payload of format {got!r}; it reads format {PAYLOAD_FORMAT}")
+        return _refusal(f"the Dask worker {host} received a payload of format {got!r}; it reads format {PAYLOAD_FORMAT}")
     mine, needed = grader_version(), str(payload.get("grader_version"))
     if mine != needed:
-        return _error(f"the Dask worker {host} has {mine}, the run needs {needed}: install the course's wheel of "
+        return _refusal(f"the Dask worker {host} has {mine}, the run needs {needed}: install the course's wheel of "
                       "this run on every worker (`pip install mhsa_course-....whl[cluster]`)")
     no_sandbox = bool(payload.get("no_sandbox"))
     if not no_sandbox:
         why = _sandbox_problem()
         if why is not None:
-            return _error(f"the Dask worker {host} cannot start the bubblewrap sandbox (bwrap): {why}; nothing was "
+            return _refusal(f"the Dask worker {host} cannot start the bubblewrap sandbox (bwrap): {why}; nothing was "
                           "graded there (install bwrap on every worker, or grade the whole run with --no-sandbox)")
     t0 = time.monotonic()
     limits = Limits(**payload.get("limits") or {})
