@@ -134,6 +134,26 @@ def tiny_source_nb():
     return notebook(source_cells())
 
 
+#: The committed notebooks' self-check reports, each notebook executed once per test session
+#: whichever test files read it (keyed by path and contents: an edited file runs again).
+_EXECUTED = {}
+
+
+def executed_notebook(path):
+    """``check_notebook``'s report of ``path`` (a committed solution or learner notebook) with
+    generous limits (a notebook that needs more on CPU is a bug in the notebook), executed once
+    per session; callers only read it."""
+    import hashlib
+
+    from autograder.grading.selfcheck import check_notebook
+
+    path = Path(path).resolve()
+    key = (str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+    if key not in _EXECUTED:
+        _EXECUTED[key] = check_notebook(path, cell_timeout=300, total_timeout=900)
+    return _EXECUTED[key]
+
+
 def run_cli(*args, timeout=600, cwd=ROOT):
     """``python -m autograder ARGS`` in a subprocess, as ``./course`` runs it."""
     return subprocess.run(

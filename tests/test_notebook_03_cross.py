@@ -10,11 +10,10 @@ import time
 
 import nbformat
 import pytest
-from conftest import SOLUTIONS
+from conftest import SOLUTIONS, executed_notebook
 
 from autograder.checks import cross as C
 from autograder.checks.questions import QUESTIONS
-from autograder.grading.selfcheck import check_notebook
 
 NAME = "03_concat_and_output_projection"
 PATH = SOLUTIONS / f"{NAME}.ipynb"
@@ -23,7 +22,7 @@ PATH = SOLUTIONS / f"{NAME}.ipynb"
 @pytest.fixture(scope="module")
 def executed():
     start = time.perf_counter()
-    report = check_notebook(PATH, cell_timeout=300, total_timeout=900)
+    report = executed_notebook(PATH)
     return report, time.perf_counter() - start
 
 

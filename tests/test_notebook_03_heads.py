@@ -10,12 +10,11 @@ import json
 import re
 
 import pytest
-from conftest import NOTEBOOKS, SOLUTIONS
+from conftest import NOTEBOOKS, SOLUTIONS, executed_notebook
 
 import mhsa_lib
 from autograder.checks import tradeoff as C
 from autograder.checks.questions import QUESTIONS
-from autograder.grading.selfcheck import check_notebook
 
 NAME = "03_concat_and_output_projection"
 PATH = SOLUTIONS / f"{NAME}.ipynb"
@@ -110,7 +109,7 @@ def _printed(report) -> str:
 
 @pytest.fixture(scope="module")
 def executed():
-    return check_notebook(PATH, cell_timeout=300, total_timeout=900)
+    return executed_notebook(PATH)
 
 
 @pytest.mark.slow
@@ -151,7 +150,7 @@ def test_full_marks_and_within_a_minute(executed):
 
 @pytest.mark.slow
 def test_the_untouched_learner_copy_earns_nothing_here():
-    learner = check_notebook(NOTEBOOKS / f"{NAME}.ipynb", cell_timeout=300, total_timeout=900)
+    learner = executed_notebook(NOTEBOOKS / f"{NAME}.ipynb")
     assert learner.stopped_early is None, learner.stopped_early
     steps = {s.id: s for s in learner.steps}
     assert set(STEPS) <= set(steps)

@@ -8,10 +8,9 @@ import json
 import re
 
 import pytest
-from conftest import NOTEBOOKS, SOLUTIONS
+from conftest import NOTEBOOKS, SOLUTIONS, executed_notebook
 
 import mhsa_lib
-from autograder.grading.selfcheck import check_notebook
 
 NAME = "04_transformer_block"
 MODERN_STEPS = ("check_rms_norm", "check_swiglu_feed_forward", "check_block_costs",
@@ -20,12 +19,12 @@ MODERN_STEPS = ("check_rms_norm", "check_swiglu_feed_forward", "check_block_cost
 
 @pytest.fixture(scope="module")
 def solution():
-    return check_notebook(SOLUTIONS / f"{NAME}.ipynb", cell_timeout=300, total_timeout=900)
+    return executed_notebook(SOLUTIONS / f"{NAME}.ipynb")
 
 
 @pytest.fixture(scope="module")
 def learner():
-    return check_notebook(NOTEBOOKS / f"{NAME}.ipynb", cell_timeout=300, total_timeout=900)
+    return executed_notebook(NOTEBOOKS / f"{NAME}.ipynb")
 
 
 def _text(cells) -> str:

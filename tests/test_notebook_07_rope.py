@@ -5,10 +5,9 @@ with only NotImplementedError and earns nothing."""
 import re
 
 import pytest
-from conftest import NOTEBOOKS, SOLUTIONS
+from conftest import NOTEBOOKS, SOLUTIONS, executed_notebook
 
 from autograder.grading import nbgrader_tools as nbt
-from autograder.grading.selfcheck import check_notebook
 
 NAME = "07_capstone_tiny_transformer"
 BUDGET_S = 180  # the whole notebook, top to bottom, on the course's 2-core machine
@@ -18,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def solution():
-    return check_notebook(SOLUTIONS / f"{NAME}.ipynb", cell_timeout=300, total_timeout=900)
+    return executed_notebook(SOLUTIONS / f"{NAME}.ipynb")
 
 
 def _text(cell) -> str:
@@ -68,7 +67,7 @@ def test_length_probe_numbers_match_the_text(solution):
 
 
 def test_learner_copy_runs_with_only_not_implemented_and_earns_nothing():
-    report = check_notebook(NOTEBOOKS / f"{NAME}.ipynb", cell_timeout=300, total_timeout=900)
+    report = executed_notebook(NOTEBOOKS / f"{NAME}.ipynb")
     assert report.stopped_early is None, report.stopped_early
     assert {e[1] for e in report.errors} <= {"NotImplementedError"}, report.errors
     assert not {s.id: s.points for s in report.steps if s.points}

@@ -9,10 +9,9 @@ import time
 
 import nbformat
 import pytest
-from conftest import SOLUTIONS
+from conftest import SOLUTIONS, executed_notebook
 
 from autograder.checks import tiled as C
-from autograder.grading.selfcheck import check_notebook
 
 NAME = "08_attention_without_the_matrix"
 PATH = SOLUTIONS / f"{NAME}.ipynb"
@@ -21,7 +20,7 @@ PATH = SOLUTIONS / f"{NAME}.ipynb"
 @pytest.fixture(scope="module")
 def executed():
     start = time.perf_counter()
-    report = check_notebook(PATH, cell_timeout=300, total_timeout=900)
+    report = executed_notebook(PATH)
     return report, time.perf_counter() - start
 
 

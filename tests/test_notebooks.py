@@ -5,28 +5,18 @@ NotImplementedError and earns nothing."""
 from __future__ import annotations
 
 import pytest
-from conftest import NOTEBOOKS, SOLUTIONS
+from conftest import NOTEBOOKS, SOLUTIONS, executed_notebook
 
 from autograder.grading import nbgrader_tools as nbt
-from autograder.grading.selfcheck import check_notebook
 
 NAMES = sorted(p.stem for p in SOLUTIONS.glob("*.ipynb"))
-
-# Generous limits: a notebook that needs more on CPU is a bug in the notebook.
-CELL_TIMEOUT, TOTAL_TIMEOUT = 300, 900
 
 
 @pytest.fixture(scope="module")
 def reports():
-    """Each notebook is executed once, whichever tests ask for it."""
-    cache = {}
-
-    def get(path):
-        if path not in cache:
-            cache[path] = check_notebook(path, cell_timeout=CELL_TIMEOUT, total_timeout=TOTAL_TIMEOUT)
-        return cache[path]
-
-    return get
+    """Each notebook is executed once per session, whichever tests ask for it (the notebooks'
+    own section tests read the same reports)."""
+    return executed_notebook
 
 
 def test_there_are_notebooks():
