@@ -80,8 +80,8 @@ class WorkerProcess:
     dies or stops answering."""
 
     def __init__(self, log_dir: Path):
-        self.log = open(Path(tempfile.mkstemp(prefix="worker_", suffix=".log", dir=log_dir)[1]), "w+",
-                        encoding="utf-8", errors="replace")
+        fd, self.log_path = tempfile.mkstemp(prefix="worker_", suffix=".log", dir=log_dir)
+        self.log = os.fdopen(fd, "w+", encoding="utf-8", errors="replace")
         # It dies with the grader, even one killed with SIGKILL (:mod:`.lifeline`): with the pool
         # thread that starts it, which lives until the run ends.
         self.proc = subprocess.Popen([sys.executable, str(WORKER), "--serve", "--parent", str(os.getpid())],
@@ -125,6 +125,17 @@ class WorkerProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def close(self) -> None:
+        """End it: asked to (its standard input closed), then stopped; its log closed."""
+        if self.alive():
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=10)
+            except Exception:
+                pass
+        self.stop()
+        self.log.close()
 
     def stop(self) -> None:
         try:
@@ -176,14 +187,7 @@ class WorkerPool:
 
     def close(self) -> None:
         for w in self.all:
-            if w.alive():
-                try:
-                    w.proc.stdin.close()
-                    w.proc.wait(timeout=10)
-                except Exception:
-                    pass
-            w.stop()
-            w.log.close()
+            w.close()
         for fd in self._slot_fds:
             os.close(fd)  # the slots are free again
         self._slot_fds = []

@@ -156,10 +156,10 @@ def _grading_process() -> "pool_mod.WorkerProcess":
     if proc is not None and proc.alive():
         return proc
     if proc is not None:
-        _end(proc)
+        proc.close()
     proc = pool_mod.WorkerProcess(Path(_local_dir()))
     try:
-        os.unlink(proc.log.name)
+        os.unlink(proc.log_path)
     except OSError:
         pass
     _THREAD.proc = proc
@@ -269,14 +269,6 @@ def stop_grading_process() -> None:
     proc = getattr(_THREAD, "proc", None)
     _THREAD.proc = None
     if proc is not None:
-        _end(proc)
+        proc.close()
 
 
-def _end(proc: "pool_mod.WorkerProcess") -> None:
-    try:
-        proc.proc.stdin.close()
-        proc.proc.wait(timeout=10)
-    except Exception:
-        pass
-    proc.stop()
-    proc.log.close()
