@@ -54,17 +54,17 @@ def course(tmp_path):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def own_slot(tmp_path_factory):
+def own_slot():
     """A worker slot claimed as a grading run claims it (machine-wide), so that the uid these
     tests' sandboxes run as is no other grading run's on this machine (the per-uid checks below
     would otherwise see its processes)."""
-    from autograder.grading.pool import WorkerPool
+    from autograder.grading import pool
 
-    pool = WorkerPool(tmp_path_factory.mktemp("slots"))
     global SLOT
-    SLOT = pool._claim_slot()
+    SLOT, fd = pool.claim_slot(pool.SLOT_DIR)
     yield SLOT
-    pool.close()
+    if fd is not None:
+        os.close(fd)  # the slot is free again
 
 
 SLOT = 0
